@@ -1,0 +1,51 @@
+# robustctl — every target sets itself up: `make run` / `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned to the builds that install from local disk on the reference machine.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run train test test-slow test-all lint bench ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install robustctl with its dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: install  ## the main job on the embedded default (digits): train + evaluate, logged to MLflow
+	$(BIN)/robustctl run $(ARGS)
+
+train: install  ## train only (pass overrides with ARGS="dataset=fashion_mnist ...")
+	$(BIN)/robustctl train $(ARGS)
+
+test: install  ## the test suite (fast tests; slow real-data tests excluded)
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install  ## slow real-data tests (Fashion-MNIST etc.)
+	$(BIN)/pytest -q -m slow
+
+test-all: install  ## every test
+	$(BIN)/pytest -q
+
+lint: install  ## ruff
+	$(BIN)/ruff check robustctl tests benchmarks
+
+bench: install  ## benchmarks (ratios against named references, same run)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+ui: install  ## open the MLflow UI on the project's tracking store
+	$(BIN)/robustctl ui
+
+clean:  ## remove outputs, stores and caches (keeps .venv)
+	rm -rf outputs multirun checkpoints mlartifacts mlruns mlruns.db reports .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

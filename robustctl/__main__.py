@@ -1,0 +1,3 @@
+from robustctl.cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""``robustctl``: the Typer entry point. Heavy imports (torch, mlflow) happen inside commands.
+
+Every command takes Hydra overrides as positional arguments (``robustctl train dataset=fashion_mnist
+trainer.lr=0.05``); ``-m/--multirun`` hands them to Hydra's sweeper and launcher instead
+(``robustctl run -m trainer.seed=0,1,2``, ``hydra/launcher=joblib`` for local parallel jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from robustctl import __version__
+
+app = typer.Typer(
+    name="robustctl", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    help="Adversarial-robustness experiments: train, attack, detect; everything logged to MLflow.",
+)
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="Hydra overrides: group=option or key=value.", show_default=False)]
+Multirun = Annotated[bool, typer.Option("--multirun", "-m", help="Sweep: comma-separated values run one job each (Hydra sweeper/launcher).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+
+
+def _fail(message: str, code: int) -> None:
+    from robustctl.console import err_console
+
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guarded(fn, debug: bool):
+    """Run ``fn``; turn known errors into one readable message and an exit code."""
+    from robustctl.errors import RobustctlError
+
+    try:
+        return fn()
+    except RobustctlError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted (the MLflow run is marked KILLED; `trainer.resume=true` continues training)", 130)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
+        if debug:
+            traceback.print_exc()
+        _fail(f"{type(exc).__name__}: {exc}\n  (run again with --debug for the traceback)", 1)
+
+
+def _single(command: str, overrides: list[str], debug: bool) -> None:
+    from robustctl.config import compose
+
+    def body() -> None:
+        from robustctl.pipeline import execute, print_summary
+
+        raw, cfg = compose(overrides)
+        if debug:
+            cfg.debug = True
+        print_summary(execute(command, cfg, raw))
+
+    _guarded(body, debug or "debug=true" in overrides)
+
+
+def _multirun(command: str, overrides: list[str], debug: bool) -> None:
+    """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the sweep goes on."""
+    import hydra
+
+    from robustctl.config import config_dir, validate
+    from robustctl.console import err_console
+    from robustctl.errors import RobustctlError
+
+    failures: list[str] = []
+
+    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    def job(raw) -> dict[str, float] | None:
+        from robustctl.pipeline import execute, print_summary
+
+        try:
+            result = execute(command, validate(raw, cwd=hydra.utils.get_original_cwd()), raw)
+        except RobustctlError as exc:
+            if debug:
+                traceback.print_exc()
+            err_console.print(f"[bold red]job failed:[/] {exc}")
+            failures.append(str(exc))
+            return None
+        print_summary(result)
+        return result.metrics
+
+    saved = sys.argv
+    sys.argv = ["robustctl", "--multirun", *overrides]
+    try:
+        _guarded(job, debug)
+    finally:
+        sys.argv = saved
+    if failures:
+        _fail(f"{len(failures)} sweep job(s) failed", 1)
+
+
+def _dispatch(command: str, overrides: list[str] | None, multirun: bool, debug: bool) -> None:
+    (_multirun if multirun else _single)(command, list(overrides or []), debug)
+
+
+@app.command()
+def train(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
+    """Train a model (checkpoint each epoch; resume with [bold]trainer.resume=true[/])."""
+    _dispatch("train", overrides, multirun, debug)
+
+
+@app.command()
+def evaluate(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
+    """Evaluate a trained model: [bold]evaluate.checkpoint=PATH[/], [bold]evaluate.run_id=ID[/], or the latest training run."""
+    _dispatch("evaluate", overrides, multirun, debug)
+
+
+@app.command()
+def run(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
+    """Train, then evaluate, in one MLflow run (the main job; [bold]make run[/])."""
+    _dispatch("run", overrides, multirun, debug)
+
+
+@app.command()
+def config(overrides: Overrides = None, debug: Debug = False) -> None:
+    """Print the composed config and every group's options (validated, nothing runs)."""
+
+    def body() -> None:
+        from omegaconf import OmegaConf
+        from rich.table import Table
+
+        from robustctl.config import compose, group_options, selected_options
+        from robustctl.console import console
+
+        raw, _ = compose(list(overrides or []))
+        container = OmegaConf.to_container(raw, resolve=True)
+        container.pop("hydra", None)
+        console.print(OmegaConf.to_yaml(OmegaConf.create(container)), markup=False, highlight=False)
+        table = Table(title="config groups", header_style="bold")
+        table.add_column("group")
+        table.add_column("options (selected in bold)")
+        chosen = selected_options(container)
+        for group, names in group_options().items():
+            table.add_row(group, ", ".join(f"[bold green]{n}[/]" if n == chosen.get(group) else n for n in names))
+        console.print(table)
+
+    _guarded(body, debug)
+
+
+@app.command()
+def ui(
+    overrides: Overrides = None,
+    port: Annotated[int, typer.Option(help="Port for the UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1 keeps it local).")] = "127.0.0.1",
+    debug: Debug = False,
+) -> None:
+    """Open the MLflow UI on the tracking store the runs were written to."""
+
+    def body() -> None:
+        from robustctl.config import compose
+        from robustctl.console import console
+        from robustctl.tracking.store import resolve_tracking_uri
+
+        _, cfg = compose(list(overrides or []))
+        uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+        if uri.startswith(("http://", "https://")):
+            console.print(f"runs are on the MLflow server {uri}: open it in a browser")
+            return
+        console.print(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)")
+        argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+        os.execv(sys.executable, argv)
+
+    _guarded(body, debug)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Adversarial-robustness experiments: train, attack, detect; everything logged to MLflow."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

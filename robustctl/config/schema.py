@@ -1,0 +1,233 @@
+"""Structured configs: one dataclass per config group option, validated before any work starts.
+
+Each group's YAML in ``conf/<group>/`` names its schema through its ``name`` (or, for groups whose
+options share one schema, the group's only dataclass). ``__post_init__`` checks ranges, so a
+negative learning rate or a batch size of 0 is refused with the key's full name.
+
+Pure Python: importing this module must not import torch or mlflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustctl.errors import ConfigError
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _in_unit_interval(value: float, key: str, *, open_left: bool = False) -> None:
+    lo_ok = value > 0 if open_left else value >= 0
+    _require(lo_ok and value <= 1, key, f"must be in {'(' if open_left else '['}0, 1], got {value}")
+
+
+# --------------------------------------------------------------------------------------- dataset
+@dataclass
+class DatasetConfig:
+    """Where the images come from and how the training set is split.
+
+    ``root`` null means the dataset's default location (see ``robustctl.data``). ``train_limit``
+    and ``test_limit`` take a seeded random subset (quick runs); ``val_fraction`` of the training
+    set is held out, deterministically from ``split_seed``.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.val_fraction < 1, "dataset.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"dataset.{key}", f"must be positive or null, got {value}")
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """Seeded Gaussian class prototypes plus noise (tests and smoke runs)."""
+
+    num_samples: int = 1200
+    num_classes: int = 4
+    channels: int = 1
+    image_size: int = 8
+    noise: float = 0.15
+    test_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.num_samples >= 8, "dataset.num_samples", f"must be >= 8, got {self.num_samples}")
+        _require(self.num_classes >= 2, "dataset.num_classes", f"must be >= 2, got {self.num_classes}")
+        _require(self.channels in (1, 3), "dataset.channels", f"must be 1 or 3, got {self.channels}")
+        _require(self.image_size >= 4, "dataset.image_size", f"must be >= 4, got {self.image_size}")
+        _require(self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
+        _require(0 < self.test_fraction < 1, "dataset.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+
+
+DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
+    "digits": DatasetConfig,
+    "synthetic": SyntheticDatasetConfig,
+    "fashion_mnist": DatasetConfig,
+    "mnist": DatasetConfig,
+    "cifar10": DatasetConfig,
+}
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2)."""
+
+    name: str = "resnet20"
+    depth: int = 20
+    width: int = 16
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.depth >= 8 and (self.depth - 2) % 6 == 0, "model.depth", f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}")
+        _require(self.name == f"resnet{self.depth}", "model.depth", f"{self.depth} does not match model {self.name!r} (use model=resnet{self.depth} if that option exists)")
+        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+        _require(self.activation in ("relu", "leaky_relu"), "model.activation", f"must be one of relu, leaky_relu; got {self.activation!r}")
+        _require(self.negative_slope >= 0, "model.negative_slope", f"must be >= 0, got {self.negative_slope}")
+
+
+MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {"resnet20": ModelConfig, "resnet32": ModelConfig, "resnet56": ModelConfig}
+
+
+# ------------------------------------------------------------------------------------------ loss
+@dataclass
+class LossConfig:
+    """Training objective: a classification term, optionally with embedding-geometry terms."""
+
+    name: str = "ce"
+    classification: str = "ce"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.classification in ("ce", "rce"), "loss.classification", f"must be ce or rce, got {self.classification!r}")
+        _require(self.weight > 0, "loss.weight", f"must be > 0, got {self.weight}")
+
+
+LOSS_SCHEMAS: dict[str, type[LossConfig]] = {"ce": LossConfig}
+
+
+# --------------------------------------------------------------------------------------- trainer
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainerConfig:
+    """SGD with momentum (paper Appendix B defaults) and the training-loop knobs."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.002
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    max_batches: int | None = None
+    resume: bool = False
+    checkpoint_dir: str = "checkpoints"
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "trainer.epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _require(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
+        _require(0 <= self.momentum < 1, "trainer.momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.schedule in SCHEDULES, "trainer.schedule", f"must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        _require(all(0 < m < 1 for m in self.milestones), "trainer.milestones", f"must be fractions of training in (0, 1), got {list(self.milestones)}")
+        _require(0 < self.gamma <= 1, "trainer.gamma", f"must be in (0, 1], got {self.gamma}")
+        _require(0 <= self.warmup_epochs < self.epochs, "trainer.warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
+        _require(self.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        _require(self.num_threads is None or self.num_threads >= 1, "trainer.num_threads", f"must be >= 1 or null, got {self.num_threads}")
+        _require(self.max_batches is None or self.max_batches >= 1, "trainer.max_batches", f"must be >= 1 or null, got {self.max_batches}")
+
+
+# -------------------------------------------------------------------------------------- tracking
+@dataclass
+class TrackingConfig:
+    """MLflow store. ``uri`` null means ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlruns.db``."""
+
+    uri: str | None = None
+    experiment: str = "robustctl"
+    artifact_location: str | None = None
+    run_name: str | None = None
+    log_checkpoints: bool = True
+
+
+# -------------------------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateConfig:
+    """Which model ``robustctl evaluate`` loads: a checkpoint path, a run id, or the latest run."""
+
+    checkpoint: str | None = None
+    run_id: str | None = None
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "evaluate.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+# ---------------------------------------------- attack / defense / threat_model (filled by later work)
+@dataclass
+class NoneConfig:
+    """The ``none`` option of a group that later work fills."""
+
+    name: str = "none"
+
+
+ATTACK_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
+DEFENSE_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
+THREAT_MODEL_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
+
+
+# ------------------------------------------------------------------------------------------ root
+@dataclass
+class RunConfig:
+    """The whole composed configuration, typed."""
+
+    dataset: DatasetConfig
+    model: ModelConfig
+    loss: LossConfig
+    trainer: TrainerConfig
+    tracking: TrackingConfig
+    evaluate: EvaluateConfig
+    attack: Any
+    defense: Any
+    threat_model: Any
+    work_dir: str = "."
+    debug: bool = False
+
+
+# group name -> (registry of schemas keyed by the option's ``name``, or a single schema)
+GROUP_SCHEMAS: dict[str, dict[str, type[Any]] | type[Any]] = {
+    "dataset": DATASET_SCHEMAS,
+    "model": MODEL_SCHEMAS,
+    "loss": LOSS_SCHEMAS,
+    "trainer": TrainerConfig,
+    "tracking": TrackingConfig,
+    "evaluate": EvaluateConfig,
+    "attack": ATTACK_SCHEMAS,
+    "defense": DEFENSE_SCHEMAS,
+    "threat_model": THREAT_MODEL_SCHEMAS,
+}

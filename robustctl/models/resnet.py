@@ -1,0 +1,111 @@
+"""CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2), with an embedding output.
+
+Three stages of n basic blocks with 16/32/64 channels (``width`` scales them), stride 2 at the
+start of stages 2 and 3, global average pooling, and a linear head. The pooled 64-d vector is the
+**embedding** z that the PDM losses shape and the KDE detector reads.
+
+Inputs are [0, 1] images; per-channel normalization ``(x - mean) / std`` is the first layer, held
+in buffers, so attacks and distortions stay in pixel space. ``logit_sign`` (a buffer, saved with
+the weights) is the loss's test-time transform: -1 for a model trained with reverse
+cross-entropy, whose prediction is argmax(-Z).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class ModelOutput(NamedTuple):
+    logits: Tensor     # [N, K] raw logits Z (before any test-time transform)
+    embedding: Tensor  # [N, 4 * width] pooled features z
+
+
+def make_activation(name: str, negative_slope: float) -> nn.Module:
+    factories = {"relu": lambda: nn.ReLU(), "leaky_relu": lambda: nn.LeakyReLU(negative_slope)}
+    return factories[name]()
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-act-conv3x3-BN plus shortcut (1x1 conv + BN where the shape changes), then act."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, activation: str, negative_slope: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act = make_activation(activation, negative_slope)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-(6n+2). ``forward`` returns :class:`ModelOutput`; ``predict_logits`` the prediction view."""
+
+    def __init__(
+        self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: int = 16,
+        activation: str = "leaky_relu", negative_slope: float = 0.1,
+        mean: list[float] | None = None, std: list[float] | None = None, logit_sign: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        n = (depth - 2) // 6
+        self.depth, self.num_classes, self.in_channels = depth, num_classes, in_channels
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * in_channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * in_channels).view(1, -1, 1, 1))
+        self.register_buffer("logit_sign", torch.tensor(float(logit_sign)))
+        widths = [width, 2 * width, 4 * width]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  make_activation(activation, negative_slope))
+        blocks: list[nn.Module] = []
+        c_in = widths[0]
+        for stage, c_out in enumerate(widths):
+            for b in range(n):
+                stride = 2 if stage > 0 and b == 0 else 1
+                blocks.append(BasicBlock(c_in, c_out, stride, activation, negative_slope))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.embedding_dim = widths[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", a=negative_slope if activation == "leaky_relu" else 0.0)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The embedding z: [N, C, H, W] in [0, 1] -> [N, 4 * width]."""
+        x = (x - self.mean) / self.std
+        return self.pool(self.blocks(self.stem(x))).flatten(1)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        z = self.embed(x)
+        return ModelOutput(self.head(z), z)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits as the model predicts: ``logit_sign * Z`` (RCE-trained models negate)."""
+        return self.logit_sign * self.head(self.embed(x))
+
+    def prediction_view(self) -> PredictionView:
+        """A plain ``images -> logits`` module for code that knows nothing of embeddings."""
+        return PredictionView(self)
+
+
+class PredictionView(nn.Module):
+    """Wraps a project model so that ``forward(x)`` returns its prediction logits."""
+
+    def __init__(self, model: ResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.predict_logits(x)

@@ -1,0 +1,66 @@
+"""What a run logs so that it can be repeated: git state, package versions, config hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "mlflow", "hydra-core", "omegaconf", "robustctl")
+
+
+def git_state(folder: str | Path | None = None) -> dict[str, str]:
+    """Commit and dirty flag of the repository holding robustctl's source (empty when none)."""
+    folder = Path(folder or Path(__file__).resolve().parents[2])
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10)
+        return {"git_commit": commit.stdout.strip(), "git_dirty": str(bool(dirty.stdout.strip())).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# keys that do not change what a run computes (where it is logged, whether it resumes)
+_HASH_EXCLUDED = ("tracking", "trainer.resume", "trainer.checkpoint_dir", "work_dir", "debug", "evaluate",
+                  "attack", "defense", "threat_model")
+
+
+def config_hash(container: dict[str, Any]) -> str:
+    """Short hash of the config parts that determine training (same hash = same trained model)."""
+    data = json.loads(json.dumps(container, default=str))
+    for key in _HASH_EXCLUDED:
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}`` for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat

@@ -1,0 +1,108 @@
+"""One MLflow run, through ``MlflowClient`` (no global "active run" state).
+
+A :class:`RunTracker` is opened on a store and an experiment, then starts (or, for a resumed
+training, reopens) one run. It ends the run exactly once: FINISHED, FAILED or KILLED, with the
+reason as the ``error`` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from robustctl.errors import TrackingError
+
+_PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+
+
+class RunTracker:
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.run_id: str | None = None
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+                except MlflowException:  # created meanwhile by a parallel job
+                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+            else:
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise TrackingError(f"cannot open MLflow experiment {experiment!r} at {uri}: {exc.message}") from exc
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
+        """Create a run, or reopen ``run_id`` (resume) and mark it RUNNING again."""
+        from mlflow.exceptions import MlflowException
+
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+            except MlflowException as exc:
+                raise TrackingError(f"MLflow run {run_id} does not exist in {self.uri}") from exc
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+        else:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+        return self.run_id
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if self.run_id is None:
+            return
+        if reason:
+            self.client.set_tag(self.run_id, "error", reason[:5000])
+        self.client.set_terminated(self.run_id, status=status)
+        self.run_id = None
+
+    # ------------------------------------------------------------------ logging
+    def _id(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("no active run: call start() first")
+        return self.run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        run_id = self._id()
+        existing = self.client.get_run(run_id).data.params
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(run_id, params=items[start:start + _PARAM_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        if batch:
+            self.client.log_batch(self._id(), metrics=batch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self._id(), key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._id(), str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self._id(), text, name)
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            figure.savefig(path, dpi=120, bbox_inches="tight")
+            parent = str(Path(name).parent)
+            self.log_artifact(path, None if parent == "." else parent)

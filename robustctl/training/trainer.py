@@ -1,0 +1,180 @@
+"""The training loop, top to bottom: build, (resume), then per epoch train -> validate -> checkpoint.
+
+Reproducibility: one seed sets the model initialisation and a dedicated generator for shuffling
+and augmentation; the learning rate is a pure function of the step; the checkpoint holds the
+weights, optimizer state, both RNG states and the metric history. Resuming from the checkpoint of
+epoch e therefore continues exactly as an uninterrupted run would (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustctl.config.schema import RunConfig
+from robustctl.console import console, progress
+from robustctl.data.base import ImageData, iterate_batches
+from robustctl.errors import CheckpointError, TrainingDiverged
+from robustctl.evaluation.predict import accuracy
+from robustctl.losses import TrainingLoss, build_loss
+from robustctl.models import ResNet, build_model
+from robustctl.training.checkpoint import save_checkpoint
+from robustctl.training.device import resolve_device, seed_everything
+from robustctl.training.faults import kill_step, maybe_kill
+from robustctl.training.schedule import learning_rate
+
+
+@dataclass
+class TrainResult:
+    model: ResNet
+    history: list[dict[str, float]]
+    checkpoint: Path
+    meta: dict[str, Any]
+    resumed_from_epoch: int = 0
+    wall_time_s: float = 0.0
+    final: dict[str, float] = field(default_factory=dict)
+
+
+def checkpoint_path(cfg: RunConfig, chash: str) -> Path:
+    """``<work_dir>/<trainer.checkpoint_dir>/<config hash>/last.pt``: one slot per training config."""
+    return Path(cfg.work_dir, cfg.trainer.checkpoint_dir, chash, "last.pt")
+
+
+def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training images (the model's normalization layer)."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def model_meta(cfg: RunConfig, data: ImageData, loss: TrainingLoss, chash: str, run_id: str | None) -> dict[str, Any]:
+    """Everything needed to rebuild the model from a checkpoint and to tell where it came from."""
+    return {
+        "model": {"name": cfg.model.name, "depth": cfg.model.depth, "width": cfg.model.width,
+                  "activation": cfg.model.activation, "negative_slope": cfg.model.negative_slope},
+        "num_classes": data.num_classes, "in_channels": data.image_shape[0], "image_shape": list(data.image_shape),
+        "class_names": list(data.class_names), "dataset": data.name, "dataset_hash": data.content_hash(),
+        "loss": cfg.loss.name, "logit_sign": float(loss.logit_sign), "config_hash": chash, "run_id": run_id,
+    }
+
+
+def train_epoch(
+    model: ResNet, loss_fn: TrainingLoss, optimizer: torch.optim.Optimizer, data: ImageData,
+    generator: torch.Generator, *, cfg: RunConfig, epoch: int, step0: int, total_steps: int,
+    device: torch.device, bar: Any = None, task: Any = None,
+) -> dict[str, float]:
+    """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm."""
+    tr = cfg.trainer
+    model.train()
+    sums: dict[str, Tensor] = {}
+    correct = seen = 0
+    norm_sum = torch.zeros((), device=device)
+    lr = tr.lr
+    fault_at = kill_step()
+    for b, (xb, yb, _) in enumerate(iterate_batches(data.x_train, data.y_train, tr.batch_size, generator=generator,
+                                                    augment=data.augment, max_batches=tr.max_batches)):
+        step = step0 + b
+        maybe_kill(step, fault_at)
+        lr = learning_rate(step, total_steps, base_lr=tr.lr, schedule=tr.schedule,
+                           warmup_fraction=tr.warmup_epochs / tr.epochs, milestones=tr.milestones, gamma=tr.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        out = model(xb)
+        loss = loss_fn(out, yb)
+        if not torch.isfinite(loss.total):
+            raise TrainingDiverged(
+                f"loss became {loss.total.item()} at epoch {epoch + 1}, batch {b + 1}",
+                hint="lower trainer.lr (or a loss weight); the last good checkpoint is kept",
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        with torch.no_grad():
+            n = len(yb)
+            for name, value in {"loss": loss.total, **loss.terms}.items():
+                sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach() * n
+            correct += int(((model.logit_sign * out.logits).argmax(1) == yb).sum())
+            norm_sum += out.embedding.detach().norm(dim=1).sum()
+            seen += n
+        if bar is not None:
+            bar.update(task, advance=1, status=f"loss {loss.total.item():.3f}")
+    stats = {f"train/{k}": (v / max(seen, 1)).item() for k, v in sums.items()}
+    stats.update({"train/accuracy": correct / max(seen, 1), "lr": lr, "embed/mean_norm": (norm_sum / max(seen, 1)).item()})
+    return stats
+
+
+def fit(
+    cfg: RunConfig, data: ImageData, *, chash: str, tracker: Any = None, resume_state: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` with ``cfg.loss`` on ``data``; log per-epoch metrics and checkpoints."""
+    tr = cfg.trainer
+    started = time.perf_counter()
+    if tr.num_threads:
+        torch.set_num_threads(tr.num_threads)
+    device = resolve_device(tr.device)
+    seed_everything(tr.seed)
+    loss_fn = build_loss(cfg.loss).to(device)
+    mean, std = channel_stats(data.x_train)
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.image_shape[0],
+                        mean=mean, std=std, logit_sign=loss_fn.logit_sign).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum, nesterov=tr.nesterov,
+                                weight_decay=tr.weight_decay)
+    generator = torch.Generator().manual_seed(tr.seed)
+    steps_per_epoch = math.ceil(len(data.y_train) / tr.batch_size)
+    if tr.max_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, tr.max_batches)
+    total_steps = steps_per_epoch * tr.epochs
+    meta = model_meta(cfg, data, loss_fn, chash, tracker.run_id if tracker else None)
+    path = checkpoint_path(cfg, chash)
+
+    start_epoch, history = 0, []
+    if resume_state is not None:
+        if resume_state["meta"].get("config_hash") != chash:
+            raise CheckpointError(f"checkpoint {path} was written by a different config (hash "
+                                  f"{resume_state['meta'].get('config_hash')} != {chash})")
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        generator.set_state(resume_state["rng"]["shuffle"])
+        torch.set_rng_state(resume_state["rng"]["torch"])
+        start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
+        console.print(f"[green]resuming[/] from epoch {start_epoch}/{tr.epochs} ({path})")
+
+    with progress() as bar:
+        epochs_task = bar.add_task("epochs", total=tr.epochs, completed=start_epoch, status="")
+        for epoch in range(start_epoch, tr.epochs):
+            t0 = time.perf_counter()
+            batch_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
+            stats = train_epoch(model, loss_fn, optimizer, data, generator, cfg=cfg, epoch=epoch,
+                                step0=epoch * steps_per_epoch, total_steps=total_steps, device=device,
+                                bar=bar, task=batch_task)
+            bar.remove_task(batch_task)
+            stats["val/accuracy"] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
+            stats["time/epoch_s"] = time.perf_counter() - t0
+            history.append(stats)
+            if tracker is not None:
+                tracker.log_metrics(stats, step=epoch + 1)
+            save_checkpoint({
+                "meta": meta, "epoch": epoch + 1, "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": {"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
+            }, path)
+            if tracker is not None and cfg.tracking.log_checkpoints:
+                tracker.log_artifact(path, "checkpoints")
+            bar.update(epochs_task, advance=1, status=f"val acc {stats['val/accuracy']:.3f}")
+            console.print(
+                f"epoch {epoch + 1:>3}/{tr.epochs}  loss {stats['train/loss']:.4f}  "
+                f"train acc {stats['train/accuracy']:.4f}  val acc {stats['val/accuracy']:.4f}  "
+                f"lr {stats['lr']:.4g}  {stats['time/epoch_s']:.1f}s"
+            )
+    if history and history[-1].get("embed/mean_norm", 1.0) < 1e-3:
+        console.print("[yellow]warning:[/] embeddings collapsed (mean norm < 1e-3); accuracy will suffer")
+    model.eval()
+    return TrainResult(model=model, history=history, checkpoint=path, meta=meta, resumed_from_epoch=start_epoch,
+                       wall_time_s=time.perf_counter() - started, final=history[-1] if history else {})

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny, seeded settings that train in about a second on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the user's MLflow server or writes outside its tmp folder."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ROBUSTCTL_FAULT_KILL_AT_STEP", raising=False)
+    monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+    yield
+
+
+@pytest.fixture
+def tiny(tmp_path) -> list[str]:
+    """Overrides for a ~1 s training run on the synthetic dataset, stored under tmp_path."""
+    return [
+        "dataset=synthetic", "dataset.num_samples=240", "trainer.epochs=2", "trainer.batch_size=32",
+        "trainer.device=cpu", "trainer.eval_batch_size=64", f"work_dir={tmp_path}",
+    ]
