@@ -1,0 +1,128 @@
+"""The in-memory dataset every loader returns, and the batching the trainer and evaluators share.
+
+Conventions (SPEC section 3): images are float32 tensors in [0, 1], shape [N, C, H, W]; labels are
+int64 in [0, K). Normalization lives inside the model, so attacks measure distortion in pixel space.
+The validation split is carved from the training set with a seeded permutation, so the same
+``dataset.split_seed`` always yields the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from robustctl.errors import DataError
+
+
+@dataclass
+class RawSplit:
+    """What a loader returns: the dataset's own train and test sets."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    class_names: tuple[str, ...]
+
+
+@dataclass
+class ImageData:
+    """Train / validation / test tensors of one dataset, ready for training and evaluation."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    class_names: tuple[str, ...]
+    augment: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def content_hash(self) -> str:
+        """Short SHA-256 of every tensor: two runs with the same hash saw the same data."""
+        digest = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(t.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+
+def check_images(x: Tensor, y: Tensor, where: str) -> None:
+    """Refuse data that breaks the conventions above (wrong rank, range, dtype or length)."""
+    if x.ndim != 4:
+        raise DataError(f"{where}: images must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if x.dtype != torch.float32:
+        raise DataError(f"{where}: images must be float32, got {x.dtype}")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels")
+    if len(x) and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"{where}: pixel values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
+    if y.dtype != torch.int64:
+        raise DataError(f"{where}: labels must be int64, got {y.dtype}")
+
+
+def seeded_permutation(n: int, seed: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def take(x: Tensor, y: Tensor, limit: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded random subset of at most ``limit`` examples (all of them when ``limit`` is None)."""
+    if limit is None or limit >= len(y):
+        return x, y
+    idx = seeded_permutation(len(y), seed)[:limit]
+    return x[idx], y[idx]
+
+
+def split_train_val(x: Tensor, y: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Hold out ``round(val_fraction * N)`` training examples, chosen by a seeded permutation."""
+    n_val = int(round(val_fraction * len(y)))
+    idx = seeded_permutation(len(y), seed)
+    val, train = idx[:n_val], idx[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Standard CIFAR augmentation: random crop after ``pad`` px zero padding, random horizontal flip."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # [n, h]
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # [n, w]
+    out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1),
+                 rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    flip = torch.rand(n, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def iterate_batches(
+    x: Tensor, y: Tensor, batch_size: int, *, generator: torch.Generator | None = None,
+    augment: bool = False, max_batches: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Yield ``(images, labels, indices)``; shuffled when a generator is given, in order otherwise."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for b, start in enumerate(range(0, n, batch_size)):
+        if max_batches is not None and b >= max_batches:
+            return
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        if augment and generator is not None:
+            xb = crop_flip(xb, generator)
+        yield xb, y[idx], idx
