@@ -12,17 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustctl.errors import ConfigError
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _in_unit_interval(value: float, key: str, *, open_left: bool = False) -> None:
-    lo_ok = value > 0 if open_left else value >= 0
-    _require(lo_ok and value <= 1, key, f"must be in {'(' if open_left else '['}0, 1], got {value}")
+from robustctl.config.attack_schema import ATTACK_SCHEMAS
+from robustctl.config.defense_schema import DEFENSE_SCHEMAS, THREAT_MODEL_SCHEMAS
+from robustctl.config.loss_schema import LOSS_SCHEMAS, LossConfig
+from robustctl.config.validation import require as _require
 
 
 # --------------------------------------------------------------------------------------- dataset
@@ -103,23 +96,6 @@ class ModelConfig:
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {"resnet20": ModelConfig, "resnet32": ModelConfig, "resnet56": ModelConfig}
 
 
-# ------------------------------------------------------------------------------------------ loss
-@dataclass
-class LossConfig:
-    """Training objective: a classification term, optionally with embedding-geometry terms."""
-
-    name: str = "ce"
-    classification: str = "ce"
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require(self.classification in ("ce", "rce"), "loss.classification", f"must be ce or rce, got {self.classification!r}")
-        _require(self.weight > 0, "loss.weight", f"must be > 0, got {self.weight}")
-
-
-LOSS_SCHEMAS: dict[str, type[LossConfig]] = {"ce": LossConfig}
-
-
 # --------------------------------------------------------------------------------------- trainer
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -186,19 +162,6 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "evaluate.batch_size", f"must be >= 1, got {self.batch_size}")
-
-
-# ---------------------------------------------- attack / defense / threat_model (filled by later work)
-@dataclass
-class NoneConfig:
-    """The ``none`` option of a group that later work fills."""
-
-    name: str = "none"
-
-
-ATTACK_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
-DEFENSE_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
-THREAT_MODEL_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}
 
 
 # ------------------------------------------------------------------------------------------ root

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from robustctl.config.schema import DatasetConfig
-from robustctl.data.base import ImageData, RawSplit, check_images, iterate_batches, split_train_val, take
+from robustctl.data.base import (
+    ImageData,
+    RawSplit,
+    check_images,
+    iterate_batches,
+    split_train_val,
+    take,
+)
 from robustctl.data.cifar10 import load_cifar10
 from robustctl.data.digits import load_digits_split
 from robustctl.data.mnist_family import load_fashion_mnist, load_mnist

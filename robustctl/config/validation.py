@@ -1,0 +1,15 @@
+"""Range checks shared by the schemas; each failure names the key in full (``trainer.lr: ...``)."""
+
+from __future__ import annotations
+
+from robustctl.errors import ConfigError
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def in_unit_interval(value: float, key: str, *, open_left: bool = False) -> None:
+    lo_ok = value > 0 if open_left else value >= 0
+    require(lo_ok and value <= 1, key, f"must be in {'(' if open_left else '['}0, 1], got {value}")
