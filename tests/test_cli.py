@@ -1,0 +1,130 @@
+"""The CLI end to end: runs land in the MLflow store with params, metrics, tags and artifacts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from robustctl.cli import app
+from robustctl.losses import LOSSES
+
+runner = CliRunner()
+ROBUSTCTL = [sys.executable, "-m", "robustctl"]
+
+
+def store(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+
+
+def runs(tmp_path: Path):
+    client = store(tmp_path)
+    exp = client.get_experiment_by_name("robustctl")
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_run_logs_everything_and_evaluate_reads_it_back(tiny, tmp_path):
+    result = runner.invoke(app, ["run", *tiny])
+    assert result.exit_code == 0, result.output
+    assert "clean/accuracy" in result.output
+    client, found = runs(tmp_path)
+    assert len(found) == 1
+    run = found[0]
+    assert run.info.status == "FINISHED"
+    acc = run.data.metrics["clean/accuracy"]
+    assert 0.5 < acc <= 1.0  # 4 well-separated synthetic classes
+    assert {"train/loss", "train/accuracy", "val/accuracy", "lr"} <= set(run.data.metrics)
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
+    assert sorted(m.step for m in history) == [1, 2]
+    params = run.data.params
+    assert params["trainer.lr"] == "0.1" and params["dataset.name"] == "synthetic" and params["data.train_size"] == "162"
+    tags = run.data.tags
+    assert (tags["dataset"], tags["model"], tags["loss"], tags["command"]) == ("synthetic", "resnet20", "ce", "run")
+    assert "dataset_hash" in tags and "version.torch" in tags and tags["device"] == "cpu"
+    assert run.info.run_name.startswith("run-synthetic-resnet20-ce")
+    assert {"config.yaml", "metrics.json", "plots/confusion_matrix.png", "checkpoints/last.pt"} <= artifact_paths(client, run.info.run_id)
+
+    # evaluate the latest training run (checkpoint downloaded from the store): same accuracy
+    result = runner.invoke(app, ["evaluate", *tiny])
+    assert result.exit_code == 0, result.output
+    client, found = runs(tmp_path)
+    ev = found[-1]
+    assert ev.data.tags["command"] == "evaluate" and ev.data.tags["source_run"] == run.info.run_id
+    assert ev.data.metrics["clean/accuracy"] == pytest.approx(acc)
+
+
+def test_failed_training_marks_the_run_failed_with_the_reason(tiny, tmp_path, monkeypatch):
+    from tests.training.test_trainer import NanAfter
+
+    monkeypatch.setitem(LOSSES, "ce", lambda cfg: NanAfter(steps=3))
+    result = runner.invoke(app, ["train", *tiny])
+    assert result.exit_code == 3
+    assert "loss became nan" in result.output and "Traceback" not in result.output
+    _, found = runs(tmp_path)
+    assert found[0].info.status == "FAILED"
+    assert "TrainingDiverged" in found[0].data.tags["error"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "dataset=imagenet"], "valid dataset options"),
+    (["train", "trainer.lr=-1"], "trainer.lr"),
+    (["train", "dataset=mnist", "dataset.root=/nonexistent/mnist"], "Looked in"),
+    (["evaluate", "evaluate.checkpoint=/nonexistent/last.pt"], "does not exist"),
+    (["train", "tracking.uri=http://127.0.0.1:9"], "unreachable"),
+])
+def test_bad_input_is_one_clear_error(args, needle, tmp_path):
+    result = runner.invoke(app, [*args, f"work_dir={tmp_path}"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_prints_the_composition_and_the_options():
+    result = runner.invoke(app, ["config", "model=resnet56"])
+    assert result.exit_code == 0, result.output
+    assert "depth: 56" in result.output
+    for option in ("fashion_mnist", "cifar10", "resnet32"):
+        assert option in result.output
+
+
+def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path):
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=1", "trainer.seed=0,1"]
+    result = runner.invoke(app, ["train", "-m", *args])
+    assert result.exit_code == 0, result.output
+    _, found = runs(tmp_path)
+    assert sorted(r.data.params["trainer.seed"] for r in found) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in found)
+    assert not (tmp_path / "multirun").exists() or not list(tmp_path.glob("multirun/**/mlruns.db"))
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
+    """A real process killed with SIGKILL mid-epoch 2 resumes to the same final metrics."""
+    args = [*tiny, "trainer.epochs=3"]
+    env = {**os.environ, "ROBUSTCTL_FAULT_KILL_AT_STEP": "9"}  # 6 batches/epoch: mid-epoch 2
+    killed = subprocess.run([*ROBUSTCTL, "train", *args], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    resumed = subprocess.run([*ROBUSTCTL, "train", *args, "trainer.resume=true"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from epoch 1/3" in resumed.stdout
+    other = tmp_path / "uninterrupted"
+    fresh = [a.replace(str(tmp_path), str(other)) for a in args]
+    assert runner.invoke(app, ["train", *fresh]).exit_code == 0
+    _, (first, *rest) = runs(tmp_path)
+    assert not rest  # the resumed training continued the same MLflow run
+    assert first.info.status == "FINISHED"
+    _, (reference,) = runs(other)
+    for key in ("train/loss", "train/accuracy", "val/accuracy"):
+        assert first.data.metrics[key] == reference.data.metrics[key], key
