@@ -50,11 +50,26 @@ def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     conf = config_dir()
+    check_group_overrides(overrides, conf)
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # Hydra raises ValueError too
         raise ConfigError(_explain_hydra_error(str(exc), conf), hint="`robustctl config` lists every group's options") from exc
+
+
+def check_group_overrides(overrides: list[str] | tuple[str, ...], conf: Path | None = None) -> None:
+    """Refuse ``group=option`` overrides naming an option that has no YAML, listing the valid ones."""
+    options = group_options(conf)
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if not sep or key not in options:
+            continue
+        if "," in value:
+            raise ConfigError(f"{override!r} lists several {key} options",
+                              hint="sweeps need -m/--multirun (e.g. `robustctl run -m loss=ce,rce`)")
+        if value not in options[key]:
+            raise ConfigError(f"unknown {key} option {value!r} — valid {key} options: {', '.join(options[key])}")
 
 
 def _explain_hydra_error(message: str, conf: Path) -> str:
