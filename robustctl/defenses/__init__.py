@@ -1,0 +1,58 @@
+"""Defenses: the ``defense`` config group's options and their implementations.
+
+``DEFENSES`` maps each option of ``conf/defense/`` to the class that implements it, or to None
+for ``none``. Detectors (today: ``kde``) have ``from_config(cfg)`` and ``fit(...)``;
+:func:`build_detector` builds and fits the configured one.
+
+Example (the gray-box protocol, SPEC section 8):
+    >>> from robustctl.evaluation.predict import predict
+    >>> _, z_train = predict(model, x_train)
+    >>> det = build_detector(cfg.defense, z_train, y_train)   # None for defense=none
+    >>> det.metrics()                                          # {"kde/bandwidth": ..., ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustctl.defenses.kde import KDEDetector, threshold_at
+from robustctl.errors import ConfigError
+
+DEFENSES: dict[str, type[KDEDetector] | None] = {
+    "none": None,
+    "kde": KDEDetector,
+}
+
+
+def build_detector(
+    cfg: Any,
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    held_out: tuple[Tensor, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> KDEDetector | None:
+    """The detector of the ``defense`` config, fitted on clean training embeddings, or None.
+
+    Args:
+        cfg: the ``defense`` group's config (``name`` selects the option; ``kde`` reads
+            ``per_class``, ``bandwidth``, the grid, ``holdout_fraction``, ``chunk_size``, ``seed``).
+        embeddings, labels: [N, D] clean training embeddings and their [N] true labels; the
+            detector's buffers live on the embeddings' device.
+        held_out: optional clean ([H, D], [H]) data for the ``"auto"`` bandwidth.
+        generator: subset/split randomness (default: seeded with ``cfg.seed``).
+    """
+    name = getattr(cfg, "name", None)
+    if name not in DEFENSES:
+        raise ConfigError(f"defense: unknown option {name!r} — valid defense options: {', '.join(sorted(DEFENSES))}")
+    cls = DEFENSES[name]
+    if cls is None:
+        return None
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
+    return cls.from_config(cfg).fit(embeddings, labels, per_class=cfg.per_class, generator=gen, held_out=held_out)
+
+
+__all__ = ["DEFENSES", "KDEDetector", "build_detector", "threshold_at"]
