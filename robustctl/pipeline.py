@@ -136,6 +136,16 @@ def _evaluate_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker) -
     return metrics
 
 
+def _threat_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker) -> dict[str, float]:
+    """Fit the ``defense`` detector and run the ``threat_model`` stages (nothing when it is ``none``)."""
+    if cfg.threat_model.name == "none":
+        return {}
+    from robustctl.evaluation.threats import fit_detector, prepare, run_stages
+
+    ctx = prepare(cfg, model, data, fit_detector(cfg, model, data))
+    return run_stages(ctx, tracker)
+
+
 def _resume_state(cfg: RunConfig, chash: str) -> dict | None:
     from robustctl.training import checkpoint_path, load_checkpoint
 
@@ -166,6 +176,7 @@ def train_and_maybe_evaluate(cfg: RunConfig, raw: Any, command: str) -> CommandR
         metrics["train/wall_time_s"] = result.wall_time_s
         if command == "run":
             metrics.update(_evaluate_step(cfg, result.model, data, tracker))
+            metrics.update(_threat_step(cfg, result.model, data, tracker))
         info = {"checkpoint": str(result.checkpoint), "epochs": f"{len(result.history)} (resumed at {result.resumed_from_epoch})"
                 if result.resumed_from_epoch else str(len(result.history))}
         return CommandResult(command, tracker.run_id, tracker.uri, metrics, info)
@@ -233,6 +244,7 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
         _device_tag(tracker, cfg)
         _log_data(tracker, data)
         metrics = _evaluate_step(cfg, model, data, tracker)
+        metrics.update(_threat_step(cfg, model, data, tracker))
         return CommandResult("evaluate", tracker.run_id, tracker.uri, metrics,
                              {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))})
 
@@ -244,9 +256,23 @@ COMMANDS = {
 }
 
 
+def preflight(command: str, cfg: RunConfig) -> None:
+    """Combinations that cannot work, refused before any training starts."""
+    if cfg.attack.name != "none" and cfg.threat_model.name == "none":
+        raise ConfigError(f"attack={cfg.attack.name} needs a threat model to run in", hint="add threat_model=graybox")
+    if cfg.attack.name != "none" and "graybox" not in getattr(cfg.threat_model, "stages", ["graybox"]):
+        raise ConfigError(f"attack={cfg.attack.name} is a gray-box attack but threat_model={cfg.threat_model.name}",
+                          hint="use threat_model=graybox (or all)")
+    needs_detector = {"whitebox", "blackbox"} & set(getattr(cfg.threat_model, "stages", []))
+    if needs_detector and cfg.defense.name == "none" and command != "train":
+        raise ConfigError(f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, but defense=none",
+                          hint="add defense=kde")
+
+
 def execute(command: str, cfg: RunConfig, raw: Any) -> CommandResult:
     if command not in COMMANDS:
         raise RobustctlError(f"unknown command {command!r}")
+    preflight(command, cfg)
     return COMMANDS[command](cfg, raw)
 
 

@@ -1,4 +1,4 @@
-"""Schemas of the ``defense`` and ``threat_model`` groups (pure Python)."""
+"""Schemas of the ``defense`` group (pure Python)."""
 
 from __future__ import annotations
 
@@ -57,4 +57,3 @@ class KDEConfig:
 
 
 DEFENSE_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig, "kde": KDEConfig}
-THREAT_MODEL_SCHEMAS: dict[str, type[Any]] = {"none": NoneConfig}

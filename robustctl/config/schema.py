@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustctl.config.attack_schema import ATTACK_SCHEMAS
-from robustctl.config.defense_schema import DEFENSE_SCHEMAS, THREAT_MODEL_SCHEMAS
+from robustctl.config.defense_schema import DEFENSE_SCHEMAS
 from robustctl.config.loss_schema import LOSS_SCHEMAS, LossConfig
+from robustctl.config.threat_model_schema import THREAT_MODEL_SCHEMAS
 from robustctl.config.validation import require as _require
 
 

@@ -11,7 +11,13 @@ from robustctl.config import compose
 from robustctl.data import load_dataset
 from robustctl.errors import CheckpointError, TrainingDiverged
 from robustctl.losses import LOSSES, LossOutput, TrainingLoss
-from robustctl.training import checkpoint_path, fit, load_checkpoint, model_from_checkpoint, save_checkpoint
+from robustctl.training import (
+    checkpoint_path,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from robustctl.training.schedule import learning_rate
 
 TIME_KEYS = ("time/epoch_s",)
@@ -31,7 +37,7 @@ def test_same_seed_same_metrics_and_weights(tiny):
     a = fit(cfg, data, chash="a")
     b = fit(cfg, data, chash="b")
     assert strip_time(a.history) == strip_time(b.history)
-    for (ka, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+    for (ka, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
     c = fit(*setup(tiny, ["trainer.seed=1"]), chash="c")
     assert strip_time(c.history) != strip_time(a.history)

@@ -1,0 +1,196 @@
+"""Attack throughput: robustctl.attacks against torchattacks, same model, batch and device, one run.
+
+    .venv/bin/python benchmarks/bench_attacks.py --quick            # < 2 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench_attacks.py --device cuda      # ResNet-20 on 3x32x32, batch 128
+
+Reference: torchattacks (the installed version is printed; JSMA needs torchattacks >= 3.4, older
+versions show "n/a"). Both libraries attack the same briefly trained ResNet (on robustctl's
+synthetic data of the chosen shape) through the same logits module, with the same parameters:
+
+    fgsm      eps 0.1
+    bim       eps 0.1, alpha 0.01, 10 steps
+    pgd       eps 0.1, alpha 0.025, 10 steps, random start
+    cw        one c (1.0), --cw-steps Adam steps at lr 0.01 (torchattacks has no binary search, so ours
+              runs binary_steps=1 without early abort: the same number of forward/backward passes;
+              torchattacks may still stop early when its loss rises)
+    deepfool  50 steps, overshoot 0.02
+    jsma      theta 1, gamma 0.1, target (y + 1) mod K (torchattacks' untargeted default)
+
+Printed: images/second of each (batch size / median wall time of up to --repeats runs, fewer once
+--budget seconds are spent, after one warm-up run of FGSM), the ratio ours/theirs (> 1: ours faster), and each side's success rate, so that the
+speed is compared at comparable work. Ours always ends with one more forward pass, the success
+re-check on the returned batch (torchattacks returns images only): that pass is most of FGSM's gap.
+Timings depend on the machine; state it with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from robustctl.attacks import build
+from robustctl.config.schema import SyntheticDatasetConfig
+from robustctl.data.synthetic import load_synthetic_split
+from robustctl.models import ResNet
+
+
+# ------------------------------------------------------------------------------- settings
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="ResNet-8 on 1x16x16, batch 32, 3 repeats, 1 thread (< 2 min on 2 CPU cores)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per attack call (quick 32, full 128)")
+    p.add_argument("--depth", type=int, default=None, help="ResNet depth 6n+2 (quick 8, full 20)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"), help="image shape (quick 1 16 16, full 3 32 32)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per attack (default 3); the median is reported")
+    p.add_argument("--cw-steps", type=int, default=None, help="Adam steps of the C&W comparison (quick 20, full 100)")
+    p.add_argument("--attacks", nargs="+", default=["fgsm", "bim", "pgd", "cw", "deepfool", "jsma"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (quick 1, else torch's default)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds after which an attack stops repeating (quick 4, full 60)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    quick = args.quick
+    args.batch_size = args.batch_size or (32 if quick else 128)
+    args.depth = args.depth or (8 if quick else 20)
+    args.shape = tuple(args.shape or ((1, 16, 16) if quick else (3, 32, 32)))
+    args.repeats = args.repeats or 3
+    args.threads = args.threads or (1 if quick else None)   # tiny tensors: extra threads only add contention
+    args.cw_steps = args.cw_steps or (20 if quick else 100)
+    args.budget = args.budget or (4.0 if quick else 60.0)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
+
+
+# ---------------------------------------------------------------------------- model and data
+class Logits(nn.Module):
+    """images -> prediction logits: what torchattacks calls (and ours would call via predict_logits)."""
+
+    def __init__(self, model: ResNet) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.predict_logits(x)
+
+
+def make_model_and_batch(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor]:
+    c, h, _ = args.shape
+    cfg = SyntheticDatasetConfig(name="synthetic", num_samples=1024 + args.batch_size, num_classes=10, channels=c,
+                                 image_size=h, noise=0.3, split_seed=args.seed,
+                                 test_fraction=args.batch_size / (1024 + args.batch_size))
+    raw = load_synthetic_split(cfg, ".")
+    torch.manual_seed(args.seed)
+    model = ResNet(depth=args.depth, num_classes=10, in_channels=c).to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x_train, y_train = raw.x_train.to(args.device), raw.y_train.to(args.device)
+    for start in range(0, len(y_train), 64):      # one epoch: enough to make the attacks non-trivial
+        loss = nn.functional.cross_entropy(model.predict_logits(x_train[start:start + 64]), y_train[start:start + 64])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return Logits(model), raw.x_test[:args.batch_size].to(args.device), raw.y_test[:args.batch_size].to(args.device)
+
+
+# ---------------------------------------------------------------------------------- the pairs
+def pairs(args: argparse.Namespace, model: nn.Module, y: Tensor) -> dict[str, tuple[Callable, Callable | None]]:
+    """name -> (ours(x, y) -> x_adv, theirs(x, y) -> x_adv or None when torchattacks lacks it)."""
+    import torchattacks as ta
+
+    target = (y + 1) % 10
+
+    def ours(name: str, **kw) -> Callable:
+        attack = build(name, model, **kw)
+        return lambda x, y: attack(x, y).x_adv
+
+    def ours_targeted(name: str, **kw) -> Callable:
+        attack = build(name, model, **kw)
+        return lambda x, y: attack(x, y, target=target).x_adv
+
+    table = {
+        "fgsm": (ours("fgsm", eps=0.1), ta.FGSM(model, eps=0.1)),
+        "bim": (ours("bim", eps=0.1, alpha=0.01, steps=10), ta.BIM(model, eps=0.1, alpha=0.01, steps=10)),
+        "pgd": (ours("pgd", eps=0.1, alpha=0.025, steps=10, random_start=True),
+                ta.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True)),
+        "cw": (ours("cw", binary_steps=1, steps=args.cw_steps, c_init=1.0, lr=0.01, abort_early=False),
+               ta.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)),
+        "deepfool": (ours("deepfool", steps=50, overshoot=0.02), ta.DeepFool(model, steps=50, overshoot=0.02)),
+        "jsma": (ours_targeted("jsma", steps=10 ** 6, gamma=0.1, theta=1.0),
+                 ta.JSMA(model, theta=1.0, gamma=0.1) if hasattr(ta, "JSMA") else None),
+    }
+    return {name: table[name] for name in args.attacks}
+
+
+# ------------------------------------------------------------------------------------ timing
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable, x: Tensor, y: Tensor, repeats: int, device: str, budget_s: float) -> tuple[float, Tensor]:
+    """Median wall time of up to ``repeats`` runs; stops repeating once ``budget_s`` is spent."""
+    times, out = [], x
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn(x, y)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if sum(times) > budget_s:
+            break
+    return statistics.median(times), out
+
+
+@torch.no_grad()
+def success_rate(model: nn.Module, x_adv: Tensor, y: Tensor) -> float:
+    return float((model(x_adv).argmax(1) != y).float().mean())
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import torchattacks
+
+    started = time.perf_counter()
+    model, x, y = make_model_and_batch(args)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    print(f"robustctl attacks vs torchattacks {torchattacks.__version__} | torch {torch.__version__} | "
+          f"{args.device} ({device_name}, {torch.get_num_threads()} threads) | ResNet-{args.depth} on "
+          f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} repeat(s)")
+    table = pairs(args, model, y)
+    timed(table.get("fgsm", next(iter(table.values())))[0], x, y, 1, args.device, 0.0)   # warm-up
+    rows = []
+    for name, (ours, theirs) in table.items():
+        t_ours, adv_ours = timed(ours, x, y, args.repeats, args.device, args.budget)
+        row = [name, len(x) / t_ours, None, None, success_rate(model, adv_ours, y), None]
+        if theirs is not None:
+            t_theirs, adv_theirs = timed(theirs, x, y, args.repeats, args.device, args.budget)
+            row[2:4] = [len(x) / t_theirs, t_theirs / t_ours]
+            row[5] = success_rate(model, adv_theirs, y)
+        rows.append(row)
+        print(f"  {name}: done ({time.perf_counter() - started:.0f}s)", flush=True)
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    print(f"\n{'attack':<10}{'ours img/s':>12}{'torchattacks img/s':>20}{'ratio ours/theirs':>19}"
+          f"{'success ours':>14}{'success theirs':>16}")
+    for name, ours_ips, theirs_ips, ratio, s_ours, s_theirs in rows:
+        print(f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>20}{fmt(ratio, '.2f'):>19}"
+              f"{fmt(s_ours, '.1%'):>14}{fmt(s_theirs, '.1%'):>16}")
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The attack base class: device, eval mode, targets, projection, and the success re-check.
+
+A subclass implements only its update rule in :meth:`Attack.perturb`; everything else lives here
+(STYLE habit 4):
+
+1. inputs move to the model's device; the model is put in eval mode and restored afterwards;
+2. the target is resolved: ``targeted="none"`` (untargeted), ``"random"`` (uniform over the
+   classes != y), ``"least_likely"`` (argmin of the clean logits), or an explicit ``target``
+   tensor passed to ``__call__``;
+3. ``perturb`` returns a candidate batch, which the base clips to the box [0, 1] and, for
+   bounded attacks, projects back onto the eps-ball (never trusting the subclass);
+4. success is recomputed from one final prediction on the returned batch:
+   ``pred != y`` (untargeted) or ``pred == target`` (targeted).
+
+The attacked function is the model's *prediction view*: ``model.predict_logits(x)`` when the
+model has one (so an RCE-trained ResNet, which predicts with ``-Z``, is attacked through the
+logits it actually predicts with), else ``model(x)``. Any ``nn.Module`` mapping [0, 1] images
+[N, C, H, W] to logits [N, K] can be attacked.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TARGET_MODES = ("none", "random", "least_likely")
+
+
+class AttackResult(NamedTuple):
+    """What every attack returns; tensors live on the input's device."""
+
+    x_adv: Tensor             # [N, C, H, W] in [0, 1]
+    success: Tensor           # [N] bool: pred != y (untargeted) or pred == target (targeted)
+    pred: Tensor              # [N] class predicted on x_adv (the final re-check)
+    target: Tensor | None     # [N] the target classes, or None for untargeted runs
+
+
+def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer (``default`` for a stateless module)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device(default)
+
+
+def flat_norm(t: Tensor, p: float = 2.0) -> Tensor:
+    """Per-example norm of a batch: [N, ...] -> [N]."""
+    return t.flatten(1).norm(p=p, dim=1)
+
+
+def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Projection onto {x' : ||x' - x||_inf <= eps} ∩ [0, 1]^n (element-wise min/max, exact)."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """delta <- delta * min(1, eps / ||delta||_2), then clip to [0, 1] (which only shrinks ||delta||)."""
+    delta = x_adv - x
+    factor = (eps / flat_norm(delta)).clamp(max=1.0)   # ||delta|| = 0 gives inf -> 1
+    return (x + delta * factor.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
+
+
+PROJECTIONS = {"linf": project_linf, "l2": project_l2}
+
+
+class Attack:
+    """Base class. Call as ``attack(x, y)`` or ``attack(x, y, target=t)`` -> :class:`AttackResult`.
+
+    Arguments:
+        model: module mapping [N, C, H, W] images in [0, 1] to logits [N, K] (see module doc).
+        targeted: ``"none"`` | ``"random"`` | ``"least_likely"`` (those in ``target_modes``).
+        seed: seeds the attack's own generator (random targets, random starts); None = global RNG.
+        name: label used in metric keys (defaults to ``method``; presets pass e.g. ``fgsm-0.05``).
+    """
+
+    method: ClassVar[str] = "attack"
+    target_modes: ClassVar[tuple[str, ...]] = TARGET_MODES
+
+    def __init__(self, model: nn.Module, *, targeted: str = "none", seed: int | None = 0,
+                 name: str | None = None) -> None:
+        if targeted not in self.target_modes:
+            raise ValueError(f"{self.method}: targeted must be one of {', '.join(self.target_modes)}; got {targeted!r}")
+        self.model = model
+        self.targeted = targeted
+        self.seed = seed
+        self.name = name or self.method
+        self._generators: dict[str, torch.Generator] = {}
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def logits(self, x: Tensor) -> Tensor:
+        """Prediction logits [N, K]: ``model.predict_logits(x)`` if present, else ``model(x)``."""
+        predict = getattr(self.model, "predict_logits", None)
+        out = predict(x) if callable(predict) else self.model(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    def generator(self, device: torch.device) -> torch.Generator | None:
+        """The attack's seeded generator on ``device`` (created once, then advanced), or None."""
+        if self.seed is None:
+            return None
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def ascent_grad(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """grad_x of the objective the attack ascends: CE(f(x), y), or -CE(f(x), t) when targeted.
+
+        CE is summed over the batch, so each example's gradient is its own (batch-size free).
+        """
+        x = x.detach().requires_grad_(True)
+        logits = self.logits(x)
+        loss = (F.cross_entropy(logits, y, reduction="sum") if target is None
+                else -F.cross_entropy(logits, target, reduction="sum"))
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad
+
+    @staticmethod
+    def is_success(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        return pred != y if target is None else pred == target
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Final projection applied by the base to whatever ``perturb`` returns: the box [0, 1]."""
+        return x_adv.clamp(0.0, 1.0)
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """The method's update rule: returns a candidate batch (the base clips and re-checks)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ the driver
+    def resolve_target(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor | None:
+        if target is not None:
+            return target.to(y.device, torch.long)
+        if self.targeted == "none":
+            return None
+        with torch.no_grad():
+            logits = self.logits(x)
+        k = logits.shape[1]
+        if self.targeted == "least_likely":
+            return logits.argmin(1)
+        if k < 2:
+            raise ValueError(f"{self.method}: a random target needs at least 2 classes")
+        offset = torch.randint(1, k, y.shape, device=y.device, generator=self.generator(y.device))
+        return (y + offset) % k
+
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> AttackResult:
+        if x.dim() < 2 or len(x) != len(y):
+            raise ValueError(f"{self.method}: expected x [N, ...] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+        home = x.device
+        device = model_device(self.model, default=home)
+        x = x.detach().to(device, torch.float32)
+        y = y.detach().to(device, torch.long)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                target = self.resolve_target(x, y, target)
+                x_adv = self.project(self.perturb(x, y, target).detach(), x)
+            with torch.no_grad():
+                pred = self.logits(x_adv).argmax(1)
+        finally:
+            self.model.train(was_training)
+        success = self.is_success(pred, y, target)
+        return AttackResult(x_adv.to(home), success.to(home), pred.to(home),
+                            None if target is None else target.to(home))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({params})"
+
+    def params(self) -> dict[str, object]:
+        return {"name": self.name, "targeted": self.targeted, "seed": self.seed}
+
+
+class BoundedAttack(Attack):
+    """An attack whose perturbation the base projects onto ``||x' - x||_norm <= eps``."""
+
+    norm: str = "linf"
+
+    def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        if eps < 0:
+            raise ValueError(f"{self.method}: eps must be >= 0, got {eps}")
+        if norm not in PROJECTIONS:
+            raise ValueError(f"{self.method}: norm must be one of {', '.join(PROJECTIONS)}; got {norm!r}")
+        self.eps = float(eps)
+        self.norm = norm
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return PROJECTIONS[self.norm](x_adv, x, self.eps)
+
+    def with_eps(self, eps: float) -> BoundedAttack:
+        """A copy of this attack with another eps (derived step sizes follow); shares the generator."""
+        clone = copy.copy(self)
+        clone.eps = float(eps)
+        return clone
+
+    def sweep(self, x: Tensor, y: Tensor, eps_list: list[float] | tuple[float, ...],
+              target: Tensor | None = None) -> list[AttackResult]:
+        """One result per eps (Foolbox-style batched epsilons)."""
+        return [self.with_eps(eps)(x, y, target) for eps in eps_list]
+
+    def params(self) -> dict[str, object]:
+        return {**super().params(), "eps": self.eps, "norm": self.norm}

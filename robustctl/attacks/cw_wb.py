@@ -1,0 +1,126 @@
+"""C&W-wb: the white-box Carlini-Wagner L2 attack against a classifier *and* its KDE detector
+(Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2; SPEC section 7).
+
+Same tanh change of variables, Adam and per-example binary search over c as :class:`CW`, with the
+detector's score added to the misclassification term::
+
+    ||x' - x||_2^2 + c * ( f(x') + lambda * max(s_t(x') - T, 0) )
+    f(x')    = max(Z(x')_y - max_{i != y} Z(x')_i, -kappa)          (untargeted C&W margin)
+    s_t(x')  = -log KDE_t(z(x'))                                       (detector score, SPEC section 6)
+
+where z is the embedding, Z the prediction-view logits computed from the same forward pass, and
+t the class the attack moves toward: the runner-up class while x' is still classified as y, the
+predicted class once it is not (scoring under the current prediction gives no useful gradient
+before the flip). The threshold T is per example by default, T_i = s(x_i) (the clean image's own
+score under its prediction: "per_example", which is what breaches the AUC), or one global value
+(``thresholds`` given as a scalar, e.g. the detector's threshold at a chosen false-positive rate:
+"detector"). An iterate succeeds when it is misclassified by more than kappa *and* s_pred(x') <= T;
+each example keeps its smallest-L2 successful iterate across iterations and binary steps.
+
+The model must expose ``embed(x)`` and ``head(z)`` (and optionally ``logit_sign``), as
+:class:`robustctl.models.ResNet` does; the detector must be differentiable in z
+(:class:`robustctl.defenses.KDEDetector` is).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustctl.attacks.cw import CW, NO_BOUND, margins
+from robustctl.errors import ConfigError
+
+
+def _embedding_model_check(model: nn.Module) -> None:
+    if not (callable(getattr(model, "embed", None)) and callable(getattr(model, "head", None))):
+        raise ConfigError(
+            f"cw_wb attacks the embedding layer, but {type(model).__name__} has no embed()/head()",
+            hint="use a robustctl model (models trained by `robustctl train`), or a gray-box attack",
+        )
+
+
+class CWWhiteBox(CW):
+    method = "cw_wb"
+
+    def __init__(self, model: nn.Module, detector: nn.Module | None = None, *, thresholds: Tensor | float | None = None,
+                 density_weight: float = 1.0, binary_steps: int = 3, steps: int = 1000, c_init: float = 1.0,
+                 **kwargs) -> None:
+        _embedding_model_check(model)
+        if detector is None:
+            raise ConfigError("cw_wb needs a fitted detector to attack", hint="add defense=kde")
+        if density_weight < 0:
+            raise ValueError("cw_wb: density_weight must be >= 0")
+        super().__init__(model, binary_steps=binary_steps, steps=steps, c_init=c_init, **kwargs)
+        self.detector, self.thresholds, self.density_weight = detector, thresholds, float(density_weight)
+
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(embedding z, prediction logits) from one forward pass."""
+        z = self.model.embed(x)
+        sign = getattr(self.model, "logit_sign", 1.0)
+        return z, sign * self.model.head(z)
+
+    def clean_thresholds(self, x: Tensor) -> Tensor:
+        """T_i: the clean image's own detector score under its predicted class."""
+        with torch.no_grad():
+            z, logits = self.forward_parts(x)
+            return self.detector.score(z, logits.argmax(1)).detach()
+
+    def _thresholds(self, x: Tensor) -> Tensor:
+        if self.thresholds is None:
+            return self.clean_thresholds(x)
+        t = torch.as_tensor(self.thresholds, dtype=torch.float32, device=x.device)
+        return t.expand(len(x)) if t.dim() == 0 else t
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        if target is not None:
+            raise ValueError("cw_wb is untargeted")
+        n = len(x)
+        view = (-1, *([1] * (x.dim() - 1)))
+        threshold = self._thresholds(x)
+        w0 = torch.atanh((2 * x - 1) * (1 - self.box_shrink))
+        lo = torch.zeros(n, device=x.device)
+        hi = torch.full((n,), NO_BOUND, device=x.device)
+        c = torch.full((n,), self.c_init, device=x.device)
+        best_l2 = torch.full((n,), float("inf"), device=x.device)
+        best_adv = x.clone()
+        check_every = max(self.steps // 10, 1)
+        y_mask = F.one_hot(y, num_classes=self.forward_parts(x[:1])[1].shape[1]).bool()
+        for _ in range(self.binary_steps):
+            w = w0.clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([w], lr=self.lr)
+            succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
+            prev = float("inf")
+            for it in range(self.steps):
+                x_adv = (torch.tanh(w) + 1) / 2
+                l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
+                z, logits = self.forward_parts(x_adv)
+                z_y, z_other = margins(logits, y)
+                gap = z_other - z_y
+                f = (-gap).clamp(min=-self.confidence)
+                flipped = gap > 0
+                toward = torch.where(flipped, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1))
+                score = self.detector.score(z, toward)
+                penalty = (score - threshold).clamp(min=0)
+                loss = (l2sq + c * (f + self.density_weight * penalty)).sum()
+                (w.grad,) = torch.autograd.grad(loss, w)
+                optimizer.step()
+                with torch.no_grad():
+                    ok = (gap > self.confidence) & (score <= threshold)
+                    improved = ok & (l2sq < best_l2)
+                    best_l2 = torch.where(improved, l2sq, best_l2)
+                    best_adv = torch.where(improved.view(view), x_adv, best_adv)
+                    succeeded |= ok
+                if self.abort_early and it % check_every == 0:
+                    value = loss.item()
+                    if value > prev * 0.9999:
+                        break
+                    prev = value
+            hi = torch.where(succeeded, torch.minimum(hi, c), hi)
+            lo = torch.where(succeeded, lo, torch.maximum(lo, c))
+            c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
+        return best_adv
+
+    def params(self) -> dict[str, object]:
+        return {**super().params(), "density_weight": self.density_weight,
+                "threshold": "per_example" if self.thresholds is None else "given"}
