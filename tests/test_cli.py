@@ -128,3 +128,32 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_pa
     _, (reference,) = runs(other)
     for key in ("train/loss", "train/accuracy", "val/accuracy"):
         assert first.data.metrics[key] == reference.data.metrics[key], key
+
+
+def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
+    args = [a for a in tiny if not a.startswith(("defense=", "threat_model="))] + [
+        "defense=kde", "threat_model=all", "threat_model.num_samples=30", "threat_model.attacks=[fgsm-0.1,bim-0.1]",
+        "threat_model.resiliency_attacks=[fgsm]", "threat_model.resiliency_eps=[0.05,0.1]",
+        "threat_model.whitebox.steps=20", "threat_model.blackbox.epochs=1", "threat_model.blackbox.proxy_model=resnet20",
+    ]
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    client, (run,) = runs(tmp_path)
+    metrics = run.data.metrics
+    for key in ("kde/bandwidth", "graybox/fgsm-0.1/success_rate", "graybox/fgsm-0.1/pairs", "graybox/bim-0.1/distortion",
+                "resiliency/fgsm/eps_0.05", "whitebox/cw_wb/success_rate", "whitebox/cw_wb/pairs",
+                "blackbox/proxy/agreement", "blackbox/cw_wb/transfer_rate"):
+        assert key in metrics, key
+    # an AUC is logged exactly when enough pairs were found; otherwise the reason is a tag
+    for attack in ("fgsm-0.1", "bim-0.1"):
+        has_auc = f"graybox/{attack}/auc" in metrics
+        assert has_auc == (metrics[f"graybox/{attack}/pairs"] >= 10)
+        assert has_auc or f"graybox/{attack}/auc_reason" in run.data.tags
+    assert metrics["resiliency/fgsm/eps_0.1"] <= metrics["resiliency/fgsm/eps_0.05"] + 1e-9
+    paths = artifact_paths(client, run.info.run_id)
+    assert {"plots/resiliency.png", "plots/graybox/fgsm-0.1_confusion.png"} <= paths
+
+
+def test_attack_without_threat_model_is_refused_before_training(tiny):
+    result = runner.invoke(app, ["run", *tiny, "attack=fgsm"])
+    assert result.exit_code == 2 and "threat_model=graybox" in result.output
