@@ -5,15 +5,17 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustctl.losses.base import LossOutput, TrainingLoss
+from robustctl.losses.base import ClassificationLoss
 from robustctl.models.resnet import ModelOutput
 
 
-class CrossEntropy(TrainingLoss):
-    def __init__(self, weight: float = 1.0) -> None:
-        super().__init__()
-        self.weight = weight
+class CrossEntropy(ClassificationLoss):
+    """``weight * mean_i(-log p_{y_i})`` with p = softmax(Z); predicts with argmax(Z).
 
-    def forward(self, output: ModelOutput, labels: Tensor) -> LossOutput:
-        ce = self.weight * F.cross_entropy(output.logits, labels)
-        return LossOutput(ce, {"ce": ce})
+    Args: ``weight`` (float, default 1). Shapes: logits [N, K], labels [N] int64 in [0, K).
+    """
+
+    term = "ce"
+
+    def sample_losses(self, output: ModelOutput, labels: Tensor) -> Tensor:
+        return F.cross_entropy(output.logits, labels, reduction="none")

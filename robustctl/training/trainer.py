@@ -1,9 +1,10 @@
 """The training loop, top to bottom: build, (resume), then per epoch train -> validate -> checkpoint.
 
 Reproducibility: one seed sets the model initialisation and a dedicated generator for shuffling
-and augmentation; the learning rate is a pure function of the step; the checkpoint holds the
-weights, optimizer state, both RNG states and the metric history. Resuming from the checkpoint of
-epoch e therefore continues exactly as an uninterrupted run would (bit-identical on CPU).
+and augmentation (and Siamese partners); the learning rate is a pure function of the step; the
+checkpoint holds the weights, optimizer state, the loss's state (e.g. class centers), both RNG
+states and the metric history. Resuming from the checkpoint of epoch e therefore continues
+exactly as an uninterrupted run would (bit-identical on CPU).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from torch import Tensor
 
 from robustctl.config.schema import RunConfig
 from robustctl.console import console, progress
-from robustctl.data.base import ImageData, iterate_batches
+from robustctl.data.base import ImageData, crop_flip, iterate_batches
 from robustctl.errors import CheckpointError, TrainingDiverged
 from robustctl.evaluation.predict import accuracy
-from robustctl.losses import TrainingLoss, build_loss
+from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
 from robustctl.models import ResNet, build_model
 from robustctl.training.checkpoint import save_checkpoint
 from robustctl.training.device import resolve_device, seed_everything
@@ -67,9 +68,14 @@ def model_meta(cfg: RunConfig, data: ImageData, loss: TrainingLoss, chash: str, 
 def train_epoch(
     model: ResNet, loss_fn: TrainingLoss, optimizer: torch.optim.Optimizer, data: ImageData,
     generator: torch.Generator, *, cfg: RunConfig, epoch: int, step0: int, total_steps: int,
-    device: torch.device, bar: Any = None, task: Any = None,
+    device: torch.device, bar: Any = None, task: Any = None, pair_sampler: PairSampler | None = None,
 ) -> dict[str, float]:
-    """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm."""
+    """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
+
+    With a ``pair_sampler`` (losses with ``needs_pairs``, PDM Algorithm 1) each batch also draws a
+    Siamese partner per sample from the training set, forwards samples and partners in one pass,
+    and hands the partners' outputs to the loss; statistics count the batch's own samples only.
+    """
     tr = cfg.trainer
     model.train()
     sums: dict[str, Tensor] = {}
@@ -77,7 +83,7 @@ def train_epoch(
     norm_sum = torch.zeros((), device=device)
     lr = tr.lr
     fault_at = kill_step()
-    for b, (xb, yb, _) in enumerate(iterate_batches(data.x_train, data.y_train, tr.batch_size, generator=generator,
+    for b, (xb, yb, idx) in enumerate(iterate_batches(data.x_train, data.y_train, tr.batch_size, generator=generator,
                                                     augment=data.augment, max_batches=tr.max_batches)):
         step = step0 + b
         maybe_kill(step, fault_at)
@@ -86,8 +92,15 @@ def train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        out = model(xb)
-        loss = loss_fn(out, yb)
+        if pair_sampler is None:
+            out = model(xb)
+            loss = loss_fn(out, yb)
+        else:
+            partner, same = pair_sampler.sample(idx, generator)
+            xp = crop_flip(data.x_train[partner], generator) if data.augment else data.x_train[partner]
+            out, out_p = split_output(model(torch.cat([xb, xp.to(device, non_blocking=True)])), len(yb))
+            pairs = Pairs(out_p, data.y_train[partner].to(device, non_blocking=True), same.to(device))
+            loss = loss_fn(out, yb, pairs=pairs)
         if not torch.isfinite(loss.total):
             raise TrainingDiverged(
                 f"loss became {loss.total.item()} at epoch {epoch + 1}, batch {b + 1}",
@@ -124,6 +137,7 @@ def fit(
     mean, std = channel_stats(data.x_train)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.image_shape[0],
                         mean=mean, std=std, logit_sign=loss_fn.logit_sign).to(device)
+    pair_sampler = PairSampler(data.y_train, q=loss_fn.same_class_probability) if loss_fn.needs_pairs else None
     optimizer = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum, nesterov=tr.nesterov,
                                 weight_decay=tr.weight_decay)
     generator = torch.Generator().manual_seed(tr.seed)
@@ -141,6 +155,7 @@ def fit(
                                   f"{resume_state['meta'].get('config_hash')} != {chash})")
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
+        loss_fn.load_state_dict(resume_state.get("loss", {}))
         generator.set_state(resume_state["rng"]["shuffle"])
         torch.set_rng_state(resume_state["rng"]["torch"])
         start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
@@ -153,7 +168,7 @@ def fit(
             batch_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
             stats = train_epoch(model, loss_fn, optimizer, data, generator, cfg=cfg, epoch=epoch,
                                 step0=epoch * steps_per_epoch, total_steps=total_steps, device=device,
-                                bar=bar, task=batch_task)
+                                bar=bar, task=batch_task, pair_sampler=pair_sampler)
             bar.remove_task(batch_task)
             stats["val/accuracy"] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
             stats["time/epoch_s"] = time.perf_counter() - t0
@@ -162,7 +177,7 @@ def fit(
                 tracker.log_metrics(stats, step=epoch + 1)
             save_checkpoint({
                 "meta": meta, "epoch": epoch + 1, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "loss": loss_fn.state_dict(),
                 "rng": {"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
             }, path)
             if tracker is not None and cfg.tracking.log_checkpoints:
