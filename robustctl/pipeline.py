@@ -36,6 +36,7 @@ class CommandResult:
     tracking_uri: str
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)   # why a metric is missing (too few pairs, budget)
 
 
 # ---------------------------------------------------------------------------- run lifecycle
@@ -120,30 +121,47 @@ def _train_step(cfg: RunConfig, chash: str, data: Any, tracker: RunTracker, resu
     return result
 
 
-def _evaluate_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker) -> dict[str, float]:
+def classification_loss(name: str) -> Any:
+    """The classification term (ce or rce) a model was trained with: what ``embed/grad_norm`` differentiates."""
+    from robustctl.config.loss_schema import LOSS_SCHEMAS
+    from robustctl.losses import build_loss
+
+    return build_loss(LOSS_SCHEMAS[name](name=name, classification=name))
+
+
+def _evaluate_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker, classification: str | None = None) -> dict[str, float]:
+    """Clean accuracy + confusion matrix, embedding diagnostics (Table 1, SPEC section 9) + t-SNE plot."""
     import matplotlib.pyplot as plt
 
     from robustctl.evaluation.clean import evaluate_clean, plot_confusion
+    from robustctl.evaluation.embedding import embedding_diagnostics, tsne_figure
 
     clean = evaluate_clean(model, data.x_test, data.y_test, cfg.evaluate.batch_size)
     metrics = clean.metrics()
-    tracker.log_metrics(metrics)
     fig = plot_confusion(clean.confusion, data.class_names, f"{data.name} test, accuracy {clean.accuracy:.4f}")
     tracker.log_figure(fig, "plots/confusion_matrix.png")
     plt.close(fig)
+    loss = classification_loss(classification or cfg.loss.classification)
+    metrics.update(embedding_diagnostics(model, data.x_test, data.y_test, loss, cfg.evaluate.batch_size))
+    fig = tsne_figure(clean.embeddings, data.y_test, data.class_names, metrics["embed/dbi"])
+    tracker.log_figure(fig, "plots/tsne.png")
+    plt.close(fig)
+    tracker.log_metrics(metrics)
     tracker.log_dict({"metrics": metrics, "confusion_matrix": clean.confusion.tolist(),
                       "class_names": list(data.class_names)}, "metrics.json")
     return metrics
 
 
-def _threat_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker) -> dict[str, float]:
-    """Fit the ``defense`` detector and run the ``threat_model`` stages (nothing when it is ``none``)."""
+def _threat_step(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker) -> tuple[dict[str, float], dict[str, str]]:
+    """Fit the ``defense`` detector and run the ``threat_model`` stages (nothing when it is ``none``).
+
+    Returns the metrics and the notes saying why a metric is missing."""
     if cfg.threat_model.name == "none":
-        return {}
+        return {}, {}
     from robustctl.evaluation.threats import fit_detector, prepare, run_stages
 
     ctx = prepare(cfg, model, data, fit_detector(cfg, model, data))
-    return run_stages(ctx, tracker)
+    return run_stages(ctx, tracker), ctx.notes
 
 
 def _resume_state(cfg: RunConfig, chash: str) -> dict | None:
@@ -176,10 +194,13 @@ def train_and_maybe_evaluate(cfg: RunConfig, raw: Any, command: str) -> CommandR
         metrics["train/wall_time_s"] = result.wall_time_s
         if command == "run":
             metrics.update(_evaluate_step(cfg, result.model, data, tracker))
-            metrics.update(_threat_step(cfg, result.model, data, tracker))
+            threat_metrics, notes = _threat_step(cfg, result.model, data, tracker)
+            metrics.update(threat_metrics)
+        else:
+            notes = {}
         info = {"checkpoint": str(result.checkpoint), "epochs": f"{len(result.history)} (resumed at {result.resumed_from_epoch})"
                 if result.resumed_from_epoch else str(len(result.history))}
-        return CommandResult(command, tracker.run_id, tracker.uri, metrics, info)
+        return CommandResult(command, tracker.run_id, tracker.uri, metrics, info, notes)
 
 
 def _existing_run(cfg: RunConfig, run_id: str) -> str | None:
@@ -243,10 +264,12 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
                           "model": meta.get("model", {}).get("name", cfg.model.name), "loss": str(meta.get("loss", ""))})
         _device_tag(tracker, cfg)
         _log_data(tracker, data)
-        metrics = _evaluate_step(cfg, model, data, tracker)
-        metrics.update(_threat_step(cfg, model, data, tracker))
+        trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
+        metrics = _evaluate_step(cfg, model, data, tracker, classification=trained_with)
+        threat_metrics, notes = _threat_step(cfg, model, data, tracker)
+        metrics.update(threat_metrics)
         return CommandResult("evaluate", tracker.run_id, tracker.uri, metrics,
-                             {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))})
+                             {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))}, notes)
 
 
 COMMANDS = {
@@ -277,15 +300,6 @@ def execute(command: str, cfg: RunConfig, raw: Any) -> CommandResult:
 
 
 def print_summary(result: CommandResult) -> None:
-    from rich.table import Table
+    from robustctl.summary import print_summary as show
 
-    table = Table(title=f"robustctl {result.command}", show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    for key, value in result.info.items():
-        table.add_row(f"[dim]{key}[/]", f"[dim]{value}[/]")
-    table.add_row("[dim]MLflow run[/]", f"[dim]{result.run_id}[/]")
-    console.print(table)
-    console.print(f"see it in the UI: [bold]robustctl ui[/] (store {result.tracking_uri})")
+    show(result.command, result.metrics, result.info, result.run_id, result.tracking_uri, result.notes)
