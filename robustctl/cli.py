@@ -69,37 +69,15 @@ def _single(command: str, overrides: list[str], debug: bool) -> None:
 
 def _multirun(command: str, overrides: list[str], debug: bool) -> None:
     """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the sweep goes on."""
-    import hydra
 
-    from robustctl.config import config_dir, validate
-    from robustctl.console import err_console
-    from robustctl.errors import RobustctlError
+    def body() -> int:
+        from robustctl.sweep import run_sweep
 
-    failures: list[str] = []
+        return run_sweep(command, [*overrides, *(["debug=true"] if debug else [])])
 
-    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
-    def job(raw) -> dict[str, float] | None:
-        from robustctl.pipeline import execute, print_summary
-
-        try:
-            result = execute(command, validate(raw, cwd=hydra.utils.get_original_cwd()), raw)
-        except RobustctlError as exc:
-            if debug:
-                traceback.print_exc()
-            err_console.print(f"[bold red]job failed:[/] {exc}")
-            failures.append(str(exc))
-            return None
-        print_summary(result)
-        return result.metrics
-
-    saved = sys.argv
-    sys.argv = ["robustctl", "--multirun", *overrides]
-    try:
-        _guarded(job, debug)
-    finally:
-        sys.argv = saved
-    if failures:
-        _fail(f"{len(failures)} sweep job(s) failed", 1)
+    failed = _guarded(body, debug)
+    if failed:
+        _fail(f"{failed} sweep job(s) failed", 1)
 
 
 def _dispatch(command: str, overrides: list[str] | None, multirun: bool, debug: bool) -> None:

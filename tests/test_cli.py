@@ -157,3 +157,17 @@ def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
 def test_attack_without_threat_model_is_refused_before_training(tiny):
     result = runner.invoke(app, ["run", *tiny, "attack=fgsm"])
     assert result.exit_code == 2 and "threat_model=graybox" in result.output
+
+
+def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
+    """Two processes log to the same SQLite store at the same time; both runs land complete."""
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=1", "trainer.seed=0,1"]
+    done = subprocess.run([*ROBUSTCTL, "train", "-m", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, found = runs(tmp_path)
+    assert sorted(r.data.params["trainer.seed"] for r in found) == ["0", "1"]
+    for run in found:
+        assert run.info.status == "FINISHED"
+        assert {"train/loss", "val/accuracy"} <= set(run.data.metrics)
+        assert "checkpoints/last.pt" in artifact_paths(client, run.info.run_id)

@@ -99,6 +99,7 @@ def validate(cfg: Any, cwd: str | Path | None = None) -> RunConfig:
 
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
+    container.pop("command", None)  # set by the CLI for sweep jobs
     unknown = set(container) - set(GROUPS) - {"work_dir", "debug"}
     if unknown:
         raise ConfigError(

@@ -9,6 +9,7 @@ non-numeric outcomes (e.g. why an AUC is missing) go to the tracker as artifacts
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,7 @@ def graybox_stage(ctx: ThreatContext, tracker: Any) -> dict[str, float]:
     for name, outcome in outcomes.items():
         metrics.update(outcome.metrics)
         metrics[f"graybox/{name}/seconds"] = outcome.seconds
+        console.print(f"  {name}: {outcome.seconds:.1f}s")
         if ctx.detector is not None:
             adv_pred, adv_scores = detector_scores(ctx, ctx.model, outcome.x_adv)
             result = detection_auc(ctx.clean_scores, adv_scores, ctx.y, ctx.clean_pred, adv_pred, min_pairs=tm.min_pairs)
@@ -251,7 +253,10 @@ def run_stages(ctx: ThreatContext, tracker: Any) -> dict[str, float]:
         tracker.log_metrics(metrics)
     for stage in ctx.cfg.threat_model.stages:
         console.rule(f"[bold]{stage}")
+        started = time.perf_counter()
         stage_metrics = STAGES[stage](ctx, tracker)
+        stage_metrics[f"time/{stage}_s"] = time.perf_counter() - started
+        console.print(f"{stage}: {stage_metrics[f'time/{stage}_s']:.1f}s")
         tracker.log_metrics(stage_metrics)
         metrics.update(stage_metrics)
     return metrics
