@@ -171,3 +171,24 @@ def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
         assert run.info.status == "FINISHED"
         assert {"train/loss", "val/accuracy"} <= set(run.data.metrics)
         assert "checkpoints/last.pt" in artifact_paths(client, run.info.run_id)
+
+
+def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_path):
+    import time
+
+    from robustctl.training import load_checkpoint
+
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=200"]
+    proc = subprocess.Popen([*ROBUSTCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("checkpoints/*/last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    _, (run,) = runs(tmp_path)
+    assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["error"]
+    (checkpoint,) = tmp_path.glob("checkpoints/*/last.pt")
+    assert 1 <= load_checkpoint(checkpoint)["epoch"] < 200

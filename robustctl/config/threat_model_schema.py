@@ -55,6 +55,7 @@ class ThreatModelConfig:
     batch_size: int = 256
     min_pairs: int = 10             # fewer (clean-correct, attack-succeeded) pairs -> no AUC, a reason
     attacks: list[str] = field(default_factory=lambda: list(TABLE2_ATTACKS))
+    attack_params: dict[str, Any] = field(default_factory=dict)  # per-attack overrides, e.g. {cw_hc: {steps: 100}}
     resiliency_attacks: list[str] = field(default_factory=lambda: ["fgsm", "bim"])
     resiliency_eps: list[float] = field(default_factory=lambda: [0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2])
     seed: int = 0
@@ -81,5 +82,5 @@ class ThreatModelConfig:
 
 THREAT_MODEL_SCHEMAS: dict[str, type[Any]] = {
     "none": NoneConfig, "graybox": ThreatModelConfig, "whitebox": ThreatModelConfig,
-    "blackbox": ThreatModelConfig, "all": ThreatModelConfig,
+    "blackbox": ThreatModelConfig, "all": ThreatModelConfig, "quick": ThreatModelConfig,
 }

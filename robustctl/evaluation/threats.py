@@ -84,6 +84,7 @@ def graybox_stage(ctx: ThreatContext, tracker: Any) -> dict[str, float]:
     draw ROC curves, adversarial confusion matrices, example grids and resiliency curves."""
     import matplotlib.pyplot as plt
 
+    from robustctl.attacks import build
     from robustctl.evaluation.detection import detection_auc, roc_figure
     from robustctl.evaluation.graybox import (
         bim_gradient_norms,
@@ -94,7 +95,8 @@ def graybox_stage(ctx: ThreatContext, tracker: Any) -> dict[str, float]:
     )
 
     cfg, tm = ctx.cfg, ctx.cfg.threat_model
-    specs: list[Any] = [cfg.attack] if cfg.attack.name != "none" else list(tm.attacks)
+    specs: list[Any] = [cfg.attack] if cfg.attack.name != "none" else [
+        build(name, ctx.model, **dict(tm.attack_params.get(name, {}))) for name in tm.attacks]
     outcomes = run_attack_suite(ctx.model, ctx.x, ctx.y, specs, batch_size=tm.batch_size)
     metrics: dict[str, float] = {}
     detections = {}

@@ -13,7 +13,10 @@ def test_default_config_composes_to_digits_resnet20_ce():
     assert (cfg.dataset.name, cfg.model.name, cfg.loss.name) == ("digits", "resnet20", "ce")
     assert cfg.model.depth == 20 and cfg.model.activation == "leaky_relu" and cfg.model.negative_slope == 0.1
     assert cfg.trainer.momentum == 0.9
-    assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "none", "none")
+    # the embedded default runs the whole pipeline: KDE detector + all three threat models, small budgets
+    assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "kde", "quick")
+    assert cfg.threat_model.stages == ["graybox", "whitebox", "blackbox"]
+    assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100}}
 
 
 def test_every_option_of_every_group_composes():
