@@ -39,7 +39,7 @@ def _auc_cell(metrics: Mapping[str, float], prefix: str, notes: Mapping[str, str
     if f"{prefix}/auc" in metrics:
         return f"{metrics[f'{prefix}/auc']:.3f} ({int(metrics.get(f'{prefix}/pairs', 0))})"
     if f"{prefix}/pairs" in metrics:
-        return f"[dim]{notes.get(f'{prefix}/auc', notes.get(prefix, 'too few pairs'))}[/]"
+        return f"[dim]n/a ({int(metrics[f'{prefix}/pairs'])} pairs, see note)[/]"
     return "—"
 
 
