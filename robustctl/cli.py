@@ -154,6 +154,36 @@ def ui(
     _guarded(body, debug)
 
 
+@app.command()
+def report(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids to report on (default: every run of the experiment).", show_default=False)] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (default: tracking.experiment).")] = None,
+    parent: Annotated[str | None, typer.Option(help="Only the child runs of this parent run id.")] = None,
+    out: Annotated[str, typer.Option(help="Folder for report.md, table1-4.csv and report.html.")] = "reports/latest",
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: the project's store).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Paper Tables 1-4 from the runs in MLflow, beside the paper's numbers: terminal, Markdown, CSV, HTML."""
+
+    def body() -> None:
+        from pathlib import Path
+
+        from robustctl.config import compose
+        from robustctl.console import console
+        from robustctl.reporting import build_report
+        from robustctl.tracking.store import check_reachable, resolve_tracking_uri
+
+        _, cfg = compose([])
+        tracking_uri = uri or resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+        check_reachable(tracking_uri)
+        result = build_report(tracking_uri, experiment=experiment or (None if run_ids else cfg.tracking.experiment),
+                              run_ids=run_ids or None, out_dir=Path(out), parent_run_id=parent)
+        result.print(console)
+        console.print(f"written: {', '.join(str(p) for p in result.files.values())}")
+
+    _guarded(body, debug)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"robustctl {__version__}")

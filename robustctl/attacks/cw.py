@@ -78,10 +78,19 @@ class CW(Attack):
         gap = z_label - z_other if targeted else z_other - z_label   # > kappa means success
         return (-gap).clamp(min=-self.confidence), gap > self.confidence
 
+    def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> object:
+        """Per-batch state the iteration terms need (none for plain C&W; subclasses add theirs)."""
+        return None
+
+    def iteration_terms(self, x_adv: Tensor, label: Tensor, targeted: bool, state: object) -> tuple[Tensor, Tensor]:
+        """(the term c multiplies, per example; success mask) at the current iterate."""
+        return self.objective(self.logits(x_adv), label, targeted)
+
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         n = len(x)
         view = (-1, *([1] * (x.dim() - 1)))
         label = y if target is None else target
+        state = self.prepare(x, y, target)
         w0 = torch.atanh((2 * x - 1) * (1 - self.box_shrink))
         lo = torch.zeros(n, device=x.device)
         hi = torch.full((n,), NO_BOUND, device=x.device)
@@ -97,7 +106,7 @@ class CW(Attack):
             for it in range(self.steps):
                 x_adv = (torch.tanh(w) + 1) / 2
                 l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-                f, ok = self.objective(self.logits(x_adv), label, target is not None)
+                f, ok = self.iteration_terms(x_adv, label, target is not None, state)
                 loss = (l2sq + c * f).sum()
                 (w.grad,) = torch.autograd.grad(loss, w)
                 optimizer.step()

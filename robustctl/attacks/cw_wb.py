@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustctl.attacks.cw import CW, NO_BOUND, margins
+from robustctl.attacks.cw import CW, margins
 from robustctl.errors import ConfigError
 
 
@@ -72,54 +72,25 @@ class CWWhiteBox(CW):
         t = torch.as_tensor(self.thresholds, dtype=torch.float32, device=x.device)
         return t.expand(len(x)) if t.dim() == 0 else t
 
-    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(per-example thresholds T, one-hot mask of the true labels)."""
         if target is not None:
             raise ValueError("cw_wb is untargeted")
-        n = len(x)
-        view = (-1, *([1] * (x.dim() - 1)))
-        threshold = self._thresholds(x)
-        w0 = torch.atanh((2 * x - 1) * (1 - self.box_shrink))
-        lo = torch.zeros(n, device=x.device)
-        hi = torch.full((n,), NO_BOUND, device=x.device)
-        c = torch.full((n,), self.c_init, device=x.device)
-        best_l2 = torch.full((n,), float("inf"), device=x.device)
-        best_adv = x.clone()
-        check_every = max(self.steps // 10, 1)
-        y_mask = F.one_hot(y, num_classes=self.forward_parts(x[:1])[1].shape[1]).bool()
-        for _ in range(self.binary_steps):
-            w = w0.clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([w], lr=self.lr)
-            succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
-            prev = float("inf")
-            for it in range(self.steps):
-                x_adv = (torch.tanh(w) + 1) / 2
-                l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-                z, logits = self.forward_parts(x_adv)
-                z_y, z_other = margins(logits, y)
-                gap = z_other - z_y
-                f = (-gap).clamp(min=-self.confidence)
-                flipped = gap > 0
-                toward = torch.where(flipped, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1))
-                score = self.detector.score(z, toward)
-                penalty = (score - threshold).clamp(min=0)
-                loss = (l2sq + c * (f + self.density_weight * penalty)).sum()
-                (w.grad,) = torch.autograd.grad(loss, w)
-                optimizer.step()
-                with torch.no_grad():
-                    ok = (gap > self.confidence) & (score <= threshold)
-                    improved = ok & (l2sq < best_l2)
-                    best_l2 = torch.where(improved, l2sq, best_l2)
-                    best_adv = torch.where(improved.view(view), x_adv, best_adv)
-                    succeeded |= ok
-                if self.abort_early and it % check_every == 0:
-                    value = loss.item()
-                    if value > prev * 0.9999:
-                        break
-                    prev = value
-            hi = torch.where(succeeded, torch.minimum(hi, c), hi)
-            lo = torch.where(succeeded, lo, torch.maximum(lo, c))
-            c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
-        return best_adv
+        num_classes = self.forward_parts(x[:1])[1].shape[1]
+        return self._thresholds(x), F.one_hot(y, num_classes=num_classes).bool()
+
+    def iteration_terms(self, x_adv: Tensor, label: Tensor, targeted: bool,
+                        state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and s <= T."""
+        threshold, y_mask = state
+        z, logits = self.forward_parts(x_adv)
+        z_y, z_other = margins(logits, label)
+        gap = z_other - z_y
+        f = (-gap).clamp(min=-self.confidence)
+        toward = torch.where(gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1))
+        score = self.detector.score(z, toward)
+        penalty = (score - threshold).clamp(min=0)
+        return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)
 
     def params(self) -> dict[str, object]:
         return {**super().params(), "density_weight": self.density_weight,

@@ -65,5 +65,5 @@ def test_build_detector_from_the_composed_config() -> None:
     _, cfg = compose(["defense=kde", "defense.per_class=12", "defense.seed=1"])
     other = build_detector(cfg.defense, z, y)
     assert not torch.equal(other.points, det.points) and other.bandwidth_grid_  # auto: a grid was searched
-    _, cfg = compose([])
+    _, cfg = compose(["defense=none"])
     assert build_detector(cfg.defense, z, y) is None  # defense=none

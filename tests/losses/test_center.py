@@ -14,8 +14,6 @@ from robustctl.losses.center import CenterLoss
 from robustctl.losses.contrastive_center import ContrastiveCenterLoss
 from robustctl.models.resnet import ModelOutput
 
-torch.set_num_threads(1)
-
 
 def test_center_loss_and_update_by_hand():
     loss = CenterLoss(num_classes=2, embedding_dim=2, alpha=0.5)

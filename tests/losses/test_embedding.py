@@ -24,8 +24,6 @@ from robustctl.evaluation.embedding import (
 from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
 from robustctl.models import ResNet
 
-torch.set_num_threads(1)
-
 METRICS = {"embed/dbi", "embed/cluster_variance", "embed/cluster_distance", "embed/grad_norm", "embed/jacobian_fro"}
 
 

@@ -14,8 +14,6 @@ from robustctl.losses.reverse_cross_entropy import (
 )
 from robustctl.models.resnet import ModelOutput
 
-torch.set_num_threads(1)
-
 
 def test_reverse_labels_by_hand():
     r = reverse_labels(torch.tensor([1, 3]), 4)

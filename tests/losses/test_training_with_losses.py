@@ -13,8 +13,6 @@ from robustctl.data import load_dataset
 from robustctl.evaluation.predict import predict
 from robustctl.training import checkpoint_path, fit, load_checkpoint
 
-torch.set_num_threads(1)
-
 
 def tiny(tmp_path, *extra: str) -> list[str]:
     return ["dataset=synthetic", "dataset.num_samples=320", "trainer.batch_size=32", "trainer.device=cpu",

@@ -1,0 +1,197 @@
+"""Read runs back from an MLflow store and pick, per table cell, the run that answers it.
+
+:func:`collect_runs` turns MLflow runs into :class:`RunRecord` (status, tags, params, latest metric
+values; the artifact list is fetched only when asked for). :func:`pick_run` chooses, for one
+``(dataset, loss)`` and one metric prefix, the latest FINISHED run that logged that prefix. When
+there is none it says why, so a table cell can read "not run" or "failed: <error tag>" instead of
+silently dropping the combination.
+
+Runs are identified the way ``robustctl.pipeline`` tags them: tags ``dataset`` and ``loss`` (for an
+``evaluate`` run the checkpoint's loss), falling back to the params ``dataset.name``/``loss.name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from robustctl.errors import TrackingError
+
+__all__ = ["Pick", "RunRecord", "collect_runs", "pick_run"]
+
+_PAGE = 1000
+_ERROR_CHARS = 200  # an error tag longer than this is cut in table cells
+
+
+@dataclass(eq=False)
+class RunRecord:
+    """One MLflow run as the report sees it. ``metrics`` holds each key's latest value."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str                      # FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
+    start_time: int                  # ms since the epoch
+    end_time: int | None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tracking_uri: str = ""
+
+    @classmethod
+    def from_mlflow(cls, run: Any, tracking_uri: str) -> RunRecord:
+        info, data = run.info, run.data
+        return cls(run_id=info.run_id, run_name=info.run_name or "", experiment_id=str(info.experiment_id),
+                   status=str(info.status), start_time=int(info.start_time or 0), end_time=info.end_time,
+                   tags=dict(data.tags), params=dict(data.params), metrics=dict(data.metrics),
+                   tracking_uri=tracking_uri)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def dataset(self) -> str:
+        return self.tags.get("dataset") or self.params.get("dataset.name", "")
+
+    @property
+    def loss(self) -> str:
+        return self.tags.get("loss") or self.params.get("loss.name", "")
+
+    @property
+    def command(self) -> str:
+        return self.tags.get("command", "")
+
+    @property
+    def error(self) -> str | None:
+        return self.tags.get("error")
+
+    def has(self, prefix: str) -> bool:
+        """Whether the run logged ``prefix`` itself or any key below it (``graybox/cw/``)."""
+        return any(key.startswith(prefix) for key in self.metrics)
+
+    def status_reason(self) -> str:
+        """A one-line reason for a run that did not finish: ``failed: ValueError: ...``."""
+        text = (self.error or "").strip()
+        error = text.splitlines()[0] if text else "no error tag"
+        if len(error) > _ERROR_CHARS:
+            error = error[:_ERROR_CHARS - 1] + "…"
+        if self.status == "FAILED":
+            return f"failed: {error}"
+        if self.status == "KILLED":
+            return f"killed: {error}"
+        return f"unfinished ({self.status.lower()}, or its process died)"
+
+    # ------------------------------------------------------------------ artifacts
+    @cached_property
+    def artifacts(self) -> tuple[str, ...]:
+        """Every artifact file path of the run (listed from the store on first access)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        found: list[str] = []
+
+        def walk(path: str | None) -> None:
+            for item in client.list_artifacts(self.run_id, path):
+                if item.is_dir:
+                    walk(item.path)
+                else:
+                    found.append(item.path)
+
+        try:
+            walk(None)
+        except (MlflowException, OSError):
+            return ()
+        return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The run chosen for a cell, or (``run`` None) the reason there is none."""
+
+    run: RunRecord | None
+    reason: str | None = None
+
+
+def _could_produce(record: RunRecord, stage: str | None, attack: str | None) -> bool:
+    """Whether an unfinished run was configured to log ``stage`` (so its failure concerns the cell)."""
+    if stage is None:
+        return True
+    stages = record.params.get("threat_model.stages")
+    if stages is not None:
+        if stage not in stages:
+            return False
+    else:
+        threat = record.tags.get("threat_model") or record.params.get("threat_model.name")
+        if threat is not None and threat not in (stage, "all"):
+            return False
+    chosen = record.tags.get("attack") or record.params.get("attack.name")
+    return attack is None or chosen in (None, "", "none", attack)
+
+
+def pick_run(records: Iterable[RunRecord], dataset: str, loss: str, prefix: str,
+             stage: str | None = None, attack: str | None = None) -> Pick:
+    """The latest FINISHED run of ``(dataset, loss)`` that logged ``prefix``.
+
+    Without one, the latest run of that pair that was configured for ``stage`` (and ``attack``) but
+    did not finish gives the reason (``failed: <error tag>``); otherwise the reason is ``not run``.
+    """
+    mine = sorted((r for r in records if r.dataset == dataset and r.loss == loss),
+                  key=lambda r: (r.start_time, r.end_time or 0), reverse=True)
+    for record in mine:
+        if record.status == "FINISHED" and record.has(prefix):
+            return Pick(record)
+    for record in mine:
+        if record.status != "FINISHED" and _could_produce(record, stage, attack):
+            return Pick(None, record.status_reason())
+    return Pick(None, "not run")
+
+
+def _experiment_ids(client: Any, experiment: str | None, tracking_uri: str) -> list[str]:
+    if experiment is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise TrackingError(f"no MLflow experiment {experiment!r} in {tracking_uri}",
+                            hint=f"experiments there: {', '.join(names) or 'none'}")
+    return [found.experiment_id]
+
+
+def collect_runs(tracking_uri: str, experiment: str | None = None, run_ids: Sequence[str] | None = None,
+                 parent_run_id: str | None = None) -> list[RunRecord]:
+    """Every run of ``experiment`` (all experiments when None), newest first.
+
+    ``run_ids`` restricts to those runs (each must exist); ``parent_run_id`` to the children of
+    that run (tag ``mlflow.parentRunId``). Deleted runs are left out.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        if run_ids:
+            records = []
+            for run_id in dict.fromkeys(run_ids):
+                try:
+                    run = client.get_run(run_id)
+                except MlflowException as exc:
+                    raise TrackingError(f"MLflow run {run_id} does not exist in {tracking_uri}") from exc
+                records.append(RunRecord.from_mlflow(run, tracking_uri))
+            if parent_run_id is not None:
+                records = [r for r in records if r.tags.get("mlflow.parentRunId") == parent_run_id]
+            return sorted(records, key=lambda r: r.start_time, reverse=True)
+        ids = _experiment_ids(client, experiment, tracking_uri)
+        if not ids:
+            return []
+        query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" if parent_run_id else ""
+        records, token = [], None
+        while True:
+            page = client.search_runs(ids, query, max_results=_PAGE, order_by=["attributes.start_time DESC"],
+                                      page_token=token)
+            records.extend(RunRecord.from_mlflow(run, tracking_uri) for run in page)
+            token = page.token
+            if not token:
+                return records
+    except MlflowException as exc:
+        raise TrackingError(f"cannot read runs from {tracking_uri}: {exc.message}") from exc
