@@ -73,7 +73,9 @@ def _multirun(command: str, overrides: list[str], debug: bool) -> None:
     def body() -> int:
         from robustctl.sweep import run_sweep
 
-        return run_sweep(command, [*overrides, *(["debug=true"] if debug else [])])
+        failed, parent = run_sweep(command, [*overrides, *(["debug=true"] if debug else [])])
+        parent.finish("FAILED" if failed else "FINISHED", f"{failed} job(s) failed" if failed else None)
+        return failed
 
     failed = _guarded(body, debug)
     if failed:

@@ -71,6 +71,10 @@ def base_tags(cfg: RunConfig, command: str, chash: str) -> dict[str, str]:
         "attack": cfg.attack.name, "defense": cfg.defense.name, "threat_model": cfg.threat_model.name,
         "config_hash": chash, "seed": str(cfg.trainer.seed),
     }
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    if cfg.tracking.experiment_tag:
+        tags["experiment"] = cfg.tracking.experiment_tag
     tags.update(git_state())
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
     return tags

@@ -37,17 +37,27 @@ def sweep_job(raw: Any) -> dict[str, float] | None:
     return result.metrics
 
 
-def prepare_store(overrides: list[str]) -> None:
-    """Create the MLflow store and experiment once, before parallel jobs race to create them."""
+def open_parent(overrides: list[str], name: str, tags: dict[str, str]) -> Any:
+    """Create the MLflow store and experiment once (before parallel jobs race to create them) and
+    start the parent run every job of the sweep is nested under."""
+    import time
+
     from robustctl.config import compose
     from robustctl.pipeline import open_tracker
 
     _, cfg = compose(overrides)
-    open_tracker(cfg)
+    tracker = open_tracker(cfg)
+    if cfg.tracking.experiment_tag:
+        tags = {**tags, "experiment": cfg.tracking.experiment_tag}
+    tracker.start(f"{name}-{time.strftime('%m%d-%H%M%S')}", tags)
+    return tracker
 
 
-def run_sweep(command: str, overrides: list[str]) -> int:
-    """Run the sweep; returns how many jobs failed in this process."""
+def run_sweep(command: str, overrides: list[str], name: str | None = None,
+              tags: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Run the sweep under one parent MLflow run; returns (jobs failed in this process, parent tracker).
+
+    The parent is left open for the caller to log to (e.g. a report) and to finish."""
     import hydra
 
     from robustctl.config import config_dir
@@ -55,13 +65,17 @@ def run_sweep(command: str, overrides: list[str]) -> int:
 
     fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
     check_group_overrides(fixed)
-    prepare_store(fixed)
+    parent = open_parent(fixed, name or f"sweep-{command}", {"command": f"sweep-{command}", **(tags or {}),
+                                                           "sweep": " ".join(overrides)[:5000]})
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(sweep_job)
     saved = sys.argv
-    sys.argv = ["robustctl", "--multirun", f"command={command}", *overrides]
+    sys.argv = ["robustctl", "--multirun", f"command={command}", f"tracking.parent_run_id={parent.run_id}", *overrides]
     FAILED.clear()
     try:
         main()
+    except BaseException as exc:
+        parent.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         sys.argv = saved
-    return len(FAILED)
+    return len(FAILED), parent

@@ -104,9 +104,13 @@ def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path):
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=1", "trainer.seed=0,1"]
     result = runner.invoke(app, ["train", "-m", *args])
     assert result.exit_code == 0, result.output
-    _, found = runs(tmp_path)
+    _, everything = runs(tmp_path)
+    (parent,) = [r for r in everything if r.data.tags["command"] == "sweep-train"]
+    found = [r for r in everything if r.data.tags["command"] == "train"]
     assert sorted(r.data.params["trainer.seed"] for r in found) == ["0", "1"]
-    assert all(r.info.status == "FINISHED" for r in found)
+    assert all(r.info.status == "FINISHED" for r in [parent, *found])
+    # one sweep = one parent run in the MLflow UI, with the jobs nested under it
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in found)
     assert not (tmp_path / "multirun").exists() or not list(tmp_path.glob("multirun/**/mlruns.db"))
 
 
@@ -167,8 +171,10 @@ def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
     done = subprocess.run([*ROBUSTCTL, "train", "-m", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    client, found = runs(tmp_path)
+    client, everything = runs(tmp_path)
+    found = [r for r in everything if r.data.tags["command"] == "train"]
     assert sorted(r.data.params["trainer.seed"] for r in found) == ["0", "1"]
+    assert len(everything) == 3  # plus the sweep's parent run
     for run in found:
         assert run.info.status == "FINISHED"
         assert {"train/loss", "val/accuracy"} <= set(run.data.metrics)

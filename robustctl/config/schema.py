@@ -150,6 +150,8 @@ class TrackingConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_checkpoints: bool = True
+    parent_run_id: str | None = None    # nest this run under a parent (sweeps and experiments set it)
+    experiment_tag: str | None = None   # the `experiment` tag (set by `robustctl experiment NAME`)
 
 
 # -------------------------------------------------------------------------------------- evaluate
