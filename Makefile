@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-slow test-all lint bench ui clean
+.PHONY: help install run train test test-slow test-all lint bench ui report smoke paper-fashion paper-mnist paper-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -42,6 +42,21 @@ lint: install  ## ruff
 
 bench: install  ## benchmarks (ratios against named references, same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+report: install  ## paper Tables 1-4 from the runs in MLflow -> reports/latest (md, csv, html)
+	$(BIN)/robustctl report $(ARGS)
+
+smoke: install  ## experiments/smoke.yaml: the whole protocol on synthetic data in about a minute
+	$(BIN)/robustctl experiment smoke $(ARGS)
+
+paper-fashion: install  ## experiments/paper_fashion_cpu.yaml: Tables 1-4 on Fashion-MNIST, CPU budget
+	$(BIN)/robustctl experiment paper_fashion_cpu $(ARGS)
+
+paper-mnist: install  ## experiments/paper_mnist.yaml: the paper's MNIST settings (GPU)
+	$(BIN)/robustctl experiment paper_mnist $(ARGS)
+
+paper-cifar10: install  ## experiments/paper_cifar10.yaml: the paper's CIFAR-10 settings (GPU)
+	$(BIN)/robustctl experiment paper_cifar10 $(ARGS)
 
 ui: install  ## open the MLflow UI on the project's tracking store
 	$(BIN)/robustctl ui

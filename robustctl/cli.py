@@ -157,6 +157,25 @@ def ui(
 
 
 @app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help="An experiment of experiments/ (smoke, paper_fashion_cpu, paper_mnist, paper_cifar10).")],
+    overrides: Overrides = None,
+    debug: Debug = False,
+) -> None:
+    """Run a named experiment (experiments/NAME.yaml) as one parent MLflow run with a child per job, then its report."""
+
+    def body() -> int:
+        from robustctl.experiments import run_experiment
+
+        failed, _ = run_experiment(name, [*(overrides or []), *(["debug=true"] if debug else [])])
+        return failed
+
+    failed = _guarded(body, debug)
+    if failed:
+        _fail(f"{failed} child run(s) failed (see the report)", 1)
+
+
+@app.command()
 def report(
     run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids to report on (default: every run of the experiment).", show_default=False)] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (default: tracking.experiment).")] = None,

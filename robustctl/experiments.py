@@ -1,0 +1,81 @@
+"""Named experiments: ``experiments/<name>.yaml`` composed into one parent MLflow run.
+
+An experiment file holds ``description``, ``command`` (run | train | evaluate), ``sweep`` (group or
+key -> list of values: one child run per combination) and ``overrides`` (applied to every child).
+``robustctl experiment NAME [extra overrides]`` runs the sweep through Hydra (so ``hydra/launcher=joblib``
+parallelizes it), nests every child under a parent run tagged ``experiment=NAME``, then renders the
+report of the children and logs it to the parent (``report/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustctl.errors import ConfigError
+
+COMMANDS = ("run", "train", "evaluate")
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str = ""
+    command: str = "run"
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    def sweep_overrides(self) -> list[str]:
+        return [f"{key}={','.join(str(v) for v in values)}" for key, values in self.sweep.items()]
+
+
+def experiments_dir() -> Path:
+    from robustctl.config import config_dir
+
+    here = config_dir().parent
+    for path in (here / "experiments", Path.cwd() / "experiments"):
+        if path.is_dir():
+            return path
+    raise ConfigError("no experiments/ folder found", hint="run from the robustctl checkout")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def load_experiment(name: str) -> Experiment:
+    from omegaconf import OmegaConf
+
+    path = experiments_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown experiment {name!r} — available: {', '.join(available())}")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    unknown = set(data) - {"description", "command", "sweep", "overrides"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    exp = Experiment(name=name, **data)
+    if exp.command not in COMMANDS:
+        raise ConfigError(f"{path}: command must be one of {', '.join(COMMANDS)}, got {exp.command!r}")
+    return exp
+
+
+def run_experiment(name: str, extra: list[str]) -> tuple[int, Any]:
+    """Run the experiment's sweep under a parent run, then log the report to it."""
+    import tempfile
+
+    from robustctl.console import console
+    from robustctl.reporting import build_report
+    from robustctl.sweep import run_sweep
+
+    exp = load_experiment(name)
+    overrides = [*exp.overrides, f"tracking.experiment_tag={name}", *extra, *exp.sweep_overrides()]
+    failed, parent = run_sweep(exp.command, overrides, name=f"experiment-{name}",
+                               tags={"command": "experiment", "description": exp.description})
+    with tempfile.TemporaryDirectory() as tmp:
+        report = build_report(parent.uri, run_ids=None, experiment=None, out_dir=Path(tmp), parent_run_id=parent.run_id)
+        report.print(console)
+        for path in report.files.values():
+            parent.log_artifact(path, "report")
+    parent.finish("FAILED" if failed else "FINISHED", f"{failed} child run(s) failed" if failed else None)
+    return failed, parent
