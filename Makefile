@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install run train test test-slow test-all lint bench ui report smoke paper-fashion paper-mnist paper-cifar10 clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install robustctl with its dev tools
 

@@ -33,8 +33,8 @@ class Experiment:
 def experiments_dir() -> Path:
     from robustctl.config import config_dir
 
-    here = config_dir().parent
-    for path in (here / "experiments", Path.cwd() / "experiments"):
+    package = Path(__file__).resolve().parent
+    for path in (package / "experiment_configs", config_dir().parent / "experiments", Path.cwd() / "experiments"):
         if path.is_dir():
             return path
     raise ConfigError("no experiments/ folder found", hint="run from the robustctl checkout")
