@@ -242,6 +242,12 @@ def locate_checkpoint(cfg: RunConfig) -> tuple[Path, str | None]:
             raise CheckpointError(f"no finished training run in experiment {cfg.tracking.experiment!r} at {uri}",
                                   hint="train first (`robustctl train`), or pass evaluate.checkpoint=PATH or evaluate.run_id=ID")
         run_id = runs[0].info.run_id
+    else:
+        try:
+            client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(f"MLflow run {run_id} does not exist in {uri}",
+                                hint="copy the id from the MLflow UI (`robustctl ui`), or pass evaluate.checkpoint=PATH") from exc
     try:
         local = client.download_artifacts(run_id, "checkpoints/last.pt", tempfile.mkdtemp(prefix="robustctl-"))
     except MlflowException as exc:
