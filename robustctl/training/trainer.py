@@ -81,6 +81,7 @@ def train_epoch(
     sums: dict[str, Tensor] = {}
     correct = seen = 0
     norm_sum = torch.zeros((), device=device)
+    spread_sum = torch.zeros((), device=device)
     lr = tr.lr
     fault_at = kill_step()
     for b, (xb, yb, idx) in enumerate(iterate_batches(data.x_train, data.y_train, tr.batch_size, generator=generator,
@@ -114,12 +115,16 @@ def train_epoch(
             for name, value in {"loss": loss.total, **loss.terms}.items():
                 sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach() * n
             correct += int(((model.logit_sign * out.logits).argmax(1) == yb).sum())
-            norm_sum += out.embedding.detach().norm(dim=1).sum()
+            z = out.embedding.detach()
+            norm_sum += z.norm(dim=1).sum()
+            # relative spread: within-batch variance over mean squared norm (0 = every z identical)
+            spread_sum += n * (z - z.mean(0)).pow(2).sum(1).mean() / z.pow(2).sum(1).mean().clamp_min(1e-12)
             seen += n
         if bar is not None:
             bar.update(task, advance=1, status=f"loss {loss.total.item():.3f}")
     stats = {f"train/{k}": (v / max(seen, 1)).item() for k, v in sums.items()}
-    stats.update({"train/accuracy": correct / max(seen, 1), "lr": lr, "embed/mean_norm": (norm_sum / max(seen, 1)).item()})
+    stats.update({"train/accuracy": correct / max(seen, 1), "lr": lr, "embed/mean_norm": (norm_sum / max(seen, 1)).item(),
+                  "embed/spread": (spread_sum / max(seen, 1)).item()})
     return stats
 
 
@@ -188,8 +193,10 @@ def fit(
                 f"train acc {stats['train/accuracy']:.4f}  val acc {stats['val/accuracy']:.4f}  "
                 f"lr {stats['lr']:.4g}  {stats['time/epoch_s']:.1f}s"
             )
-    if history and history[-1].get("embed/mean_norm", 1.0) < 1e-3:
-        console.print("[yellow]warning:[/] embeddings collapsed (mean norm < 1e-3); accuracy will suffer")
+    last = history[-1] if history else {}
+    if last.get("embed/mean_norm", 1.0) < 1e-3 or last.get("embed/spread", 1.0) < 1e-3:
+        console.print("[yellow]warning:[/] embeddings collapsed (mean norm or relative spread < 1e-3): every "
+                      "image maps to nearly the same point; lower the geometry-loss weights (e.g. loss.rvl_weight)")
     model.eval()
     return TrainResult(model=model, history=history, checkpoint=path, meta=meta, resumed_from_epoch=start_epoch,
                        wall_time_s=time.perf_counter() - started, final=history[-1] if history else {})
