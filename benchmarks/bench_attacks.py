@@ -16,9 +16,11 @@ synthetic data of the chosen shape) through the same logits module, with the sam
     deepfool  50 steps, overshoot 0.02
     jsma      theta 1, gamma 0.1, target (y + 1) mod K (torchattacks' untargeted default)
 
-Printed: images/second of each (batch size / median wall time of up to --repeats runs, fewer once
---budget seconds are spent, after one warm-up run of FGSM), the ratio ours/theirs (> 1: ours faster), and each side's success rate, so that the
-speed is compared at comparable work. Ours always ends with one more forward pass, the success
+Printed: images/second of each (batch size / median wall time of up to --repeats rounds, fewer once
+--budget seconds are spent, after one warm-up run of FGSM), the ratio ours/theirs (> 1: ours faster)
+as the median over rounds of time_theirs / time_ours, where a round runs both sides back to back in
+alternating order (so a busy shared machine slows both alike), and each side's success rate, so
+that the speed is compared at comparable work. Ours always ends with one more forward pass, the success
 re-check on the returned batch (torchattacks returns images only): that pass is most of FGSM's gap.
 Timings depend on the machine; state it with the numbers.
 """
@@ -44,14 +46,14 @@ from robustctl.models import ResNet
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="ResNet-8 on 1x16x16, batch 32, 3 repeats, 1 thread (< 2 min on 2 CPU cores)")
+                   help="ResNet-8 on 1x16x16, batch 32, 9 rounds, 1 thread (< 2 min on 2 CPU cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=None, help="images per attack call (quick 32, full 128)")
     p.add_argument("--depth", type=int, default=None, help="ResNet depth 6n+2 (quick 8, full 20)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"), help="image shape (quick 1 16 16, full 3 32 32)")
     p.add_argument("--images-only", action="store_true",
                    help="time torchattacks without the success-mask prediction ours includes")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per attack (default 3); the median is reported")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per attack (quick 9, full 5); medians are reported")
     p.add_argument("--cw-steps", type=int, default=None, help="Adam steps of the C&W comparison (quick 20, full 100)")
     p.add_argument("--attacks", nargs="+", default=["fgsm", "bim", "pgd", "cw", "deepfool", "jsma"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (quick 1, else torch's default)")
@@ -63,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     args.batch_size = args.batch_size or (32 if quick else 128)
     args.depth = args.depth or (8 if quick else 20)
     args.shape = tuple(args.shape or ((1, 16, 16) if quick else (3, 32, 32)))
-    args.repeats = args.repeats or 3
+    args.repeats = args.repeats or (9 if quick else 5)
     args.threads = args.threads or (1 if quick else None)   # tiny tensors: extra threads only add contention
     args.cw_steps = args.cw_steps or (20 if quick else 100)
     args.budget = args.budget or (4.0 if quick else 60.0)
@@ -156,18 +158,46 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable, x: Tensor, y: Tensor, repeats: int, device: str, budget_s: float) -> tuple[float, Tensor]:
-    """Median wall time of up to ``repeats`` runs; stops repeating once ``budget_s`` is spent."""
-    times, out = [], x
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn(x, y)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        if sum(times) > budget_s:
+def run_once(fn: Callable, x: Tensor, y: Tensor, device: str) -> tuple[float, Tensor]:
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn(x, y)
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def timed_pair(ours: Callable, theirs: Callable | None, x: Tensor, y: Tensor, repeats: int, device: str,
+               budget_s: float) -> tuple[float, float | None, float | None, Tensor, Tensor | None]:
+    """Interleaved timing: each round runs ours then theirs (the order alternating between rounds),
+    so load from other processes on a shared machine hits both sides alike. Stops after ``repeats``
+    rounds or once ``budget_s`` is spent (at least one round).
+
+    Returns (median time ours, median time theirs, median of the per-round ratios theirs/ours,
+    last outputs). The per-round ratio is the robust figure: both sides of a round ran under the same load.
+    """
+    t_ours: list[float] = []
+    t_theirs: list[float] = []
+    adv_ours, adv_theirs = x, None
+    spent = 0.0
+    for r in range(repeats):
+        sides = [("ours", ours), ("theirs", theirs)] if r % 2 == 0 else [("theirs", theirs), ("ours", ours)]
+        for side, fn in sides:
+            if fn is None:
+                continue
+            dt, out = run_once(fn, x, y, device)
+            spent += dt
+            if side == "ours":
+                t_ours.append(dt)
+                adv_ours = out
+            else:
+                t_theirs.append(dt)
+                adv_theirs = out
+        if spent > budget_s:
             break
-    return statistics.median(times), out
+    if not t_theirs:
+        return statistics.median(t_ours), None, None, adv_ours, None
+    ratio = statistics.median(b / a for a, b in zip(t_ours, t_theirs, strict=True))
+    return statistics.median(t_ours), statistics.median(t_theirs), ratio, adv_ours, adv_theirs
 
 
 @torch.no_grad()
@@ -186,17 +216,16 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     print(f"robustctl attacks vs torchattacks {torchattacks.__version__} | torch {torch.__version__} | "
           f"{args.device} ({device_name}, {torch.get_num_threads()} threads) | ResNet-{args.depth} on "
-          f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} repeat(s)")
+          f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} round(s)")
     table = pairs(args, model, y)
-    timed(table.get("fgsm", next(iter(table.values())))[0], x, y, 1, args.device, 0.0)   # warm-up
+    warm_up = table.get("fgsm", next(iter(table.values())))[0]
+    run_once(warm_up, x, y, args.device)
     rows = []
     for name, (ours, theirs) in table.items():
-        t_ours, adv_ours = timed(ours, x, y, args.repeats, args.device, args.budget)
-        row = [name, len(x) / t_ours, None, None, success_rate(model, adv_ours, y), None]
-        if theirs is not None:
-            t_theirs, adv_theirs = timed(theirs, x, y, args.repeats, args.device, args.budget)
-            row[2:4] = [len(x) / t_theirs, t_theirs / t_ours]
-            row[5] = success_rate(model, adv_theirs, y)
+        t_ours, t_theirs, ratio, adv_ours, adv_theirs = timed_pair(ours, theirs, x, y, args.repeats, args.device,
+                                                                   args.budget)
+        row = [name, len(x) / t_ours, None if t_theirs is None else len(x) / t_theirs, ratio,
+               success_rate(model, adv_ours, y), None if adv_theirs is None else success_rate(model, adv_theirs, y)]
         rows.append(row)
         print(f"  {name}: done ({time.perf_counter() - started:.0f}s)", flush=True)
 

@@ -21,6 +21,7 @@ logits it actually predicts with), else ``model(x)``. Any ``nn.Module`` mapping 
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -41,9 +42,8 @@ class AttackResult(NamedTuple):
 
 def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
     """The device of the model's first parameter or buffer (``default`` for a stateless module)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device(default)
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device(default) if first is None else first.device
 
 
 def flat_norm(t: Tensor, p: float = 2.0) -> Tensor:
