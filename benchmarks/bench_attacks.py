@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from robustctl.attacks import build
 from robustctl.config.schema import SyntheticDatasetConfig
 from robustctl.data.synthetic import load_synthetic_split
-from robustctl.models import ResNet
+from robustctl.models import PredictionView, ResNet
 
 
 # ------------------------------------------------------------------------------- settings
@@ -75,18 +75,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- model and data
-class Logits(nn.Module):
-    """images -> prediction logits: what torchattacks calls (and ours would call via predict_logits)."""
-
-    def __init__(self, model: ResNet) -> None:
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.predict_logits(x)
-
-
 def make_model_and_batch(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor]:
     c, h, _ = args.shape
     cfg = SyntheticDatasetConfig(name="synthetic", num_samples=1024 + args.batch_size, num_classes=10, channels=c,
@@ -103,7 +91,7 @@ def make_model_and_batch(args: argparse.Namespace) -> tuple[nn.Module, Tensor, T
         loss.backward()
         opt.step()
     model.eval()
-    return Logits(model), raw.x_test[:args.batch_size].to(args.device), raw.y_test[:args.batch_size].to(args.device)
+    return PredictionView(model), raw.x_test[:args.batch_size].to(args.device), raw.y_test[:args.batch_size].to(args.device)
 
 
 # ---------------------------------------------------------------------------------- the pairs

@@ -5,6 +5,7 @@ C[i, j] = number of test images of true class i predicted as class j; accuracy =
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +39,14 @@ def evaluate_clean(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int
     return CleanResult(acc, conf, pred, embeddings)
 
 
-def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...] | list[str], title: str = "confusion matrix"):
-    """Row-normalised heat map with counts; returns a matplotlib Figure (Agg backend)."""
+def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...] | list[str] | Sequence[str],
+                   title: str = "confusion matrix", *, xlabel: str = "predicted", ylabel: str = "true",
+                   cmap: str = "Blues", colorbar_label: str | None = None):
+    """Heat map of row-normalised rates C[i, j] / sum_j C[i, j], annotated with the counts C[i, j].
+
+    Used for the clean confusion matrix (true vs predicted) and the adversarial one (origin vs
+    adversarial class, PDM Figure 1b). Returns a matplotlib Figure (Agg backend).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -48,17 +55,17 @@ def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...] | list[str], t
     k = len(conf)
     rates = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(rates, cmap=cmap, vmin=0, vmax=1)
     ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), labels=list(class_names), fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     for i in range(k):
         for j in range(k):
             if conf[i, j]:
                 ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     fig.tight_layout()
     return fig

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from robustctl.attacks import BIM, Attack, build, build_from_config
 from robustctl.attacks.base import flat_norm, model_device
 from robustctl.attacks.metrics import distortion_metrics
-from robustctl.evaluation.clean import confusion_matrix
+from robustctl.evaluation.clean import confusion_matrix, plot_confusion
 
 DEFAULT_RESILIENCY_EPS: tuple[float, ...] = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2)
 GRAYBOX_METRICS = ("success_rate", "distortion", "l2", "linf", "l0")
@@ -274,25 +274,10 @@ def _pyplot() -> Any:
 def adversarial_confusion_figure(orig_labels: Tensor, adv_labels: Tensor, class_names: Sequence[str],
                                  title: str = "origin vs adversarial class") -> Any:
     """Counts C[i, j] of adversarial examples of origin class i classified as j (PDM Figure 1b)."""
-    plt = _pyplot()
     k = len(class_names)
     conf = confusion_matrix(torch.as_tensor(orig_labels).cpu(), torch.as_tensor(adv_labels).cpu(), k)
-    rates = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
-    im = ax.imshow(rates, cmap="Reds", vmin=0, vmax=1)
-    ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), labels=list(class_names), fontsize=8)
-    ax.set_xlabel("adversarial class")
-    ax.set_ylabel("origin class")
-    ax.set_title(f"{title} (n={int(conf.sum())})")
-    for i in range(k):
-        for j in range(k):
-            if conf[i, j]:
-                ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of row")
-    fig.tight_layout()
-    return fig
+    return plot_confusion(conf, class_names, f"{title} (n={int(conf.sum())})", xlabel="adversarial class",
+                          ylabel="origin class", cmap="Reds", colorbar_label="fraction of row")
 
 
 def _as_image(t: Tensor) -> np.ndarray:

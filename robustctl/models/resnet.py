@@ -101,11 +101,18 @@ class ResNet(nn.Module):
 
 
 class PredictionView(nn.Module):
-    """Wraps a project model so that ``forward(x)`` returns its prediction logits."""
+    """Wraps a project model so that ``forward(x)`` returns its prediction logits: a plain
+    images -> logits module, the interface third-party attack libraries (torchattacks, ART) expect.
+
+    The wrapper starts in the model's mode: libraries that restore the wrapper's mode after an
+    attack call ``.train(mode)``, which recurses into the model, so a wrapper left in training mode
+    would switch a shared model's batch norm to training.
+    """
 
     def __init__(self, model: ResNet) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.predict_logits(x)

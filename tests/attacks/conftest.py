@@ -28,20 +28,6 @@ class Trained:
     class_names: tuple[str, ...]
 
 
-class LogitsOnly(nn.Module):
-    """A plain images -> logits module (what torchattacks and third-party models look like)."""
-
-    def __init__(self, model: ResNet) -> None:
-        super().__init__()
-        self.model = model
-        # torchattacks restores the wrapper's mode after each attack, and .train() recurses into the
-        # model: a wrapper left in training mode would switch the shared model's batch norm to train
-        self.train(model.training)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.predict_logits(x)
-
-
 def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
     raw = load_digits_split(DatasetConfig(), ".")
     torch.manual_seed(seed)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustctl.attacks import ATTACKS, BIM, CW, FGSM, JSMA, PGD, DeepFool, build
-from tests.attacks.conftest import LogitsOnly
+from robustctl.models import PredictionView
 
 FAST = {  # small budgets: these tests check plumbing, not strength
     "fgsm": {}, "bim": {}, "pgd": {}, "cw": {"binary_steps": 2, "steps": 5},
@@ -47,7 +47,7 @@ def test_rce_model_is_attacked_through_its_prediction_view(trained, rce_twin, me
 
 def test_plain_logits_module_gives_the_same_result(trained):
     ours = BIM(trained.model, eps=0.1)(trained.x, trained.y)
-    plain = BIM(LogitsOnly(trained.model), eps=0.1)(trained.x, trained.y)
+    plain = BIM(PredictionView(trained.model), eps=0.1)(trained.x, trained.y)
     assert torch.equal(ours.x_adv, plain.x_adv) and torch.equal(ours.success, plain.success)
 
 

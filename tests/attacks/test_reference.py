@@ -12,7 +12,7 @@ import torchattacks
 
 from robustctl.attacks import BIM, CW, FGSM, PGD
 from robustctl.attacks.metrics import per_example_distortions
-from tests.attacks.conftest import LogitsOnly
+from robustctl.models import PredictionView
 
 
 def assert_same(ours, theirs):
@@ -22,7 +22,7 @@ def assert_same(ours, theirs):
 @pytest.mark.parametrize("eps", [0.05, 0.1])
 def test_fgsm_matches_torchattacks(trained, eps):
     ours = FGSM(trained.model, eps=eps)(trained.x, trained.y)
-    theirs = torchattacks.FGSM(LogitsOnly(trained.model), eps=eps)(trained.x, trained.y)
+    theirs = torchattacks.FGSM(PredictionView(trained.model), eps=eps)(trained.x, trained.y)
     assert_same(ours.x_adv, theirs)
     assert 0 < ours.success.sum() < len(ours.success)   # a non-trivial case
 
@@ -30,7 +30,7 @@ def test_fgsm_matches_torchattacks(trained, eps):
 def test_targeted_fgsm_matches_torchattacks(trained):
     target = (trained.y + 3) % 10
     ours = FGSM(trained.model, eps=0.1)(trained.x, trained.y, target=target)
-    ref = torchattacks.FGSM(LogitsOnly(trained.model), eps=0.1)
+    ref = torchattacks.FGSM(PredictionView(trained.model), eps=0.1)
     ref.set_mode_targeted_by_function(lambda images, labels: target)
     assert_same(ours.x_adv, ref(trained.x, trained.y))
     assert torch.equal(ours.target, target)
@@ -39,20 +39,20 @@ def test_targeted_fgsm_matches_torchattacks(trained):
 @pytest.mark.parametrize("eps", [0.05, 0.1])
 def test_bim_matches_torchattacks(trained, eps):
     ours = BIM(trained.model, eps=eps)(trained.x, trained.y)
-    theirs = torchattacks.BIM(LogitsOnly(trained.model), eps=eps, alpha=eps / 10, steps=10)(trained.x, trained.y)
+    theirs = torchattacks.BIM(PredictionView(trained.model), eps=eps, alpha=eps / 10, steps=10)(trained.x, trained.y)
     assert_same(ours.x_adv, theirs)
 
 
 def test_pgd_linf_without_random_start_matches_torchattacks(trained):
     ours = PGD(trained.model, eps=0.08, alpha=0.02, steps=7, random_start=False)(trained.x, trained.y)
-    theirs = torchattacks.PGD(LogitsOnly(trained.model), eps=0.08, alpha=0.02, steps=7,
+    theirs = torchattacks.PGD(PredictionView(trained.model), eps=0.08, alpha=0.02, steps=7,
                               random_start=False)(trained.x, trained.y)
     assert_same(ours.x_adv, theirs)
 
 
 def test_pgd_l2_without_random_start_matches_torchattacks(trained):
     ours = PGD(trained.model, eps=0.6, alpha=0.15, steps=7, norm="l2", random_start=False)(trained.x, trained.y)
-    theirs = torchattacks.PGDL2(LogitsOnly(trained.model), eps=0.6, alpha=0.15, steps=7,
+    theirs = torchattacks.PGDL2(PredictionView(trained.model), eps=0.6, alpha=0.15, steps=7,
                                 random_start=False)(trained.x, trained.y)
     torch.testing.assert_close(ours.x_adv, theirs, atol=1e-5, rtol=0)
 
@@ -65,7 +65,7 @@ def test_cw_beats_torchattacks_best_of_grid_at_equal_budget(trained):
     ours = CW(trained.model, binary_steps=binary_steps, steps=steps, lr=lr, c_init=0.1)(x, y)
     best_l2 = torch.full((len(y),), float("inf"))
     for c in (0.1, 1.0, 10.0, 100.0, 1000.0):
-        adv = torchattacks.CW(LogitsOnly(trained.model), c=c, kappa=0, steps=steps, lr=lr)(x, y)
+        adv = torchattacks.CW(PredictionView(trained.model), c=c, kappa=0, steps=steps, lr=lr)(x, y)
         with torch.no_grad():
             ok = trained.model.predict_logits(adv).argmax(1) != y
         l2 = per_example_distortions(x, adv)["l2"].float()
