@@ -123,7 +123,7 @@ def main() -> None:
     x = torch.rand(args.train_size, args.channels, args.image_size, args.image_size, generator=g)
     y = torch.randint(0, args.classes, (args.train_size,), generator=g)
     ce_loss = build_loss(LossConfig(name="ce"))
-    pdm_loss = build_loss(PDMLossConfig(name="pdm", classification="rce"), num_classes=args.classes)
+    pdm_loss = build_loss(PDMLossConfig(name="pdm", classification="rce"))
     sampler = PairSampler(y, q=0.5)
     # name -> (loss, sampler, batch size); "ce_2b" is CE on as many images as a PDM step forwards
     losses = {"ce": (ce_loss, None, args.batch_size), "pdm": (pdm_loss, sampler, args.batch_size),

@@ -1,0 +1,39 @@
+"""The benchmarks run (tiny sizes) and print their headline ratio: `make bench` must not rot.
+
+Timings are not asserted (they belong to the benchmarks, not the tests); only that each script
+finishes and reports the ratio it exists to report, with a finite positive value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = {
+    "bench_losses.py": (["--depth", "8", "--image-size", "8", "--channels", "1", "--batch-size", "8",
+                         "--train-size", "64", "--steps", "2", "--warmup", "1", "--rounds", "1", "--threads", "1"],
+                        r"PDM/CE step-time ratio: ([0-9.]+)"),
+    "bench_kde.py": (["--per-class", "40", "--queries", "200", "--dim", "8", "--rounds", "1", "--repeat", "1"],
+                     r"speed-up vs sklearn: float32 ([0-9.]+)x"),
+    "bench_attacks.py": (["--quick", "--attacks", "fgsm", "bim", "--repeats", "1", "--budget", "0"],
+                         r"\nfgsm\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs_and_reports_its_ratio(script: str) -> None:
+    args, pattern = CASES[script]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    match = re.search(pattern, proc.stdout)
+    assert match, proc.stdout[-2000:]
+    ratio = float(match.group(1))
+    assert math.isfinite(ratio) and ratio > 0
