@@ -19,5 +19,5 @@ class CWHighConfidence(CW):
     method = "cw_hc"
 
     def __init__(self, model: nn.Module, *, binary_steps: int = 9, steps: int = 1000, confidence: float = 10.0,
-                 **kwargs) -> None:
-        super().__init__(model, binary_steps=binary_steps, steps=steps, confidence=confidence, **kwargs)
+                 lr: float = 0.01, **kwargs) -> None:
+        super().__init__(model, binary_steps=binary_steps, steps=steps, confidence=confidence, lr=lr, **kwargs)

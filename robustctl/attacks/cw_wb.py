@@ -45,13 +45,13 @@ class CWWhiteBox(CW):
 
     def __init__(self, model: nn.Module, detector: nn.Module | None = None, *, thresholds: Tensor | float | None = None,
                  density_weight: float = 1.0, binary_steps: int = 3, steps: int = 1000, c_init: float = 1.0,
-                 **kwargs) -> None:
+                 lr: float = 0.01, **kwargs) -> None:
         _embedding_model_check(model)
         if detector is None:
             raise ConfigError("cw_wb needs a fitted detector to attack", hint="add defense=kde")
         if density_weight < 0:
             raise ValueError("cw_wb: density_weight must be >= 0")
-        super().__init__(model, binary_steps=binary_steps, steps=steps, c_init=c_init, **kwargs)
+        super().__init__(model, binary_steps=binary_steps, steps=steps, c_init=c_init, lr=lr, **kwargs)
         self.detector, self.thresholds, self.density_weight = detector, thresholds, float(density_weight)
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -100,7 +100,7 @@ class CwConfig(AttackConfig):
     binary_steps: int = 9
     steps: int = 10
     confidence: float = 0.0
-    lr: float = 0.01
+    lr: float = 0.1               # 10 iterations: a 0.01 step barely moves (attack/cw.py docstring)
     c_init: float = 0.01
     abort_early: bool = True
     box_shrink: float = 1e-6
@@ -120,6 +120,7 @@ class CwHcConfig(CwConfig):
     name: str = "cw_hc"
     steps: int = 1000
     confidence: float = 10.0
+    lr: float = 0.01              # Carlini's step for a 1000-iteration budget
 
 
 @dataclass

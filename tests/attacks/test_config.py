@@ -40,9 +40,9 @@ def test_paper_parameters():
     _, cfg = compose(["attack=bim-0.05"])
     assert (cfg.attack.eps, cfg.attack.steps) == (0.05, 10)
     _, cfg = compose(["attack=cw"])
-    assert (cfg.attack.binary_steps, cfg.attack.steps, cfg.attack.confidence, cfg.attack.lr) == (9, 10, 0.0, 0.01)
+    assert (cfg.attack.binary_steps, cfg.attack.steps, cfg.attack.confidence, cfg.attack.lr) == (9, 10, 0.0, 0.1)
     _, cfg = compose(["attack=cw_hc"])
-    assert (cfg.attack.binary_steps, cfg.attack.steps, cfg.attack.confidence) == (9, 1000, 10.0)
+    assert (cfg.attack.binary_steps, cfg.attack.steps, cfg.attack.confidence, cfg.attack.lr) == (9, 1000, 10.0, 0.01)
     _, cfg = compose(["attack=jsma"])
     assert (cfg.attack.steps, cfg.attack.gamma, cfg.attack.theta, cfg.attack.targeted) == (100, 0.1, 1.0, "random")
 

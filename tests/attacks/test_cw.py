@@ -73,3 +73,12 @@ def test_abort_early_stops_when_the_loss_stops_improving(trained):
     assert runs[False][0] == 2 * 100 + 1          # every iteration, plus the final re-check
     assert runs[True][0] < 2 * 100 * 0.5
     assert runs[True][1].success.sum() >= runs[False][1].success.sum() - 1
+
+
+def test_default_step_makes_the_papers_ten_iterations_count(trained):
+    """At the paper's budget (9 binary steps x 10 iterations) the default Adam step (0.1) must find
+    adversarial examples where Carlini's 0.01 (meant for 1000+ iterations) barely moves the image."""
+    slow = CW(trained.model, lr=0.01)(trained.x, trained.y)
+    default = CW(trained.model)(trained.x, trained.y)
+    assert default.success.float().mean() >= 0.8
+    assert default.success.float().mean() >= slow.success.float().mean() + 0.3

@@ -16,7 +16,7 @@ def test_default_config_composes_to_digits_resnet20_ce():
     # the embedded default runs the whole pipeline: KDE detector + all three threat models, small budgets
     assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "kde", "quick")
     assert cfg.threat_model.stages == ["graybox", "whitebox", "blackbox"]
-    assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100}}
+    assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100, "lr": 0.1}}
 
 
 def test_every_option_of_every_group_composes():
