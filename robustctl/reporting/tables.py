@@ -31,6 +31,7 @@ __all__ = ["LOSS_LABELS", "NOT_RUN", "Cell", "Table", "build_tables", "datasets_
            "table1", "table2", "table3", "table4"]
 
 NOT_RUN = "not run"
+SHORT_REASON_MAX = 28   # longer reasons show their head in the cell and the whole text as a footnote
 LOSS_LABELS = {"ce": "CE (baseline)", "rce": "RCE", "siamese_rvl": "Siamese+RVL", "pdm": "PDM",
                "center": "center", "contrastive_center": "contrastive center"}
 
@@ -65,9 +66,17 @@ class Cell:
             return "nan"
         return _FORMATS.get(self.kind, lambda v: f"{v:.4g}")(number)
 
+    @property
+    def long_reason(self) -> bool:
+        """Whether the reason is too long for a cell: the cell then shows its head, the footnote the rest."""
+        return self.value is None and len(self.reason or "") > SHORT_REASON_MAX
+
     def ours(self) -> str:
-        """Our value formatted, or the reason there is none."""
-        return self.format(self.value) if self.value is not None else (self.reason or NOT_RUN)
+        """Our value formatted, or the reason there is none (a long one cut to the part before its ':')."""
+        if self.value is not None:
+            return self.format(self.value)
+        reason = self.reason or NOT_RUN
+        return reason.split(":", 1)[0] if self.long_reason else reason
 
     def paper(self) -> str | None:
         return None if self.reference is None else self.format(self.reference)
@@ -114,15 +123,19 @@ class Table:
         return [c for row in self.rows for c in row[self.labels:] if isinstance(c, Cell)]
 
     def footnotes(self) -> tuple[dict[tuple[int, int], int], list[str]]:
-        """Footnote number per (row, column) of a cell with a note, and the notes in order."""
+        """Footnote number per (row, column) of a cell with a note (a caveat on a value, or a reason too
+        long for the cell), and the notes in order; equal notes share a number."""
         marks: dict[tuple[int, int], int] = {}
         texts: list[str] = []
         for i, row in enumerate(self.rows):
             for j, cell in enumerate(row):
-                if isinstance(cell, Cell) and cell.value is not None and cell.note:
-                    if cell.note not in texts:
-                        texts.append(cell.note)
-                    marks[(i, j)] = texts.index(cell.note) + 1
+                if not isinstance(cell, Cell):
+                    continue
+                note = cell.note if cell.value is not None else (cell.reason if cell.long_reason else None)
+                if note:
+                    if note not in texts:
+                        texts.append(note)
+                    marks[(i, j)] = texts.index(note) + 1
         return marks, texts
 
 
