@@ -187,7 +187,10 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
     from robustctl.training import load_checkpoint
 
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=200"]
-    proc = subprocess.Popen([*ROBUSTCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background commands with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal does.
+    proc = subprocess.Popen([*ROBUSTCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(tmp_path.glob("checkpoints/*/last.pt")) and time.time() < deadline:
         time.sleep(0.2)
