@@ -25,7 +25,7 @@ from robustctl.attacks.fgsm import FGSM
 from robustctl.attacks.jsma import JSMA
 from robustctl.attacks.metrics import distortion_metrics, per_example_distortions
 from robustctl.attacks.pgd import PGD
-from robustctl.config.attack_schema import ATTACK_SCHEMAS
+from robustctl.config.attack_schema import ATTACK_SCHEMAS, attack_config
 from robustctl.errors import ConfigError
 
 # method name -> attack class (conf/attack/<option>.yaml -> schema.method -> class)
@@ -48,14 +48,7 @@ def build(name: str, model: nn.Module, **params: Any) -> Attack:
 
     Parameters go through the option's schema, so out-of-range values raise :class:`ConfigError`.
     """
-    schema = ATTACK_SCHEMAS.get(name)
-    if schema is None or name == "none":
-        raise ConfigError(f"attack: unknown option {name!r} — valid: {', '.join(attack_options())}")
-    valid = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key(s) attack.{', attack.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}")
-    return build_from_config(schema(**params), model)
+    return build_from_config(attack_config(name, params), model)
 
 
 def attack_options() -> list[str]:

@@ -8,10 +8,12 @@ values; ``robustctl.attacks.build_from_config(cfg, model)`` instantiates the att
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from robustctl.config.validation import require as _require
+from robustctl.errors import ConfigError
 
 TARGET_MODES = ("none", "random", "least_likely")
 
@@ -200,3 +202,26 @@ ATTACK_SCHEMAS: dict[str, type[Any]] = {
     for schema in (NoneConfig, FgsmConfig, Fgsm005Config, Fgsm01Config, BimConfig, Bim005Config, Bim01Config,
                    PgdConfig, PgdL2Config, CwConfig, CwHcConfig, JsmaConfig, DeepFoolConfig)
 }
+
+
+def attack_config(name: str, params: Mapping[str, Any] | None = None, key: str = "attack") -> Any:
+    """The schema of attack option ``name`` with ``params`` applied, validated.
+
+    An unknown option, an unknown parameter or an out-of-range value raises :class:`ConfigError`
+    naming ``key`` (``attack`` for the group, ``threat_model.attack_params.<name>`` for per-attack
+    overrides), so a bad attack list is refused at composition, before any training.
+    """
+    schema = ATTACK_SCHEMAS.get(name)
+    if schema is None or name == "none":
+        options = sorted(n for n in ATTACK_SCHEMAS if n != "none")
+        raise ConfigError(f"{key}: unknown option {name!r} — valid: {', '.join(options)}")
+    valid = [f.name for f in fields(schema) if f.name != "name"]
+    unknown = sorted(set(params or {}) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}")
+    try:
+        return schema(**dict(params or {}))
+    except ConfigError as exc:   # the schema names its keys attack.<key>; say where they were set
+        if key == "attack" or not exc.message.startswith("attack."):
+            raise
+        raise ConfigError(key + exc.message[len("attack"):], hint=exc.hint) from exc

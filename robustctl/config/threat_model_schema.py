@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustctl.config.attack_schema import NoneConfig
+from robustctl.config.attack_schema import NoneConfig, attack_config
 from robustctl.config.validation import require as _require
 
 STAGES = ("graybox", "whitebox", "blackbox")
@@ -69,6 +69,10 @@ class ThreatModelConfig:
         _require(self.batch_size >= 1, "threat_model.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.min_pairs >= 2, "threat_model.min_pairs", f"must be >= 2, got {self.min_pairs}")
         _require(all(0 < e <= 1 for e in self.resiliency_eps), "threat_model.resiliency_eps", f"must lie in (0, 1], got {list(self.resiliency_eps)}")
+        for name in self.attacks:
+            attack_config(name, key="threat_model.attacks")
+        for name, params in self.attack_params.items():
+            attack_config(name, params, key=f"threat_model.attack_params.{name}")
         wb, bb = self.whitebox, self.blackbox
         _require(wb.binary_steps >= 1 and wb.steps >= 1, "threat_model.whitebox.steps", "binary_steps and steps must be >= 1")
         _require(wb.lr > 0 and wb.initial_const > 0, "threat_model.whitebox.lr", "lr and initial_const must be > 0")

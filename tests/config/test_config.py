@@ -80,3 +80,17 @@ def test_selected_options():
 
     chosen = selected_options(OmegaConf.to_container(raw, resolve=True))
     assert chosen["model"] == "resnet32" and chosen["dataset"] == "digits" and chosen["trainer"] == "default"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["threat_model=graybox", "threat_model.attacks=[fgsm-0.1,jsmaa]"], "threat_model.attacks: unknown option 'jsmaa'"),
+    (["threat_model=graybox", "+threat_model.attack_params.nope.steps=3"], "threat_model.attack_params.nope: unknown option"),
+    (["threat_model=graybox", "+threat_model.attack_params.cw.stepz=3"], "unknown key(s) threat_model.attack_params.cw.stepz"),
+    (["threat_model=graybox", "+threat_model.attack_params.cw.steps=-3"], "threat_model.attack_params.cw.steps: must be > 0"),
+])
+def test_threat_model_attack_list_and_params_are_checked_at_composition(overrides, message):
+    """A typo in the gray-box attack list must stop the run before training, not after it."""
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compose(overrides)
+    _, cfg = compose(["threat_model=graybox", "+threat_model.attack_params.cw.steps=3"])
+    assert cfg.threat_model.attack_params == {"cw": {"steps": 3}}
