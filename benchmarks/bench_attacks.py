@@ -198,25 +198,18 @@ def timed_pair(ours: Callable, theirs: Callable | None, x: Tensor, y: Tensor, re
     Returns (median time ours, median time theirs, median of the per-round ratios theirs/ours,
     last outputs). The per-round ratio is the robust figure: both sides of a round ran under the same load.
     """
-    t_ours: list[float] = []
-    t_theirs: list[float] = []
-    adv_ours, adv_theirs = x, None
-    spent = 0.0
+    fns = {"ours": ours, "theirs": theirs}
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    last: dict[str, Tensor | None] = {"ours": x, "theirs": None}
     for r in range(repeats):
-        sides = [("ours", ours), ("theirs", theirs)] if r % 2 == 0 else [("theirs", theirs), ("ours", ours)]
-        for side, fn in sides:
-            if fn is None:
-                continue
-            dt, out = run_once(fn, x, y, device)
-            spent += dt
-            if side == "ours":
-                t_ours.append(dt)
-                adv_ours = out
-            else:
-                t_theirs.append(dt)
-                adv_theirs = out
-        if spent > budget_s:
+        for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+            if fns[side] is not None:
+                dt, last[side] = run_once(fns[side], x, y, device)
+                times[side].append(dt)
+        if sum(times["ours"]) + sum(times["theirs"]) > budget_s:
             break
+    t_ours, t_theirs = times["ours"], times["theirs"]
+    adv_ours, adv_theirs = last["ours"], last["theirs"]
     if not t_theirs:
         return statistics.median(t_ours), None, None, adv_ours, None
     ratio = statistics.median(b / a for a, b in zip(t_ours, t_theirs, strict=True))

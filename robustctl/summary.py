@@ -35,7 +35,7 @@ def _attack_rows(metrics: Mapping[str, float], stage: str) -> list[str]:
     return names
 
 
-def _auc_cell(metrics: Mapping[str, float], prefix: str, notes: Mapping[str, str]) -> str:
+def _auc_cell(metrics: Mapping[str, float], prefix: str) -> str:
     if f"{prefix}/auc" in metrics:
         return f"{metrics[f'{prefix}/auc']:.3f} ({int(metrics.get(f'{prefix}/pairs', 0))})"
     if f"{prefix}/pairs" in metrics:
@@ -43,8 +43,7 @@ def _auc_cell(metrics: Mapping[str, float], prefix: str, notes: Mapping[str, str
     return "—"
 
 
-def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]],
-                notes: Mapping[str, str]) -> Table | None:
+def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]) -> Table | None:
     rows = _attack_rows(metrics, stage)
     if not rows:
         return None
@@ -56,7 +55,7 @@ def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: l
     for name in rows:
         prefix = f"{stage}/{name}"
         cells = [_fmt(metrics.get(f"{prefix}/{key}")) for _, key in columns]
-        table.add_row(name, *cells, _auc_cell(metrics, prefix, notes))
+        table.add_row(name, *cells, _auc_cell(metrics, prefix))
     return table
 
 
@@ -98,11 +97,11 @@ def print_summary(command: str, metrics: Mapping[str, float], info: Mapping[str,
     tables = [
         overview_table(command, metrics, info, run_id),
         stage_table("Gray-box attacks (Table 2)", "graybox", metrics,
-                    [("success", "success_rate"), ("distortion", "distortion"), ("Linf", "linf")], notes),
+                    [("success", "success_rate"), ("distortion", "distortion"), ("Linf", "linf")]),
         stage_table("White-box C&W-wb (Table 3)", "whitebox", metrics,
-                    [("success", "success_rate"), ("distortion", "distortion")], notes),
+                    [("success", "success_rate"), ("distortion", "distortion")]),
         stage_table("Black-box transfer (Table 4)", "blackbox", metrics,
-                    [("proxy agreement", "agreement"), ("transfer", "transfer_rate"), ("distortion", "distortion")], notes),
+                    [("proxy agreement", "agreement"), ("transfer", "transfer_rate"), ("distortion", "distortion")]),
         resiliency_table(metrics),
     ]
     for table in tables:

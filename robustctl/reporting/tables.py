@@ -216,17 +216,22 @@ CLEAN_ACCURACY = _Metric("clean accuracy (%)", "clean/accuracy", "percent")
 DBI = _Metric("DBI (embeddings)", "embed/dbi", "dbi")
 
 
+def _metric_table(records: Sequence[RunRecord], key: str, title: str, caption: str, prefix: str,
+                  metrics: Sequence[_Metric], stage: str | None) -> Table:
+    """A table of fixed metric rows per dataset, all read from the run each loss picked for ``prefix``."""
+    losses = losses_of(records)
+    table = Table(key, title, ["dataset", "metric", *losses], caption=caption)
+    for dataset in datasets_of(records):
+        table.rows += _group_rows(records, losses, dataset, prefix, metrics, stage)
+    return table
+
+
 def table1(records: Sequence[RunRecord]) -> Table:
     """Table 1: clean test accuracy (%) per loss, and the DBI of the test embeddings (Figure 2)."""
-    losses = losses_of(records)
-    table = Table("table1", "Table 1: clean test accuracy (%) and embedding DBI per training loss",
-                  ["dataset", "metric", *losses],
-                  caption="Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
-                          "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). "
-                          "Cells: ours (paper).")
-    for dataset in datasets_of(records):
-        table.rows += _group_rows(records, losses, dataset, "clean/accuracy", [CLEAN_ACCURACY, DBI], stage=None)
-    return table
+    return _metric_table(records, "table1", "Table 1: clean test accuracy (%) and embedding DBI per training loss",
+                         "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
+                         "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). Cells: ours (paper).",
+                         "clean/accuracy", [CLEAN_ACCURACY, DBI], stage=None)
 
 
 def table2(records: Sequence[RunRecord]) -> Table:
@@ -252,16 +257,11 @@ WB_SUCCESS = _Metric("success rate", "whitebox/cw_wb/success_rate", "rate")
 
 def table3(records: Sequence[RunRecord]) -> Table:
     """Table 3: white-box C&W-wb mean normalized distortion L2/sqrt(n), detection AUC, success rate."""
-    losses = losses_of(records)
-    table = Table("table3", "Table 3: white-box C&W-wb (through classifier + KDE detector)",
-                  ["dataset", "metric", *losses],
-                  caption="Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb "
-                          "examples (higher = harder to attack); plus the detection AUC and success rate "
-                          "they reached. Baseline = CE. Cells: ours (paper).")
-    for dataset in datasets_of(records):
-        table.rows += _group_rows(records, losses, dataset, "whitebox/cw_wb/",
-                                  [WB_DISTORTION, WB_AUC, WB_SUCCESS], "whitebox")
-    return table
+    return _metric_table(records, "table3", "Table 3: white-box C&W-wb (through classifier + KDE detector)",
+                         "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
+                         "(higher = harder to attack); plus the detection AUC and success rate they reached. "
+                         "Baseline = CE. Cells: ours (paper).",
+                         "whitebox/cw_wb/", [WB_DISTORTION, WB_AUC, WB_SUCCESS], "whitebox")
 
 
 BB_AUC = _Metric("detection AUC", "blackbox/cw_wb/auc", "auc", reason_tag="blackbox/cw_wb/auc_reason")
@@ -270,15 +270,11 @@ BB_TRANSFER = _Metric("transfer rate", "blackbox/cw_wb/transfer_rate", "rate")
 
 def table4(records: Sequence[RunRecord]) -> Table:
     """Table 4: black-box detection AUC of C&W-wb examples transferred from a distilled proxy."""
-    losses = losses_of(records)
-    table = Table("table4", "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
-                  ["dataset", "metric", *losses],
-                  caption="Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a "
-                          "distilled proxy with its own KDE, then fed to the target; plus the fraction "
-                          "that fooled the target (transfer rate). Baseline = CE. Cells: ours (paper).")
-    for dataset in datasets_of(records):
-        table.rows += _group_rows(records, losses, dataset, "blackbox/cw_wb/", [BB_AUC, BB_TRANSFER], "blackbox")
-    return table
+    return _metric_table(records, "table4", "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
+                         "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
+                         "proxy with its own KDE, then fed to the target; plus the fraction that fooled the "
+                         "target (transfer rate). Baseline = CE. Cells: ours (paper).",
+                         "blackbox/cw_wb/", [BB_AUC, BB_TRANSFER], "blackbox")
 
 
 def build_tables(records: Sequence[RunRecord]) -> list[Table]:
