@@ -13,7 +13,7 @@ query scored under its own class; sigma is chosen by ``bandwidth="auto"`` (or ``
 Both results are compared, after the conversion log p = log KDE - D log sigma - (D/2) log pi,
 with an exact float64 reference (scipy ``cdist`` squared distances + ``logsumexp``): at the
 selected sigma the normalized log densities are near -100 nats, where sklearn's tree summation
-is off by up to ~20 nats (SPEC section 6), while ours agrees to ~1e-10 (float64) / ~1e-3 (float32). sklearn and ours alternate in ``--rounds`` rounds so that load from other
+is off by up to ~20 nats (docs/method.md sections 5-6), while ours agrees to ~1e-10 (float64) / ~1e-3 (float32). sklearn and ours alternate in ``--rounds`` rounds so that load from other
 processes hits both alike; each time is the median over rounds (ours: best of ``--repeat`` calls
 per round).
 

@@ -57,7 +57,7 @@ def _single(command: str, overrides: list[str], debug: bool) -> None:
     from robustctl.config import compose
 
     def body() -> None:
-        from robustctl.pipeline import execute, print_summary
+        from robustctl.commands import execute, print_summary
 
         raw, cfg = compose(overrides)
         if debug:
@@ -71,11 +71,9 @@ def _multirun(command: str, overrides: list[str], debug: bool) -> None:
     """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the sweep goes on."""
 
     def body() -> int:
-        from robustctl.sweep import run_sweep
+        from robustctl.sweep import finish_parent, run_sweep
 
-        failed, parent = run_sweep(command, [*overrides, *(["debug=true"] if debug else [])])
-        parent.finish("FAILED" if failed else "FINISHED", f"{failed} job(s) failed" if failed else None)
-        return failed
+        return finish_parent(run_sweep(command, [*overrides, *(["debug=true"] if debug else [])]))
 
     failed = _guarded(body, debug)
     if failed:
@@ -167,8 +165,7 @@ def experiment(
     def body() -> int:
         from robustctl.experiments import run_experiment
 
-        failed, _ = run_experiment(name, [*(overrides or []), *(["debug=true"] if debug else [])])
-        return failed
+        return run_experiment(name, [*(overrides or []), *(["debug=true"] if debug else [])])
 
     failed = _guarded(body, debug)
     if failed:

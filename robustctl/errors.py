@@ -21,8 +21,8 @@ class RobustctlError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
-class ConfigError(RobustctlError):
-    """Unknown option or key, wrong type or out-of-range value."""
+class ConfigError(RobustctlError, ValueError):
+    """Unknown option or key, wrong type or out-of-range value (also a ``ValueError``)."""
 
 
 class DataError(RobustctlError):

@@ -60,22 +60,22 @@ def load_experiment(name: str) -> Experiment:
     return exp
 
 
-def run_experiment(name: str, extra: list[str]) -> tuple[int, Any]:
-    """Run the experiment's sweep under a parent run, then log the report to it."""
+def run_experiment(name: str, extra: list[str]) -> int:
+    """Run the experiment's sweep under a parent run, log the report to it, and end it; returns
+    the number of child runs that failed."""
     import tempfile
 
     from robustctl.console import console
     from robustctl.reporting import build_report
-    from robustctl.sweep import run_sweep
+    from robustctl.sweep import finish_parent, run_sweep
 
     exp = load_experiment(name)
     overrides = [*exp.overrides, f"tracking.experiment_tag={name}", *extra, *exp.sweep_overrides()]
-    failed, parent = run_sweep(exp.command, overrides, name=f"experiment-{name}",
+    parent = run_sweep(exp.command, overrides, name=f"experiment-{name}",
                                tags={"command": "experiment", "description": exp.description})
     with tempfile.TemporaryDirectory() as tmp:
         report = build_report(parent.uri, run_ids=None, experiment=None, out_dir=Path(tmp), parent_run_id=parent.run_id)
         report.print(console)
         for path in report.files.values():
             parent.log_artifact(path, "report")
-    parent.finish("FAILED" if failed else "FINISHED", f"{failed} child run(s) failed" if failed else None)
-    return failed, parent
+    return finish_parent(parent, "child run")

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
+from robustctl import metric_keys as keys
 from robustctl.console import console
 
 
@@ -26,25 +27,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _attack_rows(metrics: Mapping[str, float], stage: str) -> list[str]:
-    names = []
-    for key in metrics:
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == stage and parts[1] not in names:
-            names.append(parts[1])
-    return names
-
-
-def _auc_cell(metrics: Mapping[str, float], prefix: str) -> str:
-    if f"{prefix}/auc" in metrics:
-        return f"{metrics[f'{prefix}/auc']:.3f} ({int(metrics.get(f'{prefix}/pairs', 0))})"
-    if f"{prefix}/pairs" in metrics:
-        return f"[dim]n/a ({int(metrics[f'{prefix}/pairs'])} pairs, see note)[/]"
+def _auc_cell(metrics: Mapping[str, float], stage: str, attack: str) -> str:
+    auc, pairs = keys.attack_key(stage, attack, keys.AUC), keys.attack_key(stage, attack, keys.PAIRS)
+    if auc in metrics:
+        return f"{metrics[auc]:.3f} ({int(metrics.get(pairs, 0))})"
+    if pairs in metrics:
+        return f"[dim]n/a ({int(metrics[pairs])} pairs, see note)[/]"
     return "—"
 
 
 def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]) -> Table | None:
-    rows = _attack_rows(metrics, stage)
+    rows = keys.attacks_in(metrics, stage)
     if not rows:
         return None
     table = Table(title=title, header_style="bold", title_justify="left")
@@ -53,25 +46,24 @@ def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: l
         table.add_column(header, justify="right")
     table.add_column("AUC (pairs)", justify="right")
     for name in rows:
-        prefix = f"{stage}/{name}"
-        cells = [_fmt(metrics.get(f"{prefix}/{key}")) for _, key in columns]
-        table.add_row(name, *cells, _auc_cell(metrics, prefix))
+        cells = [_fmt(metrics.get(keys.attack_key(stage, name, metric))) for _, metric in columns]
+        table.add_row(name, *cells, _auc_cell(metrics, stage, name))
     return table
 
 
 def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
-    curves: dict[str, dict[str, float]] = {}
+    curves: dict[str, dict[float, float]] = {}
     for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "resiliency":
-            curves.setdefault(parts[1], {})[parts[2].removeprefix("eps_")] = value
+        parsed = keys.parse_resiliency(key)
+        if parsed is not None:
+            curves.setdefault(parsed[0], {})[parsed[1]] = value
     if not curves:
         return None
-    eps = sorted({e for c in curves.values() for e in c}, key=float)
+    eps = sorted({e for c in curves.values() for e in c})
     table = Table(title="Resiliency: accuracy under attack (Figure 3)", header_style="bold", title_justify="left")
     table.add_column("attack \\ eps")
     for e in eps:
-        table.add_column(e, justify="right")
+        table.add_column(f"{e:g}", justify="right")
     for attack, curve in curves.items():
         table.add_row(attack, *[_fmt(curve.get(e)) for e in eps])
     return table
@@ -82,7 +74,7 @@ def overview_table(command: str, metrics: Mapping[str, float], info: Mapping[str
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
-        if key.split("/")[0] in ("graybox", "whitebox", "blackbox", "resiliency"):
+        if keys.is_stage_family(key):
             continue
         table.add_row(key, _fmt(value))
     for key, value in info.items():
@@ -96,11 +88,11 @@ def print_summary(command: str, metrics: Mapping[str, float], info: Mapping[str,
     notes = notes or {}
     tables = [
         overview_table(command, metrics, info, run_id),
-        stage_table("Gray-box attacks (Table 2)", "graybox", metrics,
-                    [("success", "success_rate"), ("distortion", "distortion"), ("Linf", "linf")]),
-        stage_table("White-box C&W-wb (Table 3)", "whitebox", metrics,
-                    [("success", "success_rate"), ("distortion", "distortion")]),
-        stage_table("Black-box transfer (Table 4)", "blackbox", metrics,
+        stage_table("Gray-box attacks (Table 2)", keys.GRAYBOX, metrics,
+                    [("success", keys.SUCCESS_RATE), ("distortion", "distortion"), ("Linf", "linf")]),
+        stage_table("White-box C&W-wb (Table 3)", keys.WHITEBOX, metrics,
+                    [("success", keys.SUCCESS_RATE), ("distortion", "distortion")]),
+        stage_table("Black-box transfer (Table 4)", keys.BLACKBOX, metrics,
                     [("proxy agreement", "agreement"), ("transfer", "transfer_rate"), ("distortion", "distortion")]),
         resiliency_table(metrics),
     ]

@@ -100,18 +100,37 @@ def test_config_prints_the_composition_and_the_options():
         assert option in result.output
 
 
-def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path):
-    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=1", "trainer.seed=0,1"]
+def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path, monkeypatch):
+    """A two-job sweep: Hydra launches one job per seed into its sweep folder, and every job's MLflow
+    run lands in the one store under work_dir, nested under the sweep's parent run."""
+    monkeypatch.chdir(tmp_path)  # whatever Hydra writes relative to the cwd lands in tmp_path, not the repo
+    sweep_dir = tmp_path / "multirun"
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
+        "trainer.epochs=1", "trainer.seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
     result = runner.invoke(app, ["train", "-m", *args])
     assert result.exit_code == 0, result.output
+
+    # one sweep = one parent run in the MLflow UI, with exactly one child run per swept value
     _, everything = runs(tmp_path)
-    (parent,) = [r for r in everything if r.data.tags["command"] == "sweep-train"]
-    found = [r for r in everything if r.data.tags["command"] == "train"]
-    assert sorted(r.data.params["trainer.seed"] for r in found) == ["0", "1"]
-    assert all(r.info.status == "FINISHED" for r in [parent, *found])
-    # one sweep = one parent run in the MLflow UI, with the jobs nested under it
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in found)
-    assert not (tmp_path / "multirun").exists() or not list(tmp_path.glob("multirun/**/mlruns.db"))
+    parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(everything) == 3, [r.data.tags.get("command") for r in everything]
+    (parent,) = parents
+    assert parent.data.tags["command"] == "sweep-train" and parent.info.status == "FINISHED"
+    children = [r for r in everything if r is not parent]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["command"] == "train" and child.info.status == "FINISHED"
+        assert child.data.params["trainer.epochs"] == "1" and {"train/loss", "val/accuracy"} <= set(child.data.metrics)
+    assert sorted(r.data.params["trainer.seed"] for r in children) == ["0", "1"]
+
+    # Hydra really ran the sweep where it was told: one job folder per value, with the value it ran ...
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for num in jobs:
+        assert f"trainer.seed={num}" in (sweep_dir / num / ".hydra" / "overrides.yaml").read_text()
+    # ... and no job opened a store of its own there: all of them shared the one under work_dir
+    assert (tmp_path / "mlruns.db").is_file()
+    assert not list(sweep_dir.rglob("mlruns.db"))
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):

@@ -1,4 +1,9 @@
-"""Adversarial attacks: a registry from method name to class, and the builders.
+"""Adversarial attacks: the ``attack`` config group's options and their implementations.
+
+Each attack is one module holding its config dataclass (defaults and valid ranges, the single
+definition of its options) and its update rule; the class registers itself in :data:`ATTACKS`
+under its ``method`` name. The options of ``conf/attack/`` are every method plus the paper presets,
+YAML files that extend a method's config (``fgsm-0.1.yaml``: ``defaults: [fgsm]``, ``eps: 0.1``).
 
 Every attack maps [0, 1] images to an :class:`AttackResult` ``(x_adv, success, pred, target)``
 and attacks the model's prediction view (``predict_logits`` when present, else ``model(x)``).
@@ -12,52 +17,103 @@ and attacks the model's prediction view (``predict_logits`` when present, else `
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from robustctl.attacks.base import Attack, AttackResult, BoundedAttack, model_device
-from robustctl.attacks.bim import BIM
-from robustctl.attacks.cw import CW
-from robustctl.attacks.cw_hc import CWHighConfidence
-from robustctl.attacks.deepfool import DeepFool
-from robustctl.attacks.fgsm import FGSM
-from robustctl.attacks.jsma import JSMA
+from robustctl.attacks.base import ATTACKS, Attack, AttackConfig, AttackResult, BoundedAttack
+from robustctl.attacks.bim import BIM, BimConfig
+from robustctl.attacks.cw import CW, CwConfig
+from robustctl.attacks.cw_hc import CwHcConfig, CWHighConfidence
+from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox
+from robustctl.attacks.deepfool import DeepFool, DeepFoolConfig
+from robustctl.attacks.fgsm import FGSM, FgsmConfig
+from robustctl.attacks.jsma import JSMA, JsmaConfig
 from robustctl.attacks.metrics import distortion_metrics, per_example_distortions
-from robustctl.attacks.pgd import PGD
-from robustctl.config.attack_schema import ATTACK_SCHEMAS, attack_config
+from robustctl.attacks.pgd import PGD, PgdConfig
 from robustctl.errors import ConfigError
 
-# method name -> attack class (conf/attack/<option>.yaml -> schema.method -> class)
-ATTACKS: dict[str, type[Attack]] = {
-    cls.method: cls for cls in (FGSM, BIM, PGD, CW, CWHighConfidence, JSMA, DeepFool)
-}
+# attacks that need more than a model (a detector): not options of the ``attack`` group
+NOT_GROUP_OPTIONS = (CWWhiteBox.method,)
+
+
+def method_configs() -> dict[str, AttackConfig]:
+    """Each attack method of the ``attack`` group -> its default config (what Hydra stores)."""
+    return {method: cls.config_type() for method, cls in ATTACKS.items() if method not in NOT_GROUP_OPTIONS}
+
+
+def _attack_dir() -> Path:
+    from robustctl.config.composition import config_dir
+
+    return config_dir() / "attack"
+
+
+def presets() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Paper presets of ``conf/attack/``: option name -> (the method it extends, its values)."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for path in sorted(_attack_dir().glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        bases = [d for d in node.pop("defaults", []) if d != "_self_"]
+        if len(bases) == 1 and bases[0] in ATTACKS:
+            found[path.stem] = (bases[0], node)
+    return found
+
+
+def attack_options() -> list[str]:
+    """Every buildable option name (methods and presets), sorted."""
+    return sorted([*method_configs(), *presets()])
+
+
+def attack_config(name: str, params: dict[str, Any] | None = None, key: str = "attack") -> AttackConfig:
+    """The config of attack option ``name`` (a method or a preset) with ``params`` applied, validated.
+
+    An unknown option, an unknown parameter or an out-of-range value raises :class:`ConfigError`
+    naming ``key`` (``attack`` for the group, ``threat_model.attack_params.<name>`` for per-attack
+    overrides), so a bad attack list is refused at composition, before any training.
+    """
+    methods, found = method_configs(), presets()
+    if name in methods:
+        schema, values = type(methods[name]), {}
+    elif name in found:
+        method, values = found[name]
+        schema = ATTACKS[method].config_type
+    else:
+        raise ConfigError(f"{key}: unknown option {name!r} — valid attack options: {', '.join(attack_options())}")
+    valid = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
+    unknown = sorted(set(params or {}) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}")
+    try:
+        return schema(**{**values, "name": name, **dict(params or {})})
+    except ConfigError as exc:   # the schema names its keys attack.<key>; say where they were set
+        if key == "attack" or not exc.message.startswith("attack."):
+            raise
+        raise ConfigError(key + exc.message[len("attack"):], hint=exc.hint) from exc
 
 
 def build_from_config(cfg: Any, model: nn.Module) -> Attack:
-    """Instantiate the attack an ``attack`` group config (an ATTACK_SCHEMAS dataclass) describes."""
-    method = getattr(type(cfg), "method", None)
-    if method not in ATTACKS:
-        name = getattr(cfg, "name", cfg)
-        raise ConfigError(f"attack: {name!r} is not an attack — valid: {', '.join(attack_options())}")
-    return ATTACKS[method](model, **dataclasses.asdict(cfg))
+    """Instantiate the attack an ``attack`` group config (an attack's config dataclass) describes."""
+    for cls in ATTACKS.values():
+        if type(cfg) is cls.config_type:
+            return cls(model, cfg)
+    name = getattr(cfg, "name", cfg)
+    raise ConfigError(f"attack: {name!r} is not an attack — valid: {', '.join(attack_options())}")
 
 
 def build(name: str, model: nn.Module, **params: Any) -> Attack:
     """Build option ``name`` of conf/attack (a method or a preset such as ``bim-0.1``) with overrides.
 
-    Parameters go through the option's schema, so out-of-range values raise :class:`ConfigError`.
+    Parameters go through the option's config, so out-of-range values raise :class:`ConfigError`.
     """
     return build_from_config(attack_config(name, params), model)
 
 
-def attack_options() -> list[str]:
-    """Every buildable option name (methods and presets), sorted."""
-    return sorted(name for name in ATTACK_SCHEMAS if name != "none")
-
-
 __all__ = [
-    "ATTACKS", "BIM", "CW", "PGD", "Attack", "AttackResult", "BoundedAttack", "CWHighConfidence", "DeepFool",
-    "FGSM", "JSMA", "attack_options", "build", "build_from_config", "distortion_metrics", "model_device",
-    "per_example_distortions",
+    "ATTACKS", "BIM", "CW", "PGD", "Attack", "AttackConfig", "AttackResult", "BimConfig", "BoundedAttack",
+    "CWHighConfidence", "CWWhiteBox", "CwConfig", "CwHcConfig", "CwWbConfig", "DeepFool", "DeepFoolConfig",
+    "FGSM", "FgsmConfig", "JSMA", "JsmaConfig", "PgdConfig", "attack_config", "attack_options", "build",
+    "build_from_config", "distortion_metrics", "method_configs", "per_example_distortions", "presets",
 ]

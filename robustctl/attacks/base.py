@@ -21,14 +21,18 @@ logits it actually predicts with), else ``model(x)``. Any ``nn.Module`` mapping 
 from __future__ import annotations
 
 import copy
-import itertools
-from typing import ClassVar, NamedTuple
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustctl.config.validation import require
+from robustctl.inference import eval_mode, model_device, prediction_logits
+
 TARGET_MODES = ("none", "random", "least_likely")
+ATTACKS: dict[str, type[Attack]] = {}   # method name -> attack class (filled by Attack.__init_subclass__)
 
 
 class AttackResult(NamedTuple):
@@ -38,12 +42,6 @@ class AttackResult(NamedTuple):
     success: Tensor           # [N] bool: pred != y (untargeted) or pred == target (targeted)
     pred: Tensor              # [N] class predicted on x_adv (the final re-check)
     target: Tensor | None     # [N] the target classes, or None for untargeted runs
-
-
-def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``default`` for a stateless module)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return torch.device(default) if first is None else first.device
 
 
 def flat_norm(t: Tensor, p: float = 2.0) -> Tensor:
@@ -66,35 +64,77 @@ def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 PROJECTIONS = {"linf": project_linf, "l2": project_l2}
 
 
+@dataclass
+class AttackConfig:
+    """Options every attack shares; an attack's config subclasses it with its own fields.
+
+    ``name`` labels the attack in metric keys (a preset such as ``fgsm-0.05`` sets it);
+    ``targeted`` is none | random | least_likely (those of ``target_modes``); ``seed`` seeds the
+    attack's own generator (random targets, random starts), None = the global RNG. Validation
+    lives in ``__post_init__`` and names the key (``attack.eps: ...``): it runs when Hydra's
+    composed config is turned into the dataclass and when an attack is built in code.
+    """
+
+    target_modes: ClassVar[tuple[str, ...]] = TARGET_MODES
+
+    name: str = ""
+    targeted: str = "none"
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        require(self.targeted in self.target_modes, "attack.targeted",
+                f"{self.name or 'this attack'} supports {', '.join(self.target_modes)}; got {self.targeted!r}")
+
+    def positive(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            require(value is not None and value > 0, f"attack.{key}", f"must be > 0, got {value}")
+
+
 class Attack:
     """Base class. Call as ``attack(x, y)`` or ``attack(x, y, target=t)`` -> :class:`AttackResult`.
 
+    Build with a config or with its fields as keywords: ``FGSM(model, FgsmConfig(eps=0.1))`` or
+    ``FGSM(model, eps=0.1)``. The config (``config_type``, defined beside the attack) is the only
+    place an option's default and valid range live; each of its fields is readable as an
+    attribute of the attack (``attack.eps``). A subclass with a ``method`` name registers itself
+    in :data:`ATTACKS`, so a new attack is one module (config + update rule) plus, for a paper
+    preset, one YAML file in ``conf/attack/``.
+
     Arguments:
         model: module mapping [N, C, H, W] images in [0, 1] to logits [N, K] (see module doc).
-        targeted: ``"none"`` | ``"random"`` | ``"least_likely"`` (those in ``target_modes``).
-        seed: seeds the attack's own generator (random targets, random starts); None = global RNG.
-        name: label used in metric keys (defaults to ``method``; presets pass e.g. ``fgsm-0.05``).
+        config: the attack's config; keyword ``params`` build one when it is None.
     """
 
-    method: ClassVar[str] = "attack"
-    target_modes: ClassVar[tuple[str, ...]] = TARGET_MODES
+    method: ClassVar[str] = ""
+    config_type: ClassVar[type[AttackConfig]] = AttackConfig
 
-    def __init__(self, model: nn.Module, *, targeted: str = "none", seed: int | None = 0,
-                 name: str | None = None) -> None:
-        if targeted not in self.target_modes:
-            raise ValueError(f"{self.method}: targeted must be one of {', '.join(self.target_modes)}; got {targeted!r}")
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.method:
+            ATTACKS[cls.method] = cls
+
+    def __init__(self, model: nn.Module, config: AttackConfig | None = None, /, **params: Any) -> None:
+        if config is None:
+            config = self.config_type(**{"name": self.method, **params})
+        elif params:
+            config = replace(config, **params)
+        if not config.name:
+            config = replace(config, name=self.method)
         self.model = model
-        self.targeted = targeted
-        self.seed = seed
-        self.name = name or self.method
+        self.config = config
+        for f in fields(config):
+            setattr(self, f.name, getattr(config, f.name))
         self._generators: dict[str, torch.Generator] = {}
+
+    @property
+    def target_modes(self) -> tuple[str, ...]:
+        return self.config_type.target_modes
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: Tensor) -> Tensor:
         """Prediction logits [N, K]: ``model.predict_logits(x)`` if present, else ``model(x)``."""
-        predict = getattr(self.model, "predict_logits", None)
-        out = predict(x) if callable(predict) else self.model(x)
-        return out[0] if isinstance(out, tuple) else out
+        return prediction_logits(self.model, x)
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """The attack's seeded generator on ``device`` (created once, then advanced), or None."""
@@ -152,16 +192,12 @@ class Attack:
         device = model_device(self.model, default=home)
         x = x.detach().to(device, torch.float32)
         y = y.detach().to(device, torch.long)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             with torch.enable_grad():
                 target = self.resolve_target(x, y, target)
                 x_adv = self.project(self.perturb(x, y, target).detach(), x)
             with torch.no_grad():
                 pred = self.logits(x_adv).argmax(1)
-        finally:
-            self.model.train(was_training)
         success = self.is_success(pred, y, target)
         return AttackResult(x_adv.to(home), success.to(home), pred.to(home),
                             None if target is None else target.to(home))
@@ -171,22 +207,27 @@ class Attack:
         return f"{type(self).__name__}({params})"
 
     def params(self) -> dict[str, object]:
-        return {"name": self.name, "targeted": self.targeted, "seed": self.seed}
+        return asdict(self.config)
+
+
+@dataclass
+class BoundedAttackConfig(AttackConfig):
+    """An attack with an eps-ball budget in the ``norm`` distance (pixel units)."""
+
+    eps: float = 0.05
+    norm: str = "linf"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.norm in PROJECTIONS, "attack.norm", f"must be one of {', '.join(PROJECTIONS)}; got {self.norm!r}")
+        require(self.eps > 0 and (self.norm == "l2" or self.eps <= 1), "attack.eps",
+                f"must be > 0 (and <= 1 for linf), got {self.eps}")
 
 
 class BoundedAttack(Attack):
     """An attack whose perturbation the base projects onto ``||x' - x||_norm <= eps``."""
 
-    norm: str = "linf"
-
-    def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        if eps < 0:
-            raise ValueError(f"{self.method}: eps must be >= 0, got {eps}")
-        if norm not in PROJECTIONS:
-            raise ValueError(f"{self.method}: norm must be one of {', '.join(PROJECTIONS)}; got {norm!r}")
-        self.eps = float(eps)
-        self.norm = norm
+    config_type = BoundedAttackConfig
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         return PROJECTIONS[self.norm](x_adv, x, self.eps)
@@ -194,13 +235,11 @@ class BoundedAttack(Attack):
     def with_eps(self, eps: float) -> BoundedAttack:
         """A copy of this attack with another eps (derived step sizes follow); shares the generator."""
         clone = copy.copy(self)
-        clone.eps = float(eps)
+        clone.config = replace(self.config, eps=float(eps))
+        clone.eps = clone.config.eps
         return clone
 
     def sweep(self, x: Tensor, y: Tensor, eps_list: list[float] | tuple[float, ...],
               target: Tensor | None = None) -> list[AttackResult]:
         """One result per eps (Foolbox-style batched epsilons)."""
         return [self.with_eps(eps)(x, y, target) for eps in eps_list]
-
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "eps": self.eps, "norm": self.norm}

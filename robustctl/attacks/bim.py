@@ -24,16 +24,26 @@ Example::
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
 
-from robustctl.attacks.pgd import PGD
+from robustctl.attacks.pgd import PGD, PgdConfig
+from robustctl.config.validation import require
+
+
+@dataclass
+class BimConfig(PgdConfig):
+    """BIM: PGD in Linf from x itself, one run; alpha null = eps / steps."""
+
+    name: str = "bim"
+    random_start: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.norm == "linf" and not self.random_start and self.restarts == 1, "attack.norm",
+                "bim is Linf PGD without random start or restarts (use attack=pgd for those)")
 
 
 class BIM(PGD):
     method = "bim"
+    config_type = BimConfig
     alpha_rule = 1.0   # alpha = eps / steps
-
-    def __init__(self, model: nn.Module, *, eps: float = 0.05, alpha: float | None = None, steps: int = 10,
-                 **kwargs) -> None:
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
-                         restarts=1, **kwargs)

@@ -45,12 +45,35 @@ Example::
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from dataclasses import dataclass
 
-from robustctl.attacks.base import Attack
+import torch
+from torch import Tensor
+
+from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.config.validation import require
 
 NO_BOUND = 1e10
+
+
+@dataclass
+class CwConfig(AttackConfig):
+    """C&W L2: tanh box, Adam, per-example binary search over c (PDM: 9 steps x 10 iterations)."""
+
+    name: str = "cw"
+    binary_steps: int = 9
+    steps: int = 10
+    confidence: float = 0.0
+    lr: float = 0.1               # 10 iterations: a 0.01 step barely moves (module docstring)
+    c_init: float = 0.01
+    abort_early: bool = True
+    box_shrink: float = 1e-6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.positive("binary_steps", "steps", "lr", "c_init")
+        require(self.confidence >= 0, "attack.confidence", f"must be >= 0, got {self.confidence}")
+        require(0 <= self.box_shrink < 1, "attack.box_shrink", f"must be in [0, 1), got {self.box_shrink}")
 
 
 def margins(logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,18 +85,7 @@ def margins(logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
 
 class CW(Attack):
     method = "cw"
-
-    def __init__(self, model: nn.Module, *, binary_steps: int = 9, steps: int = 10, confidence: float = 0.0,
-                 lr: float = 0.1, c_init: float = 0.01, abort_early: bool = True, box_shrink: float = 1e-6,
-                 **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        if binary_steps < 1 or steps < 1:
-            raise ValueError(f"{self.method}: binary_steps and steps must be >= 1")
-        if confidence < 0 or lr <= 0 or c_init <= 0 or not 0 <= box_shrink < 1:
-            raise ValueError(f"{self.method}: need confidence >= 0, lr > 0, c_init > 0, 0 <= box_shrink < 1")
-        self.binary_steps, self.steps = int(binary_steps), int(steps)
-        self.confidence, self.lr, self.c_init = float(confidence), float(lr), float(c_init)
-        self.abort_early, self.box_shrink = bool(abort_early), float(box_shrink)
+    config_type = CwConfig
 
     def objective(self, logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
         """(f per example, confident-success mask) from the logits of the current iterate."""
@@ -127,8 +139,3 @@ class CW(Attack):
             lo = torch.where(succeeded, lo, torch.maximum(lo, c))
             c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
         return best_adv
-
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "binary_steps": self.binary_steps, "steps": self.steps,
-                "confidence": self.confidence, "lr": self.lr, "c_init": self.c_init,
-                "abort_early": self.abort_early, "box_shrink": self.box_shrink}

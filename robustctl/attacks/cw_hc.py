@@ -10,14 +10,21 @@ Example::
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
 
-from robustctl.attacks.cw import CW
+from robustctl.attacks.cw import CW, CwConfig
+
+
+@dataclass
+class CwHcConfig(CwConfig):
+    """High-confidence C&W (PDM's C&W-hc): 9 binary steps, 1000 iterations, confidence 10."""
+
+    name: str = "cw_hc"
+    steps: int = 1000
+    confidence: float = 10.0
+    lr: float = 0.01              # Carlini's step for a 1000-iteration budget
 
 
 class CWHighConfidence(CW):
     method = "cw_hc"
-
-    def __init__(self, model: nn.Module, *, binary_steps: int = 9, steps: int = 1000, confidence: float = 10.0,
-                 lr: float = 0.01, **kwargs) -> None:
-        super().__init__(model, binary_steps=binary_steps, steps=steps, confidence=confidence, lr=lr, **kwargs)
+    config_type = CwHcConfig

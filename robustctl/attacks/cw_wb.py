@@ -1,12 +1,12 @@
 """C&W-wb: the white-box Carlini-Wagner L2 attack against a classifier *and* its KDE detector
-(Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2; SPEC section 7).
+(Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2; docs/method.md section 4.7).
 
 Same tanh change of variables, Adam and per-example binary search over c as :class:`CW`, with the
 detector's score added to the misclassification term::
 
     ||x' - x||_2^2 + c * ( f(x') + lambda * max(s_t(x') - T, 0) )
     f(x')    = max(Z(x')_y - max_{i != y} Z(x')_i, -kappa)          (untargeted C&W margin)
-    s_t(x')  = -log KDE_t(z(x'))                                       (detector score, SPEC section 6)
+    s_t(x')  = -log KDE_t(z(x'))                                       (detector score, docs/method.md section 5)
 
 where z is the embedding, Z the prediction-view logits computed from the same forward pass, and
 t the class the attack moves toward: the runner-up class while x' is still classified as y, the
@@ -24,11 +24,16 @@ The model must expose ``embed(x)`` and ``head(z)`` (and optionally ``logit_sign`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustctl.attacks.cw import CW, margins
+from robustctl.attacks.cw import CW, CwConfig, margins
+from robustctl.config.validation import require
+from robustctl.defenses import require_detector
 from robustctl.errors import ConfigError
 
 
@@ -40,19 +45,47 @@ def _embedding_model_check(model: nn.Module) -> None:
         )
 
 
-class CWWhiteBox(CW):
-    method = "cw_wb"
+THRESHOLDS = ("per_example", "detector")
 
-    def __init__(self, model: nn.Module, detector: nn.Module | None = None, *, thresholds: Tensor | float | None = None,
-                 density_weight: float = 1.0, binary_steps: int = 3, steps: int = 1000, c_init: float = 1.0,
-                 lr: float = 0.01, **kwargs) -> None:
+
+@dataclass
+class CwWbConfig(CwConfig):
+    """C&W-wb (``threat_model.whitebox``): C&W-L2 plus the detector term, per-example threshold.
+
+    ``threshold``: ``per_example`` (T_i = the clean image's own score) or ``detector`` (one global
+    T: the clean scores' threshold at false-positive rate ``fpr``); ``density_weight`` is lambda.
+    """
+
+    name: str = "cw_wb"
+    binary_steps: int = 3
+    steps: int = 1000
+    lr: float = 0.01
+    c_init: float = 1.0
+    threshold: str = "per_example"
+    fpr: float = 0.05
+    density_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.targeted == "none", "attack.targeted", "cw_wb is untargeted")
+        require(self.threshold in THRESHOLDS, "attack.threshold", f"must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}")
+        require(0 < self.fpr < 1, "attack.fpr", f"must be in (0, 1), got {self.fpr}")
+        require(self.density_weight >= 0, "attack.density_weight", f"must be >= 0, got {self.density_weight}")
+
+
+class CWWhiteBox(CW):
+    """C&W-wb against ``model`` + ``detector``. ``thresholds``: None for each image's own clean
+    score (``per_example``), or a global T (scalar) / per-example tensor computed by the caller."""
+
+    method = "cw_wb"
+    config_type = CwWbConfig
+
+    def __init__(self, model: nn.Module, detector: nn.Module | None = None, config: CwWbConfig | None = None, /, *,
+                 thresholds: Tensor | float | None = None, **params: Any) -> None:
         _embedding_model_check(model)
-        if detector is None:
-            raise ConfigError("cw_wb needs a fitted detector to attack", hint="add defense=kde")
-        if density_weight < 0:
-            raise ValueError("cw_wb: density_weight must be >= 0")
-        super().__init__(model, binary_steps=binary_steps, steps=steps, c_init=c_init, lr=lr, **kwargs)
-        self.detector, self.thresholds, self.density_weight = detector, thresholds, float(density_weight)
+        require_detector(detector, "cw_wb")
+        super().__init__(model, config, **params)
+        self.detector, self.thresholds = detector, thresholds
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(embedding z, prediction logits) from one forward pass."""
@@ -91,7 +124,3 @@ class CWWhiteBox(CW):
         score = self.detector.score(z, toward)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)
-
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "density_weight": self.density_weight,
-                "threshold": "per_example" if self.thresholds is None else "given"}

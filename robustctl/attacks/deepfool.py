@@ -27,22 +27,37 @@ Example::
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from dataclasses import dataclass
+from typing import ClassVar
 
-from robustctl.attacks.base import Attack
+import torch
+from torch import Tensor
+
+from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.config.validation import require
+
+
+@dataclass
+class DeepFoolConfig(AttackConfig):
+    """DeepFool: steps to the nearest linearized boundary; untargeted only."""
+
+    target_modes: ClassVar[tuple[str, ...]] = ("none",)
+    name: str = "deepfool"
+    steps: int = 50
+    overshoot: float = 0.02
+    candidates: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.positive("steps")
+        require(self.overshoot >= 0, "attack.overshoot", f"must be >= 0, got {self.overshoot}")
+        require(self.candidates is None or self.candidates >= 2, "attack.candidates",
+                f"must be >= 2 or null, got {self.candidates}")
 
 
 class DeepFool(Attack):
     method = "deepfool"
-    target_modes = ("none",)
-
-    def __init__(self, model: nn.Module, *, steps: int = 50, overshoot: float = 0.02, candidates: int | None = None,
-                 **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        if steps < 1 or overshoot < 0 or (candidates is not None and candidates < 2):
-            raise ValueError("deepfool: need steps >= 1, overshoot >= 0 and candidates >= 2 (or None)")
-        self.steps, self.overshoot, self.candidates = int(steps), float(overshoot), candidates
+    config_type = DeepFoolConfig
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         r_tot = torch.zeros_like(x)
@@ -75,6 +90,3 @@ class DeepFool(Attack):
             r_tot[active] += (scale[:, None] * w_l).view(-1, *x.shape[1:])
             x_adv[active] = (x[active] + (1 + self.overshoot) * r_tot[active]).clamp(0.0, 1.0)
         return x_adv
-
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "steps": self.steps, "overshoot": self.overshoot, "candidates": self.candidates}

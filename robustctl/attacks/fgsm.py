@@ -23,16 +23,29 @@ Example::
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from dataclasses import dataclass
 
-from robustctl.attacks.base import BoundedAttack
+from torch import Tensor
+
+from robustctl.attacks.base import BoundedAttack, BoundedAttackConfig
+from robustctl.config.validation import require
+
+
+@dataclass
+class FgsmConfig(BoundedAttackConfig):
+    """FGSM: one signed-gradient step of size eps (Linf only)."""
+
+    name: str = "fgsm"
+    eps: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.norm == "linf", "attack.norm", f"fgsm is an Linf attack, got {self.norm!r}")
 
 
 class FGSM(BoundedAttack):
     method = "fgsm"
-
-    def __init__(self, model: nn.Module, *, eps: float = 0.05, **kwargs) -> None:
-        super().__init__(model, eps=eps, norm="linf", **kwargs)
+    config_type = FgsmConfig
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         return x + self.eps * self.ascent_grad(x, y, target).sign()

@@ -37,24 +37,38 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from robustctl.attacks.base import Attack
+from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.config.validation import require
+
+
+@dataclass
+class JsmaConfig(AttackConfig):
+    """JSMA: saliency-map pixel pairs toward a target != y (random by default)."""
+
+    target_modes: ClassVar[tuple[str, ...]] = ("random", "least_likely")
+    name: str = "jsma"
+    targeted: str = "random"
+    steps: int = 100
+    gamma: float = 0.1
+    theta: float = 1.0
+    max_pair_chunk: int = 2 ** 22
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.positive("steps", "max_pair_chunk")
+        require(0 < self.gamma <= 1, "attack.gamma", f"must be in (0, 1], got {self.gamma}")
+        require(-1 <= self.theta <= 1 and self.theta != 0, "attack.theta", f"must be in [-1, 1] and != 0, got {self.theta}")
 
 
 class JSMA(Attack):
     method = "jsma"
-    target_modes = ("random", "least_likely")
-
-    def __init__(self, model: nn.Module, *, steps: int = 100, gamma: float = 0.1, theta: float = 1.0,
-                 max_pair_chunk: int = 2 ** 22, targeted: str = "random", **kwargs) -> None:
-        super().__init__(model, targeted=targeted, **kwargs)
-        if steps < 1 or not 0 < gamma <= 1 or not (-1 <= theta <= 1 and theta != 0) or max_pair_chunk < 1:
-            raise ValueError("jsma: need steps >= 1, 0 < gamma <= 1, theta in [-1, 1] \\ {0}, max_pair_chunk >= 1")
-        self.steps, self.gamma, self.theta = int(steps), float(gamma), float(theta)
-        self.max_pair_chunk = int(max_pair_chunk)
+    config_type = JsmaConfig
 
     def saliency_pairs(self, alpha: Tensor, beta: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Best pair (p, q), p < q, per example: ([M] p, [M] q, [M] found) from alpha, beta [M, n]."""
@@ -108,7 +122,3 @@ class JSMA(Attack):
                 xf[active, idx] = value
                 domain[active, idx] = (value < 1) if self.theta > 0 else (value > 0)
         return xf.view(-1, *shape)
-
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "steps": self.steps, "gamma": self.gamma, "theta": self.theta,
-                "max_pair_chunk": self.max_pair_chunk}

@@ -1,4 +1,4 @@
-"""Distortion metrics of adversarial examples (SPEC section 9), in [0, 1] pixel space.
+"""Distortion metrics of adversarial examples (docs/metrics.md), in [0, 1] pixel space.
 
 For one example with delta = x' - x over its n = C*H*W input values::
 

@@ -30,34 +30,46 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robustctl.attacks.base import BoundedAttack, flat_norm
+from robustctl.attacks.base import BoundedAttack, BoundedAttackConfig, flat_norm
+from robustctl.config.validation import require
+
+
+@dataclass
+class PgdConfig(BoundedAttackConfig):
+    """PGD: ``steps`` projected steps of size ``alpha`` (null = 2.5 eps / steps), random start, restarts."""
+
+    name: str = "pgd"
+    steps: int = 10
+    alpha: float | None = None
+    random_start: bool = True
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.positive("steps", "restarts")
+        require(self.alpha is None or self.alpha > 0, "attack.alpha", f"must be > 0 or null, got {self.alpha}")
 
 
 class PGD(BoundedAttack):
     method = "pgd"
+    config_type = PgdConfig
     alpha_rule: float = 2.5   # alpha = alpha_rule * eps / steps when alpha is None
 
-    def __init__(self, model: nn.Module, *, eps: float = 0.05, alpha: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, restarts: int = 1, **kwargs) -> None:
-        super().__init__(model, eps=eps, norm=norm, **kwargs)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"{self.method}: steps and restarts must be >= 1, got {steps}, {restarts}")
-        if alpha is not None and alpha <= 0:
-            raise ValueError(f"{self.method}: alpha must be > 0, got {alpha}")
-        self._alpha = alpha
-        self.steps = int(steps)
-        self.random_start = bool(random_start)
-        self.restarts = int(restarts)
+    def __init__(self, model: nn.Module, config: PgdConfig | None = None, /, **params: Any) -> None:
+        super().__init__(model, config, **params)
         # optional diagnostic hook: called as step_callback(k, x_k) after each step k = 1..steps
         self.step_callback: Callable[[int, Tensor], None] | None = None
 
     @property
-    def alpha(self) -> float:
-        return self._alpha if self._alpha is not None else self.alpha_rule * self.eps / self.steps
+    def step_size(self) -> float:
+        """alpha, or the rule's alpha_rule * eps / steps when it is null."""
+        return self.alpha if self.alpha is not None else self.alpha_rule * self.eps / self.steps
 
     def random_init(self, x: Tensor) -> Tensor:
         g = self.generator(x.device)
@@ -71,7 +83,7 @@ class PGD(BoundedAttack):
 
     def run_once(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         x_adv = self.random_init(x) if self.random_start else x.clone()
-        alpha = self.alpha
+        alpha = self.step_size
         lo, hi = (x - self.eps).clamp(min=0.0), (x + self.eps).clamp(max=1.0)   # Linf ball ∩ box, per value
         for k in range(self.steps):
             g = self.ascent_grad(x_adv, y, target)
@@ -101,6 +113,3 @@ class PGD(BoundedAttack):
             x_adv[todo] = x_new
         return x_adv
 
-    def params(self) -> dict[str, object]:
-        return {**super().params(), "alpha": self.alpha, "steps": self.steps,
-                "random_start": self.random_start, "restarts": self.restarts}

@@ -1,6 +1,31 @@
-"""Configuration: structured schemas and Hydra composition of ``conf/``."""
+"""Configuration: typed config dataclasses, the registry of every group's options, and Hydra
+composition of ``conf/``.
 
-from robustctl.config.compose import compose, config_dir, group_options, selected_options, validate
-from robustctl.config.schema import RunConfig
+Attributes load lazily (PEP 562), so that ``robustctl.config.validation`` — imported by the
+attack and detector modules for their own config dataclasses — does not pull in the whole
+registry (which imports those modules back).
+"""
 
-__all__ = ["RunConfig", "compose", "config_dir", "group_options", "selected_options", "validate"]
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "RunConfig": "robustctl.config.schema",
+    "compose": "robustctl.config.composition",
+    "config_dir": "robustctl.config.composition",
+    "group_options": "robustctl.config.composition",
+    "selected_options": "robustctl.config.composition",
+    "validate": "robustctl.config.composition",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'robustctl.config' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = list(_EXPORTS)

@@ -2,7 +2,7 @@
 
 Every option has a classification term (``classification``: ce or rce, weighted by ``weight``);
 the composite options add embedding-geometry terms, each with its own weight (0 switches a term
-off). SPEC section 5 gives the formulas; ``robustctl.losses`` implements them.
+off). docs/method.md section 3 gives the formulas; ``robustctl.losses`` implements them.
 """
 
 from __future__ import annotations
@@ -93,11 +93,12 @@ class ContrastiveCenterLossConfig(CenterLossConfig):
         _require(self.delta > 0, "loss.delta", f"must be > 0, got {self.delta}")
 
 
-LOSS_SCHEMAS: dict[str, type[LossConfig]] = {
-    "ce": LossConfig,
-    "rce": LossConfig,
-    "siamese_rvl": PDMLossConfig,
-    "pdm": PDMLossConfig,
-    "center": CenterLossConfig,
-    "contrastive_center": ContrastiveCenterLossConfig,
+# option name -> its config (the options of the ``loss`` group; the paper's columns first)
+LOSS_OPTIONS: dict[str, LossConfig] = {
+    "ce": LossConfig(name="ce"),
+    "rce": LossConfig(name="rce", classification="rce"),
+    "siamese_rvl": PDMLossConfig(name="siamese_rvl"),
+    "pdm": PDMLossConfig(name="pdm", classification="rce"),
+    "center": CenterLossConfig(name="center"),
+    "contrastive_center": ContrastiveCenterLossConfig(name="contrastive_center"),
 }

@@ -12,10 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustctl.config.attack_schema import ATTACK_SCHEMAS
-from robustctl.config.defense_schema import DEFENSE_SCHEMAS
-from robustctl.config.loss_schema import LOSS_SCHEMAS, LossConfig
-from robustctl.config.threat_model_schema import THREAT_MODEL_SCHEMAS
+from robustctl.config.loss_schema import LossConfig
 from robustctl.config.validation import require as _require
 
 
@@ -66,12 +63,13 @@ class SyntheticDatasetConfig(DatasetConfig):
         _require(0 < self.test_fraction < 1, "dataset.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
 
 
-DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
-    "digits": DatasetConfig,
-    "synthetic": SyntheticDatasetConfig,
-    "fashion_mnist": DatasetConfig,
-    "mnist": DatasetConfig,
-    "cifar10": DatasetConfig,
+# option name -> its config (the options of the ``dataset`` group)
+DATASET_OPTIONS: dict[str, DatasetConfig] = {
+    "digits": DatasetConfig(name="digits"),
+    "synthetic": SyntheticDatasetConfig(name="synthetic"),
+    "fashion_mnist": DatasetConfig(name="fashion_mnist"),
+    "mnist": DatasetConfig(name="mnist"),
+    "cifar10": DatasetConfig(name="cifar10", augment=True),   # random crop + flip, as the paper trains
 }
 
 
@@ -94,7 +92,7 @@ class ModelConfig:
         _require(self.negative_slope >= 0, "model.negative_slope", f"must be >= 0, got {self.negative_slope}")
 
 
-MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {"resnet20": ModelConfig, "resnet32": ModelConfig, "resnet56": ModelConfig}
+MODEL_OPTIONS: dict[str, ModelConfig] = {f"resnet{d}": ModelConfig(name=f"resnet{d}", depth=d) for d in (20, 32, 56)}
 
 
 # --------------------------------------------------------------------------------------- trainer
@@ -183,17 +181,3 @@ class RunConfig:
     threat_model: Any
     work_dir: str = "."
     debug: bool = False
-
-
-# group name -> (registry of schemas keyed by the option's ``name``, or a single schema)
-GROUP_SCHEMAS: dict[str, dict[str, type[Any]] | type[Any]] = {
-    "dataset": DATASET_SCHEMAS,
-    "model": MODEL_SCHEMAS,
-    "loss": LOSS_SCHEMAS,
-    "trainer": TrainerConfig,
-    "tracking": TrackingConfig,
-    "evaluate": EvaluateConfig,
-    "attack": ATTACK_SCHEMAS,
-    "defense": DEFENSE_SCHEMAS,
-    "threat_model": THREAT_MODEL_SCHEMAS,
-}

@@ -1,6 +1,9 @@
-"""Range checks shared by the schemas; each failure names the key in full (``trainer.lr: ...``)."""
+"""Building blocks of the config schemas: range checks that name the key in full
+(``trainer.lr: ...``), and the ``none`` option. Pure Python."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from robustctl.errors import ConfigError
 
@@ -13,3 +16,10 @@ def require(ok: bool, key: str, message: str) -> None:
 def in_unit_interval(value: float, key: str, *, open_left: bool = False) -> None:
     lo_ok = value > 0 if open_left else value >= 0
     require(lo_ok and value <= 1, key, f"must be in {'(' if open_left else '['}0, 1], got {value}")
+
+
+@dataclass
+class NoneConfig:
+    """The ``none`` option of a group (no attack, no defense, no threat model)."""
+
+    name: str = "none"

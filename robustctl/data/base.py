@@ -1,6 +1,6 @@
 """The in-memory dataset every loader returns, and the batching the trainer and evaluators share.
 
-Conventions (SPEC section 3): images are float32 tensors in [0, 1], shape [N, C, H, W]; labels are
+Conventions (docs/method.md section 1): images are float32 tensors in [0, 1], shape [N, C, H, W]; labels are
 int64 in [0, K). Normalization lives inside the model, so attacks measure distortion in pixel space.
 The validation split is carved from the training set with a seeded permutation, so the same
 ``dataset.split_seed`` always yields the same split.

@@ -4,8 +4,8 @@
 for ``none``. Detectors (today: ``kde``) have ``from_config(cfg)`` and ``fit(...)``;
 :func:`build_detector` builds and fits the configured one.
 
-Example (the gray-box protocol, SPEC section 8):
-    >>> from robustctl.evaluation.predict import predict
+Example (the gray-box protocol):
+    >>> from robustctl.inference import predict
     >>> _, z_train = predict(model, x_train)
     >>> det = build_detector(cfg.defense, z_train, y_train)   # None for defense=none
     >>> det.metrics()                                          # {"kde/bandwidth": ..., ...}
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustctl.defenses.kde import KDEDetector, threshold_at
+from robustctl.defenses.kde import KDEConfig, KDEDetector, threshold_at
 from robustctl.errors import ConfigError
 
 DEFENSES: dict[str, type[KDEDetector] | None] = {
@@ -55,4 +55,23 @@ def build_detector(
     return cls.from_config(cfg).fit(embeddings, labels, per_class=cfg.per_class, generator=gen, held_out=held_out)
 
 
-__all__ = ["DEFENSES", "KDEDetector", "build_detector", "threshold_at"]
+def fit_detector(cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512) -> KDEDetector | None:
+    """The ``defense`` detector fitted on ``model``'s clean training embeddings of ``data``, with
+    the validation split as held-out data (automatic bandwidth); None for ``defense=none``."""
+    from robustctl.inference import predict
+
+    if getattr(cfg, "name", None) == "none":
+        return None
+    _, train_emb = predict(model, data.x_train, batch_size)
+    held_out = (predict(model, data.x_val, batch_size)[1], data.y_val) if len(data.y_val) else None
+    return build_detector(cfg, train_emb, data.y_train, held_out=held_out)
+
+
+def require_detector(detector: Any | None, needed_by: str) -> Any:
+    """``detector`` itself; a :class:`ConfigError` naming ``needed_by`` when there is none."""
+    if detector is None:
+        raise ConfigError(f"{needed_by} attacks a detector, but defense=none", hint="add defense=kde")
+    return detector
+
+
+__all__ = ["DEFENSES", "KDEConfig", "KDEDetector", "build_detector", "fit_detector", "require_detector", "threshold_at"]

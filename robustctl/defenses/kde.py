@@ -1,10 +1,10 @@
 """Kernel-density detector on the embedding layer (Feinman et al. 2017, "Detecting adversarial
-samples from artifacts"; the detector of PDM, section 4; SPEC section 6).
+samples from artifacts"; the detector of PDM, section 4; docs/method.md section 5).
 
 Per class t keep a set Z_t of at most ``per_class`` clean training embeddings (the kernel
 points). An input with embedding z whose predicted class is t gets the Gaussian kernel density
 
-    KDE_t(z) = (1/|Z_t|) * sum_{z' in Z_t} exp(-||z - z'||^2 / sigma^2)             (SPEC formula)
+    KDE_t(z) = (1/|Z_t|) * sum_{z' in Z_t} exp(-||z - z'||^2 / sigma^2)             (docs/method.md section 5)
 
 and the adversarial-ness score ``score(z, t) = -log KDE_t(z)`` (low density = adversarial, so a
 larger score means "more adversarial"). Everything is computed in log space,
@@ -14,7 +14,7 @@ larger score means "more adversarial"). Everything is computed in log space,
 so it stays finite where exp underflows (64-d embeddings with a small sigma).
 
 Normalization. ``log_density(z, t)`` is the log of the formula above (no normalizing factor, as
-in SPEC and Feinman et al.); it lies in (-inf, 0]. ``log_density(z, t, normalized=True)`` is the
+in the paper and Feinman et al.); it lies in (-inf, 0]. ``log_density(z, t, normalized=True)`` is the
 log of a probability density on R^D: the kernel exp(-||d||^2 / sigma^2) integrates to
 (pi sigma^2)^(D/2), so
 
@@ -74,17 +74,70 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from robustctl import metric_keys as keys
+from robustctl.config.validation import require
+
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "KDEDetector", "threshold_at"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "KDEConfig", "KDEDetector", "threshold_at"]
 
 DEFAULT_CHUNK_SIZE = 2**22  # (query, kernel point) entries in one block: 16 MiB in float32
 _MEDIAN_POINTS = 256  # points per class that enter the median pairwise distance (grid scale)
+
+
+@dataclass
+class KDEConfig:
+    """The ``defense=kde`` option: the detector's settings (module docstring for the formulas).
+
+    ``per_class``: kernel points kept per class (paper: 1000). ``bandwidth``: sigma of
+    exp(-||z - z'||^2 / sigma^2), or ``auto``: the sigma on the grid
+    ``m * 10**linspace(log10(grid_min), log10(grid_max), grid_size)`` (m = median within-class
+    distance of the kernel points) that maximizes the held-out log-likelihood;
+    ``bandwidth_grid`` lists explicit sigmas instead. ``holdout_fraction``: held out for the
+    selection from classes with no samples beyond ``per_class``. ``chunk_size`` bounds one block of
+    (query, kernel point) entries (2**22: 16 MiB in float32); ``seed`` drives the per-class
+    subset and the held-out split.
+    """
+
+    name: str = "kde"
+    per_class: int = 1000
+    bandwidth: Any = "auto"          # "auto" or a positive float (OmegaConf has no float | str)
+    grid_min: float = 1e-3
+    grid_max: float = 1.0
+    grid_size: int = 31
+    bandwidth_grid: list[float] | None = None
+    holdout_fraction: float = 0.2
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.per_class >= 1, "defense.per_class", f"must be >= 1, got {self.per_class}")
+        bw = self.bandwidth
+        if isinstance(bw, str) and bw != "auto":
+            try:
+                bw = float(bw)
+            except ValueError:
+                bw = None
+        ok = bw == "auto" or (isinstance(bw, (int, float)) and not isinstance(bw, bool) and math.isfinite(bw) and bw > 0)
+        require(ok, "defense.bandwidth", f"must be 'auto' or a positive float, got {self.bandwidth!r}")
+        self.bandwidth = bw if bw == "auto" else float(bw)
+        require(0 < self.grid_min < self.grid_max, "defense.grid_min",
+                f"need 0 < grid_min < grid_max, got {self.grid_min} and {self.grid_max}")
+        require(math.isfinite(self.grid_max), "defense.grid_max", f"must be finite, got {self.grid_max}")
+        require(self.grid_size >= 2, "defense.grid_size", f"must be >= 2, got {self.grid_size}")
+        if self.bandwidth_grid is not None:
+            grid = list(self.bandwidth_grid)
+            require(bool(grid) and all(math.isfinite(s) and s > 0 for s in grid), "defense.bandwidth_grid",
+                    f"must be null or a non-empty list of positive floats, got {grid}")
+        require(0 < self.holdout_fraction < 1, "defense.holdout_fraction",
+                f"must be in (0, 1), got {self.holdout_fraction}")
+        require(self.chunk_size >= 1, "defense.chunk_size", f"must be >= 1, got {self.chunk_size}")
 
 
 # ----------------------------------------------------------------------------------- kernel core
@@ -236,40 +289,15 @@ class KDEDetector(torch.nn.Module):
     counts: Tensor
     sigma: Tensor
 
-    def __init__(
-        self,
-        bandwidth: float | str = "auto",
-        *,
-        grid_min: float = 1e-3,
-        grid_max: float = 1.0,
-        grid_size: int = 31,
-        bandwidth_grid: Sequence[float] | None = None,
-        holdout_fraction: float = 0.2,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> None:
+    def __init__(self, config: KDEConfig | None = None, /, **params: Any) -> None:
         super().__init__()
-        if isinstance(bandwidth, str):
-            if bandwidth != "auto":
-                raise ValueError(f"bandwidth must be 'auto' or a positive float, got {bandwidth!r}")
-        elif isinstance(bandwidth, bool) or not (math.isfinite(float(bandwidth)) and float(bandwidth) > 0):
-            raise ValueError(f"bandwidth must be 'auto' or a positive float, got {bandwidth!r}")
-        if not (0 < grid_min < grid_max and math.isfinite(grid_max)) or int(grid_size) < 2:
-            raise ValueError(
-                f"need 0 < grid_min < grid_max and grid_size >= 2, got {grid_min}, {grid_max}, {grid_size}"
-            )
-        if bandwidth_grid is not None:
-            grid = [float(s) for s in bandwidth_grid]
-            if not grid or not all(math.isfinite(s) and s > 0 for s in grid):
-                raise ValueError(f"bandwidth_grid must be non-empty positive floats, got {grid}")
-        if not 0 < holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.bandwidth = bandwidth if isinstance(bandwidth, str) else float(bandwidth)
-        self.grid_min, self.grid_max, self.grid_size = float(grid_min), float(grid_max), int(grid_size)
-        self.bandwidth_grid = None if bandwidth_grid is None else sorted(float(s) for s in bandwidth_grid)
-        self.holdout_fraction = float(holdout_fraction)
-        self.chunk_size = int(chunk_size)
+        config = KDEConfig(**params) if config is None else replace(config, **params) if params else config
+        self.config = config
+        self.bandwidth = config.bandwidth
+        self.grid_min, self.grid_max, self.grid_size = config.grid_min, config.grid_max, config.grid_size
+        self.bandwidth_grid = None if config.bandwidth_grid is None else sorted(float(s) for s in config.bandwidth_grid)
+        self.holdout_fraction = config.holdout_fraction
+        self.chunk_size = config.chunk_size
         self.register_buffer("points", torch.zeros(0, 0))
         self.register_buffer("classes", torch.zeros(0, dtype=torch.long))
         self.register_buffer("counts", torch.zeros(0, dtype=torch.long))
@@ -280,13 +308,9 @@ class KDEDetector(torch.nn.Module):
         self._sigma = math.nan
 
     @classmethod
-    def from_config(cls, cfg: Any) -> KDEDetector:
-        """Build from a ``defense=kde`` config (:class:`robustctl.config.defense_schema.KDEConfig`)."""
-        return cls(
-            bandwidth=cfg.bandwidth, grid_min=cfg.grid_min, grid_max=cfg.grid_max,
-            grid_size=cfg.grid_size, bandwidth_grid=cfg.bandwidth_grid,
-            holdout_fraction=cfg.holdout_fraction, chunk_size=cfg.chunk_size,
-        )
+    def from_config(cls, cfg: KDEConfig) -> KDEDetector:
+        """Build from a ``defense=kde`` config."""
+        return cls(cfg)
 
     # ------------------------------------------------------------------------------- state
     @property
@@ -303,9 +327,9 @@ class KDEDetector(torch.nn.Module):
         """Loggable numbers: ``kde/bandwidth`` (sigma), ``kde/kernel_points`` and, when sigma was
         selected, ``kde/heldout_loglik`` (best mean held-out normalized log-likelihood, nats)."""
         self._check_fitted()
-        out = {"kde/bandwidth": self._sigma, "kde/kernel_points": float(sum(self._counts))}
+        out = {keys.KDE_BANDWIDTH: self._sigma, keys.KDE_KERNEL_POINTS: float(sum(self._counts))}
         if self.bandwidth_scores_:
-            out["kde/heldout_loglik"] = max(self.bandwidth_scores_)
+            out[keys.KDE_HELDOUT_LOGLIK] = max(self.bandwidth_scores_)
         return out
 
     def _check_fitted(self) -> None:

@@ -1,4 +1,4 @@
-"""Detection AUC protocol (Pang et al. 2018, as used by PDM section 4.2; SPEC section 6).
+"""Detection AUC protocol (Pang et al. 2018, as used by PDM section 4.2; docs/method.md section 5).
 
 Pairs. A test sample i enters the evaluation when the model classifies it correctly
 (``clean_pred[i] == labels[i]``) and its attack succeeded (``adv_pred[i] != labels[i]``). For the
@@ -16,7 +16,7 @@ every adversarial example scores above every clean one, 0.5 chance, 0 perfectly 
 Too few pairs. With fewer than ``min_pairs`` pairs (default 10) no number is reported: the result
 has ``auc=None`` and ``reason`` says why; the pair count is always reported.
 
-Metric names (SPEC section 9): :meth:`DetectionResult.metrics` with a prefix such as
+Metric names (docs/metrics.md): :meth:`DetectionResult.metrics` with a prefix such as
 ``graybox/fgsm-0.05`` gives ``<prefix>/pairs`` and, when there is an AUC, ``<prefix>/auc``.
 
 Example:
@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from robustctl import metric_keys as keys
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -64,9 +66,9 @@ class DetectionResult:
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """``{prefix}/pairs`` always, ``{prefix}/auc`` only when an AUC was computed."""
-        out = {f"{prefix}/pairs": float(self.n_pairs)}
+        out = {f"{prefix}/{keys.PAIRS}": float(self.n_pairs)}
         if self.auc is not None:
-            out[f"{prefix}/auc"] = self.auc
+            out[f"{prefix}/{keys.AUC}"] = self.auc
         return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustctl.evaluation.predict import predict
+from robustctl import metric_keys as keys
+from robustctl.inference import eval_mode, model_device, predict
 from robustctl.models.resnet import ModelOutput
 
 SampleLoss = Callable[[ModelOutput, Tensor], Tensor]  # (output, labels [N]) -> per-sample losses [N]
@@ -88,20 +88,6 @@ def cluster_distance(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> f
 
 
 # ---------------------------------------------------------------------------- smoothness of the net
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def prediction_cross_entropy(output: ModelOutput, labels: Tensor, logit_sign: Tensor | float = 1.0) -> Tensor:
     """Per-sample CE of the prediction logits ``logit_sign * Z`` (the default diagnostic loss)."""
     return F.cross_entropy(logit_sign * output.logits, labels, reduction="none")
@@ -118,8 +104,8 @@ def input_grad_norm(model: torch.nn.Module, x: Tensor, y: Tensor, loss: SampleLo
     if loss is None:
         def loss(out: ModelOutput, labels: Tensor) -> Tensor:
             return prediction_cross_entropy(out, labels, model.logit_sign)
-    device, total = _device(model), 0.0
-    with _eval_mode(model):
+    device, total = model_device(model), 0.0
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device).requires_grad_(True)
             yb = y[start:start + batch_size].to(device)
@@ -140,8 +126,8 @@ def jacobian_frobenius(model: torch.nn.Module, x: Tensor, n_proj: int = 16, batc
     """
     if n_proj < 1:
         raise ValueError(f"n_proj must be >= 1, got {n_proj}")
-    device, total = _device(model), 0.0
-    with _eval_mode(model):
+    device, total = model_device(model), 0.0
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device).requires_grad_(True)
             z = model.embed(xb)
@@ -191,10 +177,10 @@ def tsne_figure(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, class_nam
 def embedding_diagnostics(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None,
                           batch_size: int = 256, *, jacobian_samples: int = 512, n_proj: int = 16,
                           seed: int = 0) -> dict[str, float]:
-    """All scalar diagnostics of a model on (test) data, under their SPEC section 9 names.
+    """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names.
 
     ``loss_fn``: the training loss (its ``sample_losses`` is the loss whose input gradient
-    ``embed/grad_norm`` measures), or None for CE of the prediction logits. The Jacobian estimate
+    ``embed/input_grad_norm`` measures), or None for CE of the prediction logits. The Jacobian estimate
     uses the first ``jacobian_samples`` inputs with ``n_proj`` projections each, seeded by ``seed``.
     """
     _, emb = predict(model, x, batch_size)
@@ -202,9 +188,9 @@ def embedding_diagnostics(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn:
     sample_loss = getattr(loss_fn, "sample_losses", None) if loss_fn is not None else None
     generator = torch.Generator().manual_seed(seed)
     return {
-        "embed/dbi": davies_bouldin(emb, y_cpu),
-        "embed/cluster_variance": cluster_variance(emb, y_cpu),
-        "embed/cluster_distance": cluster_distance(emb, y_cpu),
-        "embed/grad_norm": input_grad_norm(model, x, y, sample_loss, batch_size),
-        "embed/jacobian_fro": jacobian_frobenius(model, x[:jacobian_samples], n_proj, batch_size, generator),
+        keys.EMBED_DBI: davies_bouldin(emb, y_cpu),
+        keys.EMBED_CLUSTER_VARIANCE: cluster_variance(emb, y_cpu),
+        keys.EMBED_CLUSTER_DISTANCE: cluster_distance(emb, y_cpu),
+        keys.EMBED_INPUT_GRAD_NORM: input_grad_norm(model, x, y, sample_loss, batch_size),
+        keys.EMBED_JACOBIAN_FRO: jacobian_frobenius(model, x[:jacobian_samples], n_proj, batch_size, generator),
     }

@@ -1,5 +1,5 @@
 """Center loss (Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep Face
-Recognition"), used with a classification loss (SPEC section 5, taxonomy Category 1).
+Recognition"), used with a classification loss (docs/method.md section 3, taxonomy Category 1).
 
     L_C = (1 / 2N) sum_i ||z_i - c_{y_i}||^2
 

@@ -1,5 +1,5 @@
 """Contrastive-center loss (Qi & Su 2017, "Contrastive-center loss for deep neural networks"),
-used with a classification loss (SPEC section 5, taxonomy Category 1).
+used with a classification loss (docs/method.md section 3, taxonomy Category 1).
 
     L_ctc = (1 / 2N) sum_i ||z_i - c_{y_i}||^2 / (sum_{j != y_i} ||z_i - c_j||^2 + delta)
 

@@ -4,7 +4,7 @@ For each class c present in the batch, with mu_c the batch mean of its N_c embed
 
     sigma_c = (1/N_c) sum_{i: y_i = c} ||z_i - mu_c||^2,     RVL = mean over present classes of sigma_c
 
-Known pitfall (SPEC section 5): RVL is not scale-invariant, so shrinking every embedding toward
+Known pitfall (docs/method.md section 3.4): RVL is not scale-invariant, so shrinking every embedding toward
 zero also minimizes it, and a literal implementation with weight 1 can collapse the embeddings.
 ``normalization`` picks the variant:
 

@@ -1,4 +1,4 @@
-"""The PDM paper's reference numbers (SPEC section 10) as data, in the units our runs log.
+"""The PDM paper's reference numbers (PDM Tables 1-4) as data, in the units our runs log.
 
 Every entry is keyed by ``(dataset, loss, metric)`` where ``metric`` is the MLflow key our runs log
 for the same quantity, so the attack (and the threat model) is part of the key:
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from robustctl import metric_keys as keys
 
 __all__ = ["FIGURE2_DBI", "PAPER_ATTACKS", "PAPER_DATASETS", "PAPER_LOSSES", "REFERENCE", "reference"]
 
@@ -74,18 +76,18 @@ def _build() -> dict[tuple[str, str, str], float]:
     ref: dict[tuple[str, str, str], float] = {}
     for dataset, values in _TABLE1.items():
         for loss, value in zip(PAPER_LOSSES, values, strict=True):
-            ref[(dataset, loss, "clean/accuracy")] = value
+            ref[(dataset, loss, keys.CLEAN_ACCURACY)] = value
     for dataset, rows in _TABLE2.items():
         for attack, values in rows.items():
             for loss, value in zip(_DETECTION_LOSSES, values, strict=True):
-                ref[(dataset, loss, f"graybox/{attack}/auc")] = value
+                ref[(dataset, loss, keys.graybox(attack, keys.AUC))] = value
     for dataset, values in _TABLE3.items():
         for loss, value in zip(_DETECTION_LOSSES, values, strict=True):
-            ref[(dataset, loss, "whitebox/cw_wb/distortion")] = value
+            ref[(dataset, loss, keys.whitebox("distortion"))] = value
     for dataset, values in _TABLE4.items():
         for loss, value in zip(_DETECTION_LOSSES, values, strict=True):
-            ref[(dataset, loss, "blackbox/cw_wb/auc")] = value
-    ref[("cifar10", "siamese_rvl", "embed/dbi")] = FIGURE2_DBI["siamese_rvl"]
+            ref[(dataset, loss, keys.blackbox(keys.AUC))] = value
+    ref[("cifar10", "siamese_rvl", keys.EMBED_DBI)] = FIGURE2_DBI["siamese_rvl"]
     return ref
 
 

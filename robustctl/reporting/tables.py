@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from robustctl import metric_keys as keys
 from robustctl.reporting.collect import Pick, RunRecord, pick_run
 from robustctl.reporting.reference import PAPER_ATTACKS, PAPER_DATASETS, PAPER_LOSSES, reference
 
@@ -156,8 +157,7 @@ def losses_of(records: Sequence[RunRecord]) -> list[str]:
 
 
 def _attacks_of(records: Sequence[RunRecord], dataset: str) -> list[str]:
-    seen = {k.split("/")[1] for r in records if r.dataset == dataset for k in r.metrics
-            if k.startswith("graybox/") and k.count("/") == 2}
+    seen = {a for r in records if r.dataset == dataset for a in keys.attacks_in(r.metrics, keys.GRAYBOX)}
     return _ordered(PAPER_ATTACKS, seen)
 
 
@@ -176,7 +176,7 @@ class _Metric:
 def _missing(run: RunRecord, metric: _Metric) -> str:
     if metric.reason_tag and run.tags.get(metric.reason_tag):
         return run.tags[metric.reason_tag]
-    if metric.key.endswith("/auc") and run.tags.get("defense") == "none":
+    if metric.key.endswith(f"/{keys.AUC}") and run.tags.get("defense") == "none":
         return "no detector (defense=none)"
     return "not logged"
 
@@ -212,8 +212,8 @@ def _group_rows(records: Sequence[RunRecord], losses: list[str], dataset: str, p
 
 
 # ------------------------------------------------------------------------------- the tables
-CLEAN_ACCURACY = _Metric("clean accuracy (%)", "clean/accuracy", "percent")
-DBI = _Metric("DBI (embeddings)", "embed/dbi", "dbi")
+CLEAN_ACCURACY = _Metric("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
+DBI = _Metric("DBI (embeddings)", keys.EMBED_DBI, "dbi")
 
 
 def _metric_table(records: Sequence[RunRecord], key: str, title: str, caption: str, prefix: str,
@@ -231,7 +231,7 @@ def table1(records: Sequence[RunRecord]) -> Table:
     return _metric_table(records, "table1", "Table 1: clean test accuracy (%) and embedding DBI per training loss",
                          "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
                          "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). Cells: ours (paper).",
-                         "clean/accuracy", [CLEAN_ACCURACY, DBI], stage=None)
+                         keys.CLEAN_ACCURACY, [CLEAN_ACCURACY, DBI], stage=None)
 
 
 def table2(records: Sequence[RunRecord]) -> Table:
@@ -244,15 +244,17 @@ def table2(records: Sequence[RunRecord]) -> Table:
                           "Baseline = CE. Cells: ours (paper).")
     for dataset in datasets_of(records):
         for attack in _attacks_of(records, dataset):
-            metric = _Metric(attack, f"graybox/{attack}/auc", "auc", reason_tag=f"graybox/{attack}/auc_reason")
-            table.rows += _group_rows(records, losses, dataset, f"graybox/{attack}/", [metric], "graybox", attack)
+            metric = _Metric(attack, keys.graybox(attack, keys.AUC), "auc",
+                             reason_tag=keys.auc_reason_tag(keys.GRAYBOX, attack))
+            prefix = keys.attack_prefix(keys.GRAYBOX, attack) + "/"
+            table.rows += _group_rows(records, losses, dataset, prefix, [metric], keys.GRAYBOX, attack)
     return table
 
 
-WB_DISTORTION = _Metric("distortion", "whitebox/cw_wb/distortion", "distortion", note_tag="whitebox/cw_wb/note")
-WB_AUC = _Metric("detection AUC", "whitebox/cw_wb/auc", "auc", reason_tag="whitebox/cw_wb/note",
-                 note_tag="whitebox/cw_wb/note")
-WB_SUCCESS = _Metric("success rate", "whitebox/cw_wb/success_rate", "rate")
+WB_NOTE = keys.note_tag(keys.WHITEBOX, keys.CW_WB)
+WB_DISTORTION = _Metric("distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE)
+WB_AUC = _Metric("detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE)
+WB_SUCCESS = _Metric("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
 
 
 def table3(records: Sequence[RunRecord]) -> Table:
@@ -261,11 +263,12 @@ def table3(records: Sequence[RunRecord]) -> Table:
                          "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
                          "(higher = harder to attack); plus the detection AUC and success rate they reached. "
                          "Baseline = CE. Cells: ours (paper).",
-                         "whitebox/cw_wb/", [WB_DISTORTION, WB_AUC, WB_SUCCESS], "whitebox")
+                         keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/", [WB_DISTORTION, WB_AUC, WB_SUCCESS],
+                         keys.WHITEBOX)
 
 
-BB_AUC = _Metric("detection AUC", "blackbox/cw_wb/auc", "auc", reason_tag="blackbox/cw_wb/auc_reason")
-BB_TRANSFER = _Metric("transfer rate", "blackbox/cw_wb/transfer_rate", "rate")
+BB_AUC = _Metric("detection AUC", keys.blackbox(keys.AUC), "auc", reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB))
+BB_TRANSFER = _Metric("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
 
 
 def table4(records: Sequence[RunRecord]) -> Table:
@@ -274,7 +277,7 @@ def table4(records: Sequence[RunRecord]) -> Table:
                          "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
                          "proxy with its own KDE, then fed to the target; plus the fraction that fooled the "
                          "target (transfer rate). Baseline = CE. Cells: ours (paper).",
-                         "blackbox/cw_wb/", [BB_AUC, BB_TRANSFER], "blackbox")
+                         keys.attack_prefix(keys.BLACKBOX, keys.CW_WB) + "/", [BB_AUC, BB_TRANSFER], keys.BLACKBOX)
 
 
 def build_tables(records: Sequence[RunRecord]) -> list[Table]:

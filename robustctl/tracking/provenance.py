@@ -38,7 +38,7 @@ def package_versions() -> dict[str, str]:
 
 
 # keys that do not change what a run computes (where it is logged, whether it resumes)
-_HASH_EXCLUDED = ("tracking", "trainer.resume", "trainer.checkpoint_dir", "work_dir", "debug", "command", "evaluate",
+_HASH_EXCLUDED = ("tracking", "trainer.resume", "trainer.checkpoint_dir", "work_dir", "debug", "evaluate",
                   "attack", "defense", "threat_model")
 
 

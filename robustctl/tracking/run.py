@@ -11,9 +11,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
+
+if TYPE_CHECKING:
+    from robustctl.evaluation.result import StageResult
 
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
@@ -100,9 +103,31 @@ class RunTracker:
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
 
+    def log_result(self, result: StageResult) -> None:
+        """Log a stage's metrics, step metrics, tags, documents and figures (each figure is closed)."""
+        self.log_metrics(result.metrics)
+        for key, values in result.step_metrics.items():
+            for step, value in enumerate(values):
+                self.log_metrics({key: float(value)}, step=step)
+        if result.tags:
+            self.set_tags(result.tags)
+        for name, document in result.documents.items():
+            self.log_dict(document, name)
+        for name, figure in result.figures.items():
+            self.log_figure(figure, name)
+            close_figure(figure)
+
     def log_figure(self, figure: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(name).name
             figure.savefig(path, dpi=120, bbox_inches="tight")
             parent = str(Path(name).parent)
             self.log_artifact(path, None if parent == "." else parent)
+
+
+def close_figure(figure: Any) -> None:
+    """Release a figure made through pyplot (figures built on their own canvas need nothing)."""
+    import matplotlib.pyplot as plt
+
+    if plt.fignum_exists(getattr(figure, "number", -1)):
+        plt.close(figure)

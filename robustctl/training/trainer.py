@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.console import console, progress
 from robustctl.data.base import ImageData, crop_flip, iterate_batches
 from robustctl.errors import CheckpointError, TrainingDiverged
-from robustctl.evaluation.predict import accuracy
+from robustctl.inference import accuracy
 from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
 from robustctl.models import ResNet, build_model
 from robustctl.training.checkpoint import save_checkpoint
@@ -122,9 +123,10 @@ def train_epoch(
             seen += n
         if bar is not None:
             bar.update(task, advance=1, status=f"loss {loss.total.item():.3f}")
-    stats = {f"train/{k}": (v / max(seen, 1)).item() for k, v in sums.items()}
-    stats.update({"train/accuracy": correct / max(seen, 1), "lr": lr, "embed/mean_norm": (norm_sum / max(seen, 1)).item(),
-                  "embed/spread": (spread_sum / max(seen, 1)).item()})
+    stats = {keys.train_term(k): (v / max(seen, 1)).item() for k, v in sums.items()}
+    stats.update({keys.TRAIN_ACCURACY: correct / max(seen, 1), keys.LEARNING_RATE: lr,
+                  keys.EMBED_MEAN_NORM: (norm_sum / max(seen, 1)).item(),
+                  keys.EMBED_SPREAD: (spread_sum / max(seen, 1)).item()})
     return stats
 
 
@@ -175,8 +177,8 @@ def fit(
                                 step0=epoch * steps_per_epoch, total_steps=total_steps, device=device,
                                 bar=bar, task=batch_task, pair_sampler=pair_sampler)
             bar.remove_task(batch_task)
-            stats["val/accuracy"] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
-            stats["time/epoch_s"] = time.perf_counter() - t0
+            stats[keys.VAL_ACCURACY] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
+            stats[keys.EPOCH_TIME] = time.perf_counter() - t0
             history.append(stats)
             if tracker is not None:
                 tracker.log_metrics(stats, step=epoch + 1)
@@ -187,14 +189,14 @@ def fit(
             }, path)
             if tracker is not None and cfg.tracking.log_checkpoints:
                 tracker.log_artifact(path, "checkpoints")
-            bar.update(epochs_task, advance=1, status=f"val acc {stats['val/accuracy']:.3f}")
+            bar.update(epochs_task, advance=1, status=f"val acc {stats[keys.VAL_ACCURACY]:.3f}")
             console.print(
-                f"epoch {epoch + 1:>3}/{tr.epochs}  loss {stats['train/loss']:.4f}  "
-                f"train acc {stats['train/accuracy']:.4f}  val acc {stats['val/accuracy']:.4f}  "
-                f"lr {stats['lr']:.4g}  {stats['time/epoch_s']:.1f}s"
+                f"epoch {epoch + 1:>3}/{tr.epochs}  loss {stats[keys.TRAIN_LOSS]:.4f}  "
+                f"train acc {stats[keys.TRAIN_ACCURACY]:.4f}  val acc {stats[keys.VAL_ACCURACY]:.4f}  "
+                f"lr {stats[keys.LEARNING_RATE]:.4g}  {stats[keys.EPOCH_TIME]:.1f}s"
             )
     last = history[-1] if history else {}
-    if last.get("embed/mean_norm", 1.0) < 1e-3 or last.get("embed/spread", 1.0) < 1e-3:
+    if last.get(keys.EMBED_MEAN_NORM, 1.0) < 1e-3 or last.get(keys.EMBED_SPREAD, 1.0) < 1e-3:
         console.print("[yellow]warning:[/] embeddings collapsed (mean norm or relative spread < 1e-3): every "
                       "image maps to nearly the same point; lower the geometry-loss weights (e.g. loss.rvl_weight)")
     model.eval()

@@ -8,7 +8,7 @@ extra threads only add contention on a shared 2-core machine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -26,6 +26,7 @@ class Trained:
     y: Tensor
     accuracy: float    # on the whole digits test split
     class_names: tuple[str, ...]
+    weights: dict[str, Tensor] = field(default_factory=dict)   # a copy of the state right after training
 
 
 def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
@@ -47,8 +48,9 @@ def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
     with torch.no_grad():
         pred = model.predict_logits(raw.x_test).argmax(1)
     correct = pred == raw.y_test
+    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
     return Trained(model, raw.x_test[correct][:48].contiguous(), raw.y_test[correct][:48].contiguous(),
-                   correct.float().mean().item(), raw.class_names)
+                   correct.float().mean().item(), raw.class_names, weights)
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -62,6 +64,18 @@ def _single_thread():
 @pytest.fixture(scope="package")
 def trained(_single_thread) -> Trained:
     return train_tiny()
+
+
+@pytest.fixture(scope="package")
+def reference(trained: Trained) -> ResNet:
+    """A separately built copy of the trained model, loaded from the weights saved right after
+    training and never attacked: the judge of how an adversarial batch is classified. Re-predicting
+    with the attacked model is how ``Attack.__call__`` itself computes ``pred`` and ``success``, so
+    it agrees with a wrong mask whenever an attack left that model changed (weights, batch-norm
+    statistics, mode); this copy is out of every attack's reach."""
+    twin = ResNet(depth=8, num_classes=10, in_channels=1, width=8)
+    twin.load_state_dict(trained.weights)
+    return twin.eval()
 
 
 @pytest.fixture(scope="package")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustctl.attacks import CW, CWHighConfidence
+from robustctl.attacks import CW, CWHighConfidence, DeepFool
 from robustctl.attacks.cw import margins
 from robustctl.attacks.metrics import per_example_distortions
 
@@ -14,8 +14,12 @@ def test_cw_reaches_full_success_with_enough_iterations(trained):
     x, y = trained.x[:32], trained.y[:32]
     result = CW(trained.model, binary_steps=5, steps=60, lr=0.05, c_init=1.0)(x, y)
     assert result.success.float().mean() >= 0.95
-    # minimal-distortion attack: far below what a blind Linf 0.3 step would cost
-    assert per_example_distortions(x, result.x_adv)["l2"][result.success].mean() < 0.3 * 8
+    # Was ``mean L2 < 2.4`` (4.4x the measured 0.54: a doubled distortion passed). Now against DeepFool
+    # on the same examples (exact on affine models, matched to torchattacks on this ResNet): measured 1.19x.
+    deepfool = DeepFool(trained.model)(x, y)
+    both = result.success & deepfool.success
+    l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()   # noqa: E731
+    assert both.sum() >= 28 and l2(result) < 1.35 * l2(deepfool)
 
 
 def test_failures_return_the_clean_image(trained):

@@ -1,4 +1,4 @@
-"""Distortion metrics (SPEC section 9) against hand-computed values."""
+"""Distortion metrics (docs/metrics.md) against hand-computed values."""
 
 from __future__ import annotations
 

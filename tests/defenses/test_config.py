@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robustctl.config import compose
-from robustctl.config.defense_schema import DEFENSE_SCHEMAS, KDEConfig
-from robustctl.defenses import DEFENSES, KDEDetector, build_detector
+from robustctl.config.options import group_configs
+from robustctl.defenses import DEFENSES, KDEConfig, KDEDetector, build_detector
 from robustctl.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ def test_schema_direct_construction() -> None:
 
 
 def test_registries_agree() -> None:
-    assert set(DEFENSE_SCHEMAS) == set(DEFENSES) == {"none", "kde"}
+    assert set(group_configs()["defense"]) == set(DEFENSES) == {"none", "kde"}
     assert DEFENSES["kde"] is KDEDetector and DEFENSES["none"] is None
 
 

@@ -69,7 +69,7 @@ def test_hand_computed_three_points() -> None:
 @pytest.mark.parametrize("dim,sigma", [(8, 3.0), (64, 8.0)])
 def test_matches_sklearn_kernel_density(dim: int, sigma: float) -> None:
     # Moderate bandwidths only: where log densities fall far below ~-40 nats sklearn's tree
-    # summation drifts by several nats (SPEC section 6); the float64 reference covers that range.
+    # summation drifts by several nats (docs/method.md sections 5-6); the float64 reference covers that range.
     z, y = blobs(3, 150, dim, seed=dim)
     det = KDEDetector(bandwidth=sigma).fit(z, y, per_class=100)
     q, qy = blobs(3, 40, dim, seed=dim + 1)

@@ -3,13 +3,11 @@ term bookkeeping, and the Siamese interface."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from robustctl.config import compose, config_dir
-from robustctl.config.loss_schema import LOSS_SCHEMAS, CenterLossConfig, PDMLossConfig
+from robustctl.config import compose, group_options
+from robustctl.config.loss_schema import LOSS_OPTIONS, CenterLossConfig, PDMLossConfig
 from robustctl.errors import ConfigError
 from robustctl.losses import LOSSES, Pairs, build_loss
 from robustctl.losses.reduce_variance import reduce_variance_loss
@@ -21,14 +19,11 @@ OPTIONS = ["ce", "rce", "siamese_rvl", "pdm", "center", "contrastive_center"]
 SIGN = {"ce": 1.0, "rce": -1.0, "siamese_rvl": 1.0, "pdm": -1.0, "center": 1.0, "contrastive_center": 1.0}
 
 
-def test_every_option_has_a_yaml_a_schema_and_a_constructor():
-    yamls = {p.stem: p for p in (Path(config_dir()) / "loss").glob("*.yaml")}
-    assert set(OPTIONS) <= set(yamls)
-    assert set(yamls) == set(LOSS_SCHEMAS) == set(LOSSES)
-    for name, path in yamls.items():
-        lines = path.read_text().splitlines()
-        assert lines[0].startswith("# ") and len(lines[0]) > 20, f"{path} needs a comment line on top"
-        assert f"name: {name}" in lines
+def test_every_option_is_registered_once_with_a_constructor():
+    assert list(LOSS_OPTIONS) == OPTIONS
+    assert set(group_options()["loss"]) == set(LOSS_OPTIONS) == set(LOSSES)
+    for name, cfg in LOSS_OPTIONS.items():
+        assert cfg.name == name
 
 
 @pytest.mark.parametrize("name", OPTIONS)

@@ -24,7 +24,7 @@ from robustctl.evaluation.embedding import (
 from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
 from robustctl.models import ResNet
 
-METRICS = {"embed/dbi", "embed/cluster_variance", "embed/cluster_distance", "embed/grad_norm", "embed/jacobian_fro"}
+METRICS = {"embed/dbi", "embed/cluster_variance", "embed/cluster_distance", "embed/input_grad_norm", "embed/jacobian_fro"}
 
 
 def tiny_model(sign: float = 1.0) -> ResNet:
@@ -125,6 +125,6 @@ def test_embedding_diagnostics_returns_the_spec_metrics():
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     emb = model.embed(x).detach()
     assert metrics["embed/dbi"] == pytest.approx(davies_bouldin_score(emb.numpy(), y.numpy()), rel=1e-4)
-    assert metrics["embed/grad_norm"] == pytest.approx(
+    assert metrics["embed/input_grad_norm"] == pytest.approx(
         input_grad_norm(model, x, y, ReverseCrossEntropy().sample_losses), rel=1e-5)
-    assert metrics["embed/grad_norm"] != pytest.approx(input_grad_norm(model, x, y), rel=1e-3)
+    assert metrics["embed/input_grad_norm"] != pytest.approx(input_grad_norm(model, x, y), rel=1e-3)

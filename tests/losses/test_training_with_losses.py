@@ -10,7 +10,7 @@ import torch
 import robustctl.training.trainer as trainer_module
 from robustctl.config import compose
 from robustctl.data import load_dataset
-from robustctl.evaluation.predict import predict
+from robustctl.inference import predict
 from robustctl.training import checkpoint_path, fit, load_checkpoint
 
 

@@ -1,4 +1,4 @@
-"""The paper's numbers (SPEC section 10) are complete, keyed by our metric names, in our units."""
+"""The paper's numbers (PDM Tables 1-4) are complete, keyed by our metric names, in our units."""
 
 from __future__ import annotations
 

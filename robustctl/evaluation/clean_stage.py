@@ -1,0 +1,41 @@
+"""The first evaluation stage of every model: clean accuracy with its confusion matrix, and the
+embedding diagnostics of the test split (PDM Table 1 and Figure 2) with the t-SNE plot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robustctl import metric_keys as keys
+from robustctl.config.schema import RunConfig
+from robustctl.data.base import ImageData
+from robustctl.evaluation.clean import evaluate_clean
+from robustctl.evaluation.embedding import embedding_diagnostics, tsne_figure
+from robustctl.evaluation.figures import plot_confusion
+from robustctl.evaluation.result import StageResult
+
+
+def classification_loss(name: str) -> Any:
+    """The classification term (ce or rce) a model was trained with: the loss whose input gradient
+    ``embed/input_grad_norm`` measures."""
+    from robustctl.config.loss_schema import LOSS_OPTIONS
+    from robustctl.losses import build_loss
+
+    return build_loss(LOSS_OPTIONS[name])
+
+
+def clean_stage(cfg: RunConfig, model: torch.nn.Module, data: ImageData, classification: str) -> StageResult:
+    """Clean accuracy + confusion matrix, embedding diagnostics + t-SNE, and ``metrics.json``."""
+    batch = cfg.evaluate.batch_size
+    clean = evaluate_clean(model, data.x_test, data.y_test, batch)
+    metrics = clean.metrics()
+    out = StageResult()
+    out.figures["plots/confusion_matrix.png"] = plot_confusion(
+        clean.confusion, data.class_names, f"{data.name} test, accuracy {clean.accuracy:.4f}")
+    metrics.update(embedding_diagnostics(model, data.x_test, data.y_test, classification_loss(classification), batch))
+    out.figures["plots/tsne.png"] = tsne_figure(clean.embeddings, data.y_test, data.class_names, metrics[keys.EMBED_DBI])
+    out.metrics = metrics
+    out.documents["metrics.json"] = {"metrics": metrics, "confusion_matrix": clean.confusion.tolist(),
+                                     "class_names": list(data.class_names)}
+    return out

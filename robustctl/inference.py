@@ -1,0 +1,76 @@
+"""Inference, below training, attacks and evaluation: devices, eval mode, the prediction view.
+
+- :func:`model_device`: where a module's parameters live (the device every input is moved to).
+- :func:`eval_mode`: put a module in eval mode for a block and restore its mode afterwards.
+- :func:`prediction_logits`: the logits a model *predicts* with: ``model.predict_logits(x)``
+  for project models (``logit_sign * Z``, so an RCE-trained ResNet predicts with ``-Z``), else
+  ``model(x)`` (any images -> logits module, e.g. a third-party classifier).
+- :func:`predict` (logits and embeddings), :func:`predict_labels` and :func:`accuracy`: batched,
+  in eval mode, on the model's device, results on the CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def model_device(model: nn.Module, default: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer (``default`` for a stateless module)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device(default) if first is None else first.device
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside the block; the previous mode is restored on exit, even on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def prediction_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits [N, K] the model predicts with (see the module docstring)."""
+    predict_fn = getattr(model, "predict_logits", None)
+    out = predict_fn(x) if callable(predict_fn) else model(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """``(prediction_logits, embeddings)`` of a project model (``embed``, ``head``, ``logit_sign``),
+    computed batch by batch in eval mode on the model's device; both returned on the CPU."""
+    device = model_device(model)
+    logits, embeddings = [], []
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            z = model.embed(x[start:start + batch_size].to(device, non_blocking=True))
+            logits.append((model.logit_sign * model.head(z)).cpu())
+            embeddings.append(z.cpu())
+    if not logits:
+        return torch.empty(0, model.num_classes), torch.empty(0, model.embedding_dim)
+    return torch.cat(logits), torch.cat(embeddings)
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Predicted classes [N] (CPU) through the prediction view, batch by batch in eval mode."""
+    device = model_device(model, default=x.device)
+    with eval_mode(model):
+        preds = [prediction_logits(model, x[i:i + batch_size].to(device)).argmax(1).cpu()
+                 for i in range(0, len(x), batch_size)]
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
+    """Fraction of (x, y) the model classifies correctly; NaN for no examples."""
+    if len(y) == 0:
+        return float("nan")
+    return (predict_labels(model, x, batch_size) == y.cpu()).float().mean().item()

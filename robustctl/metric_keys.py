@@ -1,0 +1,172 @@
+"""Every MLflow metric key (and the tags that explain a missing one), defined once.
+
+Code that logs a number builds its key here; code that reads keys back (the end-of-command
+summary, the report tables) parses them here. ``docs/metrics.md`` documents each key: its
+formula and the set of examples it is computed over.
+
+Key families (``<attack>`` is an attack option such as ``fgsm-0.05``; ``<stage>`` a threat-model
+stage):
+
+======================================  ===================================================
+``train/<term>``, ``train/accuracy``    per epoch, training batches (step = epoch)
+``val/accuracy``, ``lr``, ``time/...``  per epoch (step = epoch); stage wall times
+``clean/accuracy``                      the whole test split
+``embed/<diagnostic>``                  test split (training batches for ``mean_norm``/``spread``)
+``kde/<quantity>``                      the fitted detector
+``graybox/<attack>/<metric>``           gray-box attacks on the attacked subset
+``resiliency/<attack>/eps_<eps>``       accuracy under attack per budget
+``bim_path/<attack>/<gradient>``        gradient norms along BIM's path (step = iteration)
+``whitebox/cw_wb/<metric>``             white-box C&W-wb through model + detector
+``blackbox/cw_wb/<metric>``, ``blackbox/proxy/<metric>``  black-box transfer from a proxy
+======================================  ===================================================
+
+Pure Python (no torch, no mlflow).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# ------------------------------------------------------------------------------- stages
+GRAYBOX, WHITEBOX, BLACKBOX = "graybox", "whitebox", "blackbox"
+STAGES = (GRAYBOX, WHITEBOX, BLACKBOX)
+CW_WB = "cw_wb"          # the attack of the white-box and black-box stages
+RESILIENCY = "resiliency"
+BIM_PATH = "bim_path"
+
+# ------------------------------------------------------------------------------- training
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"
+VAL_ACCURACY = "val/accuracy"
+LEARNING_RATE = "lr"
+EPOCH_TIME = "time/epoch_s"
+TRAIN_WALL_TIME = "train/wall_time_s"
+EMBED_MEAN_NORM = "embed/mean_norm"   # mean ||z||_2 over the epoch's training batches
+EMBED_SPREAD = "embed/spread"         # within-batch variance of z over its mean squared norm
+
+
+def train_term(term: str) -> str:
+    """``train/<term>``: the epoch mean of one loss term (``loss`` is the total)."""
+    return f"train/{term}"
+
+
+# ------------------------------------------------------------------------------- evaluation
+CLEAN_ACCURACY = "clean/accuracy"
+EMBED_DBI = "embed/dbi"
+EMBED_CLUSTER_VARIANCE = "embed/cluster_variance"
+EMBED_CLUSTER_DISTANCE = "embed/cluster_distance"
+EMBED_INPUT_GRAD_NORM = "embed/input_grad_norm"   # mean ||d L_train / d x||_2 (was embed/grad_norm)
+EMBED_JACOBIAN_FRO = "embed/jacobian_fro"
+
+KDE_BANDWIDTH = "kde/bandwidth"
+KDE_KERNEL_POINTS = "kde/kernel_points"
+KDE_HELDOUT_LOGLIK = "kde/heldout_loglik"
+
+
+def stage_time(stage: str) -> str:
+    """``time/<stage>_s``: wall time of one threat-model stage."""
+    return f"time/{stage}_s"
+
+
+# ------------------------------------------------------------------------------- attacks
+# metrics of one attack in a stage; success/distortions by the attack runner, pairs/auc by the AUC protocol
+SUCCESS_RATE = "success_rate"
+DISTORTIONS = ("distortion", "l2", "linf", "l0")
+PAIRS, AUC, SECONDS = "pairs", "auc", "seconds"
+
+
+def attack_prefix(stage: str, attack: str) -> str:
+    """``<stage>/<attack>``: the prefix of every metric of one attack in one stage."""
+    return f"{stage}/{attack}"
+
+
+def attack_key(stage: str, attack: str, metric: str) -> str:
+    """``<stage>/<attack>/<metric>`` (e.g. ``graybox/fgsm-0.05/auc``)."""
+    return f"{stage}/{attack}/{metric}"
+
+
+def graybox(attack: str, metric: str) -> str:
+    return attack_key(GRAYBOX, attack, metric)
+
+
+def whitebox(metric: str) -> str:
+    return attack_key(WHITEBOX, CW_WB, metric)
+
+
+def blackbox(metric: str) -> str:
+    return attack_key(BLACKBOX, CW_WB, metric)
+
+
+BLACKBOX_PROXY_AGREEMENT = "blackbox/proxy/agreement"   # test images where proxy and target agree
+BLACKBOX_PROXY_ACCURACY = "blackbox/proxy/accuracy"
+BLACKBOX_TRANSFER_RATE = blackbox("transfer_rate")
+BLACKBOX_PROXY_SUCCESS_RATE = blackbox("proxy_success_rate")
+
+
+class AttackKey(NamedTuple):
+    stage: str
+    attack: str
+    metric: str
+
+
+def parse_attack_key(key: str) -> AttackKey | None:
+    """``graybox/fgsm-0.05/auc`` -> ("graybox", "fgsm-0.05", "auc"); None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] in STAGES:
+        return AttackKey(*parts)
+    return None
+
+
+def attacks_in(keys: object, stage: str) -> list[str]:
+    """Attacks with at least one ``<stage>/<attack>/<metric>`` key, in first-seen order."""
+    seen: dict[str, None] = {}
+    for key in keys:  # type: ignore[attr-defined]
+        parsed = parse_attack_key(key)
+        if parsed is not None and parsed.stage == stage:
+            seen.setdefault(parsed.attack)
+    return list(seen)
+
+
+# ------------------------------------------------------------------------------- resiliency
+def resiliency(attack: str, eps: float) -> str:
+    """``resiliency/<attack>/eps_<eps>``: accuracy under ``attack`` at budget ``eps``."""
+    return f"{RESILIENCY}/{attack}/eps_{eps:g}"
+
+
+def parse_resiliency(key: str) -> tuple[str, float] | None:
+    """``resiliency/fgsm/eps_0.1`` -> ("fgsm", 0.1); None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == RESILIENCY and parts[2].startswith("eps_"):
+        return parts[1], float(parts[2][4:])
+    return None
+
+
+# ------------------------------------------------------------------------------- BIM path
+EMBEDDING_GRAD_NORM = "embedding_grad_norm"   # mean ||dL/dz||_2 at the embedding z
+INPUT_GRAD_NORM = "input_grad_norm"           # mean ||dL/dx||_2 at the input x
+
+
+def bim_path(attack: str, gradient: str) -> str:
+    """``bim_path/<attack>/<gradient>``: a gradient norm along BIM's path, one step per iteration."""
+    return f"{BIM_PATH}/{attack}/{gradient}"
+
+
+# ------------------------------------------------------------------------------- tags
+def auc_reason_tag(stage: str, attack: str) -> str:
+    """Tag saying why ``<stage>/<attack>/auc`` is missing (too few pairs)."""
+    return f"{stage}/{attack}/auc_reason"
+
+
+def note_tag(stage: str, attack: str) -> str:
+    """Tag with a caveat on a present value (e.g. the white-box budget ran out)."""
+    return f"{stage}/{attack}/note"
+
+
+WHITEBOX_THRESHOLD_TAG = f"{WHITEBOX}/{CW_WB}/threshold"
+
+# keys shown in the overview of the end-of-command summary (the stage tables show the rest)
+STAGE_FAMILIES = (*STAGES, RESILIENCY, BIM_PATH)
+
+
+def is_stage_family(key: str) -> bool:
+    return key.split("/", 1)[0] in STAGE_FAMILIES

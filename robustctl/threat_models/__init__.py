@@ -1,0 +1,56 @@
+"""Threat models (the ``threat_model`` config group): what the adversary knows, one module each.
+
+- :mod:`~robustctl.threat_models.graybox`: knows the classifier, not the detector (Table 2);
+- :mod:`~robustctl.threat_models.whitebox`: knows both, C&W-wb through them (Table 3);
+- :mod:`~robustctl.threat_models.blackbox`: queries only, attacks a distilled proxy (Table 4).
+
+Each stage is a function ``run(ctx) -> StageResult`` registered in :data:`STAGES` under the name
+``threat_model.stages`` uses; :func:`run_threat_model` prepares the shared context (attacked
+subset, fitted detector) and runs the configured stages in order. Nothing here logs: the caller
+logs each returned :class:`~robustctl.evaluation.result.StageResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from robustctl import metric_keys as keys
+from robustctl.config.schema import RunConfig
+from robustctl.console import console
+from robustctl.data.base import ImageData
+from robustctl.evaluation.result import StageResult
+from robustctl.threat_models import blackbox, graybox, whitebox
+from robustctl.threat_models.context import ThreatContext, prepare
+
+STAGES: dict[str, Callable[[ThreatContext], StageResult]] = {
+    keys.GRAYBOX: graybox.run,
+    keys.WHITEBOX: whitebox.run,
+    keys.BLACKBOX: blackbox.run,
+}
+
+
+def run_threat_model(cfg: RunConfig, model: torch.nn.Module, data: ImageData,
+                     detector: Any | None = None) -> Iterator[StageResult]:
+    """The detector's own numbers first, then one result per stage of ``threat_model.stages``
+    (each with its wall time ``time/<stage>_s``); nothing for ``threat_model=none``.
+
+    A generator, so the caller can log each stage as soon as it finishes."""
+    if cfg.threat_model.name == "none":
+        return
+    ctx = prepare(cfg, model, data, detector)
+    if ctx.detector is not None:
+        yield StageResult(metrics=ctx.detector.metrics())
+    for stage in cfg.threat_model.stages:
+        console.rule(f"[bold]{stage}")
+        started = time.perf_counter()
+        result = STAGES[stage](ctx)
+        result.metrics[keys.stage_time(stage)] = time.perf_counter() - started
+        console.print(f"{stage}: {result.metrics[keys.stage_time(stage)]:.1f}s")
+        yield result
+
+
+__all__ = ["STAGES", "ThreatContext", "prepare", "run_threat_model"]

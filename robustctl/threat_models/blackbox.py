@@ -1,0 +1,64 @@
+"""Black-box threat model (PDM Appendix D): the attacker can query the target and has the
+training inputs, but knows neither its weights nor its detector's.
+
+1. Distil a proxy (``threat_model.blackbox.proxy_model``) from the target's outputs on the
+   training inputs (:mod:`robustctl.threat_models.distill`).
+2. Fit the attacker's own detector (the ``defense`` config) on the proxy's training embeddings.
+3. Run C&W-wb (``threat_model.whitebox`` parameters) through proxy + its detector.
+4. Feed the adversarial examples to the target and score them with the target's detector.
+
+Logged (PDM Table 4): the proxy's agreement with the target and accuracy on the test split; the
+attack's success on the proxy (``blackbox/cw_wb/proxy_success_rate``, over proxy-correct
+examples) and distortion; ``transfer_rate`` = the fraction of target-correct examples the target
+misclassifies after the attack; the target detector's AUC over its (clean, adversarial) pairs.
+"""
+
+from __future__ import annotations
+
+from robustctl import metric_keys as keys
+from robustctl.config.schema import ModelConfig
+from robustctl.defenses import fit_detector, require_detector
+from robustctl.evaluation.attack_runner import run_attack
+from robustctl.evaluation.result import StageResult
+from robustctl.inference import model_device, predict
+from robustctl.threat_models.context import ThreatContext, detect
+from robustctl.threat_models.distill import distill
+from robustctl.threat_models.whitebox import cw_wb_attack
+
+
+def proxy_config(ctx: ThreatContext) -> ModelConfig:
+    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width and activation."""
+    name, model = ctx.cfg.threat_model.blackbox.proxy_model, ctx.cfg.model
+    return ModelConfig(name=name, depth=int(name.removeprefix("resnet")), width=model.width,
+                       activation=model.activation, negative_slope=model.negative_slope)
+
+
+def run(ctx: ThreatContext) -> StageResult:
+    require_detector(ctx.detector, "threat_model stage blackbox")
+    cfg, tm = ctx.cfg, ctx.cfg.threat_model
+    bb = tm.blackbox
+    proxy = distill(ctx.model, ctx.data, proxy_config(ctx), mode=bb.mode, temperature=bb.temperature,
+                    epochs=bb.epochs, batch_size=bb.batch_size, lr=bb.lr, seed=tm.seed,
+                    device=model_device(ctx.model))
+    proxy_detector = fit_detector(cfg.defense, proxy.proxy, ctx.data, cfg.evaluate.batch_size)
+    proxy_logits, proxy_emb = predict(proxy.proxy, ctx.x, cfg.evaluate.batch_size)
+    proxy_pred = proxy_logits.argmax(1)
+    proxy_scores = proxy_detector.score(proxy_emb, proxy_pred).detach().cpu()
+    attack = cw_wb_attack(tm.whitebox, proxy.proxy, proxy_detector, proxy_scores)
+    outcome = run_attack(attack, ctx.x, ctx.y, tm.batch_size, None, proxy_pred, stage=keys.BLACKBOX)
+    adv_pred, result = detect(ctx, outcome.x_adv)
+    correct = ctx.clean_pred == ctx.y
+    transfer = float((adv_pred[correct] != ctx.y[correct]).float().mean()) if correct.any() else float("nan")
+    out = StageResult(metrics={
+        keys.BLACKBOX_PROXY_AGREEMENT: proxy.agreement,
+        keys.BLACKBOX_PROXY_ACCURACY: proxy.proxy_accuracy,
+        keys.BLACKBOX_PROXY_SUCCESS_RATE: outcome.metrics[keys.blackbox(keys.SUCCESS_RATE)],
+        keys.BLACKBOX_TRANSFER_RATE: transfer,
+        keys.blackbox("distortion"): outcome.metrics[keys.blackbox("distortion")],
+        keys.blackbox(keys.SECONDS): outcome.seconds,
+        **result.metrics(keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)),
+    })
+    if result.auc is None:
+        out.notes[keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)] = result.reason
+        out.tags[keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB)] = result.reason
+    return out

@@ -1,0 +1,72 @@
+"""What every threat-model stage shares: the attacked subset, its clean predictions and scores.
+
+:func:`prepare` builds the :class:`ThreatContext`: a seeded subset of ``threat_model.num_samples``
+test images, the target model's clean predictions and embeddings on it, and the ``defense``
+detector fitted on clean training embeddings (bandwidth chosen on the validation split) with its
+scores of the clean subset. Stages read the context and never change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustctl.config.schema import RunConfig
+from robustctl.data.base import ImageData, seeded_permutation
+from robustctl.defenses import fit_detector
+from robustctl.evaluation.detection import DetectionResult, detection_auc
+from robustctl.inference import predict
+
+
+@dataclass(frozen=True)
+class ThreatContext:
+    cfg: RunConfig
+    model: torch.nn.Module
+    data: ImageData
+    x: Tensor                 # attacked test images (seeded subset), CPU
+    y: Tensor
+    clean_pred: Tensor        # target model's predictions on x
+    clean_emb: Tensor
+    detector: Any | None      # fitted detector (defense), or None for defense=none
+    clean_scores: Tensor | None
+
+
+def attack_subset(data: ImageData, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` test images chosen by a seeded permutation (all of them when n is 0 or too large)."""
+    if n == 0 or n >= len(data.y_test):
+        return data.x_test, data.y_test
+    idx = seeded_permutation(len(data.y_test), seed)[:n]
+    return data.x_test[idx], data.y_test[idx]
+
+
+def prepare(cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None) -> ThreatContext:
+    """The shared context; ``detector`` is fitted from ``cfg.defense`` unless given."""
+    if detector is None:
+        detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size)
+    tm = cfg.threat_model
+    x, y = attack_subset(data, tm.num_samples, tm.seed)
+    logits, emb = predict(model, x, cfg.evaluate.batch_size)
+    clean_pred = logits.argmax(1)
+    scores = detector.score(emb, clean_pred).detach().cpu() if detector is not None else None
+    return ThreatContext(cfg, model, data, x, y, clean_pred, emb, detector, scores)
+
+
+def detector_scores(model: torch.nn.Module, detector: Any, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """(predictions, detector scores) of ``model`` + ``detector`` on a batch of images (CPU)."""
+    logits, emb = predict(model, x, batch_size)
+    pred = logits.argmax(1)
+    with torch.no_grad():
+        scores = detector.score(emb, pred).detach().cpu()
+    return pred, scores
+
+
+def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:
+    """The target model's predictions on ``x_adv`` and the detection AUC of its detector over the
+    (clean, adversarial) pairs of the attacked subset."""
+    adv_pred, adv_scores = detector_scores(ctx.model, ctx.detector, x_adv, ctx.cfg.evaluate.batch_size)
+    result = detection_auc(ctx.clean_scores, adv_scores, ctx.y, ctx.clean_pred, adv_pred,
+                           min_pairs=ctx.cfg.threat_model.min_pairs)
+    return adv_pred, result

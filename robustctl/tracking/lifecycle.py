@@ -1,0 +1,113 @@
+"""The MLflow run of a command, from start to end, in one protocol:
+
+1. resolve the tracking store (and fail fast if a server does not answer);
+2. start (or, for ``trainer.resume=true``, reopen) a run with a readable name and tags;
+3. log the flattened config as params and the resolved config YAML as ``config.yaml``;
+4. let the command work, logging as it goes;
+5. end the run FINISHED, or FAILED / KILLED with the reason as its ``error`` tag, then re-raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from robustctl.config.schema import RunConfig
+from robustctl.console import console
+from robustctl.tracking.provenance import config_hash, flatten, git_state, package_versions
+from robustctl.tracking.run import RunTracker
+from robustctl.tracking.store import (
+    check_reachable,
+    resolve_artifact_location,
+    resolve_tracking_uri,
+)
+
+RUN_ID_ATTR = "robustctl_run_id"   # set on an exception that ended (and failed) a tracked run
+
+
+def run_id_of(exc: BaseException) -> str | None:
+    """The MLflow run an exception was recorded on (FAILED or KILLED), or None if none was open."""
+    return getattr(exc, RUN_ID_ATTR, None)
+
+
+def open_tracker(cfg: RunConfig) -> RunTracker:
+    """A tracker on the configured store and experiment (created when missing)."""
+    uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+    check_reachable(uri)
+    return RunTracker(uri, cfg.tracking.experiment, resolve_artifact_location(cfg.tracking, uri, cfg.work_dir))
+
+
+def config_container(raw: Any) -> dict[str, Any]:
+    """The composed config as plain containers, resolved, without Hydra's own node."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(raw, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def run_name(cfg: RunConfig, command: str) -> str:
+    """``tracking.run_name``, else ``<command>-<dataset>-<model>-<loss>[-<defense>][-<attack>]-s<seed>-<time>``."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    parts = [command, cfg.dataset.name, cfg.model.name, cfg.loss.name]
+    for group in ("defense", "attack"):
+        name = getattr(cfg, group).name
+        if name != "none":
+            parts.append(name)
+    return "-".join([*parts, f"s{cfg.trainer.seed}", time.strftime("%m%d-%H%M%S")])
+
+
+def base_tags(cfg: RunConfig, command: str, chash: str) -> dict[str, str]:
+    """Tags every run carries: what ran (command, groups, seed, config hash) and provenance."""
+    tags = {
+        "command": command, "dataset": cfg.dataset.name, "model": cfg.model.name, "loss": cfg.loss.name,
+        "attack": cfg.attack.name, "defense": cfg.defense.name, "threat_model": cfg.threat_model.name,
+        "config_hash": chash, "seed": str(cfg.trainer.seed),
+    }
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    if cfg.tracking.experiment_tag:
+        tags["experiment"] = cfg.tracking.experiment_tag
+    tags.update(git_state())
+    tags.update({f"version.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
+def existing_run(cfg: RunConfig, run_id: str) -> str | None:
+    """``run_id`` if that run lives in the configured store, else None (a new run is started)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(resolve_tracking_uri(cfg.tracking, cfg.work_dir)).get_run(run_id)
+        return run_id
+    except MlflowException:
+        return None
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: RunConfig, raw: Any, command: str, *, resume_run_id: str | None = None) -> Iterator[RunTracker]:
+    """Open the MLflow run for ``command`` and close it with the right status whatever happens."""
+    from omegaconf import OmegaConf
+
+    container = config_container(raw)
+    tracker = open_tracker(cfg)
+    tracker.start(run_name(cfg, command), base_tags(cfg, command, config_hash(container)), run_id=resume_run_id)
+    console.print(f"MLflow run [bold]{tracker.run_id}[/] in {tracker.uri}")
+    try:
+        tracker.log_params(flatten(container))
+        tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(container)), "config.yaml")
+        yield tracker
+    except KeyboardInterrupt as exc:
+        setattr(exc, RUN_ID_ATTR, tracker.run_id)
+        tracker.finish("KILLED", "interrupted by the user (Ctrl-C); resume with trainer.resume=true")
+        raise
+    except BaseException as exc:
+        setattr(exc, RUN_ID_ATTR, tracker.run_id)
+        tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        tracker.finish("FINISHED")

@@ -1,0 +1,66 @@
+"""The package's dependency direction (README, "Layout"): checked on the source, function-level
+imports included, and on what importing a package actually loads."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "robustctl"
+# the orchestration layer: commands, sweeps, the CLI, reports and the threat-model stages use the
+# work layer (training, evaluation), never the other way round
+UPPER = ("robustctl.threat_models", "robustctl.commands", "robustctl.sweep", "robustctl.experiments",
+         "robustctl.cli", "robustctl.reporting", "robustctl.summary")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every robustctl module a source file imports, at any depth of its code."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("robustctl")}
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    folder = PACKAGE / package.removeprefix("robustctl.").replace(".", "/")
+    files = sorted(folder.rglob("*.py")) if folder.is_dir() else [folder.with_suffix(".py")]
+    return {str(f.relative_to(PACKAGE.parent)): imported_modules(f) for f in files}
+
+
+def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [f"{file} imports {name}" for file, names in imports_of(package).items() for name in sorted(names)
+            if name.startswith(forbidden)]
+
+
+def test_the_source_walker_sees_function_level_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from robustctl.training.trainer import fit\n    import robustctl.cli\n")
+    assert imported_modules(source) >= {"robustctl.training.trainer", "robustctl.cli"}
+
+
+@pytest.mark.parametrize("package, other", [("robustctl.training", "robustctl.evaluation"),
+                                            ("robustctl.evaluation", "robustctl.training")])
+def test_training_and_evaluation_do_not_import_each_other(package, other):
+    assert offenders(package, (other,)) == []
+    code = f"import sys, {package}; sys.exit(any(m.startswith('{other}') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent).returncode == 0
+
+
+@pytest.mark.parametrize("package", ["robustctl.training", "robustctl.evaluation", "robustctl.attacks",
+                                     "robustctl.defenses", "robustctl.losses", "robustctl.models",
+                                     "robustctl.data", "robustctl.inference", "robustctl.tracking"])
+def test_the_work_layers_never_import_the_orchestration(package):
+    assert offenders(package, UPPER) == []
+
+
+def test_inference_and_metric_keys_sit_below_everything():
+    assert offenders("robustctl.inference", ("robustctl",)) == []
+    assert offenders("robustctl.metric_keys", ("robustctl",)) == []
