@@ -28,6 +28,8 @@ class SweepJob:
 
     command: str
     parent_run_id: str
+    tracking_uri: str        # the parent's store and experiment: where a job that fails before
+    experiment: str          # its own run opens is recorded
 
     def __call__(self, raw: Any) -> dict[str, float] | None:
         import hydra
@@ -37,7 +39,6 @@ class SweepJob:
         from robustctl.console import err_console
         from robustctl.tracking.lifecycle import run_id_of
 
-        cfg = None
         try:
             cfg = validate(raw, cwd=hydra.utils.get_original_cwd())
             result = execute(self.command, cfg, raw)
@@ -46,26 +47,24 @@ class SweepJob:
                 traceback.print_exc()
             err_console.print(f"[bold red]job failed:[/] {exc}")
             if run_id_of(exc) is None:
-                record_failed_job(cfg, raw, self.command, self.parent_run_id, exc)
+                self.record_failure(exc)
             return None
         print_summary(result)
         return result.metrics
 
 
-def record_failed_job(cfg: Any, raw: Any, command: str, parent_run_id: str, exc: BaseException) -> None:
-    """A FAILED child run for a job that failed before its own run was opened (bad config, data)."""
-    from hydra.core.hydra_config import HydraConfig
+    def record_failure(self, exc: BaseException) -> None:
+        """A FAILED child run for a job that failed before its own run was opened (bad config, data)."""
+        from hydra.core.hydra_config import HydraConfig
 
-    from robustctl.config import compose
-    from robustctl.tracking.lifecycle import open_tracker
+        from robustctl.tracking.run import RunTracker
 
-    if cfg is None:  # the job's config did not validate: the sweep's fixed part locates the store
-        _, cfg = compose([])
-    overrides = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
-    tracker = open_tracker(cfg)
-    tracker.start(f"{command}-failed-{time.strftime('%m%d-%H%M%S')}",
-                  {"command": command, "mlflow.parentRunId": parent_run_id, "sweep_job": overrides[:5000]})
-    tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        overrides = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+        tracker = RunTracker(self.tracking_uri, self.experiment)
+        tracker.start(f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}",
+                      {"command": self.command, "mlflow.parentRunId": self.parent_run_id,
+                       "sweep_job": overrides[:5000]})
+        tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
 
 
 def open_parent(overrides: list[str], name: str, tags: dict[str, str]) -> Any:
@@ -126,7 +125,8 @@ def run_sweep(command: str, overrides: list[str], name: str | None = None,
     parent = open_parent(fixed, name or f"sweep-{command}", {"command": f"sweep-{command}", **(tags or {}),
                                                            "sweep": " ".join(overrides)[:5000]})
     try:
-        launch(SweepJob(command, parent.run_id), [f"tracking.parent_run_id={parent.run_id}", *overrides])
+        job = SweepJob(command, parent.run_id, parent.uri, parent.experiment)
+        launch(job, [f"tracking.parent_run_id={parent.run_id}", *overrides])
     except BaseException as exc:
         parent.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", f"{type(exc).__name__}: {exc}")
         raise

@@ -133,6 +133,37 @@ def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path, monkeypatc
     assert not list(sweep_dir.rglob("mlruns.db"))
 
 
+def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, monkeypatch):
+    """Three jobs: one fine, one whose config is refused before its run opens, one that crashes with
+    an ordinary exception mid-run. The sweep finishes all three; both failures are FAILED child
+    runs with their reason, the parent is FAILED with the count, and the exit code says so."""
+    import robustctl.training
+
+    real_fit = robustctl.training.fit
+
+    def flaky_fit(cfg, *args, **kwargs):
+        if cfg.trainer.lr == 0.2:
+            raise RuntimeError("simulated crash")
+        return real_fit(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(robustctl.training, "fit", flaky_fit)
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
+        "trainer.epochs=1", "trainer.lr=0.1,-1,0.2", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    result = runner.invoke(app, ["train", "-m", *args])
+    assert result.exit_code == 1 and "2 sweep job(s) failed" in result.output, result.output
+
+    _, everything = runs(tmp_path)
+    (parent,) = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "2 job(s) failed"
+    children = [r for r in everything if r is not parent]
+    assert len(children) == 3 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    by_status = sorted((r.info.status, r.data.tags.get("error", "")) for r in children)
+    assert [s for s, _ in by_status] == ["FAILED", "FAILED", "FINISHED"]
+    errors = " | ".join(e for _, e in by_status)
+    assert "trainer.lr: must be > 0" in errors and "RuntimeError: simulated crash" in errors
+
+
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     """A real process killed with SIGKILL mid-epoch 2 resumes to the same final metrics."""
     args = [*tiny, "trainer.epochs=3"]

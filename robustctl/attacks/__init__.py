@@ -1,8 +1,9 @@
 """Adversarial attacks: the ``attack`` config group's options and their implementations.
 
 Each attack is one module holding its config dataclass (defaults and valid ranges, the single
-definition of its options) and its update rule; the class registers itself in :data:`ATTACKS`
-under its ``method`` name. The options of ``conf/attack/`` are every method plus the paper presets,
+definition of its options) and its update rule; every module of this package is imported here and
+each attack class registers itself in :data:`ATTACKS` under its ``method`` name, so adding an
+attack is adding one file (plus, for a paper preset, one YAML file in ``conf/attack/``). The options of ``conf/attack/`` are every method plus the paper presets,
 YAML files that extend a method's config (``fgsm-0.1.yaml``: ``defaults: [fgsm]``, ``eps: 0.1``).
 
 Every attack maps [0, 1] images to an :class:`AttackResult` ``(x_adv, success, pred, target)``
@@ -33,6 +34,18 @@ from robustctl.attacks.jsma import JSMA, JsmaConfig
 from robustctl.attacks.metrics import distortion_metrics, per_example_distortions
 from robustctl.attacks.pgd import PGD, PgdConfig
 from robustctl.errors import ConfigError
+
+
+def _import_every_attack_module() -> None:
+    """Import each module of this package, so an attack registers itself by being a file here."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_attack_module()
 
 # attacks that need more than a model (a detector): not options of the ``attack`` group
 NOT_GROUP_OPTIONS = (CWWhiteBox.method,)

@@ -26,7 +26,7 @@ class RunTracker:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri
+        self.uri, self.experiment = uri, experiment
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id: str | None = None
         try:
