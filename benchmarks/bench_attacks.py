@@ -48,21 +48,59 @@ from robustctl.models import PredictionView, ResNet
 
 # ------------------------------------------------------------------------------- settings
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="ResNet-8 on 1x16x16, batch 32, 9 rounds, 1 thread (< 2 min on 2 CPU cores)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per attack call (quick 32, full 128)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="ResNet-8 on 1x16x16, batch 32, 9 rounds, 1 thread (< 2 min on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda (default: cuda when available)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per attack call (quick 32, full 128)"
+    )
     p.add_argument("--depth", type=int, default=None, help="ResNet depth 6n+2 (quick 8, full 20)")
-    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"), help="image shape (quick 1 16 16, full 3 32 32)")
-    p.add_argument("--images-only", action="store_true",
-                   help="time torchattacks without the success-mask prediction ours includes")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds per attack (quick 9, full 5); medians are reported")
-    p.add_argument("--cw-steps", type=int, default=None, help="Adam steps of the C&W comparison (quick 20, full 100)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
+        help="image shape (quick 1 16 16, full 3 32 32)",
+    )
+    p.add_argument(
+        "--images-only",
+        action="store_true",
+        help="time torchattacks without the success-mask prediction ours includes",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per attack (quick 9, full 5); medians are reported",
+    )
+    p.add_argument(
+        "--cw-steps",
+        type=int,
+        default=None,
+        help="Adam steps of the C&W comparison (quick 20, full 100)",
+    )
     p.add_argument("--attacks", nargs="+", default=["fgsm", "bim", "pgd", "cw", "deepfool", "jsma"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (quick 1, else torch's default)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds after which an attack stops repeating (quick 4, full 60)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (quick 1, else torch's default)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds after which an attack stops repeating (quick 4, full 60)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     quick = args.quick
@@ -70,7 +108,9 @@ def parse_args() -> argparse.Namespace:
     args.depth = args.depth or (8 if quick else 20)
     args.shape = tuple(args.shape or ((1, 16, 16) if quick else (3, 32, 32)))
     args.repeats = args.repeats or (9 if quick else 5)
-    args.threads = args.threads or (1 if quick else None)   # tiny tensors: extra threads only add contention
+    args.threads = args.threads or (
+        1 if quick else None
+    )  # tiny tensors: extra threads only add contention
     args.cw_steps = args.cw_steps or (20 if quick else 100)
     args.budget = args.budget or (4.0 if quick else 60.0)
     if args.device == "auto":
@@ -81,25 +121,40 @@ def parse_args() -> argparse.Namespace:
 # ---------------------------------------------------------------------------- model and data
 def make_model_and_batch(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor]:
     c, h, _ = args.shape
-    cfg = SyntheticDatasetConfig(name="synthetic", num_samples=1024 + args.batch_size, num_classes=10, channels=c,
-                                 image_size=h, noise=0.3, split_seed=args.seed,
-                                 test_fraction=args.batch_size / (1024 + args.batch_size))
+    cfg = SyntheticDatasetConfig(
+        name="synthetic",
+        num_samples=1024 + args.batch_size,
+        num_classes=10,
+        channels=c,
+        image_size=h,
+        noise=0.3,
+        split_seed=args.seed,
+        test_fraction=args.batch_size / (1024 + args.batch_size),
+    )
     raw = load_synthetic_split(cfg, ".")
     torch.manual_seed(args.seed)
     model = ResNet(depth=args.depth, num_classes=10, in_channels=c).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     x_train, y_train = raw.x_train.to(args.device), raw.y_train.to(args.device)
-    for start in range(0, len(y_train), 64):      # one epoch: enough to make the attacks non-trivial
-        loss = nn.functional.cross_entropy(model.predict_logits(x_train[start:start + 64]), y_train[start:start + 64])
+    for start in range(0, len(y_train), 64):  # one epoch: enough to make the attacks non-trivial
+        loss = nn.functional.cross_entropy(
+            model.predict_logits(x_train[start : start + 64]), y_train[start : start + 64]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    return PredictionView(model), raw.x_test[:args.batch_size].to(args.device), raw.y_test[:args.batch_size].to(args.device)
+    return (
+        PredictionView(model),
+        raw.x_test[: args.batch_size].to(args.device),
+        raw.y_test[: args.batch_size].to(args.device),
+    )
 
 
 # ---------------------------------------------------------------------------------- the pairs
-def pairs(args: argparse.Namespace, model: nn.Module, y: Tensor) -> dict[str, tuple[Callable, Callable | None]]:
+def pairs(
+    args: argparse.Namespace, model: nn.Module, y: Tensor
+) -> dict[str, tuple[Callable, Callable | None]]:
     """name -> (ours(x, y) -> x_adv, theirs(x, y) -> x_adv or None when torchattacks lacks it)."""
     import torchattacks as ta
 
@@ -115,17 +170,33 @@ def pairs(args: argparse.Namespace, model: nn.Module, y: Tensor) -> dict[str, tu
 
     table = {
         "fgsm": (ours("fgsm", eps=0.1), ta.FGSM(model, eps=0.1)),
-        "bim": (ours("bim", eps=0.1, alpha=0.01, steps=10), ta.BIM(model, eps=0.1, alpha=0.01, steps=10)),
-        "pgd": (ours("pgd", eps=0.1, alpha=0.025, steps=10, random_start=True),
-                ta.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True)),
-        "cw": (ours("cw", binary_steps=1, steps=args.cw_steps, c_init=1.0, lr=0.01, abort_early=False),
-               ta.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)),
-        "deepfool": (ours("deepfool", steps=50, overshoot=0.02), ta.DeepFool(model, steps=50, overshoot=0.02)),
-        "jsma": (ours_targeted("jsma", steps=10 ** 6, gamma=0.1, theta=1.0),
-                 ta.JSMA(model, theta=1.0, gamma=0.1) if hasattr(ta, "JSMA") else art_jsma(model, args.shape, target)),
+        "bim": (
+            ours("bim", eps=0.1, alpha=0.01, steps=10),
+            ta.BIM(model, eps=0.1, alpha=0.01, steps=10),
+        ),
+        "pgd": (
+            ours("pgd", eps=0.1, alpha=0.025, steps=10, random_start=True),
+            ta.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True),
+        ),
+        "cw": (
+            ours("cw", binary_steps=1, steps=args.cw_steps, c_init=1.0, lr=0.01, abort_early=False),
+            ta.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01),
+        ),
+        "deepfool": (
+            ours("deepfool", steps=50, overshoot=0.02),
+            ta.DeepFool(model, steps=50, overshoot=0.02),
+        ),
+        "jsma": (
+            ours_targeted("jsma", steps=10**6, gamma=0.1, theta=1.0),
+            ta.JSMA(model, theta=1.0, gamma=0.1)
+            if hasattr(ta, "JSMA")
+            else art_jsma(model, args.shape, target),
+        ),
     }
     if not args.images_only:
-        table = {name: (mine, with_success_mask(model, theirs)) for name, (mine, theirs) in table.items()}
+        table = {
+            name: (mine, with_success_mask(model, theirs)) for name, (mine, theirs) in table.items()
+        }
     return {name: table[name] for name in args.attacks}
 
 
@@ -139,12 +210,20 @@ def art_jsma(model: nn.Module, shape: tuple[int, ...], target: Tensor) -> Callab
     except ImportError:
         return None
     device = next(model.parameters()).device
-    classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(shape), nb_classes=10,
-                                   clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu")
+    classifier = PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(shape),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
     one_hot = torch.nn.functional.one_hot(target, 10).cpu().numpy()
 
     def run(x: Tensor, y: Tensor) -> Tensor:
-        attack = SaliencyMapMethod(classifier, theta=1.0, gamma=0.1, batch_size=len(x), verbose=False)
+        attack = SaliencyMapMethod(
+            classifier, theta=1.0, gamma=0.1, batch_size=len(x), verbose=False
+        )
         return torch.from_numpy(attack.generate(x.cpu().numpy(), y=one_hot)).to(x.device)
 
     return run
@@ -189,8 +268,15 @@ def run_once(fn: Callable, x: Tensor, y: Tensor, device: str) -> tuple[float, Te
     return time.perf_counter() - t0, out
 
 
-def timed_pair(ours: Callable, theirs: Callable | None, x: Tensor, y: Tensor, repeats: int, device: str,
-               budget_s: float) -> tuple[float, float | None, float | None, Tensor, Tensor | None]:
+def timed_pair(
+    ours: Callable,
+    theirs: Callable | None,
+    x: Tensor,
+    y: Tensor,
+    repeats: int,
+    device: str,
+    budget_s: float,
+) -> tuple[float, float | None, float | None, Tensor, Tensor | None]:
     """Interleaved timing: each round runs ours then theirs (the order alternating between rounds),
     so load from other processes on a shared machine hits both sides alike. Stops after ``repeats``
     rounds or once ``budget_s`` is spent (at least one round).
@@ -229,30 +315,47 @@ def main() -> None:
 
     started = time.perf_counter()
     model, x, y = make_model_and_batch(args)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"robustctl attacks vs torchattacks {torchattacks.__version__} | torch {torch.__version__} | "
-          f"{args.device} ({device_name}, {torch.get_num_threads()} threads) | ResNet-{args.depth} on "
-          f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} round(s)")
+    device_name = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"robustctl attacks vs torchattacks {torchattacks.__version__} | torch {torch.__version__} | "
+        f"{args.device} ({device_name}, {torch.get_num_threads()} threads) | ResNet-{args.depth} on "
+        f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} round(s)"
+    )
     table = pairs(args, model, y)
     warm_up = table.get("fgsm", next(iter(table.values())))[0]
     run_once(warm_up, x, y, args.device)
     rows = []
     for name, (ours, theirs) in table.items():
-        t_ours, t_theirs, ratio, adv_ours, adv_theirs = timed_pair(ours, theirs, x, y, args.repeats, args.device,
-                                                                   args.budget)
-        row = [name, len(x) / t_ours, None if t_theirs is None else len(x) / t_theirs, ratio,
-               success_rate(model, adv_ours, y), None if adv_theirs is None else success_rate(model, adv_theirs, y)]
+        t_ours, t_theirs, ratio, adv_ours, adv_theirs = timed_pair(
+            ours, theirs, x, y, args.repeats, args.device, args.budget
+        )
+        row = [
+            name,
+            len(x) / t_ours,
+            None if t_theirs is None else len(x) / t_theirs,
+            ratio,
+            success_rate(model, adv_ours, y),
+            None if adv_theirs is None else success_rate(model, adv_theirs, y),
+        ]
         rows.append(row)
         print(f"  {name}: done ({time.perf_counter() - started:.0f}s)", flush=True)
 
     def fmt(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    print(f"\n{'attack':<10}{'ours img/s':>12}{'reference img/s':>17}{'ratio ours/theirs':>19}"
-          f"{'success ours':>14}{'success theirs':>16}  reference")
+    print(
+        f"\n{'attack':<10}{'ours img/s':>12}{'reference img/s':>17}{'ratio ours/theirs':>19}"
+        f"{'success ours':>14}{'success theirs':>16}  reference"
+    )
     for name, ours_ips, theirs_ips, ratio, s_ours, s_theirs in rows:
-        print(f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}{fmt(ratio, '.2f'):>19}"
-              f"{fmt(s_ours, '.1%'):>14}{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}")
+        print(
+            f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}{fmt(ratio, '.2f'):>19}"
+            f"{fmt(s_ours, '.1%'):>14}{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}"
+        )
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
 

@@ -48,7 +48,9 @@ from robustctl.defenses import KDEDetector
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="2k queries, 2 rounds: < 60 s on 2 CPU cores")
+    p.add_argument(
+        "--quick", action="store_true", help="2k queries, 2 rounds: < 60 s on 2 CPU cores"
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda (ours only)")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--per-class", type=int, default=1000, help="kernel points per class")
@@ -69,7 +71,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_data(
+    args: argparse.Namespace,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gaussian classes (means ~N(0, 9 I), unit noise) in float64; queries share the means."""
     g = torch.Generator().manual_seed(0)
     means = 3.0 * torch.randn(args.classes, args.dim, generator=g, dtype=torch.float64)
@@ -95,8 +99,10 @@ def main() -> None:
     h = sigma / math.sqrt(2)
     offsets = np.concatenate([[0], np.cumsum(det64.counts.tolist())])
     points = det64.points.cpu().numpy()
-    kdes = [KernelDensity(kernel="gaussian", bandwidth=h).fit(points[offsets[c] : offsets[c + 1]])
-            for c in range(args.classes)]
+    kdes = [
+        KernelDensity(kernel="gaussian", bandwidth=h).fit(points[offsets[c] : offsets[c + 1]])
+        for c in range(args.classes)
+    ]
     rows = [(qy == c).numpy() for c in range(args.classes)]
     q_np = q.numpy()
 
@@ -141,18 +147,32 @@ def main() -> None:
     t_bwd = time.perf_counter() - t0
 
     med_sk, med32, med64 = statistics.median(t_sk), statistics.median(t32), statistics.median(t64)
-    print(f"host: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"scikit-learn {sklearn.__version__}, torch threads {torch.get_num_threads()}, device {device}")
-    print(f"data: {args.classes} classes x {args.per_class} kernel points, {args.queries} queries, "
-          f"{args.dim}-d; sigma={sigma:.4g} ({'fixed' if args.bandwidth else 'auto'}), sklearn bandwidth h={h:.4g}")
-    print(f"sklearn KernelDensity.score_samples : {med_sk * 1e3:9.1f} ms  ({args.queries / med_sk:,.0f} queries/s)")
-    print(f"KDEDetector.score float32           : {med32 * 1e3:9.1f} ms  ({args.queries / med32:,.0f} queries/s)")
-    print(f"KDEDetector.score float64           : {med64 * 1e3:9.1f} ms  ({args.queries / med64:,.0f} queries/s)")
+    print(
+        f"host: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"scikit-learn {sklearn.__version__}, torch threads {torch.get_num_threads()}, device {device}"
+    )
+    print(
+        f"data: {args.classes} classes x {args.per_class} kernel points, {args.queries} queries, "
+        f"{args.dim}-d; sigma={sigma:.4g} ({'fixed' if args.bandwidth else 'auto'}), sklearn bandwidth h={h:.4g}"
+    )
+    print(
+        f"sklearn KernelDensity.score_samples : {med_sk * 1e3:9.1f} ms  ({args.queries / med_sk:,.0f} queries/s)"
+    )
+    print(
+        f"KDEDetector.score float32           : {med32 * 1e3:9.1f} ms  ({args.queries / med32:,.0f} queries/s)"
+    )
+    print(
+        f"KDEDetector.score float64           : {med64 * 1e3:9.1f} ms  ({args.queries / med64:,.0f} queries/s)"
+    )
     print(f"KDEDetector score + backward float32: {t_bwd * 1e3:9.1f} ms")
-    print(f"max |error| vs exact float64 reference (nats): ours float64 {np.abs(ours64 - exact).max():.1e}, "
-          f"ours float32 {np.abs(ours32 - exact).max():.1e}, sklearn {np.abs(sk - exact).max():.1e} "
-          f"(log densities in [{exact.min():.1f}, {exact.max():.1f}])")
-    print(f"speed-up vs sklearn: float32 {med_sk / med32:.1f}x, float64 {med_sk / med64:.1f}x (target >= 20x)")
+    print(
+        f"max |error| vs exact float64 reference (nats): ours float64 {np.abs(ours64 - exact).max():.1e}, "
+        f"ours float32 {np.abs(ours32 - exact).max():.1e}, sklearn {np.abs(sk - exact).max():.1e} "
+        f"(log densities in [{exact.min():.1f}, {exact.max():.1f}])"
+    )
+    print(
+        f"speed-up vs sklearn: float32 {med_sk / med32:.1f}x, float64 {med_sk / med64:.1f}x (target >= 20x)"
+    )
 
 
 if __name__ == "__main__":

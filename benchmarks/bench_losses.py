@@ -36,15 +36,20 @@ from robustctl.models import ModelOutput, ResNet
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="small settings (ResNet-20, batch 32, 1x16x16, 1 thread) that finish in < 60 s")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small settings (ResNet-20, batch 32, 1x16x16, 1 thread) that finish in < 60 s",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-size", type=int, default=5000, help="synthetic training set the partners come from")
+    p.add_argument(
+        "--train-size", type=int, default=5000, help="synthetic training set the partners come from"
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps per round and loss")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
@@ -62,8 +67,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loss_overhead(loss_fn, sampler: PairSampler, args: argparse.Namespace, device: torch.device,
-                  generator: torch.Generator, repeats: int = 20) -> float:
+def loss_overhead(
+    loss_fn,
+    sampler: PairSampler,
+    args: argparse.Namespace,
+    device: torch.device,
+    generator: torch.Generator,
+    repeats: int = 20,
+) -> float:
     """Seconds per step spent outside the network: partner draw plus the PDM loss and its backward."""
     b, d = args.batch_size, 64
     idx = torch.randint(0, len(sampler.labels), (b,), generator=generator)
@@ -76,16 +87,26 @@ def loss_overhead(loss_fn, sampler: PairSampler, args: argparse.Namespace, devic
         partner, same = sampler.sample(idx, generator)
         labels = sampler.labels[idx].to(device)
         out, out_p = split_output(ModelOutput(logits, emb), b)
-        loss = loss_fn(out, labels, pairs=Pairs(out_p, sampler.labels[partner].to(device), same.to(device)))
+        loss = loss_fn(
+            out, labels, pairs=Pairs(out_p, sampler.labels[partner].to(device), same.to(device))
+        )
         loss.total.backward()
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def time_steps(model: ResNet, loss_fn, x: torch.Tensor, y: torch.Tensor, sampler: PairSampler | None,
-               args: argparse.Namespace, device: torch.device, generator: torch.Generator,
-               batch_size: int) -> list[float]:
+def time_steps(
+    model: ResNet,
+    loss_fn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sampler: PairSampler | None,
+    args: argparse.Namespace,
+    device: torch.device,
+    generator: torch.Generator,
+    batch_size: int,
+) -> list[float]:
     """Seconds per training step (forward, loss, backward, SGD step), one per timed step."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = iterate_batches(x, y, batch_size, generator=generator)
@@ -126,28 +147,44 @@ def main() -> None:
     pdm_loss = build_loss(PDMLossConfig(name="pdm", classification="rce"))
     sampler = PairSampler(y, q=0.5)
     # name -> (loss, sampler, batch size); "ce_2b" is CE on as many images as a PDM step forwards
-    losses = {"ce": (ce_loss, None, args.batch_size), "pdm": (pdm_loss, sampler, args.batch_size),
-              "ce_2b": (ce_loss, None, 2 * args.batch_size)}
-    print(f"torch {torch.__version__} on {device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads); ResNet-{args.depth}, batch {args.batch_size}, "
-          f"{args.channels}x{args.image_size}x{args.image_size} images, {args.classes} classes")
+    losses = {
+        "ce": (ce_loss, None, args.batch_size),
+        "pdm": (pdm_loss, sampler, args.batch_size),
+        "ce_2b": (ce_loss, None, 2 * args.batch_size),
+    }
+    print(
+        f"torch {torch.__version__} on {device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads); ResNet-{args.depth}, batch {args.batch_size}, "
+        f"{args.channels}x{args.image_size}x{args.image_size} images, {args.classes} classes"
+    )
     results: dict[str, list[float]] = {name: [] for name in losses}
     started = time.perf_counter()
     for _ in range(args.rounds):
         for name, (loss_fn, pair_sampler, batch_size) in losses.items():
             torch.manual_seed(0)
-            model = ResNet(depth=args.depth, num_classes=args.classes, in_channels=args.channels).to(device)
-            results[name] += time_steps(model, loss_fn.to(device), x, y, pair_sampler, args, device, g,
-                                        batch_size)
+            model = ResNet(
+                depth=args.depth, num_classes=args.classes, in_channels=args.channels
+            ).to(device)
+            results[name] += time_steps(
+                model, loss_fn.to(device), x, y, pair_sampler, args, device, g, batch_size
+            )
     ce, pdm, ce_2b = (statistics.median(results[k]) for k in ("ce", "pdm", "ce_2b"))
     overhead = loss_overhead(pdm_loss, sampler, args, device, g)
-    print(f"CE  step, batch {args.batch_size:4d}:      {1000 * ce:9.2f} ms (median of {len(results['ce'])})")
+    print(
+        f"CE  step, batch {args.batch_size:4d}:      {1000 * ce:9.2f} ms (median of {len(results['ce'])})"
+    )
     print(f"PDM step, batch {args.batch_size:4d} + partners: {1000 * pdm:9.2f} ms")
-    print(f"CE  step, batch {2 * args.batch_size:4d}:      {1000 * ce_2b:9.2f} ms (as many images as PDM)")
+    print(
+        f"CE  step, batch {2 * args.batch_size:4d}:      {1000 * ce_2b:9.2f} ms (as many images as PDM)"
+    )
     print(f"PDM sampling + loss terms alone: {1000 * overhead:.2f} ms per step")
-    print(f"PDM / CE-{2 * args.batch_size} step-time ratio: {pdm / ce_2b:.2f}  (cost of the PDM machinery)")
-    print(f"PDM/CE step-time ratio: {pdm / ce:.2f}  (target <= ~2.0: PDM forwards twice the images; "
-          f"wall {time.perf_counter() - started:.1f} s)")
+    print(
+        f"PDM / CE-{2 * args.batch_size} step-time ratio: {pdm / ce_2b:.2f}  (cost of the PDM machinery)"
+    )
+    print(
+        f"PDM/CE step-time ratio: {pdm / ce:.2f}  (target <= ~2.0: PDM forwards twice the images; "
+        f"wall {time.perf_counter() - started:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

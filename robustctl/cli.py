@@ -17,12 +17,25 @@ import typer
 from robustctl import __version__
 
 app = typer.Typer(
-    name="robustctl", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    name="robustctl",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
     help="Adversarial-robustness experiments: train, attack, detect; everything logged to MLflow.",
 )
 
-Overrides = Annotated[list[str] | None, typer.Argument(help="Hydra overrides: group=option or key=value.", show_default=False)]
-Multirun = Annotated[bool, typer.Option("--multirun", "-m", help="Sweep: comma-separated values run one job each (Hydra sweeper/launcher).")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Hydra overrides: group=option or key=value.", show_default=False),
+]
+Multirun = Annotated[
+    bool,
+    typer.Option(
+        "--multirun",
+        "-m",
+        help="Sweep: comma-separated values run one job each (Hydra sweeper/launcher).",
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
@@ -44,7 +57,10 @@ def _guarded(fn, debug: bool):
             traceback.print_exc()
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted (the MLflow run is marked KILLED; `trainer.resume=true` continues training)", 130)
+        _fail(
+            "interrupted (the MLflow run is marked KILLED; `trainer.resume=true` continues training)",
+            130,
+        )
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
@@ -122,7 +138,10 @@ def config(overrides: Overrides = None, debug: Debug = False) -> None:
         table.add_column("options (selected in bold)")
         chosen = selected_options(container)
         for group, names in group_options().items():
-            table.add_row(group, ", ".join(f"[bold green]{n}[/]" if n == chosen.get(group) else n for n in names))
+            table.add_row(
+                group,
+                ", ".join(f"[bold green]{n}[/]" if n == chosen.get(group) else n for n in names),
+            )
         console.print(table)
 
     _guarded(body, debug)
@@ -132,7 +151,9 @@ def config(overrides: Overrides = None, debug: Debug = False) -> None:
 def ui(
     overrides: Overrides = None,
     port: Annotated[int, typer.Option(help="Port for the UI.")] = 5000,
-    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1 keeps it local).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (127.0.0.1 keeps it local).")
+    ] = "127.0.0.1",
     debug: Debug = False,
 ) -> None:
     """Open the MLflow UI on the tracking store the runs were written to."""
@@ -148,7 +169,18 @@ def ui(
             console.print(f"runs are on the MLflow server {uri}: open it in a browser")
             return
         console.print(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)")
-        argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
         os.execv(sys.executable, argv)
 
     _guarded(body, debug)
@@ -156,7 +188,12 @@ def ui(
 
 @app.command()
 def experiment(
-    name: Annotated[str, typer.Argument(help="An experiment of experiments/ (smoke, paper_fashion_cpu, paper_mnist, paper_cifar10).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="An experiment of experiments/ (smoke, paper_fashion_cpu, paper_mnist, paper_cifar10)."
+        ),
+    ],
     overrides: Overrides = None,
     debug: Debug = False,
 ) -> None:
@@ -174,11 +211,24 @@ def experiment(
 
 @app.command()
 def report(
-    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids to report on (default: every run of the experiment).", show_default=False)] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (default: tracking.experiment).")] = None,
-    parent: Annotated[str | None, typer.Option(help="Only the child runs of this parent run id.")] = None,
-    out: Annotated[str, typer.Option(help="Folder for report.md, table1-4.csv and report.html.")] = "reports/latest",
-    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: the project's store).")] = None,
+    run_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run ids to report on (default: every run of the experiment).", show_default=False
+        ),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment name (default: tracking.experiment).")
+    ] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="Only the child runs of this parent run id.")
+    ] = None,
+    out: Annotated[
+        str, typer.Option(help="Folder for report.md, table1-4.csv and report.html.")
+    ] = "reports/latest",
+    uri: Annotated[
+        str | None, typer.Option(help="Tracking URI (default: the project's store).")
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Paper Tables 1-4 from the runs in MLflow, beside the paper's numbers: terminal, Markdown, CSV, HTML."""
@@ -194,8 +244,13 @@ def report(
         _, cfg = compose([])
         tracking_uri = uri or resolve_tracking_uri(cfg.tracking, cfg.work_dir)
         check_reachable(tracking_uri)
-        result = build_report(tracking_uri, experiment=experiment or (None if run_ids else cfg.tracking.experiment),
-                              run_ids=run_ids or None, out_dir=Path(out), parent_run_id=parent)
+        result = build_report(
+            tracking_uri,
+            experiment=experiment or (None if run_ids else cfg.tracking.experiment),
+            run_ids=run_ids or None,
+            out_dir=Path(out),
+            parent_run_id=parent,
+        )
         result.print(console)
         console.print(f"written: {', '.join(str(p) for p in result.files.values())}")
 
@@ -210,7 +265,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """Adversarial-robustness experiments: train, attack, detect; everything logged to MLflow."""
 

@@ -28,7 +28,9 @@ class CommandResult:
     tracking_uri: str
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)   # why a metric is missing (too few pairs, budget)
+    notes: dict[str, str] = field(
+        default_factory=dict
+    )  # why a metric is missing (too few pairs, budget)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -36,14 +38,21 @@ def log_run_context(tracker: RunTracker, cfg: RunConfig, data: Any) -> None:
     """The device, the data split sizes and the dataset's content hash."""
     from robustctl.training.device import resolve_device
 
-    tracker.set_tags({"device": str(resolve_device(cfg.trainer.device)), "dataset_hash": data.content_hash()})
-    tracker.log_params({f"data.{k}_size": str(v) for k, v in data.sizes().items()}
-                       | {"data.num_classes": str(data.num_classes),
-                          "data.image_shape": "x".join(map(str, data.image_shape))})
+    tracker.set_tags(
+        {"device": str(resolve_device(cfg.trainer.device)), "dataset_hash": data.content_hash()}
+    )
+    tracker.log_params(
+        {f"data.{k}_size": str(v) for k, v in data.sizes().items()}
+        | {
+            "data.num_classes": str(data.num_classes),
+            "data.image_shape": "x".join(map(str, data.image_shape)),
+        }
+    )
 
 
-def evaluate_model(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker,
-                   classification: str) -> tuple[dict[str, float], dict[str, str]]:
+def evaluate_model(
+    cfg: RunConfig, model: Any, data: Any, tracker: RunTracker, classification: str
+) -> tuple[dict[str, float], dict[str, str]]:
     """Clean evaluation, then the ``threat_model`` stages against the ``defense``; each stage is
     logged as soon as it finishes. Returns (metrics, notes) for the summary."""
     from robustctl.evaluation.clean_stage import clean_stage
@@ -62,7 +71,9 @@ def evaluate_model(cfg: RunConfig, model: Any, data: Any, tracker: RunTracker,
     return metrics, notes
 
 
-def train_model(cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None = None) -> CommandResult:
+def train_model(
+    cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None = None
+) -> CommandResult:
     """Train in a new (or, on resume, the reopened) MLflow run; ``then(cfg, model, data, tracker,
     classification)`` continues in the same run (``run`` passes :func:`evaluate_model`)."""
     from robustctl.data import load_dataset
@@ -79,7 +90,11 @@ def train_model(cfg: RunConfig, raw: Any, command: str, then: Callable[..., tupl
         log_run_context(tracker, cfg, data)
         trained = fit(cfg, data, chash=chash, tracker=tracker, resume_state=state)
         tracker.log_metrics({keys.TRAIN_WALL_TIME: trained.wall_time_s})
-        metrics = {k: v for k, v in trained.final.items() if k in (keys.TRAIN_LOSS, keys.TRAIN_ACCURACY, keys.VAL_ACCURACY)}
+        metrics = {
+            k: v
+            for k, v in trained.final.items()
+            if k in (keys.TRAIN_LOSS, keys.TRAIN_ACCURACY, keys.VAL_ACCURACY)
+        }
         metrics[keys.TRAIN_WALL_TIME] = trained.wall_time_s
         notes: dict[str, str] = {}
         if then is not None:
@@ -114,35 +129,60 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
     state = load_checkpoint(path)
     meta = state.get("meta", {})
     if meta.get("dataset") not in (None, cfg.dataset.name):
-        raise ConfigError(f"the checkpoint was trained on {meta['dataset']!r} but dataset={cfg.dataset.name}",
-                          hint=f"add dataset={meta['dataset']}")
+        raise ConfigError(
+            f"the checkpoint was trained on {meta['dataset']!r} but dataset={cfg.dataset.name}",
+            hint=f"add dataset={meta['dataset']}",
+        )
     model = model_from_checkpoint(state, resolve_device(cfg.trainer.device), expect_model=None)
     data = load_dataset(cfg.dataset, cfg.work_dir)
     with tracked_run(cfg, raw, "evaluate") as tracker:
-        tracker.set_tags({"source_checkpoint": str(path), "source_run": source_run or meta.get("run_id") or "",
-                          "model": meta.get("model", {}).get("name", cfg.model.name), "loss": str(meta.get("loss", ""))})
+        tracker.set_tags(
+            {
+                "source_checkpoint": str(path),
+                "source_run": source_run or meta.get("run_id") or "",
+                "model": meta.get("model", {}).get("name", cfg.model.name),
+                "loss": str(meta.get("loss", "")),
+            }
+        )
         log_run_context(tracker, cfg, data)
         trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
         metrics, notes = evaluate_model(cfg, model, data, tracker, trained_with)
-        return CommandResult("evaluate", tracker.run_id, tracker.uri, metrics,
-                             {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))}, notes)
+        return CommandResult(
+            "evaluate",
+            tracker.run_id,
+            tracker.uri,
+            metrics,
+            {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))},
+            notes,
+        )
 
 
-COMMANDS: dict[str, Callable[[RunConfig, Any], CommandResult]] = {"train": train, "run": run, "evaluate": evaluate}
+COMMANDS: dict[str, Callable[[RunConfig, Any], CommandResult]] = {
+    "train": train,
+    "run": run,
+    "evaluate": evaluate,
+}
 
 
 def preflight(command: str, cfg: RunConfig) -> None:
     """Combinations that cannot work, refused before any training starts."""
     stages = set(getattr(cfg.threat_model, "stages", []))
     if cfg.attack.name != "none" and cfg.threat_model.name == "none":
-        raise ConfigError(f"attack={cfg.attack.name} needs a threat model to run in", hint="add threat_model=graybox")
+        raise ConfigError(
+            f"attack={cfg.attack.name} needs a threat model to run in",
+            hint="add threat_model=graybox",
+        )
     if cfg.attack.name != "none" and keys.GRAYBOX not in stages:
-        raise ConfigError(f"attack={cfg.attack.name} is a gray-box attack but threat_model={cfg.threat_model.name}",
-                          hint="use threat_model=graybox (or all)")
+        raise ConfigError(
+            f"attack={cfg.attack.name} is a gray-box attack but threat_model={cfg.threat_model.name}",
+            hint="use threat_model=graybox (or all)",
+        )
     needs_detector = {keys.WHITEBOX, keys.BLACKBOX} & stages
     if needs_detector and cfg.defense.name == "none" and command != "train":
-        raise ConfigError(f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, but defense=none",
-                          hint="add defense=kde")
+        raise ConfigError(
+            f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, but defense=none",
+            hint="add defense=kde",
+        )
 
 
 def execute(command: str, cfg: RunConfig, raw: Any) -> CommandResult:
@@ -155,4 +195,11 @@ def execute(command: str, cfg: RunConfig, raw: Any) -> CommandResult:
 def print_summary(result: CommandResult) -> None:
     from robustctl.summary import print_summary as show
 
-    show(result.command, result.metrics, result.info, result.run_id, result.tracking_uri, result.notes)
+    show(
+        result.command,
+        result.metrics,
+        result.info,
+        result.run_id,
+        result.tracking_uri,
+        result.notes,
+    )

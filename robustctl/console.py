@@ -19,7 +19,12 @@ err_console = Console(stderr=True, highlight=False)
 def progress() -> Progress:
     """A progress display for long loops (epochs, batches, attack batches)."""
     return Progress(
-        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )

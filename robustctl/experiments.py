@@ -34,7 +34,11 @@ def experiments_dir() -> Path:
     from robustctl.config import config_dir
 
     package = Path(__file__).resolve().parent
-    for path in (package / "experiment_configs", config_dir().parent / "experiments", Path.cwd() / "experiments"):
+    for path in (
+        package / "experiment_configs",
+        config_dir().parent / "experiments",
+        Path.cwd() / "experiments",
+    ):
         if path.is_dir():
             return path
     raise ConfigError("no experiments/ folder found", hint="run from the robustctl checkout")
@@ -56,7 +60,9 @@ def load_experiment(name: str) -> Experiment:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     exp = Experiment(name=name, **data)
     if exp.command not in COMMANDS:
-        raise ConfigError(f"{path}: command must be one of {', '.join(COMMANDS)}, got {exp.command!r}")
+        raise ConfigError(
+            f"{path}: command must be one of {', '.join(COMMANDS)}, got {exp.command!r}"
+        )
     return exp
 
 
@@ -71,10 +77,20 @@ def run_experiment(name: str, extra: list[str]) -> int:
 
     exp = load_experiment(name)
     overrides = [*exp.overrides, f"tracking.experiment_tag={name}", *extra, *exp.sweep_overrides()]
-    parent = run_sweep(exp.command, overrides, name=f"experiment-{name}",
-                               tags={"command": "experiment", "description": exp.description})
+    parent = run_sweep(
+        exp.command,
+        overrides,
+        name=f"experiment-{name}",
+        tags={"command": "experiment", "description": exp.description},
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        report = build_report(parent.uri, run_ids=None, experiment=None, out_dir=Path(tmp), parent_run_id=parent.run_id)
+        report = build_report(
+            parent.uri,
+            run_ids=None,
+            experiment=None,
+            out_dir=Path(tmp),
+            parent_run_id=parent.run_id,
+        )
         report.print(console)
         for path in report.files.values():
             parent.log_artifact(path, "report")

@@ -51,7 +51,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> tuple[Tensor,
     logits, embeddings = [], []
     with eval_mode(model):
         for start in range(0, len(x), batch_size):
-            z = model.embed(x[start:start + batch_size].to(device, non_blocking=True))
+            z = model.embed(x[start : start + batch_size].to(device, non_blocking=True))
             logits.append((model.logit_sign * model.head(z)).cpu())
             embeddings.append(z.cpu())
     if not logits:
@@ -64,8 +64,10 @@ def predict_labels(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor
     """Predicted classes [N] (CPU) through the prediction view, batch by batch in eval mode."""
     device = model_device(model, default=x.device)
     with eval_mode(model):
-        preds = [prediction_logits(model, x[i:i + batch_size].to(device)).argmax(1).cpu()
-                 for i in range(0, len(x), batch_size)]
+        preds = [
+            prediction_logits(model, x[i : i + batch_size].to(device)).argmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 

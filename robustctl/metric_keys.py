@@ -30,7 +30,7 @@ from typing import NamedTuple
 # ------------------------------------------------------------------------------- stages
 GRAYBOX, WHITEBOX, BLACKBOX = "graybox", "whitebox", "blackbox"
 STAGES = (GRAYBOX, WHITEBOX, BLACKBOX)
-CW_WB = "cw_wb"          # the attack of the white-box and black-box stages
+CW_WB = "cw_wb"  # the attack of the white-box and black-box stages
 RESILIENCY = "resiliency"
 BIM_PATH = "bim_path"
 
@@ -41,8 +41,8 @@ VAL_ACCURACY = "val/accuracy"
 LEARNING_RATE = "lr"
 EPOCH_TIME = "time/epoch_s"
 TRAIN_WALL_TIME = "train/wall_time_s"
-EMBED_MEAN_NORM = "embed/mean_norm"   # mean ||z||_2 over the epoch's training batches
-EMBED_SPREAD = "embed/spread"         # within-batch variance of z over its mean squared norm
+EMBED_MEAN_NORM = "embed/mean_norm"  # mean ||z||_2 over the epoch's training batches
+EMBED_SPREAD = "embed/spread"  # within-batch variance of z over its mean squared norm
 
 
 def train_term(term: str) -> str:
@@ -55,7 +55,7 @@ CLEAN_ACCURACY = "clean/accuracy"
 EMBED_DBI = "embed/dbi"
 EMBED_CLUSTER_VARIANCE = "embed/cluster_variance"
 EMBED_CLUSTER_DISTANCE = "embed/cluster_distance"
-EMBED_INPUT_GRAD_NORM = "embed/input_grad_norm"   # mean ||d L_train / d x||_2 (was embed/grad_norm)
+EMBED_INPUT_GRAD_NORM = "embed/input_grad_norm"  # mean ||d L_train / d x||_2 (was embed/grad_norm)
 EMBED_JACOBIAN_FRO = "embed/jacobian_fro"
 
 KDE_BANDWIDTH = "kde/bandwidth"
@@ -97,7 +97,7 @@ def blackbox(metric: str) -> str:
     return attack_key(BLACKBOX, CW_WB, metric)
 
 
-BLACKBOX_PROXY_AGREEMENT = "blackbox/proxy/agreement"   # test images where proxy and target agree
+BLACKBOX_PROXY_AGREEMENT = "blackbox/proxy/agreement"  # test images where proxy and target agree
 BLACKBOX_PROXY_ACCURACY = "blackbox/proxy/accuracy"
 BLACKBOX_TRANSFER_RATE = blackbox("transfer_rate")
 BLACKBOX_PROXY_SUCCESS_RATE = blackbox("proxy_success_rate")
@@ -142,8 +142,8 @@ def parse_resiliency(key: str) -> tuple[str, float] | None:
 
 
 # ------------------------------------------------------------------------------- BIM path
-EMBEDDING_GRAD_NORM = "embedding_grad_norm"   # mean ||dL/dz||_2 at the embedding z
-INPUT_GRAD_NORM = "input_grad_norm"           # mean ||dL/dx||_2 at the input x
+EMBEDDING_GRAD_NORM = "embedding_grad_norm"  # mean ||dL/dz||_2 at the embedding z
+INPUT_GRAD_NORM = "input_grad_norm"  # mean ||dL/dx||_2 at the input x
 
 
 def bim_path(attack: str, gradient: str) -> str:

@@ -28,7 +28,10 @@ def _fmt(value: Any) -> str:
 
 
 def _auc_cell(metrics: Mapping[str, float], stage: str, attack: str) -> str:
-    auc, pairs = keys.attack_key(stage, attack, keys.AUC), keys.attack_key(stage, attack, keys.PAIRS)
+    auc, pairs = (
+        keys.attack_key(stage, attack, keys.AUC),
+        keys.attack_key(stage, attack, keys.PAIRS),
+    )
     if auc in metrics:
         return f"{metrics[auc]:.3f} ({int(metrics.get(pairs, 0))})"
     if pairs in metrics:
@@ -36,7 +39,9 @@ def _auc_cell(metrics: Mapping[str, float], stage: str, attack: str) -> str:
     return "—"
 
 
-def stage_table(title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]) -> Table | None:
+def stage_table(
+    title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]
+) -> Table | None:
     rows = keys.attacks_in(metrics, stage)
     if not rows:
         return None
@@ -60,7 +65,11 @@ def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
     if not curves:
         return None
     eps = sorted({e for c in curves.values() for e in c})
-    table = Table(title="Resiliency: accuracy under attack (Figure 3)", header_style="bold", title_justify="left")
+    table = Table(
+        title="Resiliency: accuracy under attack (Figure 3)",
+        header_style="bold",
+        title_justify="left",
+    )
     table.add_column("attack \\ eps")
     for e in eps:
         table.add_column(f"{e:g}", justify="right")
@@ -69,7 +78,9 @@ def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
     return table
 
 
-def overview_table(command: str, metrics: Mapping[str, float], info: Mapping[str, str], run_id: str) -> Table:
+def overview_table(
+    command: str, metrics: Mapping[str, float], info: Mapping[str, str], run_id: str
+) -> Table:
     table = Table(title=f"robustctl {command}", header_style="bold", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -83,17 +94,39 @@ def overview_table(command: str, metrics: Mapping[str, float], info: Mapping[str
     return table
 
 
-def print_summary(command: str, metrics: Mapping[str, float], info: Mapping[str, str], run_id: str,
-                  tracking_uri: str, notes: Mapping[str, str] | None = None) -> None:
+def print_summary(
+    command: str,
+    metrics: Mapping[str, float],
+    info: Mapping[str, str],
+    run_id: str,
+    tracking_uri: str,
+    notes: Mapping[str, str] | None = None,
+) -> None:
     notes = notes or {}
     tables = [
         overview_table(command, metrics, info, run_id),
-        stage_table("Gray-box attacks (Table 2)", keys.GRAYBOX, metrics,
-                    [("success", keys.SUCCESS_RATE), ("distortion", "distortion"), ("Linf", "linf")]),
-        stage_table("White-box C&W-wb (Table 3)", keys.WHITEBOX, metrics,
-                    [("success", keys.SUCCESS_RATE), ("distortion", "distortion")]),
-        stage_table("Black-box transfer (Table 4)", keys.BLACKBOX, metrics,
-                    [("proxy agreement", "agreement"), ("transfer", "transfer_rate"), ("distortion", "distortion")]),
+        stage_table(
+            "Gray-box attacks (Table 2)",
+            keys.GRAYBOX,
+            metrics,
+            [("success", keys.SUCCESS_RATE), ("distortion", "distortion"), ("Linf", "linf")],
+        ),
+        stage_table(
+            "White-box C&W-wb (Table 3)",
+            keys.WHITEBOX,
+            metrics,
+            [("success", keys.SUCCESS_RATE), ("distortion", "distortion")],
+        ),
+        stage_table(
+            "Black-box transfer (Table 4)",
+            keys.BLACKBOX,
+            metrics,
+            [
+                ("proxy agreement", "agreement"),
+                ("transfer", "transfer_rate"),
+                ("distortion", "distortion"),
+            ],
+        ),
         resiliency_table(metrics),
     ]
     for table in tables:

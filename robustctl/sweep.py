@@ -28,8 +28,8 @@ class SweepJob:
 
     command: str
     parent_run_id: str
-    tracking_uri: str        # the parent's store and experiment: where a job that fails before
-    experiment: str          # its own run opens is recorded
+    tracking_uri: str  # the parent's store and experiment: where a job that fails before
+    experiment: str  # its own run opens is recorded
 
     def __call__(self, raw: Any) -> dict[str, float] | None:
         import hydra
@@ -52,7 +52,6 @@ class SweepJob:
         print_summary(result)
         return result.metrics
 
-
     def record_failure(self, exc: BaseException) -> None:
         """A FAILED child run for a job that failed before its own run was opened (bad config, data)."""
         from hydra.core.hydra_config import HydraConfig
@@ -61,9 +60,14 @@ class SweepJob:
 
         overrides = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
         tracker = RunTracker(self.tracking_uri, self.experiment)
-        tracker.start(f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}",
-                      {"command": self.command, "mlflow.parentRunId": self.parent_run_id,
-                       "sweep_job": overrides[:5000]})
+        tracker.start(
+            f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}",
+            {
+                "command": self.command,
+                "mlflow.parentRunId": self.parent_run_id,
+                "sweep_job": overrides[:5000],
+            },
+        )
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
 
 
@@ -91,14 +95,21 @@ def launch(job: SweepJob, overrides: list[str]) -> None:
 
     parser = get_args_parser()
     args = parser.parse_args(["--multirun", *overrides])
-    _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(config_dir()),
-               config_name="config")
+    _run_hydra(
+        args=args,
+        args_parser=parser,
+        task_function=job,
+        config_path=str(config_dir()),
+        config_name="config",
+    )
 
 
 def children_states(parent: Any, run_id: str) -> dict[str, int]:
     """``{status: count}`` of the child runs of ``run_id``."""
     client = parent.client
-    runs = client.search_runs([parent.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10000)
+    runs = client.search_runs(
+        [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10000
+    )
     states: dict[str, int] = {}
     for run in runs:
         states[run.info.status] = states.get(run.info.status, 0) + 1
@@ -109,25 +120,36 @@ def finish_parent(parent: Any, what: str = "job") -> int:
     """End the parent run: FAILED with the count when any child failed or was killed, else
     FINISHED. Returns the number of failed children."""
     run_id = parent.run_id
-    failed = sum(n for status, n in children_states(parent, run_id).items() if status in FAILED_STATES)
-    parent.finish("FAILED" if failed else "FINISHED", f"{failed} {what}(s) failed" if failed else None)
+    failed = sum(
+        n for status, n in children_states(parent, run_id).items() if status in FAILED_STATES
+    )
+    parent.finish(
+        "FAILED" if failed else "FINISHED", f"{failed} {what}(s) failed" if failed else None
+    )
     return failed
 
 
-def run_sweep(command: str, overrides: list[str], name: str | None = None,
-              tags: dict[str, str] | None = None) -> Any:
+def run_sweep(
+    command: str, overrides: list[str], name: str | None = None, tags: dict[str, str] | None = None
+) -> Any:
     """Run the sweep under one parent MLflow run; returns the parent tracker, still open for the
     caller to log to (e.g. a report) before :func:`finish_parent`."""
     from robustctl.config.composition import check_group_overrides
 
     fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
     check_group_overrides(fixed)
-    parent = open_parent(fixed, name or f"sweep-{command}", {"command": f"sweep-{command}", **(tags or {}),
-                                                           "sweep": " ".join(overrides)[:5000]})
+    parent = open_parent(
+        fixed,
+        name or f"sweep-{command}",
+        {"command": f"sweep-{command}", **(tags or {}), "sweep": " ".join(overrides)[:5000]},
+    )
     try:
         job = SweepJob(command, parent.run_id, parent.uri, parent.experiment)
         launch(job, [f"tracking.parent_run_id={parent.run_id}", *overrides])
     except BaseException as exc:
-        parent.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", f"{type(exc).__name__}: {exc}")
+        parent.finish(
+            "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+            f"{type(exc).__name__}: {exc}",
+        )
         raise
     return parent

@@ -21,7 +21,13 @@ def _isolated_env(monkeypatch, tmp_path):
 def tiny(tmp_path) -> list[str]:
     """Overrides for a ~1 s training run on the synthetic dataset, stored under tmp_path."""
     return [
-        "dataset=synthetic", "dataset.num_samples=240", "trainer.epochs=2", "trainer.batch_size=32",
-        "trainer.device=cpu", "trainer.eval_batch_size=64", "defense=none", "threat_model=none",
+        "dataset=synthetic",
+        "dataset.num_samples=240",
+        "trainer.epochs=2",
+        "trainer.batch_size=32",
+        "trainer.device=cpu",
+        "trainer.eval_batch_size=64",
+        "defense=none",
+        "threat_model=none",
         f"work_dir={tmp_path}",
     ]

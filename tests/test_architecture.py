@@ -13,8 +13,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "robustctl"
 # the orchestration layer: commands, sweeps, the CLI, reports and the threat-model stages use the
 # work layer (training, evaluation), never the other way round
-UPPER = ("robustctl.threat_models", "robustctl.commands", "robustctl.sweep", "robustctl.experiments",
-         "robustctl.cli", "robustctl.reporting", "robustctl.summary")
+UPPER = (
+    "robustctl.threat_models",
+    "robustctl.commands",
+    "robustctl.sweep",
+    "robustctl.experiments",
+    "robustctl.cli",
+    "robustctl.reporting",
+    "robustctl.summary",
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -36,27 +43,49 @@ def imports_of(package: str) -> dict[str, set[str]]:
 
 
 def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
-    return [f"{file} imports {name}" for file, names in imports_of(package).items() for name in sorted(names)
-            if name.startswith(forbidden)]
+    return [
+        f"{file} imports {name}"
+        for file, names in imports_of(package).items()
+        for name in sorted(names)
+        if name.startswith(forbidden)
+    ]
 
 
 def test_the_source_walker_sees_function_level_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from robustctl.training.trainer import fit\n    import robustctl.cli\n")
+    source.write_text(
+        "def f():\n    from robustctl.training.trainer import fit\n    import robustctl.cli\n"
+    )
     assert imported_modules(source) >= {"robustctl.training.trainer", "robustctl.cli"}
 
 
-@pytest.mark.parametrize("package, other", [("robustctl.training", "robustctl.evaluation"),
-                                            ("robustctl.evaluation", "robustctl.training")])
+@pytest.mark.parametrize(
+    "package, other",
+    [
+        ("robustctl.training", "robustctl.evaluation"),
+        ("robustctl.evaluation", "robustctl.training"),
+    ],
+)
 def test_training_and_evaluation_do_not_import_each_other(package, other):
     assert offenders(package, (other,)) == []
     code = f"import sys, {package}; sys.exit(any(m.startswith('{other}') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent).returncode == 0
 
 
-@pytest.mark.parametrize("package", ["robustctl.training", "robustctl.evaluation", "robustctl.attacks",
-                                     "robustctl.defenses", "robustctl.losses", "robustctl.models",
-                                     "robustctl.data", "robustctl.inference", "robustctl.tracking"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "robustctl.training",
+        "robustctl.evaluation",
+        "robustctl.attacks",
+        "robustctl.defenses",
+        "robustctl.losses",
+        "robustctl.models",
+        "robustctl.data",
+        "robustctl.inference",
+        "robustctl.tracking",
+    ],
+)
 def test_the_work_layers_never_import_the_orchestration(package):
     assert offenders(package, UPPER) == []
 

@@ -17,22 +17,51 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
-    "bench_losses.py": (["--depth", "8", "--image-size", "8", "--channels", "1", "--batch-size", "8",
-                         "--train-size", "64", "--steps", "2", "--warmup", "1", "--rounds", "1", "--threads", "1"],
-                        r"PDM/CE step-time ratio: ([0-9.]+)"),
-    "bench_kde.py": (["--per-class", "40", "--queries", "200", "--dim", "8", "--rounds", "1", "--repeat", "1"],
-                     r"speed-up vs sklearn: float32 ([0-9.]+)x"),
+    "bench_losses.py": (
+        [
+            "--depth",
+            "8",
+            "--image-size",
+            "8",
+            "--channels",
+            "1",
+            "--batch-size",
+            "8",
+            "--train-size",
+            "64",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+        ],
+        r"PDM/CE step-time ratio: ([0-9.]+)",
+    ),
+    "bench_kde.py": (
+        ["--per-class", "40", "--queries", "200", "--dim", "8", "--rounds", "1", "--repeat", "1"],
+        r"speed-up vs sklearn: float32 ([0-9.]+)x",
+    ),
     # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a
-    "bench_attacks.py": (["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],
-                         r"\nfgsm\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+.*\njsma\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)"),
+    "bench_attacks.py": (
+        ["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],
+        r"\nfgsm\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+.*\njsma\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)",
+    ),
 }
 
 
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_reports_its_ratio(script: str) -> None:
     args, pattern = CASES[script]
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     match = re.search(pattern, proc.stdout)
     assert match, proc.stdout[-2000:]

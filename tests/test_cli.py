@@ -50,12 +50,26 @@ def test_run_logs_everything_and_evaluate_reads_it_back(tiny, tmp_path):
     history = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert sorted(m.step for m in history) == [1, 2]
     params = run.data.params
-    assert params["trainer.lr"] == "0.1" and params["dataset.name"] == "synthetic" and params["data.train_size"] == "162"
+    assert (
+        params["trainer.lr"] == "0.1"
+        and params["dataset.name"] == "synthetic"
+        and params["data.train_size"] == "162"
+    )
     tags = run.data.tags
-    assert (tags["dataset"], tags["model"], tags["loss"], tags["command"]) == ("synthetic", "resnet20", "ce", "run")
+    assert (tags["dataset"], tags["model"], tags["loss"], tags["command"]) == (
+        "synthetic",
+        "resnet20",
+        "ce",
+        "run",
+    )
     assert "dataset_hash" in tags and "version.torch" in tags and tags["device"] == "cpu"
     assert run.info.run_name.startswith("run-synthetic-resnet20-ce")
-    assert {"config.yaml", "metrics.json", "plots/confusion_matrix.png", "checkpoints/last.pt"} <= artifact_paths(client, run.info.run_id)
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "plots/confusion_matrix.png",
+        "checkpoints/last.pt",
+    } <= artifact_paths(client, run.info.run_id)
 
     # evaluate the latest training run (checkpoint downloaded from the store): same accuracy
     result = runner.invoke(app, ["evaluate", *tiny])
@@ -78,13 +92,16 @@ def test_failed_training_marks_the_run_failed_with_the_reason(tiny, tmp_path, mo
     assert "TrainingDiverged" in found[0].data.tags["error"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["train", "dataset=imagenet"], "valid dataset options"),
-    (["train", "trainer.lr=-1"], "trainer.lr"),
-    (["train", "dataset=mnist", "dataset.root=/nonexistent/mnist"], "Looked in"),
-    (["evaluate", "evaluate.checkpoint=/nonexistent/last.pt"], "does not exist"),
-    (["train", "tracking.uri=http://127.0.0.1:9"], "unreachable"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "dataset=imagenet"], "valid dataset options"),
+        (["train", "trainer.lr=-1"], "trainer.lr"),
+        (["train", "dataset=mnist", "dataset.root=/nonexistent/mnist"], "Looked in"),
+        (["evaluate", "evaluate.checkpoint=/nonexistent/last.pt"], "does not exist"),
+        (["train", "tracking.uri=http://127.0.0.1:9"], "unreachable"),
+    ],
+)
 def test_bad_input_is_one_clear_error(args, needle, tmp_path):
     result = runner.invoke(app, [*args, f"work_dir={tmp_path}"])
     assert result.exit_code == 2, result.output
@@ -103,24 +120,33 @@ def test_config_prints_the_composition_and_the_options():
 def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path, monkeypatch):
     """A two-job sweep: Hydra launches one job per seed into its sweep folder, and every job's MLflow
     run lands in the one store under work_dir, nested under the sweep's parent run."""
-    monkeypatch.chdir(tmp_path)  # whatever Hydra writes relative to the cwd lands in tmp_path, not the repo
+    monkeypatch.chdir(
+        tmp_path
+    )  # whatever Hydra writes relative to the cwd lands in tmp_path, not the repo
     sweep_dir = tmp_path / "multirun"
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
-        "trainer.epochs=1", "trainer.seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+        "trainer.epochs=1",
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     result = runner.invoke(app, ["train", "-m", *args])
     assert result.exit_code == 0, result.output
 
     # one sweep = one parent run in the MLflow UI, with exactly one child run per swept value
     _, everything = runs(tmp_path)
     parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and len(everything) == 3, [r.data.tags.get("command") for r in everything]
+    assert len(parents) == 1 and len(everything) == 3, [
+        r.data.tags.get("command") for r in everything
+    ]
     (parent,) = parents
     assert parent.data.tags["command"] == "sweep-train" and parent.info.status == "FINISHED"
     children = [r for r in everything if r is not parent]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["command"] == "train" and child.info.status == "FINISHED"
-        assert child.data.params["trainer.epochs"] == "1" and {"train/loss", "val/accuracy"} <= set(child.data.metrics)
+        assert child.data.params["trainer.epochs"] == "1" and {"train/loss", "val/accuracy"} <= set(
+            child.data.metrics
+        )
     assert sorted(r.data.params["trainer.seed"] for r in children) == ["0", "1"]
 
     # Hydra really ran the sweep where it was told: one job folder per value, with the value it ran ...
@@ -149,7 +175,10 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, m
     monkeypatch.setattr(robustctl.training, "fit", flaky_fit)
     monkeypatch.chdir(tmp_path)
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
-        "trainer.epochs=1", "trainer.lr=0.1,-1,0.2", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+        "trainer.epochs=1",
+        "trainer.lr=0.1,-1,0.2",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
     result = runner.invoke(app, ["train", "-m", *args])
     assert result.exit_code == 1 and "2 sweep job(s) failed" in result.output, result.output
 
@@ -157,7 +186,9 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, m
     (parent,) = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and parent.data.tags["error"] == "2 job(s) failed"
     children = [r for r in everything if r is not parent]
-    assert len(children) == 3 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert len(children) == 3 and all(
+        r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children
+    )
     by_status = sorted((r.info.status, r.data.tags.get("error", "")) for r in children)
     assert [s for s, _ in by_status] == ["FAILED", "FAILED", "FINISHED"]
     errors = " | ".join(e for _, e in by_status)
@@ -170,7 +201,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_pa
     env = {**os.environ, "ROBUSTCTL_FAULT_KILL_AT_STEP": "9"}  # 6 batches/epoch: mid-epoch 2
     killed = subprocess.run([*ROBUSTCTL, "train", *args], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    resumed = subprocess.run([*ROBUSTCTL, "train", *args, "trainer.resume=true"], capture_output=True, text=True)
+    resumed = subprocess.run(
+        [*ROBUSTCTL, "train", *args, "trainer.resume=true"], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from epoch 1/3" in resumed.stdout
     other = tmp_path / "uninterrupted"
@@ -188,17 +221,31 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_pa
 
 def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
     args = [a for a in tiny if not a.startswith(("defense=", "threat_model="))] + [
-        "defense=kde", "threat_model=all", "threat_model.num_samples=30", "threat_model.attacks=[fgsm-0.1,bim-0.1]",
-        "threat_model.resiliency_attacks=[fgsm]", "threat_model.resiliency_eps=[0.05,0.1]",
-        "threat_model.whitebox.steps=20", "threat_model.blackbox.epochs=1", "threat_model.blackbox.proxy_model=resnet20",
+        "defense=kde",
+        "threat_model=all",
+        "threat_model.num_samples=30",
+        "threat_model.attacks=[fgsm-0.1,bim-0.1]",
+        "threat_model.resiliency_attacks=[fgsm]",
+        "threat_model.resiliency_eps=[0.05,0.1]",
+        "threat_model.whitebox.steps=20",
+        "threat_model.blackbox.epochs=1",
+        "threat_model.blackbox.proxy_model=resnet20",
     ]
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code == 0, result.output
     client, (run,) = runs(tmp_path)
     metrics = run.data.metrics
-    for key in ("kde/bandwidth", "graybox/fgsm-0.1/success_rate", "graybox/fgsm-0.1/pairs", "graybox/bim-0.1/distortion",
-                "resiliency/fgsm/eps_0.05", "whitebox/cw_wb/success_rate", "whitebox/cw_wb/pairs",
-                "blackbox/proxy/agreement", "blackbox/cw_wb/transfer_rate"):
+    for key in (
+        "kde/bandwidth",
+        "graybox/fgsm-0.1/success_rate",
+        "graybox/fgsm-0.1/pairs",
+        "graybox/bim-0.1/distortion",
+        "resiliency/fgsm/eps_0.05",
+        "whitebox/cw_wb/success_rate",
+        "whitebox/cw_wb/pairs",
+        "blackbox/proxy/agreement",
+        "blackbox/cw_wb/transfer_rate",
+    ):
         assert key in metrics, key
     # an AUC is logged exactly when enough pairs were found; otherwise the reason is a tag
     for attack in ("fgsm-0.1", "bim-0.1"):
@@ -217,9 +264,16 @@ def test_attack_without_threat_model_is_refused_before_training(tiny):
 
 def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
     """Two processes log to the same SQLite store at the same time; both runs land complete."""
-    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=1", "trainer.seed=0,1"]
-    done = subprocess.run([*ROBUSTCTL, "train", "-m", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
+        "trainer.epochs=1",
+        "trainer.seed=0,1",
+    ]
+    done = subprocess.run(
+        [*ROBUSTCTL, "train", "-m", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, everything = runs(tmp_path)
     found = [r for r in everything if r.data.tags["command"] == "train"]
@@ -239,8 +293,13 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=200"]
     # A shell without job control starts background commands with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal does.
-    proc = subprocess.Popen([*ROBUSTCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [*ROBUSTCTL, "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("checkpoints/*/last.pt")) and time.time() < deadline:
         time.sleep(0.2)

@@ -31,13 +31,21 @@ def test_smoke_experiment_end_to_end_through_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     client, everything = runs(tmp_path)
     (parent,) = [r for r in everything if r.data.tags["command"] == "experiment"]
-    children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [
+        r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
     assert parent.info.status == "FINISHED" and parent.data.tags["experiment"] == "smoke"
     assert sorted(r.data.tags["loss"] for r in children) == ["ce", "pdm", "rce"]
-    assert all(r.data.tags["experiment"] == "smoke" and r.info.status == "FINISHED" for r in children)
-    assert {"report/report.md", "report/report.html", "report/table2.csv"} <= artifact_paths(client, parent.info.run_id)
+    assert all(
+        r.data.tags["experiment"] == "smoke" and r.info.status == "FINISHED" for r in children
+    )
+    assert {"report/report.md", "report/report.html", "report/table2.csv"} <= artifact_paths(
+        client, parent.info.run_id
+    )
     # the report's Table 1 shows each child's clean accuracy
     text = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))
     report = open(text).read()
     for child in children:
-        assert f"{100 * child.data.metrics['clean/accuracy']:.2f}" in report  # Table 1 shows percent
+        assert (
+            f"{100 * child.data.metrics['clean/accuracy']:.2f}" in report
+        )  # Table 1 shows percent

@@ -53,7 +53,11 @@ NOT_GROUP_OPTIONS = (CWWhiteBox.method,)
 
 def method_configs() -> dict[str, AttackConfig]:
     """Each attack method of the ``attack`` group -> its default config (what Hydra stores)."""
-    return {method: cls.config_type() for method, cls in ATTACKS.items() if method not in NOT_GROUP_OPTIONS}
+    return {
+        method: cls.config_type()
+        for method, cls in ATTACKS.items()
+        if method not in NOT_GROUP_OPTIONS
+    }
 
 
 def _attack_dir() -> Path:
@@ -80,7 +84,9 @@ def attack_options() -> list[str]:
     return sorted([*method_configs(), *presets()])
 
 
-def attack_config(name: str, params: dict[str, Any] | None = None, key: str = "attack") -> AttackConfig:
+def attack_config(
+    name: str, params: dict[str, Any] | None = None, key: str = "attack"
+) -> AttackConfig:
     """The config of attack option ``name`` (a method or a preset) with ``params`` applied, validated.
 
     An unknown option, an unknown parameter or an out-of-range value raises :class:`ConfigError`
@@ -94,17 +100,21 @@ def attack_config(name: str, params: dict[str, Any] | None = None, key: str = "a
         method, values = found[name]
         schema = ATTACKS[method].config_type
     else:
-        raise ConfigError(f"{key}: unknown option {name!r} — valid attack options: {', '.join(attack_options())}")
+        raise ConfigError(
+            f"{key}: unknown option {name!r} — valid attack options: {', '.join(attack_options())}"
+        )
     valid = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
     unknown = sorted(set(params or {}) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}"
+        )
     try:
         return schema(**{**values, "name": name, **dict(params or {})})
-    except ConfigError as exc:   # the schema names its keys attack.<key>; say where they were set
+    except ConfigError as exc:  # the schema names its keys attack.<key>; say where they were set
         if key == "attack" or not exc.message.startswith("attack."):
             raise
-        raise ConfigError(key + exc.message[len("attack"):], hint=exc.hint) from exc
+        raise ConfigError(key + exc.message[len("attack") :], hint=exc.hint) from exc
 
 
 def build_from_config(cfg: Any, model: nn.Module) -> Attack:
@@ -125,8 +135,33 @@ def build(name: str, model: nn.Module, **params: Any) -> Attack:
 
 
 __all__ = [
-    "ATTACKS", "BIM", "CW", "PGD", "Attack", "AttackConfig", "AttackResult", "BimConfig", "BoundedAttack",
-    "CWHighConfidence", "CWWhiteBox", "CwConfig", "CwHcConfig", "CwWbConfig", "DeepFool", "DeepFoolConfig",
-    "FGSM", "FgsmConfig", "JSMA", "JsmaConfig", "PgdConfig", "attack_config", "attack_options", "build",
-    "build_from_config", "distortion_metrics", "method_configs", "per_example_distortions", "presets",
+    "ATTACKS",
+    "BIM",
+    "CW",
+    "PGD",
+    "Attack",
+    "AttackConfig",
+    "AttackResult",
+    "BimConfig",
+    "BoundedAttack",
+    "CWHighConfidence",
+    "CWWhiteBox",
+    "CwConfig",
+    "CwHcConfig",
+    "CwWbConfig",
+    "DeepFool",
+    "DeepFoolConfig",
+    "FGSM",
+    "FgsmConfig",
+    "JSMA",
+    "JsmaConfig",
+    "PgdConfig",
+    "attack_config",
+    "attack_options",
+    "build",
+    "build_from_config",
+    "distortion_metrics",
+    "method_configs",
+    "per_example_distortions",
+    "presets",
 ]

@@ -32,16 +32,18 @@ from robustctl.config.validation import require
 from robustctl.inference import eval_mode, model_device, prediction_logits
 
 TARGET_MODES = ("none", "random", "least_likely")
-ATTACKS: dict[str, type[Attack]] = {}   # method name -> attack class (filled by Attack.__init_subclass__)
+ATTACKS: dict[
+    str, type[Attack]
+] = {}  # method name -> attack class (filled by Attack.__init_subclass__)
 
 
 class AttackResult(NamedTuple):
     """What every attack returns; tensors live on the input's device."""
 
-    x_adv: Tensor             # [N, C, H, W] in [0, 1]
-    success: Tensor           # [N] bool: pred != y (untargeted) or pred == target (targeted)
-    pred: Tensor              # [N] class predicted on x_adv (the final re-check)
-    target: Tensor | None     # [N] the target classes, or None for untargeted runs
+    x_adv: Tensor  # [N, C, H, W] in [0, 1]
+    success: Tensor  # [N] bool: pred != y (untargeted) or pred == target (targeted)
+    pred: Tensor  # [N] class predicted on x_adv (the final re-check)
+    target: Tensor | None  # [N] the target classes, or None for untargeted runs
 
 
 def flat_norm(t: Tensor, p: float = 2.0) -> Tensor:
@@ -57,7 +59,7 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     """delta <- delta * min(1, eps / ||delta||_2), then clip to [0, 1] (which only shrinks ||delta||)."""
     delta = x_adv - x
-    factor = (eps / flat_norm(delta)).clamp(max=1.0)   # ||delta|| = 0 gives inf -> 1
+    factor = (eps / flat_norm(delta)).clamp(max=1.0)  # ||delta|| = 0 gives inf -> 1
     return (x + delta * factor.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
 
 
@@ -82,8 +84,11 @@ class AttackConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        require(self.targeted in self.target_modes, "attack.targeted",
-                f"{self.name or 'this attack'} supports {', '.join(self.target_modes)}; got {self.targeted!r}")
+        require(
+            self.targeted in self.target_modes,
+            "attack.targeted",
+            f"{self.name or 'this attack'} supports {', '.join(self.target_modes)}; got {self.targeted!r}",
+        )
 
     def positive(self, *keys: str) -> None:
         for key in keys:
@@ -114,7 +119,9 @@ class Attack:
         if cls.method:
             ATTACKS[cls.method] = cls
 
-    def __init__(self, model: nn.Module, config: AttackConfig | None = None, /, **params: Any) -> None:
+    def __init__(
+        self, model: nn.Module, config: AttackConfig | None = None, /, **params: Any
+    ) -> None:
         if config is None:
             config = self.config_type(**{"name": self.method, **params})
         elif params:
@@ -152,8 +159,11 @@ class Attack:
         """
         x = x.detach().requires_grad_(True)
         logits = self.logits(x)
-        loss = (F.cross_entropy(logits, y, reduction="sum") if target is None
-                else -F.cross_entropy(logits, target, reduction="sum"))
+        loss = (
+            F.cross_entropy(logits, y, reduction="sum")
+            if target is None
+            else -F.cross_entropy(logits, target, reduction="sum")
+        )
         (grad,) = torch.autograd.grad(loss, x)
         return grad
 
@@ -187,7 +197,9 @@ class Attack:
 
     def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> AttackResult:
         if x.dim() < 2 or len(x) != len(y):
-            raise ValueError(f"{self.method}: expected x [N, ...] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"{self.method}: expected x [N, ...] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         home = x.device
         device = model_device(self.model, default=home)
         x = x.detach().to(device, torch.float32)
@@ -199,8 +211,12 @@ class Attack:
             with torch.no_grad():
                 pred = self.logits(x_adv).argmax(1)
         success = self.is_success(pred, y, target)
-        return AttackResult(x_adv.to(home), success.to(home), pred.to(home),
-                            None if target is None else target.to(home))
+        return AttackResult(
+            x_adv.to(home),
+            success.to(home),
+            pred.to(home),
+            None if target is None else target.to(home),
+        )
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -219,9 +235,16 @@ class BoundedAttackConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.norm in PROJECTIONS, "attack.norm", f"must be one of {', '.join(PROJECTIONS)}; got {self.norm!r}")
-        require(self.eps > 0 and (self.norm == "l2" or self.eps <= 1), "attack.eps",
-                f"must be > 0 (and <= 1 for linf), got {self.eps}")
+        require(
+            self.norm in PROJECTIONS,
+            "attack.norm",
+            f"must be one of {', '.join(PROJECTIONS)}; got {self.norm!r}",
+        )
+        require(
+            self.eps > 0 and (self.norm == "l2" or self.eps <= 1),
+            "attack.eps",
+            f"must be > 0 (and <= 1 for linf), got {self.eps}",
+        )
 
 
 class BoundedAttack(Attack):
@@ -239,7 +262,12 @@ class BoundedAttack(Attack):
         clone.eps = clone.config.eps
         return clone
 
-    def sweep(self, x: Tensor, y: Tensor, eps_list: list[float] | tuple[float, ...],
-              target: Tensor | None = None) -> list[AttackResult]:
+    def sweep(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps_list: list[float] | tuple[float, ...],
+        target: Tensor | None = None,
+    ) -> list[AttackResult]:
         """One result per eps (Foolbox-style batched epsilons)."""
         return [self.with_eps(eps)(x, y, target) for eps in eps_list]

@@ -39,11 +39,14 @@ class BimConfig(PgdConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.norm == "linf" and not self.random_start and self.restarts == 1, "attack.norm",
-                "bim is Linf PGD without random start or restarts (use attack=pgd for those)")
+        require(
+            self.norm == "linf" and not self.random_start and self.restarts == 1,
+            "attack.norm",
+            "bim is Linf PGD without random start or restarts (use attack=pgd for those)",
+        )
 
 
 class BIM(PGD):
     method = "bim"
     config_type = BimConfig
-    alpha_rule = 1.0   # alpha = eps / steps
+    alpha_rule = 1.0  # alpha = eps / steps

@@ -64,7 +64,7 @@ class CwConfig(AttackConfig):
     binary_steps: int = 9
     steps: int = 10
     confidence: float = 0.0
-    lr: float = 0.1               # 10 iterations: a 0.01 step barely moves (module docstring)
+    lr: float = 0.1  # 10 iterations: a 0.01 step barely moves (module docstring)
     c_init: float = 0.01
     abort_early: bool = True
     box_shrink: float = 1e-6
@@ -73,13 +73,19 @@ class CwConfig(AttackConfig):
         super().__post_init__()
         self.positive("binary_steps", "steps", "lr", "c_init")
         require(self.confidence >= 0, "attack.confidence", f"must be >= 0, got {self.confidence}")
-        require(0 <= self.box_shrink < 1, "attack.box_shrink", f"must be in [0, 1), got {self.box_shrink}")
+        require(
+            0 <= self.box_shrink < 1,
+            "attack.box_shrink",
+            f"must be in [0, 1), got {self.box_shrink}",
+        )
 
 
 def margins(logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
     """(Z_label, max_{i != label} Z_i), each [N]."""
     z_label = logits.gather(1, label[:, None]).squeeze(1)
-    others = logits.masked_fill(torch.nn.functional.one_hot(label, logits.shape[1]).bool(), float("-inf"))
+    others = logits.masked_fill(
+        torch.nn.functional.one_hot(label, logits.shape[1]).bool(), float("-inf")
+    )
     return z_label, others.amax(1)
 
 
@@ -90,14 +96,16 @@ class CW(Attack):
     def objective(self, logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
         """(f per example, confident-success mask) from the logits of the current iterate."""
         z_label, z_other = margins(logits, label)
-        gap = z_label - z_other if targeted else z_other - z_label   # > kappa means success
+        gap = z_label - z_other if targeted else z_other - z_label  # > kappa means success
         return (-gap).clamp(min=-self.confidence), gap > self.confidence
 
     def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> object:
         """Per-batch state the iteration terms need (none for plain C&W; subclasses add theirs)."""
         return None
 
-    def iteration_terms(self, x_adv: Tensor, label: Tensor, targeted: bool, state: object) -> tuple[Tensor, Tensor]:
+    def iteration_terms(
+        self, x_adv: Tensor, label: Tensor, targeted: bool, state: object
+    ) -> tuple[Tensor, Tensor]:
         """(the term c multiplies, per example; success mask) at the current iterate."""
         return self.objective(self.logits(x_adv), label, targeted)
 

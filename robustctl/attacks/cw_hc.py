@@ -22,7 +22,7 @@ class CwHcConfig(CwConfig):
     name: str = "cw_hc"
     steps: int = 1000
     confidence: float = 10.0
-    lr: float = 0.01              # Carlini's step for a 1000-iteration budget
+    lr: float = 0.01  # Carlini's step for a 1000-iteration budget
 
 
 class CWHighConfidence(CW):

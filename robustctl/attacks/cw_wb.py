@@ -68,9 +68,17 @@ class CwWbConfig(CwConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.targeted == "none", "attack.targeted", "cw_wb is untargeted")
-        require(self.threshold in THRESHOLDS, "attack.threshold", f"must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}")
+        require(
+            self.threshold in THRESHOLDS,
+            "attack.threshold",
+            f"must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}",
+        )
         require(0 < self.fpr < 1, "attack.fpr", f"must be in (0, 1), got {self.fpr}")
-        require(self.density_weight >= 0, "attack.density_weight", f"must be >= 0, got {self.density_weight}")
+        require(
+            self.density_weight >= 0,
+            "attack.density_weight",
+            f"must be >= 0, got {self.density_weight}",
+        )
 
 
 class CWWhiteBox(CW):
@@ -80,8 +88,16 @@ class CWWhiteBox(CW):
     method = "cw_wb"
     config_type = CwWbConfig
 
-    def __init__(self, model: nn.Module, detector: nn.Module | None = None, config: CwWbConfig | None = None, /, *,
-                 thresholds: Tensor | float | None = None, **params: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        detector: nn.Module | None = None,
+        config: CwWbConfig | None = None,
+        /,
+        *,
+        thresholds: Tensor | float | None = None,
+        **params: Any,
+    ) -> None:
         _embedding_model_check(model)
         require_detector(detector, "cw_wb")
         super().__init__(model, config, **params)
@@ -112,15 +128,18 @@ class CWWhiteBox(CW):
         num_classes = self.forward_parts(x[:1])[1].shape[1]
         return self._thresholds(x), F.one_hot(y, num_classes=num_classes).bool()
 
-    def iteration_terms(self, x_adv: Tensor, label: Tensor, targeted: bool,
-                        state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def iteration_terms(
+        self, x_adv: Tensor, label: Tensor, targeted: bool, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and s <= T."""
         threshold, y_mask = state
         z, logits = self.forward_parts(x_adv)
         z_y, z_other = margins(logits, label)
         gap = z_other - z_y
         f = (-gap).clamp(min=-self.confidence)
-        toward = torch.where(gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1))
+        toward = torch.where(
+            gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
+        )
         score = self.detector.score(z, toward)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)

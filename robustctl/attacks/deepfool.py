@@ -51,8 +51,11 @@ class DeepFoolConfig(AttackConfig):
         super().__post_init__()
         self.positive("steps")
         require(self.overshoot >= 0, "attack.overshoot", f"must be >= 0, got {self.overshoot}")
-        require(self.candidates is None or self.candidates >= 2, "attack.candidates",
-                f"must be >= 2 or null, got {self.candidates}")
+        require(
+            self.candidates is None or self.candidates >= 2,
+            "attack.candidates",
+            f"must be >= 2 or null, got {self.candidates}",
+        )
 
 
 class DeepFool(Attack):
@@ -69,24 +72,36 @@ class DeepFool(Attack):
             still = logits.argmax(1) == y[active]
             if not still.any():
                 break
-            k = logits.shape[1] if self.candidates is None else min(self.candidates, logits.shape[1])
+            k = (
+                logits.shape[1]
+                if self.candidates is None
+                else min(self.candidates, logits.shape[1])
+            )
             ya = y[active][:, None]
-            others = logits.detach().scatter(1, ya, float("-inf")).argsort(1, descending=True)[:, :k - 1]
-            classes = torch.cat([ya, others], 1)                              # column 0 is the label
+            others = (
+                logits.detach()
+                .scatter(1, ya, float("-inf"))
+                .argsort(1, descending=True)[:, : k - 1]
+            )
+            classes = torch.cat([ya, others], 1)  # column 0 is the label
             grads = []
             for j in range(k):
                 retain = j < k - 1
-                (g,) = torch.autograd.grad(logits.gather(1, classes[:, j:j + 1]).sum(), xa, retain_graph=retain)
+                (g,) = torch.autograd.grad(
+                    logits.gather(1, classes[:, j : j + 1]).sum(), xa, retain_graph=retain
+                )
                 grads.append(g[still])
             active, classes = active[still], classes[still]
-            f = logits.detach()[still].gather(1, classes)                   # [M, k]
-            jac = torch.stack(grads, 1)                                       # [M, k, C, H, W]
-            w = (jac[:, 1:] - jac[:, :1]).flatten(2)                          # [M, k-1, n]
-            fk = (f[:, 1:] - f[:, :1]).abs()                                  # [M, k-1]
+            f = logits.detach()[still].gather(1, classes)  # [M, k]
+            jac = torch.stack(grads, 1)  # [M, k, C, H, W]
+            w = (jac[:, 1:] - jac[:, :1]).flatten(2)  # [M, k-1, n]
+            fk = (f[:, 1:] - f[:, :1]).abs()  # [M, k-1]
             wnorm = w.norm(dim=2)
             best = (fk / (wnorm + 1e-8)).argmin(1)
             w_l = w[torch.arange(len(best), device=x.device), best]
-            scale = (fk.gather(1, best[:, None]).squeeze(1) + 1e-4) / (wnorm.gather(1, best[:, None]).squeeze(1) ** 2 + 1e-12)
+            scale = (fk.gather(1, best[:, None]).squeeze(1) + 1e-4) / (
+                wnorm.gather(1, best[:, None]).squeeze(1) ** 2 + 1e-12
+            )
             r_tot[active] += (scale[:, None] * w_l).view(-1, *x.shape[1:])
             x_adv[active] = (x[active] + (1 + self.overshoot) * r_tot[active]).clamp(0.0, 1.0)
         return x_adv

@@ -57,20 +57,26 @@ class JsmaConfig(AttackConfig):
     steps: int = 100
     gamma: float = 0.1
     theta: float = 1.0
-    max_pair_chunk: int = 2 ** 22
+    max_pair_chunk: int = 2**22
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.positive("steps", "max_pair_chunk")
         require(0 < self.gamma <= 1, "attack.gamma", f"must be in (0, 1], got {self.gamma}")
-        require(-1 <= self.theta <= 1 and self.theta != 0, "attack.theta", f"must be in [-1, 1] and != 0, got {self.theta}")
+        require(
+            -1 <= self.theta <= 1 and self.theta != 0,
+            "attack.theta",
+            f"must be in [-1, 1] and != 0, got {self.theta}",
+        )
 
 
 class JSMA(Attack):
     method = "jsma"
     config_type = JsmaConfig
 
-    def saliency_pairs(self, alpha: Tensor, beta: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def saliency_pairs(
+        self, alpha: Tensor, beta: Tensor, domain: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Best pair (p, q), p < q, per example: ([M] p, [M] q, [M] found) from alpha, beta [M, n]."""
         m, n = alpha.shape
         sign = 1.0 if self.theta > 0 else -1.0
@@ -81,12 +87,12 @@ class JSMA(Attack):
         cols = torch.arange(n, device=alpha.device)
         r0 = 0
         while r0 < n - 1:
-            width = n - r0                                                # only q >= r0 pairs with p >= r0
+            width = n - r0  # only q >= r0 pairs with p >= r0
             r1 = min(r0 + max(1, self.max_pair_chunk // max(m * width, 1)), n - 1)
-            a = alpha[:, r0:r1, None] + alpha[:, None, r0:]               # [M, r1 - r0, width]
+            a = alpha[:, r0:r1, None] + alpha[:, None, r0:]  # [M, r1 - r0, width]
             b = beta[:, r0:r1, None] + beta[:, None, r0:]
             ok = (a > 0) & (b < 0) & domain[:, r0:r1, None] & domain[:, None, r0:]
-            ok &= cols[r0:r1, None] < cols[None, r0:]                    # p < q
+            ok &= cols[r0:r1, None] < cols[None, r0:]  # p < q
             value, flat = torch.where(ok, -a * b, float("-inf")).flatten(1).max(1)
             better = value > best
             best = torch.where(better, value, best)
@@ -105,10 +111,12 @@ class JSMA(Attack):
             xa = xf[active].view(-1, *shape).requires_grad_(True)
             logits = self.logits(xa)
             t = target[active]
-            (alpha,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), xa, retain_graph=True)
+            (alpha,) = torch.autograd.grad(
+                logits.gather(1, t[:, None]).sum(), xa, retain_graph=True
+            )
             (total,) = torch.autograd.grad(logits.sum(), xa)
             alpha, beta = alpha.flatten(1), (total - alpha.view_as(total)).flatten(1)
-            keep = logits.detach().argmax(1) != t                          # not yet at the target
+            keep = logits.detach().argmax(1) != t  # not yet at the target
             if not keep.any():
                 break
             active = active[keep]

@@ -39,9 +39,14 @@ def per_example_distortions(x: Tensor, x_adv: Tensor, l0_tol: float = 1e-4) -> d
     }
 
 
-def distortion_metrics(x: Tensor, x_adv: Tensor, mask: Tensor | None = None, l0_tol: float = 1e-4) -> dict[str, float]:
+def distortion_metrics(
+    x: Tensor, x_adv: Tensor, mask: Tensor | None = None, l0_tol: float = 1e-4
+) -> dict[str, float]:
     """Mean of each metric over the examples in ``mask`` (all when None): {key: float}."""
     per = per_example_distortions(x, x_adv, l0_tol)
     mask = torch.ones(len(x), dtype=torch.bool) if mask is None else mask.detach().cpu().bool()
     count = int(mask.sum())
-    return {key: (float(value.cpu()[mask].mean()) if count else float("nan")) for key, value in per.items()}
+    return {
+        key: (float(value.cpu()[mask].mean()) if count else float("nan"))
+        for key, value in per.items()
+    }

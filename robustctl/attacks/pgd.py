@@ -53,13 +53,17 @@ class PgdConfig(BoundedAttackConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.positive("steps", "restarts")
-        require(self.alpha is None or self.alpha > 0, "attack.alpha", f"must be > 0 or null, got {self.alpha}")
+        require(
+            self.alpha is None or self.alpha > 0,
+            "attack.alpha",
+            f"must be > 0 or null, got {self.alpha}",
+        )
 
 
 class PGD(BoundedAttack):
     method = "pgd"
     config_type = PgdConfig
-    alpha_rule: float = 2.5   # alpha = alpha_rule * eps / steps when alpha is None
+    alpha_rule: float = 2.5  # alpha = alpha_rule * eps / steps when alpha is None
 
     def __init__(self, model: nn.Module, config: PgdConfig | None = None, /, **params: Any) -> None:
         super().__init__(model, config, **params)
@@ -84,7 +88,10 @@ class PGD(BoundedAttack):
     def run_once(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         x_adv = self.random_init(x) if self.random_start else x.clone()
         alpha = self.step_size
-        lo, hi = (x - self.eps).clamp(min=0.0), (x + self.eps).clamp(max=1.0)   # Linf ball ∩ box, per value
+        lo, hi = (
+            (x - self.eps).clamp(min=0.0),
+            (x + self.eps).clamp(max=1.0),
+        )  # Linf ball ∩ box, per value
         for k in range(self.steps):
             g = self.ascent_grad(x_adv, y, target)
             if self.norm == "linf":
@@ -112,4 +119,3 @@ class PGD(BoundedAttack):
                 done[todo] = self.is_success(self.logits(x_new).argmax(1), y[todo], t)
             x_adv[todo] = x_new
         return x_adv
-

@@ -36,8 +36,10 @@ def group_options(conf: Path | None = None) -> dict[str, list[str]]:
     """Options of each config group: the registered ones and the YAML presets in ``conf/<group>/``."""
     conf = conf or config_dir()
     registered = group_configs()
-    return {group: sorted({*registered[group], *(p.stem for p in (conf / group).glob("*.yaml"))})
-            for group in GROUPS}
+    return {
+        group: sorted({*registered[group], *(p.stem for p in (conf / group).glob("*.yaml"))})
+        for group in GROUPS
+    }
 
 
 def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
@@ -52,8 +54,14 @@ def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # Hydra raises ValueError too
-        raise ConfigError(_explain_hydra_error(exc, conf), hint="`robustctl config` lists every group's options") from exc
+    except (
+        HydraException,
+        OmegaConfBaseException,
+        ValueError,
+    ) as exc:  # Hydra raises ValueError too
+        raise ConfigError(
+            _explain_hydra_error(exc, conf), hint="`robustctl config` lists every group's options"
+        ) from exc
 
 
 def check_group_overrides(overrides: list[str] | tuple[str, ...], conf: Path | None = None) -> None:
@@ -64,10 +72,14 @@ def check_group_overrides(overrides: list[str] | tuple[str, ...], conf: Path | N
         if not sep or key not in options:
             continue
         if "," in value:
-            raise ConfigError(f"{override!r} lists several {key} options",
-                              hint="sweeps need -m/--multirun (e.g. `robustctl run -m loss=ce,rce`)")
+            raise ConfigError(
+                f"{override!r} lists several {key} options",
+                hint="sweeps need -m/--multirun (e.g. `robustctl run -m loss=ce,rce`)",
+            )
         if value not in options[key]:
-            raise ConfigError(f"unknown {key} option {value!r} — valid {key} options: {', '.join(options[key])}")
+            raise ConfigError(
+                f"unknown {key} option {value!r} — valid {key} options: {', '.join(options[key])}"
+            )
 
 
 def _option_keys(object_type: str) -> list[str] | None:
@@ -89,7 +101,9 @@ def _explain_hydra_error(exc: BaseException, conf: Path) -> str:
     for group, names in options.items():
         if f"'{group}/" in message or f"'{group}'" in message:
             return f"{first} — valid {group} options: {', '.join(names)}"
-    detail = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in cause.splitlines()[1:])}
+    detail = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in cause.splitlines()[1:])
+    }
     object_type = cause.rsplit("object_type=", 1)[1].strip() if "object_type=" in cause else ""
     if "Could not override" in message or "Key '" in message:
         key = detail.get("full_key") or (message.split("'")[1] if "'" in message else "")
@@ -126,12 +140,18 @@ def _validate_group(group: str, node: Any) -> Any:
 
     if not isinstance(node, DictConfig) or OmegaConf.get_type(node) in (None, dict):
         options = ", ".join(group_options()[group])
-        raise ConfigError(f"{group}: not one of the group's options — valid {group} options: {options}")
+        raise ConfigError(
+            f"{group}: not one of the group's options — valid {group} options: {options}"
+        )
     try:
         return OmegaConf.to_object(node)
-    except ConfigError as exc:   # a nested config (threat_model.whitebox is C&W-wb's) names its keys attack.<key>
+    except (
+        ConfigError
+    ) as exc:  # a nested config (threat_model.whitebox is C&W-wb's) names its keys attack.<key>
         if group == "threat_model" and exc.message.startswith("attack."):
-            raise ConfigError("threat_model.whitebox." + exc.message[len("attack."):], hint=exc.hint) from exc
+            raise ConfigError(
+                "threat_model.whitebox." + exc.message[len("attack.") :], hint=exc.hint
+            ) from exc
         raise
     except ConfigKeyError as exc:
         raise ConfigError(f"unknown key in {group}: {str(exc).splitlines()[0]}") from exc
@@ -152,5 +172,7 @@ def selected_options(container: dict[str, Any]) -> dict[str, str]:
     chosen = {}
     for group in GROUPS:
         node = container.get(group)
-        chosen[group] = str(node["name"]) if isinstance(node, dict) and "name" in node else "default"
+        chosen[group] = (
+            str(node["name"]) if isinstance(node, dict) and "name" in node else "default"
+        )
     return chosen

@@ -32,12 +32,18 @@ class LossConfig:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _require(self.classification in CLASSIFICATIONS, "loss.classification",
-                 f"must be ce or rce, got {self.classification!r}")
+        _require(
+            self.classification in CLASSIFICATIONS,
+            "loss.classification",
+            f"must be ce or rce, got {self.classification!r}",
+        )
         implied = IMPLIED_CLASSIFICATION.get(self.name)
-        _require(implied is None or self.classification == implied, "loss.classification",
-                 f"option {self.name!r} uses {implied}, got {self.classification!r} "
-                 "(pdm = rce + siamese + rvl, siamese_rvl = ce + siamese + rvl)")
+        _require(
+            implied is None or self.classification == implied,
+            "loss.classification",
+            f"option {self.name!r} uses {implied}, got {self.classification!r} "
+            "(pdm = rce + siamese + rvl, siamese_rvl = ce + siamese + rvl)",
+        )
         _require(self.weight > 0, "loss.weight", f"must be > 0, got {self.weight}")
 
 
@@ -62,8 +68,11 @@ class PDMLossConfig(LossConfig):
         _non_negative(self.siamese_weight, "loss.siamese_weight")
         _non_negative(self.rvl_weight, "loss.rvl_weight")
         in_unit_interval(self.q, "loss.q")
-        _require(self.rvl_normalization in RVL_NORMALIZATIONS, "loss.rvl_normalization",
-                 f"must be one of {', '.join(RVL_NORMALIZATIONS)}; got {self.rvl_normalization!r}")
+        _require(
+            self.rvl_normalization in RVL_NORMALIZATIONS,
+            "loss.rvl_normalization",
+            f"must be one of {', '.join(RVL_NORMALIZATIONS)}; got {self.rvl_normalization!r}",
+        )
 
 
 @dataclass

@@ -16,7 +16,17 @@ from typing import Any
 
 from robustctl.config.validation import NoneConfig
 
-GROUPS = ("dataset", "model", "loss", "trainer", "tracking", "evaluate", "attack", "defense", "threat_model")
+GROUPS = (
+    "dataset",
+    "model",
+    "loss",
+    "trainer",
+    "tracking",
+    "evaluate",
+    "attack",
+    "defense",
+    "threat_model",
+)
 
 
 def group_configs() -> dict[str, dict[str, Any]]:

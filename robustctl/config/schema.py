@@ -36,10 +36,18 @@ class DatasetConfig:
     augment: bool = False
 
     def __post_init__(self) -> None:
-        _require(0 <= self.val_fraction < 1, "dataset.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        _require(
+            0 <= self.val_fraction < 1,
+            "dataset.val_fraction",
+            f"must be in [0, 1), got {self.val_fraction}",
+        )
         for key in ("train_limit", "test_limit"):
             value = getattr(self, key)
-            _require(value is None or value > 0, f"dataset.{key}", f"must be positive or null, got {value}")
+            _require(
+                value is None or value > 0,
+                f"dataset.{key}",
+                f"must be positive or null, got {value}",
+            )
 
 
 @dataclass
@@ -55,12 +63,22 @@ class SyntheticDatasetConfig(DatasetConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.num_samples >= 8, "dataset.num_samples", f"must be >= 8, got {self.num_samples}")
-        _require(self.num_classes >= 2, "dataset.num_classes", f"must be >= 2, got {self.num_classes}")
-        _require(self.channels in (1, 3), "dataset.channels", f"must be 1 or 3, got {self.channels}")
+        _require(
+            self.num_samples >= 8, "dataset.num_samples", f"must be >= 8, got {self.num_samples}"
+        )
+        _require(
+            self.num_classes >= 2, "dataset.num_classes", f"must be >= 2, got {self.num_classes}"
+        )
+        _require(
+            self.channels in (1, 3), "dataset.channels", f"must be 1 or 3, got {self.channels}"
+        )
         _require(self.image_size >= 4, "dataset.image_size", f"must be >= 4, got {self.image_size}")
         _require(self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
-        _require(0 < self.test_fraction < 1, "dataset.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _require(
+            0 < self.test_fraction < 1,
+            "dataset.test_fraction",
+            f"must be in (0, 1), got {self.test_fraction}",
+        )
 
 
 # option name -> its config (the options of the ``dataset`` group)
@@ -69,7 +87,9 @@ DATASET_OPTIONS: dict[str, DatasetConfig] = {
     "synthetic": SyntheticDatasetConfig(name="synthetic"),
     "fashion_mnist": DatasetConfig(name="fashion_mnist"),
     "mnist": DatasetConfig(name="mnist"),
-    "cifar10": DatasetConfig(name="cifar10", augment=True),   # random crop + flip, as the paper trains
+    "cifar10": DatasetConfig(
+        name="cifar10", augment=True
+    ),  # random crop + flip, as the paper trains
 }
 
 
@@ -85,14 +105,32 @@ class ModelConfig:
     negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
-        _require(self.depth >= 8 and (self.depth - 2) % 6 == 0, "model.depth", f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}")
-        _require(self.name == f"resnet{self.depth}", "model.depth", f"{self.depth} does not match model {self.name!r} (use model=resnet{self.depth} if that option exists)")
+        _require(
+            self.depth >= 8 and (self.depth - 2) % 6 == 0,
+            "model.depth",
+            f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}",
+        )
+        _require(
+            self.name == f"resnet{self.depth}",
+            "model.depth",
+            f"{self.depth} does not match model {self.name!r} (use model=resnet{self.depth} if that option exists)",
+        )
         _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
-        _require(self.activation in ("relu", "leaky_relu"), "model.activation", f"must be one of relu, leaky_relu; got {self.activation!r}")
-        _require(self.negative_slope >= 0, "model.negative_slope", f"must be >= 0, got {self.negative_slope}")
+        _require(
+            self.activation in ("relu", "leaky_relu"),
+            "model.activation",
+            f"must be one of relu, leaky_relu; got {self.activation!r}",
+        )
+        _require(
+            self.negative_slope >= 0,
+            "model.negative_slope",
+            f"must be >= 0, got {self.negative_slope}",
+        )
 
 
-MODEL_OPTIONS: dict[str, ModelConfig] = {f"resnet{d}": ModelConfig(name=f"resnet{d}", depth=d) for d in (20, 32, 56)}
+MODEL_OPTIONS: dict[str, ModelConfig] = {
+    f"resnet{d}": ModelConfig(name=f"resnet{d}", depth=d) for d in (20, 32, 56)
+}
 
 
 # --------------------------------------------------------------------------------------- trainer
@@ -125,17 +163,49 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", f"must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _require(
+            self.eval_batch_size >= 1,
+            "trainer.eval_batch_size",
+            f"must be >= 1, got {self.eval_batch_size}",
+        )
         _require(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
-        _require(0 <= self.momentum < 1, "trainer.momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.schedule in SCHEDULES, "trainer.schedule", f"must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        _require(all(0 < m < 1 for m in self.milestones), "trainer.milestones", f"must be fractions of training in (0, 1), got {list(self.milestones)}")
+        _require(
+            0 <= self.momentum < 1, "trainer.momentum", f"must be in [0, 1), got {self.momentum}"
+        )
+        _require(
+            self.weight_decay >= 0, "trainer.weight_decay", f"must be >= 0, got {self.weight_decay}"
+        )
+        _require(
+            self.schedule in SCHEDULES,
+            "trainer.schedule",
+            f"must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}",
+        )
+        _require(
+            all(0 < m < 1 for m in self.milestones),
+            "trainer.milestones",
+            f"must be fractions of training in (0, 1), got {list(self.milestones)}",
+        )
         _require(0 < self.gamma <= 1, "trainer.gamma", f"must be in (0, 1], got {self.gamma}")
-        _require(0 <= self.warmup_epochs < self.epochs, "trainer.warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
-        _require(self.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}; got {self.device!r}")
-        _require(self.num_threads is None or self.num_threads >= 1, "trainer.num_threads", f"must be >= 1 or null, got {self.num_threads}")
-        _require(self.max_batches is None or self.max_batches >= 1, "trainer.max_batches", f"must be >= 1 or null, got {self.max_batches}")
+        _require(
+            0 <= self.warmup_epochs < self.epochs,
+            "trainer.warmup_epochs",
+            f"must be in [0, epochs), got {self.warmup_epochs}",
+        )
+        _require(
+            self.device in DEVICES,
+            "trainer.device",
+            f"must be one of {', '.join(DEVICES)}; got {self.device!r}",
+        )
+        _require(
+            self.num_threads is None or self.num_threads >= 1,
+            "trainer.num_threads",
+            f"must be >= 1 or null, got {self.num_threads}",
+        )
+        _require(
+            self.max_batches is None or self.max_batches >= 1,
+            "trainer.max_batches",
+            f"must be >= 1 or null, got {self.max_batches}",
+        )
 
 
 # -------------------------------------------------------------------------------------- tracking
@@ -148,8 +218,8 @@ class TrackingConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_checkpoints: bool = True
-    parent_run_id: str | None = None    # nest this run under a parent (sweeps and experiments set it)
-    experiment_tag: str | None = None   # the `experiment` tag (set by `robustctl experiment NAME`)
+    parent_run_id: str | None = None  # nest this run under a parent (sweeps and experiments set it)
+    experiment_tag: str | None = None  # the `experiment` tag (set by `robustctl experiment NAME`)
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -162,7 +232,9 @@ class EvaluateConfig:
     batch_size: int = 512
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "evaluate.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(
+            self.batch_size >= 1, "evaluate.batch_size", f"must be >= 1, got {self.batch_size}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ root

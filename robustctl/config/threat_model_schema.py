@@ -23,7 +23,7 @@ from robustctl.config.validation import require as _require
 from robustctl.metric_keys import STAGES
 
 TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma"]
-RESILIENCY_EPS = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2)   # PDM Figure 3
+RESILIENCY_EPS = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2)  # PDM Figure 3
 
 
 DISTILL_MODES = ("soft", "hard")
@@ -35,7 +35,7 @@ class BlackboxConfig:
     option of the ``model`` group), soft targets at ``temperature`` or hard labels, SGD budget."""
 
     proxy_model: str = "resnet32"
-    mode: str = "soft"              # soft (temperature) | hard (argmax labels)
+    mode: str = "soft"  # soft (temperature) | hard (argmax labels)
     temperature: float = 4.0
     epochs: int = 10
     batch_size: int = 128
@@ -56,11 +56,13 @@ class ThreatModelConfig:
 
     name: str = "graybox"
     stages: list[str] = field(default_factory=lambda: ["graybox"])
-    num_samples: int = 500          # test images attacked (seeded subset); 0 = all
+    num_samples: int = 500  # test images attacked (seeded subset); 0 = all
     batch_size: int = 256
-    min_pairs: int = 10             # fewer (clean-correct, attack-succeeded) pairs -> no AUC, a reason
+    min_pairs: int = 10  # fewer (clean-correct, attack-succeeded) pairs -> no AUC, a reason
     attacks: list[str] = field(default_factory=lambda: list(TABLE2_ATTACKS))
-    attack_params: dict[str, Any] = field(default_factory=dict)  # per-attack overrides, e.g. {cw_hc: {steps: 100}}
+    attack_params: dict[str, Any] = field(
+        default_factory=dict
+    )  # per-attack overrides, e.g. {cw_hc: {steps: 100}}
     resiliency_attacks: list[str] = field(default_factory=lambda: ["fgsm", "bim"])
     resiliency_eps: list[float] = field(default_factory=lambda: list(RESILIENCY_EPS))
     seed: int = 0
@@ -69,18 +71,49 @@ class ThreatModelConfig:
 
     def __post_init__(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]
-        _require(not bad and len(self.stages) > 0, "threat_model.stages", f"must be a non-empty subset of {', '.join(STAGES)}; got {list(self.stages)}")
-        _require(self.num_samples >= 0, "threat_model.num_samples", f"must be >= 0 (0 = all), got {self.num_samples}")
-        _require(self.batch_size >= 1, "threat_model.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.min_pairs >= 2, "threat_model.min_pairs", f"must be >= 2, got {self.min_pairs}")
-        _require(all(0 < e <= 1 for e in self.resiliency_eps), "threat_model.resiliency_eps", f"must lie in (0, 1], got {list(self.resiliency_eps)}")
+        _require(
+            not bad and len(self.stages) > 0,
+            "threat_model.stages",
+            f"must be a non-empty subset of {', '.join(STAGES)}; got {list(self.stages)}",
+        )
+        _require(
+            self.num_samples >= 0,
+            "threat_model.num_samples",
+            f"must be >= 0 (0 = all), got {self.num_samples}",
+        )
+        _require(
+            self.batch_size >= 1, "threat_model.batch_size", f"must be >= 1, got {self.batch_size}"
+        )
+        _require(
+            self.min_pairs >= 2, "threat_model.min_pairs", f"must be >= 2, got {self.min_pairs}"
+        )
+        _require(
+            all(0 < e <= 1 for e in self.resiliency_eps),
+            "threat_model.resiliency_eps",
+            f"must lie in (0, 1], got {list(self.resiliency_eps)}",
+        )
         for name in self.attacks:
             attack_config(name, key="threat_model.attacks")
         for name, params in self.attack_params.items():
             attack_config(name, params, key=f"threat_model.attack_params.{name}")
         bb = self.blackbox
-        _require(bb.mode in DISTILL_MODES, "threat_model.blackbox.mode", f"must be soft or hard, got {bb.mode!r}")
-        _require(bb.temperature > 0, "threat_model.blackbox.temperature", f"must be > 0, got {bb.temperature}")
-        _require(bb.epochs >= 1 and bb.batch_size >= 1 and bb.lr > 0, "threat_model.blackbox.epochs", "epochs, batch_size must be >= 1 and lr > 0")
-        _require(bb.proxy_model in MODEL_OPTIONS, "threat_model.blackbox.proxy_model",
-                 f"must be a model option ({', '.join(MODEL_OPTIONS)}); got {bb.proxy_model!r}")
+        _require(
+            bb.mode in DISTILL_MODES,
+            "threat_model.blackbox.mode",
+            f"must be soft or hard, got {bb.mode!r}",
+        )
+        _require(
+            bb.temperature > 0,
+            "threat_model.blackbox.temperature",
+            f"must be > 0, got {bb.temperature}",
+        )
+        _require(
+            bb.epochs >= 1 and bb.batch_size >= 1 and bb.lr > 0,
+            "threat_model.blackbox.epochs",
+            "epochs, batch_size must be >= 1 and lr > 0",
+        )
+        _require(
+            bb.proxy_model in MODEL_OPTIONS,
+            "threat_model.blackbox.proxy_model",
+            f"must be a model option ({', '.join(MODEL_OPTIONS)}); got {bb.proxy_model!r}",
+        )

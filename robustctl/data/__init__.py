@@ -35,14 +35,32 @@ LOADERS: dict[str, Callable[..., RawSplit]] = {
 
 def load_dataset(cfg: DatasetConfig, work_dir: str | Path = ".") -> ImageData:
     if cfg.name not in LOADERS:
-        raise ConfigError(f"dataset: unknown option {cfg.name!r} — valid: {', '.join(sorted(LOADERS))}")
+        raise ConfigError(
+            f"dataset: unknown option {cfg.name!r} — valid: {', '.join(sorted(LOADERS))}"
+        )
     raw = LOADERS[cfg.name](cfg, work_dir)
     x_train, y_train = take(raw.x_train, raw.y_train, cfg.train_limit, cfg.split_seed)
     x_test, y_test = take(raw.x_test, raw.y_test, cfg.test_limit, cfg.split_seed + 1)
-    x_train, y_train, x_val, y_val = split_train_val(x_train, y_train, cfg.val_fraction, cfg.split_seed)
-    for where, (x, y) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
+    x_train, y_train, x_val, y_val = split_train_val(
+        x_train, y_train, cfg.val_fraction, cfg.split_seed
+    )
+    for where, (x, y) in {
+        "train": (x_train, y_train),
+        "val": (x_val, y_val),
+        "test": (x_test, y_test),
+    }.items():
         check_images(x, y, f"{cfg.name}/{where}")
-    return ImageData(cfg.name, x_train, y_train, x_val, y_val, x_test, y_test, raw.class_names, augment=cfg.augment)
+    return ImageData(
+        cfg.name,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        raw.class_names,
+        augment=cfg.augment,
+    )
 
 
 __all__ = ["LOADERS", "ImageData", "RawSplit", "iterate_batches", "load_dataset"]

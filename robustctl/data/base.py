@@ -71,7 +71,9 @@ def check_images(x: Tensor, y: Tensor, where: str) -> None:
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} images but {len(y)} labels")
     if len(x) and (x.min() < 0 or x.max() > 1):
-        raise DataError(f"{where}: pixel values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
+        raise DataError(
+            f"{where}: pixel values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]"
+        )
     if y.dtype != torch.int64:
         raise DataError(f"{where}: labels must be int64, got {y.dtype}")
 
@@ -88,7 +90,9 @@ def take(x: Tensor, y: Tensor, limit: int | None, seed: int) -> tuple[Tensor, Te
     return x[idx], y[idx]
 
 
-def split_train_val(x: Tensor, y: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def split_train_val(
+    x: Tensor, y: Tensor, val_fraction: float, seed: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Hold out ``round(val_fraction * N)`` training examples, chosen by a seeded permutation."""
     n_val = int(round(val_fraction * len(y)))
     idx = seeded_permutation(len(y), seed)
@@ -102,18 +106,27 @@ def crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # [n, h]
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # [n, w]
-    out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1),
-                 rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    rows = dy.view(n, 1) + torch.arange(h).view(1, h)  # [n, h]
+    cols = dx.view(n, 1) + torch.arange(w).view(1, w)  # [n, w]
+    out = padded[
+        torch.arange(n).view(n, 1, 1, 1),
+        torch.arange(x.shape[1]).view(1, -1, 1, 1),
+        rows.view(n, 1, h, 1),
+        cols.view(n, 1, 1, w),
+    ]
     flip = torch.rand(n, generator=generator) < 0.5
     out[flip] = out[flip].flip(-1)
     return out
 
 
 def iterate_batches(
-    x: Tensor, y: Tensor, batch_size: int, *, generator: torch.Generator | None = None,
-    augment: bool = False, max_batches: int | None = None,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+    max_batches: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(images, labels, indices)``; shuffled when a generator is given, in order otherwise."""
     n = len(y)
@@ -121,7 +134,7 @@ def iterate_batches(
     for b, start in enumerate(range(0, n, batch_size)):
         if max_batches is not None and b >= max_batches:
             return
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         xb = x[idx]
         if augment and generator is not None:
             xb = crop_flip(xb, generator)

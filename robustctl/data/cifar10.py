@@ -24,10 +24,24 @@ from robustctl.errors import DataError
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),  # protocol-2 bytes
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # protocol-2 bytes
 }
 
 
@@ -53,7 +67,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch["data"], dtype=np.uint8)
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise DataError(f"{path}: data {data.shape} / labels {labels.shape} are not CIFAR-10 shaped")
+        raise DataError(
+            f"{path}: data {data.shape} / labels {labels.shape} are not CIFAR-10 shaped"
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -98,4 +114,10 @@ def load_cifar10(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
     def to_float(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.copy()).float().div_(255.0)
 
-    return RawSplit(to_float(x_train), torch.from_numpy(y_train), to_float(x_test), torch.from_numpy(y_test), CLASS_NAMES)
+    return RawSplit(
+        to_float(x_train),
+        torch.from_numpy(y_train),
+        to_float(x_test),
+        torch.from_numpy(y_test),
+        CLASS_NAMES,
+    )

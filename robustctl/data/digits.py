@@ -24,7 +24,10 @@ def load_digits_split(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)
-    train_idx, test_idx = train_test_split(range(len(y)), test_size=TEST_FRACTION, random_state=TEST_SPLIT_SEED,
-                                           stratify=bunch.target)
+    train_idx, test_idx = train_test_split(
+        range(len(y)), test_size=TEST_FRACTION, random_state=TEST_SPLIT_SEED, stratify=bunch.target
+    )
     train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
-    return RawSplit(x[train_idx], y[train_idx], x[test_idx], y[test_idx], tuple(str(d) for d in range(10)))
+    return RawSplit(
+        x[train_idx], y[train_idx], x[test_idx], y[test_idx], tuple(str(d) for d in range(10))
+    )

@@ -44,7 +44,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = struct.unpack(f">{rank}I", raw[4:header])
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
-        raise DataError(f"{path} is truncated or padded: header says {expected} bytes of data, found {len(raw) - header}")
+        raise DataError(
+            f"{path} is truncated or padded: header says {expected} bytes of data, found {len(raw) - header}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -52,7 +54,11 @@ def write_idx(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 array as IDX (gzip when ``path`` ends in .gz): used by tests and tools."""
     path = Path(path)
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    payload = bytes([0, 0, _UINT8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    payload = (
+        bytes([0, 0, _UINT8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as fh:
@@ -75,8 +81,13 @@ def load_idx_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (images [N, H, W] uint8, labels [N]), "test": (...)}`` from one folder."""
     out = {}
     for split, (img_stem, lbl_stem) in SPLIT_FILES.items():
-        images, labels = read_idx(find_idx_file(folder, img_stem)), read_idx(find_idx_file(folder, lbl_stem))
+        images, labels = (
+            read_idx(find_idx_file(folder, img_stem)),
+            read_idx(find_idx_file(folder, lbl_stem)),
+        )
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{folder}: {split} images {images.shape} do not match labels {labels.shape}")
+            raise DataError(
+                f"{folder}: {split} images {images.shape} do not match labels {labels.shape}"
+            )
         out[split] = (images, labels)
     return out

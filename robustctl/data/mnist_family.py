@@ -25,7 +25,7 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass(frozen=True)
 class MnistFamily:
-    torchvision_name: str              # torchvision.datasets class, also its folder name
+    torchvision_name: str  # torchvision.datasets class, also its folder name
     class_names: tuple[str, ...]
     system_folders: tuple[Path, ...]  # offline install locations
     offline_hint: str
@@ -33,11 +33,24 @@ class MnistFamily:
 
 FASHION_MNIST = MnistFamily(
     "FashionMNIST",
-    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     (DEBIAN_FASHION_MNIST,),
     "sudo apt-get install -y dataset-fashion-mnist",
 )
-MNIST = MnistFamily("MNIST", tuple(str(d) for d in range(10)), (), "copy the four IDX files into dataset.root")
+MNIST = MnistFamily(
+    "MNIST", tuple(str(d) for d in range(10)), (), "copy the four IDX files into dataset.root"
+)
 
 
 def default_root(cfg: DatasetConfig, work_dir: str | Path) -> Path:
@@ -60,10 +73,14 @@ def _download(family: MnistFamily, root: Path) -> None:
 
     try:
         getattr(torchvision.datasets, family.torchvision_name)(str(root), train=True, download=True)
-        getattr(torchvision.datasets, family.torchvision_name)(str(root), train=False, download=True)
+        getattr(torchvision.datasets, family.torchvision_name)(
+            str(root), train=False, download=True
+        )
     except Exception as exc:  # network errors come in many types
-        raise DataError(f"downloading {family.torchvision_name} into {root} failed: {exc}",
-                        hint=f"without internet: {family.offline_hint}") from exc
+        raise DataError(
+            f"downloading {family.torchvision_name} into {root} failed: {exc}",
+            hint=f"without internet: {family.offline_hint}",
+        ) from exc
 
 
 def load_mnist_family(family: MnistFamily, cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
@@ -77,19 +94,23 @@ def load_mnist_family(family: MnistFamily, cfg: DatasetConfig, work_dir: str | P
         raise DataError(
             f"{family.torchvision_name} IDX files not found. Looked in:\n    {looked}",
             hint=f"{family.offline_hint}; or set dataset.root=/path/to/idx/files; "
-                 f"or add dataset.download=true (needs internet)",
+            f"or add dataset.download=true (needs internet)",
         )
     arrays = load_idx_folder(found)
 
     def to_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = arrays[split]
-        return (torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0),
-                torch.from_numpy(labels.astype("int64")))
+        return (
+            torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0),
+            torch.from_numpy(labels.astype("int64")),
+        )
 
     x_train, y_train = to_tensors("train")
     x_test, y_test = to_tensors("test")
     if int(max(y_train.max(), y_test.max())) >= len(family.class_names):
-        raise DataError(f"{found}: labels exceed the {len(family.class_names)} classes of {family.torchvision_name}")
+        raise DataError(
+            f"{found}: labels exceed the {len(family.class_names)} classes of {family.torchvision_name}"
+        )
     return RawSplit(x_train, y_train, x_test, y_test, family.class_names)
 
 

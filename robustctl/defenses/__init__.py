@@ -47,15 +47,21 @@ def build_detector(
     """
     name = getattr(cfg, "name", None)
     if name not in DEFENSES:
-        raise ConfigError(f"defense: unknown option {name!r} — valid defense options: {', '.join(sorted(DEFENSES))}")
+        raise ConfigError(
+            f"defense: unknown option {name!r} — valid defense options: {', '.join(sorted(DEFENSES))}"
+        )
     cls = DEFENSES[name]
     if cls is None:
         return None
     gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
-    return cls.from_config(cfg).fit(embeddings, labels, per_class=cfg.per_class, generator=gen, held_out=held_out)
+    return cls.from_config(cfg).fit(
+        embeddings, labels, per_class=cfg.per_class, generator=gen, held_out=held_out
+    )
 
 
-def fit_detector(cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512) -> KDEDetector | None:
+def fit_detector(
+    cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512
+) -> KDEDetector | None:
     """The ``defense`` detector fitted on ``model``'s clean training embeddings of ``data``, with
     the validation split as held-out data (automatic bandwidth); None for ``defense=none``."""
     from robustctl.inference import predict
@@ -70,8 +76,18 @@ def fit_detector(cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 
 def require_detector(detector: Any | None, needed_by: str) -> Any:
     """``detector`` itself; a :class:`ConfigError` naming ``needed_by`` when there is none."""
     if detector is None:
-        raise ConfigError(f"{needed_by} attacks a detector, but defense=none", hint="add defense=kde")
+        raise ConfigError(
+            f"{needed_by} attacks a detector, but defense=none", hint="add defense=kde"
+        )
     return detector
 
 
-__all__ = ["DEFENSES", "KDEConfig", "KDEDetector", "build_detector", "fit_detector", "require_detector", "threshold_at"]
+__all__ = [
+    "DEFENSES",
+    "KDEConfig",
+    "KDEDetector",
+    "build_detector",
+    "fit_detector",
+    "require_detector",
+    "threshold_at",
+]

@@ -107,7 +107,7 @@ class KDEConfig:
 
     name: str = "kde"
     per_class: int = 1000
-    bandwidth: Any = "auto"          # "auto" or a positive float (OmegaConf has no float | str)
+    bandwidth: Any = "auto"  # "auto" or a positive float (OmegaConf has no float | str)
     grid_min: float = 1e-3
     grid_max: float = 1.0
     grid_size: int = 31
@@ -124,19 +124,37 @@ class KDEConfig:
                 bw = float(bw)
             except ValueError:
                 bw = None
-        ok = bw == "auto" or (isinstance(bw, (int, float)) and not isinstance(bw, bool) and math.isfinite(bw) and bw > 0)
-        require(ok, "defense.bandwidth", f"must be 'auto' or a positive float, got {self.bandwidth!r}")
+        ok = bw == "auto" or (
+            isinstance(bw, (int, float))
+            and not isinstance(bw, bool)
+            and math.isfinite(bw)
+            and bw > 0
+        )
+        require(
+            ok, "defense.bandwidth", f"must be 'auto' or a positive float, got {self.bandwidth!r}"
+        )
         self.bandwidth = bw if bw == "auto" else float(bw)
-        require(0 < self.grid_min < self.grid_max, "defense.grid_min",
-                f"need 0 < grid_min < grid_max, got {self.grid_min} and {self.grid_max}")
-        require(math.isfinite(self.grid_max), "defense.grid_max", f"must be finite, got {self.grid_max}")
+        require(
+            0 < self.grid_min < self.grid_max,
+            "defense.grid_min",
+            f"need 0 < grid_min < grid_max, got {self.grid_min} and {self.grid_max}",
+        )
+        require(
+            math.isfinite(self.grid_max), "defense.grid_max", f"must be finite, got {self.grid_max}"
+        )
         require(self.grid_size >= 2, "defense.grid_size", f"must be >= 2, got {self.grid_size}")
         if self.bandwidth_grid is not None:
             grid = list(self.bandwidth_grid)
-            require(bool(grid) and all(math.isfinite(s) and s > 0 for s in grid), "defense.bandwidth_grid",
-                    f"must be null or a non-empty list of positive floats, got {grid}")
-        require(0 < self.holdout_fraction < 1, "defense.holdout_fraction",
-                f"must be in (0, 1), got {self.holdout_fraction}")
+            require(
+                bool(grid) and all(math.isfinite(s) and s > 0 for s in grid),
+                "defense.bandwidth_grid",
+                f"must be null or a non-empty list of positive floats, got {grid}",
+            )
+        require(
+            0 < self.holdout_fraction < 1,
+            "defense.holdout_fraction",
+            f"must be in (0, 1), got {self.holdout_fraction}",
+        )
         require(self.chunk_size >= 1, "defense.chunk_size", f"must be >= 1, got {self.chunk_size}")
 
 
@@ -209,7 +227,10 @@ class _LogKernelSum(torch.autograd.Function):
             for j in range(0, p.shape[0], bp):
                 pj = p[j : j + bp]
                 # w_ij = exp(-||z_i - p_j||^2 c - lse_i), out of place: differentiable again
-                w = torch.exp(torch.addmm(p_sq[j : j + bp].unsqueeze(0), zi, pj.T, beta=-c, alpha=2.0 * c) - shift)
+                w = torch.exp(
+                    torch.addmm(p_sq[j : j + bp].unsqueeze(0), zi, pj.T, beta=-c, alpha=2.0 * c)
+                    - shift
+                )
                 w_sum = w_sum + w.sum(1)
                 w_p = w_p + w @ pj
             rows.append((zi * w_sum.unsqueeze(1) - w_p) * (-2.0 * c))
@@ -291,11 +312,25 @@ class KDEDetector(torch.nn.Module):
 
     def __init__(self, config: KDEConfig | None = None, /, **params: Any) -> None:
         super().__init__()
-        config = KDEConfig(**params) if config is None else replace(config, **params) if params else config
+        config = (
+            KDEConfig(**params)
+            if config is None
+            else replace(config, **params)
+            if params
+            else config
+        )
         self.config = config
         self.bandwidth = config.bandwidth
-        self.grid_min, self.grid_max, self.grid_size = config.grid_min, config.grid_max, config.grid_size
-        self.bandwidth_grid = None if config.bandwidth_grid is None else sorted(float(s) for s in config.bandwidth_grid)
+        self.grid_min, self.grid_max, self.grid_size = (
+            config.grid_min,
+            config.grid_max,
+            config.grid_size,
+        )
+        self.bandwidth_grid = (
+            None
+            if config.bandwidth_grid is None
+            else sorted(float(s) for s in config.bandwidth_grid)
+        )
         self.holdout_fraction = config.holdout_fraction
         self.chunk_size = config.chunk_size
         self.register_buffer("points", torch.zeros(0, 0))
@@ -342,7 +377,9 @@ class KDEDetector(torch.nn.Module):
             if prefix + name in state_dict:
                 cur = self._buffers[name]
                 assert cur is not None
-                self._buffers[name] = torch.empty(state_dict[prefix + name].shape, dtype=cur.dtype, device=cur.device)
+                self._buffers[name] = torch.empty(
+                    state_dict[prefix + name].shape, dtype=cur.dtype, device=cur.device
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._counts = [int(c) for c in self.counts.tolist()]
         self._sigma = float(self.sigma)
@@ -350,8 +387,10 @@ class KDEDetector(torch.nn.Module):
     def extra_repr(self) -> str:
         if not self.fitted:
             return f"bandwidth={self.bandwidth!r}, unfitted"
-        return (f"bandwidth_={self._sigma:.4g}, classes={len(self._counts)}, "
-                f"points={self.points.shape[0]}, dim={self.points.shape[1]}")
+        return (
+            f"bandwidth_={self._sigma:.4g}, classes={len(self._counts)}, "
+            f"points={self.points.shape[0]}, dim={self.points.shape[1]}"
+        )
 
     # --------------------------------------------------------------------------------- fit
     def fit(
@@ -407,14 +446,18 @@ class KDEDetector(torch.nn.Module):
             if held_out is not None:
                 hz, hy = self._check_inputs(*held_out, "held_out[0]", "held_out[1]")
                 if hz.shape[1] != z.shape[1]:
-                    raise ValueError(f"held_out embeddings have dim {hz.shape[1]}, fitted ones {z.shape[1]}")
+                    raise ValueError(
+                        f"held_out embeddings have dim {hz.shape[1]}, fitted ones {z.shape[1]}"
+                    )
                 kern, kern_counts = self.points, self._counts
                 held_z, held_cls = hz.to(dev), self._class_index(hy)
             else:
                 kern = z[torch.cat(sel_kernel).to(dev)]
                 kern_counts = [len(k) for k in sel_kernel]
                 held_z = z[torch.cat(sel_held).to(dev)]
-                held_cls = torch.cat([torch.full((len(h),), i) for i, h in enumerate(sel_held)]).to(dev)
+                held_cls = torch.cat([torch.full((len(h),), i) for i, h in enumerate(sel_held)]).to(
+                    dev
+                )
             sigma = self._select_bandwidth(kern, kern_counts, held_z, held_cls)
         else:
             sigma = float(self.bandwidth)
@@ -437,15 +480,24 @@ class KDEDetector(torch.nn.Module):
             raise ValueError(f"{zn} contains NaN or inf")
         return z.detach(), y.long()
 
-    def _select_bandwidth(self, kern: Tensor, kern_counts: list[int], held_z: Tensor, held_cls: Tensor) -> float:
+    def _select_bandwidth(
+        self, kern: Tensor, kern_counts: list[int], held_z: Tensor, held_cls: Tensor
+    ) -> float:
         """argmax over the grid of the mean held-out normalized log-likelihood (float64)."""
         if held_z.shape[0] == 0:
-            raise ValueError("bandwidth='auto' needs held-out data: give held_out or >= 2 samples in some class")
+            raise ValueError(
+                "bandwidth='auto' needs held-out data: give held_out or >= 2 samples in some class"
+            )
         if self.bandwidth_grid is not None:
             grid = list(self.bandwidth_grid)
         else:
             med = _median_within_class_distance(kern, kern_counts)
-            exps = torch.linspace(math.log10(self.grid_min), math.log10(self.grid_max), self.grid_size, dtype=torch.float64)
+            exps = torch.linspace(
+                math.log10(self.grid_min),
+                math.log10(self.grid_max),
+                self.grid_size,
+                dtype=torch.float64,
+            )
             grid = [med * 10.0**e for e in exps.tolist()]
         dim = kern.shape[1]
         kern, held_z = kern.double(), held_z.double()
@@ -458,7 +510,9 @@ class KDEDetector(torch.nn.Module):
                     continue
                 p = kern[off[k] : off[k + 1]]
                 center = p.mean(0)
-                lse = _log_kernel_sums(q - center, p - center, [1.0 / s**2 for s in grid], self.chunk_size)
+                lse = _log_kernel_sums(
+                    q - center, p - center, [1.0 / s**2 for s in grid], self.chunk_size
+                )
                 total += (lse - math.log(p.shape[0])).sum(0)
         norm = [-dim * math.log(s) - 0.5 * dim * math.log(math.pi) for s in grid]
         scores = [t / held_z.shape[0] + c for t, c in zip(total.tolist(), norm, strict=True)]
@@ -468,11 +522,19 @@ class KDEDetector(torch.nn.Module):
             warnings.warn(
                 f"KDE bandwidth {grid[best]:.4g} is on the edge of the grid [{grid[0]:.4g}, {grid[-1]:.4g}]; "
                 "widen grid_min/grid_max or pass bandwidth_grid",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
-        log.info("KDE bandwidth sigma=%.4g: held-out mean log-likelihood %.4f nats over %d samples "
-                 "(grid %.4g..%.4g, %d values)", grid[best], scores[best], held_z.shape[0],
-                 grid[0], grid[-1], len(grid))
+        log.info(
+            "KDE bandwidth sigma=%.4g: held-out mean log-likelihood %.4f nats over %d samples "
+            "(grid %.4g..%.4g, %d values)",
+            grid[best],
+            scores[best],
+            held_z.shape[0],
+            grid[0],
+            grid[-1],
+            len(grid),
+        )
         return float(grid[best])
 
     # ----------------------------------------------------------------------------- scoring
@@ -485,12 +547,19 @@ class KDEDetector(torch.nn.Module):
         idx = torch.searchsorted(self.classes, classes).clamp_(max=len(self._counts) - 1)
         bad = self.classes[idx] != classes
         if bool(bad.any()):
-            raise ValueError(f"classes {sorted(set(classes[bad].tolist()))} were not fitted "
-                             f"(fitted: {self.classes.tolist()})")
+            raise ValueError(
+                f"classes {sorted(set(classes[bad].tolist()))} were not fitted "
+                f"(fitted: {self.classes.tolist()})"
+            )
         return idx
 
     def log_density(
-        self, embeddings: Tensor, classes: Tensor, *, normalized: bool = False, bandwidth: float | None = None
+        self,
+        embeddings: Tensor,
+        classes: Tensor,
+        *,
+        normalized: bool = False,
+        bandwidth: float | None = None,
     ) -> Tensor:
         """log KDE_t(z) of each row z under the kernel points of its class t.
 
@@ -510,9 +579,13 @@ class KDEDetector(torch.nn.Module):
         z = torch.as_tensor(embeddings)
         dim = self.points.shape[1]
         if z.dim() != 2 or z.shape[1] != dim or not z.is_floating_point():
-            raise ValueError(f"embeddings must be floating with shape [M, {dim}], got {z.dtype} {tuple(z.shape)}")
+            raise ValueError(
+                f"embeddings must be floating with shape [M, {dim}], got {z.dtype} {tuple(z.shape)}"
+            )
         if torch.as_tensor(classes).shape != (z.shape[0],):
-            raise ValueError(f"classes must have shape [{z.shape[0]}], got {tuple(torch.as_tensor(classes).shape)}")
+            raise ValueError(
+                f"classes must have shape [{z.shape[0]}], got {tuple(torch.as_tensor(classes).shape)}"
+            )
         dtype = torch.promote_types(z.dtype, self.points.dtype)
         z = z.to(device=self.points.device, dtype=dtype)
         if z.shape[0] == 0:
@@ -528,7 +601,9 @@ class KDEDetector(torch.nn.Module):
             if n_q:
                 p = self.points[off[k] : off[k + 1]].to(dtype)
                 center = p.mean(0)
-                lse = _LogKernelSum.apply(zs[q0 : q0 + n_q] - center, p - center, 1.0 / sigma**2, self.chunk_size)
+                lse = _LogKernelSum.apply(
+                    zs[q0 : q0 + n_q] - center, p - center, 1.0 / sigma**2, self.chunk_size
+                )
                 pieces.append(lse - math.log(p.shape[0]))
             q0 += n_q
         out = torch.cat(pieces).index_select(0, torch.argsort(order))

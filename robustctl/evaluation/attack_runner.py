@@ -35,12 +35,12 @@ class AttackOutcome:
     """One attack's result over the whole evaluation set (tensors on the CPU)."""
 
     name: str
-    x_adv: Tensor            # [N, C, H, W] adversarial batch, in [0, 1]
-    success: Tensor          # [N] bool: the attack's own criterion (untargeted: pred != y)
-    adv_pred: Tensor         # [N] prediction on x_adv
-    clean_pred: Tensor       # [N] prediction on the clean input
-    labels: Tensor           # [N] true labels
-    target: Tensor | None    # [N] targets of a targeted attack
+    x_adv: Tensor  # [N, C, H, W] adversarial batch, in [0, 1]
+    success: Tensor  # [N] bool: the attack's own criterion (untargeted: pred != y)
+    adv_pred: Tensor  # [N] prediction on x_adv
+    clean_pred: Tensor  # [N] prediction on the clean input
+    labels: Tensor  # [N] true labels
+    target: Tensor | None  # [N] targets of a targeted attack
     metrics: dict[str, float]
     seconds: float
 
@@ -51,8 +51,12 @@ class AttackOutcome:
 
     def confusion_figure(self, class_names: Sequence[str]) -> Any:
         mask = self.adversarial
-        return adversarial_confusion_figure(self.labels[mask], self.adv_pred[mask], class_names,
-                                            title=f"{self.name}: origin vs adversarial class")
+        return adversarial_confusion_figure(
+            self.labels[mask],
+            self.adv_pred[mask],
+            class_names,
+            title=f"{self.name}: origin vs adversarial class",
+        )
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -73,17 +77,32 @@ def resolve_attack(spec: str | Attack | Any, model: nn.Module) -> Attack:
     return build_from_config(spec, model)
 
 
-def attack_metrics(name: str, x: Tensor, x_adv: Tensor, success: Tensor, clean_correct: Tensor,
-                   stage: str = keys.GRAYBOX) -> dict[str, float]:
+def attack_metrics(
+    name: str,
+    x: Tensor,
+    x_adv: Tensor,
+    success: Tensor,
+    clean_correct: Tensor,
+    stage: str = keys.GRAYBOX,
+) -> dict[str, float]:
     """Success rate over clean-correct examples, distortions over adversarial ones."""
     rate = float(success[clean_correct].float().mean()) if clean_correct.any() else float("nan")
     dist = distortion_metrics(x, x_adv, success & clean_correct)
-    return {keys.attack_key(stage, name, keys.SUCCESS_RATE): rate,
-            **{keys.attack_key(stage, name, k): v for k, v in dist.items()}}
+    return {
+        keys.attack_key(stage, name, keys.SUCCESS_RATE): rate,
+        **{keys.attack_key(stage, name, k): v for k, v in dist.items()},
+    }
 
 
-def run_attack(attack: Attack, x: Tensor, y: Tensor, batch_size: int = 256, bar: Any = None,
-               clean_pred: Tensor | None = None, stage: str = keys.GRAYBOX) -> AttackOutcome:
+def run_attack(
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = 256,
+    bar: Any = None,
+    clean_pred: Tensor | None = None,
+    stage: str = keys.GRAYBOX,
+) -> AttackOutcome:
     """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``."""
     clean_pred = predict_labels(attack.model, x, batch_size) if clean_pred is None else clean_pred
     n_batches = max(math.ceil(len(x) / batch_size), 1)
@@ -92,9 +111,15 @@ def run_attack(attack: Attack, x: Tensor, y: Tensor, batch_size: int = 256, bar:
     started = time.perf_counter()
     hits = done = 0
     for start in range(0, len(x), batch_size):
-        result = attack(x[start:start + batch_size], y[start:start + batch_size])
-        parts.append((result.x_adv.cpu(), result.success.cpu(), result.pred.cpu(),
-                      None if result.target is None else result.target.cpu()))
+        result = attack(x[start : start + batch_size], y[start : start + batch_size])
+        parts.append(
+            (
+                result.x_adv.cpu(),
+                result.success.cpu(),
+                result.pred.cpu(),
+                None if result.target is None else result.target.cpu(),
+            )
+        )
         hits, done = hits + int(result.success.sum()), done + len(result.success)
         if bar is not None:
             bar.update(task, advance=1, status=f"success {hits / done:.1%}")
@@ -107,11 +132,19 @@ def run_attack(attack: Attack, x: Tensor, y: Tensor, batch_size: int = 256, bar:
     target = torch.cat([p[3] for p in parts]) if parts and parts[0][3] is not None else None
     y_cpu, x_cpu = y.cpu(), x.cpu()
     metrics = attack_metrics(attack.name, x_cpu, x_adv, success, clean_pred == y_cpu, stage)
-    return AttackOutcome(attack.name, x_adv, success, adv_pred, clean_pred, y_cpu, target, metrics, seconds)
+    return AttackOutcome(
+        attack.name, x_adv, success, adv_pred, clean_pred, y_cpu, target, metrics, seconds
+    )
 
 
-def run_attack_suite(model: nn.Module, x: Tensor, y: Tensor, attack_names_or_cfgs: Iterable[str | Attack | Any],
-                     batch_size: int = 256, progress: bool = True) -> dict[str, AttackOutcome]:
+def run_attack_suite(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack_names_or_cfgs: Iterable[str | Attack | Any],
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, AttackOutcome]:
     """Run each attack (an option name such as ``"fgsm-0.05"``, an ``attack`` config, or an
     :class:`Attack`) on (x, y); returns ``{attack name: AttackOutcome}``, in the given order."""
     attacks = [resolve_attack(spec, model) for spec in attack_names_or_cfgs]

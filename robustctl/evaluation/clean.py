@@ -19,15 +19,17 @@ from robustctl.inference import predict
 @dataclass
 class CleanResult:
     accuracy: float
-    confusion: np.ndarray        # [K, K] counts, rows = true class
-    predictions: Tensor          # [N] predicted labels
-    embeddings: Tensor           # [N, D]
+    confusion: np.ndarray  # [K, K] counts, rows = true class
+    predictions: Tensor  # [N] predicted labels
+    embeddings: Tensor  # [N, D]
 
     def metrics(self) -> dict[str, float]:
         return {keys.CLEAN_ACCURACY: self.accuracy}
 
 
-def evaluate_clean(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> CleanResult:
+def evaluate_clean(
+    model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 512
+) -> CleanResult:
     logits, embeddings = predict(model, x, batch_size)
     pred = logits.argmax(1)
     conf = confusion_matrix(y, pred, logits.shape[1])

@@ -25,17 +25,29 @@ def classification_loss(name: str) -> Any:
     return build_loss(LOSS_OPTIONS[name])
 
 
-def clean_stage(cfg: RunConfig, model: torch.nn.Module, data: ImageData, classification: str) -> StageResult:
+def clean_stage(
+    cfg: RunConfig, model: torch.nn.Module, data: ImageData, classification: str
+) -> StageResult:
     """Clean accuracy + confusion matrix, embedding diagnostics + t-SNE, and ``metrics.json``."""
     batch = cfg.evaluate.batch_size
     clean = evaluate_clean(model, data.x_test, data.y_test, batch)
     metrics = clean.metrics()
     out = StageResult()
     out.figures["plots/confusion_matrix.png"] = plot_confusion(
-        clean.confusion, data.class_names, f"{data.name} test, accuracy {clean.accuracy:.4f}")
-    metrics.update(embedding_diagnostics(model, data.x_test, data.y_test, classification_loss(classification), batch))
-    out.figures["plots/tsne.png"] = tsne_figure(clean.embeddings, data.y_test, data.class_names, metrics[keys.EMBED_DBI])
+        clean.confusion, data.class_names, f"{data.name} test, accuracy {clean.accuracy:.4f}"
+    )
+    metrics.update(
+        embedding_diagnostics(
+            model, data.x_test, data.y_test, classification_loss(classification), batch
+        )
+    )
+    out.figures["plots/tsne.png"] = tsne_figure(
+        clean.embeddings, data.y_test, data.class_names, metrics[keys.EMBED_DBI]
+    )
     out.metrics = metrics
-    out.documents["metrics.json"] = {"metrics": metrics, "confusion_matrix": clean.confusion.tolist(),
-                                     "class_names": list(data.class_names)}
+    out.documents["metrics.json"] = {
+        "metrics": metrics,
+        "confusion_matrix": clean.confusion.tolist(),
+        "class_names": list(data.class_names),
+    }
     return out

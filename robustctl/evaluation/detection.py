@@ -83,9 +83,15 @@ def _flat(x: Any, name: str) -> np.ndarray:
 
 def pair_mask(labels: Any, clean_pred: Any, adv_pred: Any) -> np.ndarray:
     """Boolean [N]: clean sample classified correctly AND its adversarial version misclassified."""
-    y, pc, pa = _flat(labels, "labels"), _flat(clean_pred, "clean_pred"), _flat(adv_pred, "adv_pred")
+    y, pc, pa = (
+        _flat(labels, "labels"),
+        _flat(clean_pred, "clean_pred"),
+        _flat(adv_pred, "adv_pred"),
+    )
     if not (y.shape == pc.shape == pa.shape):
-        raise ValueError(f"labels, clean_pred and adv_pred differ in length: {len(y)}, {len(pc)}, {len(pa)}")
+        raise ValueError(
+            f"labels, clean_pred and adv_pred differ in length: {len(y)}, {len(pc)}, {len(pa)}"
+        )
     return (pc == y) & (pa != y)
 
 
@@ -119,12 +125,16 @@ def detection_auc(
     mask = pair_mask(labels, clean_pred, adv_pred)
     n = mask.shape[0]
     if clean.shape[0] != n or adv.shape[0] != n:
-        raise ValueError(f"clean_scores ({clean.shape[0]}), adv_scores ({adv.shape[0]}) and labels ({n}) differ in length")
+        raise ValueError(
+            f"clean_scores ({clean.shape[0]}), adv_scores ({adv.shape[0]}) and labels ({n}) differ in length"
+        )
     n_correct = int((_flat(clean_pred, "clean_pred") == _flat(labels, "labels")).sum())
     n_pairs = int(mask.sum())
     if n_pairs < min_pairs:
-        reason = (f"too few pairs for an AUC: {n_pairs} < {min_pairs} ({n_correct} of {n} clean samples "
-                  f"classified correctly, {n_pairs} of them attacked successfully)")
+        reason = (
+            f"too few pairs for an AUC: {n_pairs} < {min_pairs} ({n_correct} of {n} clean samples "
+            f"classified correctly, {n_pairs} of them attacked successfully)"
+        )
         return DetectionResult(None, n_pairs, reason, n, n_correct)
     neg, pos = clean[mask], adv[mask]
     if not (np.isfinite(neg).all() and np.isfinite(pos).all()):
@@ -132,7 +142,9 @@ def detection_auc(
     y_true = np.concatenate([np.zeros(n_pairs), np.ones(n_pairs)])
     y_score = np.concatenate([neg, pos])
     fpr, tpr, _ = roc_curve(y_true, y_score)
-    return DetectionResult(float(roc_auc_score(y_true, y_score)), n_pairs, None, n, n_correct, fpr, tpr)
+    return DetectionResult(
+        float(roc_auc_score(y_true, y_score)), n_pairs, None, n, n_correct, fpr, tpr
+    )
 
 
 def roc_figure(results: Mapping[str, DetectionResult], title: str = "Detection ROC") -> Figure:
@@ -152,7 +164,12 @@ def roc_figure(results: Mapping[str, DetectionResult], title: str = "Detection R
         if res.auc is None:
             ax.plot([], [], linestyle="none", label=f"{name}: no AUC ({res.n_pairs} pairs)")
         else:
-            ax.plot(res.fpr, res.tpr, linewidth=1.5, label=f"{name}: AUC {res.auc:.3f} ({res.n_pairs} pairs)")
+            ax.plot(
+                res.fpr,
+                res.tpr,
+                linewidth=1.5,
+                label=f"{name}: AUC {res.auc:.3f} ({res.n_pairs} pairs)",
+            )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")

@@ -39,14 +39,18 @@ from robustctl import metric_keys as keys
 from robustctl.inference import eval_mode, model_device, predict
 from robustctl.models.resnet import ModelOutput
 
-SampleLoss = Callable[[ModelOutput, Tensor], Tensor]  # (output, labels [N]) -> per-sample losses [N]
+SampleLoss = Callable[
+    [ModelOutput, Tensor], Tensor
+]  # (output, labels [N]) -> per-sample losses [N]
 
 
 def _as_numpy(a: Any) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
 
 
-def _centroids(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _centroids(
+    emb: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     classes = np.unique(labels)
     members = [emb[labels == c] for c in classes]
     return classes, np.stack([m.mean(axis=0) for m in members]), members
@@ -59,7 +63,9 @@ def davies_bouldin(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> flo
     classes, mu, members = _centroids(z, y)
     if len(classes) < 2:
         return float("nan")
-    spread = np.array([np.linalg.norm(m - c, axis=1).mean() for m, c in zip(members, mu, strict=True)])
+    spread = np.array(
+        [np.linalg.norm(m - c, axis=1).mean() for m, c in zip(members, mu, strict=True)]
+    )
     sep = np.linalg.norm(mu[:, None, :] - mu[None, :, :], axis=2)
     if np.allclose(spread, 0) or np.allclose(sep, 0):
         return 0.0  # degenerate clusterings score 0, as scikit-learn's does
@@ -88,13 +94,20 @@ def cluster_distance(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> f
 
 
 # ---------------------------------------------------------------------------- smoothness of the net
-def prediction_cross_entropy(output: ModelOutput, labels: Tensor, logit_sign: Tensor | float = 1.0) -> Tensor:
+def prediction_cross_entropy(
+    output: ModelOutput, labels: Tensor, logit_sign: Tensor | float = 1.0
+) -> Tensor:
     """Per-sample CE of the prediction logits ``logit_sign * Z`` (the default diagnostic loss)."""
     return F.cross_entropy(logit_sign * output.logits, labels, reduction="none")
 
 
-def input_grad_norm(model: torch.nn.Module, x: Tensor, y: Tensor, loss: SampleLoss | None = None,
-                    batch_size: int = 256) -> float:
+def input_grad_norm(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: SampleLoss | None = None,
+    batch_size: int = 256,
+) -> float:
     """Mean over samples of ||grad_x loss(model(x), y)_i||_2 (flattened over C, H, W).
 
     ``loss(output, labels)`` must return per-sample losses [N] (e.g. ``loss_fn.sample_losses``);
@@ -102,23 +115,32 @@ def input_grad_norm(model: torch.nn.Module, x: Tensor, y: Tensor, loss: SampleLo
     of the summed loss holds each sample's own gradient.
     """
     if loss is None:
+
         def loss(out: ModelOutput, labels: Tensor) -> Tensor:
             return prediction_cross_entropy(out, labels, model.logit_sign)
+
     device, total = model_device(model), 0.0
     with eval_mode(model):
         for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device).requires_grad_(True)
-            yb = y[start:start + batch_size].to(device)
+            xb = x[start : start + batch_size].to(device).requires_grad_(True)
+            yb = y[start : start + batch_size].to(device)
             values = loss(model(xb), yb)
             if values.shape != yb.shape:
-                raise ValueError(f"loss must return per-sample values of shape {tuple(yb.shape)}, got {tuple(values.shape)}")
+                raise ValueError(
+                    f"loss must return per-sample values of shape {tuple(yb.shape)}, got {tuple(values.shape)}"
+                )
             (grad,) = torch.autograd.grad(values.sum(), xb)
             total += float(grad.flatten(1).norm(dim=1).sum())
     return total / max(len(x), 1)
 
 
-def jacobian_frobenius(model: torch.nn.Module, x: Tensor, n_proj: int = 16, batch_size: int = 256,
-                       generator: torch.Generator | None = None) -> float:
+def jacobian_frobenius(
+    model: torch.nn.Module,
+    x: Tensor,
+    n_proj: int = 16,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> float:
     """Estimate sqrt(mean_x ||dz/dx||_F^2) with ``n_proj`` Gaussian projections per sample.
 
     ``||J^T v||^2`` with v ~ N(0, I_D) is an unbiased estimate of ``||J||_F^2`` (module docstring).
@@ -129,7 +151,7 @@ def jacobian_frobenius(model: torch.nn.Module, x: Tensor, n_proj: int = 16, batc
     device, total = model_device(model), 0.0
     with eval_mode(model):
         for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device).requires_grad_(True)
+            xb = x[start : start + batch_size].to(device).requires_grad_(True)
             z = model.embed(xb)
             for k in range(n_proj):
                 v = torch.randn(z.shape, generator=generator).to(device=device, dtype=z.dtype)
@@ -139,8 +161,15 @@ def jacobian_frobenius(model: torch.nn.Module, x: Tensor, n_proj: int = 16, batc
 
 
 # ------------------------------------------------------------------------------------------ t-SNE
-def tsne_figure(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, class_names: Sequence[str],
-                dbi: float, max_points: int = 2000, seed: int = 0, title: str = "t-SNE of embeddings"):
+def tsne_figure(
+    emb: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    class_names: Sequence[str],
+    dbi: float,
+    max_points: int = 2000,
+    seed: int = 0,
+    title: str = "t-SNE of embeddings",
+):
     """Paper Figure 2: 2-D t-SNE of the embeddings coloured by class, DBI in the title.
 
     Subsamples at most ``max_points`` points (seeded) for speed. Returns a matplotlib ``Figure``
@@ -174,9 +203,17 @@ def tsne_figure(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, class_nam
 
 
 # ------------------------------------------------------------------------------------------ all
-def embedding_diagnostics(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None,
-                          batch_size: int = 256, *, jacobian_samples: int = 512, n_proj: int = 16,
-                          seed: int = 0) -> dict[str, float]:
+def embedding_diagnostics(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Any = None,
+    batch_size: int = 256,
+    *,
+    jacobian_samples: int = 512,
+    n_proj: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
     """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names.
 
     ``loss_fn``: the training loss (its ``sample_losses`` is the loss whose input gradient
@@ -192,5 +229,7 @@ def embedding_diagnostics(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn:
         keys.EMBED_CLUSTER_VARIANCE: cluster_variance(emb, y_cpu),
         keys.EMBED_CLUSTER_DISTANCE: cluster_distance(emb, y_cpu),
         keys.EMBED_INPUT_GRAD_NORM: input_grad_norm(model, x, y, sample_loss, batch_size),
-        keys.EMBED_JACOBIAN_FRO: jacobian_frobenius(model, x[:jacobian_samples], n_proj, batch_size, generator),
+        keys.EMBED_JACOBIAN_FRO: jacobian_frobenius(
+            model, x[:jacobian_samples], n_proj, batch_size, generator
+        ),
     }

@@ -23,13 +23,22 @@ def pyplot() -> Any:
 
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> np.ndarray:
     """C[i, j] = number of examples of true class i predicted as class j."""
-    flat = (y_true.long() * num_classes + y_pred.long()).bincount(minlength=num_classes * num_classes)
+    flat = (y_true.long() * num_classes + y_pred.long()).bincount(
+        minlength=num_classes * num_classes
+    )
     return flat.view(num_classes, num_classes).numpy()
 
 
-def plot_confusion(conf: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix", *,
-                   xlabel: str = "predicted", ylabel: str = "true", cmap: str = "Blues",
-                   colorbar_label: str | None = None) -> Any:
+def plot_confusion(
+    conf: np.ndarray,
+    class_names: Sequence[str],
+    title: str = "confusion matrix",
+    *,
+    xlabel: str = "predicted",
+    ylabel: str = "true",
+    cmap: str = "Blues",
+    colorbar_label: str | None = None,
+) -> Any:
     """Heat map of row-normalised rates C[i, j] / sum_j C[i, j], annotated with the counts C[i, j].
 
     Used for the clean confusion matrix (true vs predicted) and the adversarial one (origin vs
@@ -48,20 +57,40 @@ def plot_confusion(conf: np.ndarray, class_names: Sequence[str], title: str = "c
     for i in range(k):
         for j in range(k):
             if conf[i, j]:
-                ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(conf[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     fig.tight_layout()
     return fig
 
 
-def adversarial_confusion_figure(orig_labels: Tensor, adv_labels: Tensor, class_names: Sequence[str],
-                                 title: str = "origin vs adversarial class") -> Any:
+def adversarial_confusion_figure(
+    orig_labels: Tensor,
+    adv_labels: Tensor,
+    class_names: Sequence[str],
+    title: str = "origin vs adversarial class",
+) -> Any:
     """Counts C[i, j] of adversarial examples of origin class i classified as j (PDM Figure 1b)."""
     k = len(class_names)
-    conf = confusion_matrix(torch.as_tensor(orig_labels).cpu(), torch.as_tensor(adv_labels).cpu(), k)
-    return plot_confusion(conf, class_names, f"{title} (n={int(conf.sum())})", xlabel="adversarial class",
-                          ylabel="origin class", cmap="Reds", colorbar_label="fraction of row")
+    conf = confusion_matrix(
+        torch.as_tensor(orig_labels).cpu(), torch.as_tensor(adv_labels).cpu(), k
+    )
+    return plot_confusion(
+        conf,
+        class_names,
+        f"{title} (n={int(conf.sum())})",
+        xlabel="adversarial class",
+        ylabel="origin class",
+        cmap="Reds",
+        colorbar_label="fraction of row",
+    )
 
 
 def _as_image(t: Tensor) -> np.ndarray:
@@ -69,8 +98,15 @@ def _as_image(t: Tensor) -> np.ndarray:
     return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
 
 
-def example_grid_figure(x: Tensor, x_adv: Tensor, labels: Tensor | None = None, adv_labels: Tensor | None = None,
-                        class_names: Sequence[str] | None = None, n: int = 8, title: str | None = None) -> Any:
+def example_grid_figure(
+    x: Tensor,
+    x_adv: Tensor,
+    labels: Tensor | None = None,
+    adv_labels: Tensor | None = None,
+    class_names: Sequence[str] | None = None,
+    n: int = 8,
+    title: str | None = None,
+) -> Any:
     """Columns of up to ``n`` examples; rows: clean, adversarial, |x' - x| (scaled to its max)."""
     plt = pyplot()
     n = max(1, min(n, len(x)))
@@ -86,8 +122,13 @@ def example_grid_figure(x: Tensor, x_adv: Tensor, labels: Tensor | None = None, 
     for i in range(n):
         diff = (x_adv[i] - x[i]).abs()
         diff = diff / diff.max().clamp_min(1e-12)
-        for row, (img, text) in enumerate(((x[i], label(labels, i)), (x_adv[i], label(adv_labels, i)),
-                                           (diff, f"Linf {float((x_adv[i] - x[i]).abs().max()):.3f}"))):
+        for row, (img, text) in enumerate(
+            (
+                (x[i], label(labels, i)),
+                (x_adv[i], label(adv_labels, i)),
+                (diff, f"Linf {float((x_adv[i] - x[i]).abs().max()):.3f}"),
+            )
+        ):
             ax = axes[row, i]
             ax.imshow(_as_image(img).clip(0, 1), cmap=cmap, vmin=0, vmax=1)
             ax.set_xticks([])

@@ -34,8 +34,16 @@ def _grad_norms(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor | None, 
     return None, flat_norm(gx)
 
 
-def bim_gradient_norms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 0.1, steps: int = 10,
-                       alpha: float | None = None, batch_size: int = 256, name: str | None = None) -> dict[str, list[float]]:
+def bim_gradient_norms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float = 0.1,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 256,
+    name: str | None = None,
+) -> dict[str, list[float]]:
     """Mean gradient norms along BIM's path: ``{key: [value at step 0 (clean), 1, ..., steps]}``;
     ``name`` (the ``<attack>`` of the keys) defaults to ``bim-<eps>``."""
     name = name or f"bim-{eps:g}"
@@ -45,7 +53,7 @@ def bim_gradient_norms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 0.1,
     has_z = True
     attack = BIM(model, eps=eps, steps=steps, alpha=alpha)
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
 
         def record(k: int, x_k: Tensor, yb: Tensor = yb) -> None:
             nonlocal has_z

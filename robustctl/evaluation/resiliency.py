@@ -20,9 +20,16 @@ from robustctl.evaluation.figures import pyplot
 from robustctl.inference import predict_labels
 
 
-def resiliency_curve(model: nn.Module, x: Tensor, y: Tensor, attack: str = "fgsm",
-                     eps_list: Sequence[float] = RESILIENCY_EPS, batch_size: int = 256,
-                     progress: bool = True, **params: Any) -> dict[str, float]:
+def resiliency_curve(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack: str = "fgsm",
+    eps_list: Sequence[float] = RESILIENCY_EPS,
+    batch_size: int = 256,
+    progress: bool = True,
+    **params: Any,
+) -> dict[str, float]:
     """Accuracy under ``attack`` (fgsm | bim, or any bounded option) for each eps, keyed
     ``resiliency/<attack>/eps_<eps>``."""
     out: dict[str, float] = {}
@@ -32,7 +39,9 @@ def resiliency_curve(model: nn.Module, x: Tensor, y: Tensor, attack: str = "fgsm
             atk = build(attack, model, eps=float(eps), **params)
             atk.name = f"{attack}-{eps:g}"
             outcome = run_attack(atk, x, y, batch_size, bar, clean_pred)
-            out[keys.resiliency(attack, eps)] = float((outcome.adv_pred == outcome.labels).float().mean())
+            out[keys.resiliency(attack, eps)] = float(
+                (outcome.adv_pred == outcome.labels).float().mean()
+            )
     return out
 
 

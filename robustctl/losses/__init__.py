@@ -35,7 +35,10 @@ from robustctl.losses.pairs import PairSampler, split_output
 from robustctl.losses.reduce_variance import ReduceVarianceLoss
 from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
 
-CLASSIFICATION: dict[str, type[ClassificationLoss]] = {"ce": CrossEntropy, "rce": ReverseCrossEntropy}
+CLASSIFICATION: dict[str, type[ClassificationLoss]] = {
+    "ce": CrossEntropy,
+    "rce": ReverseCrossEntropy,
+}
 
 
 def _classification(cfg: LossConfig) -> ClassificationLoss:
@@ -44,8 +47,12 @@ def _classification(cfg: LossConfig) -> ClassificationLoss:
 
 def _pdm(cfg: PDMLossConfig) -> TrainingLoss:
     rvl = ReduceVarianceLoss(cfg.rvl_normalization)
-    return CompositeLoss(_classification(cfg), {"rvl": (cfg.rvl_weight, rvl)},
-                         siamese_weight=cfg.siamese_weight, q=cfg.q)
+    return CompositeLoss(
+        _classification(cfg),
+        {"rvl": (cfg.rvl_weight, rvl)},
+        siamese_weight=cfg.siamese_weight,
+        q=cfg.q,
+    )
 
 
 def _center(cfg: CenterLossConfig) -> TrainingLoss:
@@ -75,4 +82,12 @@ def build_loss(cfg: LossConfig) -> TrainingLoss:
     return LOSSES[cfg.name](cfg)
 
 
-__all__ = ["LOSSES", "LossOutput", "PairSampler", "Pairs", "TrainingLoss", "build_loss", "split_output"]
+__all__ = [
+    "LOSSES",
+    "LossOutput",
+    "PairSampler",
+    "Pairs",
+    "TrainingLoss",
+    "build_loss",
+    "split_output",
+]

@@ -18,7 +18,7 @@ from robustctl.models.resnet import ModelOutput
 
 
 class LossOutput(NamedTuple):
-    total: Tensor             # scalar to back-propagate
+    total: Tensor  # scalar to back-propagate
     terms: dict[str, Tensor]  # each weighted term, detached by the caller for logging
 
 
@@ -26,8 +26,8 @@ class Pairs(NamedTuple):
     """The Siamese partners of a batch (PDM Algorithm 1), already forwarded through the model."""
 
     output: ModelOutput  # partners' logits [N, K] and embeddings [N, D]
-    labels: Tensor       # [N] int64, the partners' labels
-    same: Tensor         # [N] float, 1.0 where the partner shares the sample's class, else 0.0
+    labels: Tensor  # [N] int64, the partners' labels
+    same: Tensor  # [N] float, 1.0 where the partner shares the sample's class, else 0.0
 
 
 class TrainingLoss(nn.Module):
@@ -43,8 +43,9 @@ class TrainingLoss(nn.Module):
     needs_pairs: bool = False
     same_class_probability: float = 0.5
 
-    def forward(self, output: ModelOutput, labels: Tensor,
-                pairs: Pairs | None = None) -> LossOutput:  # pragma: no cover - interface
+    def forward(
+        self, output: ModelOutput, labels: Tensor, pairs: Pairs | None = None
+    ) -> LossOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
     def sample_losses(self, output: ModelOutput, labels: Tensor) -> Tensor:
@@ -68,7 +69,9 @@ class ClassificationLoss(TrainingLoss):
         super().__init__()
         self.weight = weight
 
-    def forward(self, output: ModelOutput, labels: Tensor, pairs: Pairs | None = None) -> LossOutput:
+    def forward(
+        self, output: ModelOutput, labels: Tensor, pairs: Pairs | None = None
+    ) -> LossOutput:
         value = self.sample_losses(output, labels).mean()
         if pairs is not None:
             value = value + self.sample_losses(pairs.output, pairs.labels).mean()

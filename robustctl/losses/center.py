@@ -31,7 +31,9 @@ class CenterLoss(nn.Module):
     updates the centers.
     """
 
-    def __init__(self, num_classes: int | None = None, embedding_dim: int | None = None, alpha: float = 0.5) -> None:
+    def __init__(
+        self, num_classes: int | None = None, embedding_dim: int | None = None, alpha: float = 0.5
+    ) -> None:
         super().__init__()
         if not 0 < alpha <= 1:
             raise ValueError(f"center update rate alpha must be in (0, 1], got {alpha}")
@@ -43,7 +45,9 @@ class CenterLoss(nn.Module):
     def _materialize(self, z: Tensor, num_classes: int | None) -> None:
         k = num_classes or self.num_classes
         if k is None:
-            raise ValueError("CenterLoss needs num_classes (at construction or in forward) to size its centers")
+            raise ValueError(
+                "CenterLoss needs num_classes (at construction or in forward) to size its centers"
+            )
         self.centers = torch.zeros(k, z.shape[1], dtype=z.dtype, device=z.device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -33,9 +33,13 @@ class CompositeLoss(TrainingLoss):
     ``forward(z, labels, num_classes)``; K is the logits' width)),
     ``siamese_weight`` (0 = no Siamese term, no pairs), ``q`` (same-class partner probability)."""
 
-    def __init__(self, classification: ClassificationLoss,
-                 embedding_terms: dict[str, tuple[float, nn.Module]] | None = None,
-                 siamese_weight: float = 0.0, q: float = 0.5) -> None:
+    def __init__(
+        self,
+        classification: ClassificationLoss,
+        embedding_terms: dict[str, tuple[float, nn.Module]] | None = None,
+        siamese_weight: float = 0.0,
+        q: float = 0.5,
+    ) -> None:
         super().__init__()
         self.classification = classification
         self.logit_sign = classification.logit_sign
@@ -49,9 +53,13 @@ class CompositeLoss(TrainingLoss):
     def sample_losses(self, output: ModelOutput, labels: Tensor) -> Tensor:
         return self.classification.sample_losses(output, labels)
 
-    def forward(self, output: ModelOutput, labels: Tensor, pairs: Pairs | None = None) -> LossOutput:
+    def forward(
+        self, output: ModelOutput, labels: Tensor, pairs: Pairs | None = None
+    ) -> LossOutput:
         if self.needs_pairs and pairs is None:
-            raise ValueError("this loss has a Siamese term and needs pairs=Pairs(...) (see robustctl.losses.pairs)")
+            raise ValueError(
+                "this loss has a Siamese term and needs pairs=Pairs(...) (see robustctl.losses.pairs)"
+            )
         terms = dict(self.classification(output, labels, pairs).terms)
         z, y = output.embedding, labels
         if pairs is not None:

@@ -24,13 +24,20 @@ class ContrastiveCenterLoss(CenterLoss):
     ``alpha`` (center update rate, 0.5), ``delta`` (> 0, default 1).
     ``forward(z [N, D], labels [N], num_classes=None) -> scalar``."""
 
-    def __init__(self, num_classes: int | None = None, embedding_dim: int | None = None, alpha: float = 0.5,
-                 delta: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        embedding_dim: int | None = None,
+        alpha: float = 0.5,
+        delta: float = 1.0,
+    ) -> None:
         super().__init__(num_classes, embedding_dim, alpha)
         self.delta = delta
 
     def loss(self, z: Tensor, labels: Tensor) -> Tensor:
-        sq = (z[:, None, :] - self.centers.to(z.dtype)[None]).pow(2).sum(dim=2)  # [N, K] ||z_i - c_j||^2
-        own = sq.gather(1, labels[:, None]).squeeze(1)                 # [N]
+        sq = (
+            (z[:, None, :] - self.centers.to(z.dtype)[None]).pow(2).sum(dim=2)
+        )  # [N, K] ||z_i - c_j||^2
+        own = sq.gather(1, labels[:, None]).squeeze(1)  # [N]
         others = sq.sum(dim=1) - own
         return 0.5 * (own / (others + self.delta)).mean()

@@ -31,19 +31,25 @@ class PairSampler:
             raise ValueError(f"same-class probability q must be in [0, 1], got {q}")
         labels = labels.detach().cpu().long()
         if labels.ndim != 1 or len(labels) < 2:
-            raise ValueError(f"PairSampler needs a 1-D tensor of at least 2 labels, got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"PairSampler needs a 1-D tensor of at least 2 labels, got shape {tuple(labels.shape)}"
+            )
         self.q = q
         self.labels = labels
         self.n = len(labels)
-        self.counts = torch.bincount(labels)                            # [K] N_c
+        self.counts = torch.bincount(labels)  # [K] N_c
         if int((self.counts > 0).sum()) < 2:
             raise ValueError("PairSampler needs at least two classes in the training labels")
-        self.offsets = torch.cumsum(self.counts, 0) - self.counts       # [K] start of class c in ``order``
-        self.order = torch.argsort(labels, stable=True)                 # training indices grouped by class
-        self.rank = torch.empty_like(labels)                            # position of each sample in its block
+        self.offsets = (
+            torch.cumsum(self.counts, 0) - self.counts
+        )  # [K] start of class c in ``order``
+        self.order = torch.argsort(labels, stable=True)  # training indices grouped by class
+        self.rank = torch.empty_like(labels)  # position of each sample in its block
         self.rank[self.order] = torch.arange(self.n) - self.offsets[labels[self.order]]
 
-    def sample(self, idx: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample(
+        self, idx: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Partners for the training indices ``idx`` [B]: ``(partner_idx [B] int64, same [B] float)``."""
         idx = idx.cpu().long()
         y = self.labels[idx]
@@ -63,5 +69,7 @@ class PairSampler:
 
 def split_output(output: ModelOutput, n: int) -> tuple[ModelOutput, ModelOutput]:
     """Split the output of one forward pass over ``cat([x, x_partner])`` into its two halves."""
-    return (ModelOutput(output.logits[:n], output.embedding[:n]),
-            ModelOutput(output.logits[n:], output.embedding[n:]))
+    return (
+        ModelOutput(output.logits[:n], output.embedding[:n]),
+        ModelOutput(output.logits[n:], output.embedding[n:]),
+    )

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 NORMALIZATIONS = ("raw", "centroid", "unit")
 
 
-def class_statistics(z: Tensor, labels: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def class_statistics(
+    z: Tensor, labels: Tensor, num_classes: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class ``(counts [K], centroids [K, D], variances [K])`` of a batch; absent classes get 0.
 
     Vectorised with ``index_add`` (no loop over classes, no host sync when ``num_classes`` is given).
@@ -33,17 +35,27 @@ def class_statistics(z: Tensor, labels: Tensor, num_classes: int | None = None) 
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     counts = torch.bincount(labels, minlength=k).to(z.dtype)
     safe = counts.clamp_min(1.0)
-    centroids = torch.zeros(k, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, labels, z) / safe[:, None]
+    centroids = (
+        torch.zeros(k, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, labels, z)
+        / safe[:, None]
+    )
     sq_dist = (z - centroids[labels]).pow(2).sum(dim=1)
     variances = torch.zeros(k, dtype=z.dtype, device=z.device).index_add(0, labels, sq_dist) / safe
     return counts, centroids, variances
 
 
-def reduce_variance_loss(z: Tensor, labels: Tensor, normalization: str = "raw",
-                         num_classes: int | None = None, eps: float = 1e-12) -> Tensor:
+def reduce_variance_loss(
+    z: Tensor,
+    labels: Tensor,
+    normalization: str = "raw",
+    num_classes: int | None = None,
+    eps: float = 1e-12,
+) -> Tensor:
     """RVL of embeddings [N, D] with labels [N] (see the module docstring for ``normalization``)."""
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        raise ValueError(
+            f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}"
+        )
     if normalization == "unit":
         z = F.normalize(z, dim=1, eps=eps)
     counts, centroids, variances = class_statistics(z, labels, num_classes)
@@ -51,7 +63,11 @@ def reduce_variance_loss(z: Tensor, labels: Tensor, normalization: str = "raw",
     rvl = (variances * present).sum() / present.sum()
     if normalization != "centroid":
         return rvl
-    pair_weight = present[:, None] * present[None, :] * (1.0 - torch.eye(len(present), dtype=z.dtype, device=z.device))
+    pair_weight = (
+        present[:, None]
+        * present[None, :]
+        * (1.0 - torch.eye(len(present), dtype=z.dtype, device=z.device))
+    )
     centroid_sq = (centroids[:, None, :] - centroids[None, :, :]).pow(2).sum(dim=2)
     n_pairs = pair_weight.sum()
     distance = (centroid_sq * pair_weight).sum() / n_pairs.clamp_min(1.0)
@@ -65,7 +81,9 @@ class ReduceVarianceLoss(nn.Module):
     def __init__(self, normalization: str = "raw", num_classes: int | None = None) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+            raise ValueError(
+                f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}"
+            )
         self.normalization = normalization
         self.num_classes = num_classes
 

@@ -10,18 +10,41 @@ from robustctl.models.resnet import ModelOutput, PredictionView, ResNet
 
 # name -> constructor(cfg, **data-dependent kwargs)
 MODELS: dict[str, Callable[..., ResNet]] = {
-    name: (lambda cfg, **kw: ResNet(depth=cfg.depth, width=cfg.width, activation=cfg.activation,
-                                    negative_slope=cfg.negative_slope, **kw))
+    name: (
+        lambda cfg, **kw: ResNet(
+            depth=cfg.depth,
+            width=cfg.width,
+            activation=cfg.activation,
+            negative_slope=cfg.negative_slope,
+            **kw,
+        )
+    )
     for name in ("resnet20", "resnet32", "resnet56")
 }
 
 
-def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int,
-                mean: list[float] | None = None, std: list[float] | None = None, logit_sign: float = 1.0) -> ResNet:
+def build_model(
+    cfg: ModelConfig,
+    *,
+    num_classes: int,
+    in_channels: int,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    logit_sign: float = 1.0,
+) -> ResNet:
     """Instantiate ``cfg.name`` for data with ``in_channels`` and ``num_classes``."""
     if cfg.name not in MODELS:
-        raise ConfigError(f"model: unknown option {cfg.name!r} — valid: {', '.join(sorted(MODELS))}")
-    return MODELS[cfg.name](cfg, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, logit_sign=logit_sign)
+        raise ConfigError(
+            f"model: unknown option {cfg.name!r} — valid: {', '.join(sorted(MODELS))}"
+        )
+    return MODELS[cfg.name](
+        cfg,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        mean=mean,
+        std=std,
+        logit_sign=logit_sign,
+    )
 
 
 __all__ = ["MODELS", "ModelOutput", "PredictionView", "ResNet", "build_model"]

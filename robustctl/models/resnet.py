@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 
 class ModelOutput(NamedTuple):
-    logits: Tensor     # [N, K] raw logits Z (before any test-time transform)
+    logits: Tensor  # [N, K] raw logits Z (before any test-time transform)
     embedding: Tensor  # [N, 4 * width] pooled features z
 
 
@@ -31,7 +31,9 @@ def make_activation(name: str, negative_slope: float) -> nn.Module:
 class BasicBlock(nn.Module):
     """conv3x3-BN-act-conv3x3-BN plus shortcut (1x1 conv + BN where the shape changes), then act."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, activation: str, negative_slope: float) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, activation: str, negative_slope: float
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
@@ -40,7 +42,9 @@ class BasicBlock(nn.Module):
         self.act = make_activation(activation, negative_slope)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -52,9 +56,16 @@ class ResNet(nn.Module):
     """ResNet-(6n+2). ``forward`` returns :class:`ModelOutput`; ``predict_logits`` the prediction view."""
 
     def __init__(
-        self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: int = 16,
-        activation: str = "leaky_relu", negative_slope: float = 0.1,
-        mean: list[float] | None = None, std: list[float] | None = None, logit_sign: float = 1.0,
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 16,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.1,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        logit_sign: float = 1.0,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -65,8 +76,11 @@ class ResNet(nn.Module):
         self.register_buffer("std", torch.tensor(std or [1.0] * in_channels).view(1, -1, 1, 1))
         self.register_buffer("logit_sign", torch.tensor(float(logit_sign)))
         widths = [width, 2 * width, 4 * width]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  make_activation(activation, negative_slope))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            make_activation(activation, negative_slope),
+        )
         blocks: list[nn.Module] = []
         c_in = widths[0]
         for stage, c_out in enumerate(widths):
@@ -80,7 +94,11 @@ class ResNet(nn.Module):
         self.embedding_dim = widths[-1]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", a=negative_slope if activation == "leaky_relu" else 0.0)
+                nn.init.kaiming_normal_(
+                    m.weight,
+                    mode="fan_out",
+                    a=negative_slope if activation == "leaky_relu" else 0.0,
+                )
 
     def embed(self, x: Tensor) -> Tensor:
         """The embedding z: [N, C, H, W] in [0, 1] -> [N, 4 * width]."""

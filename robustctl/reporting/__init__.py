@@ -28,8 +28,19 @@ from robustctl.reporting.tables import Cell, Table, build_tables, datasets_of, l
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["REFERENCE", "Cell", "Pick", "Report", "RunRecord", "Table", "build_report", "build_tables",
-           "collect_runs", "pick_run", "reference"]
+__all__ = [
+    "REFERENCE",
+    "Cell",
+    "Pick",
+    "Report",
+    "RunRecord",
+    "Table",
+    "build_report",
+    "build_tables",
+    "collect_runs",
+    "pick_run",
+    "reference",
+]
 
 
 @dataclass
@@ -37,8 +48,8 @@ class Report:
     """The tables, the runs they were built from, and the files written (name -> path)."""
 
     tables: list[Table]
-    runs: list[RunRecord]                     # every run collected
-    used: list[RunRecord]                     # the runs behind at least one cell
+    runs: list[RunRecord]  # every run collected
+    used: list[RunRecord]  # the runs behind at least one cell
     title: str
     subtitle: str
     tracking_uri: str
@@ -63,30 +74,45 @@ def used_runs(tables: Sequence[Table], records: Sequence[RunRecord]) -> list[Run
     ids = {c.run_id for t in tables for c in t.cells() if c.run_id}
     datasets, losses = datasets_of(records), losses_of(records)
     chosen = [r for r in records if r.run_id in ids]
-    return sorted(chosen, key=lambda r: (datasets.index(r.dataset), losses.index(r.loss), r.start_time))
+    return sorted(
+        chosen, key=lambda r: (datasets.index(r.dataset), losses.index(r.loss), r.start_time)
+    )
 
 
-def build_report(tracking_uri: str, experiment: str | None = None, run_ids: Sequence[str] | None = None,
-                 out_dir: Path | str = Path("report"), parent_run_id: str | None = None, *,
-                 figures: bool = True) -> Report:
+def build_report(
+    tracking_uri: str,
+    experiment: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    out_dir: Path | str = Path("report"),
+    parent_run_id: str | None = None,
+    *,
+    figures: bool = True,
+) -> Report:
     """Collect the runs, build Tables 1-4 and write ``report.md``, ``table{1..4}.csv``, ``report.html``.
 
     ``experiment`` None reads every experiment; ``run_ids`` / ``parent_run_id`` narrow the runs
     (see :func:`collect_runs`). ``figures=False`` leaves the figures out of the HTML page.
     Raises :class:`~robustctl.errors.TrackingError` when the selection holds no run.
     """
-    records = collect_runs(tracking_uri, experiment=experiment, run_ids=run_ids, parent_run_id=parent_run_id)
+    records = collect_runs(
+        tracking_uri, experiment=experiment, run_ids=run_ids, parent_run_id=parent_run_id
+    )
     if not records:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
-        raise TrackingError(f"no runs in {where} at {tracking_uri}" + (f" under parent run {parent_run_id}" if parent_run_id else ""),
-                            hint="run experiments first (`robustctl run ...`), or point tracking.uri / --experiment at the right store")
+        raise TrackingError(
+            f"no runs in {where} at {tracking_uri}"
+            + (f" under parent run {parent_run_id}" if parent_run_id else ""),
+            hint="run experiments first (`robustctl run ...`), or point tracking.uri / --experiment at the right store",
+        )
     tables = build_tables(records)
     used = used_runs(tables, records)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = "robustctl report: PDM Tables 1-4"
-    subtitle = (f"{len(records)} runs from {f'experiment {experiment}' if experiment else 'all experiments'} at "
-                f"{tracking_uri}, generated {now}. Each cell is the latest FINISHED run of its (dataset, loss) "
-                "that logged the metric; values in parentheses are the PDM paper's.")
+    subtitle = (
+        f"{len(records)} runs from {f'experiment {experiment}' if experiment else 'all experiments'} at "
+        f"{tracking_uri}, generated {now}. Each cell is the latest FINISHED run of its (dataset, loss) "
+        "that logged the metric; values in parentheses are the PDM paper's."
+    )
     report = Report(tables, records, used, title, subtitle, tracking_uri)
 
     out = Path(out_dir)
@@ -98,5 +124,7 @@ def build_report(tracking_uri: str, experiment: str | None = None, run_ids: Sequ
     pictures = collect_figures(used, tracking_uri) if figures else []
     report.files["report.html"] = out / "report.html"
     report.files["report.html"].write_text(
-        html_page(tables, title=title, subtitle=subtitle, runs=used, figures=pictures), encoding="utf-8")
+        html_page(tables, title=title, subtitle=subtitle, runs=used, figures=pictures),
+        encoding="utf-8",
+    )
     return report

@@ -32,8 +32,8 @@ class RunRecord:
     run_id: str
     run_name: str
     experiment_id: str
-    status: str                      # FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
-    start_time: int                  # ms since the epoch
+    status: str  # FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
+    start_time: int  # ms since the epoch
     end_time: int | None
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
@@ -43,10 +43,18 @@ class RunRecord:
     @classmethod
     def from_mlflow(cls, run: Any, tracking_uri: str) -> RunRecord:
         info, data = run.info, run.data
-        return cls(run_id=info.run_id, run_name=info.run_name or "", experiment_id=str(info.experiment_id),
-                   status=str(info.status), start_time=int(info.start_time or 0), end_time=info.end_time,
-                   tags=dict(data.tags), params=dict(data.params), metrics=dict(data.metrics),
-                   tracking_uri=tracking_uri)
+        return cls(
+            run_id=info.run_id,
+            run_name=info.run_name or "",
+            experiment_id=str(info.experiment_id),
+            status=str(info.status),
+            start_time=int(info.start_time or 0),
+            end_time=info.end_time,
+            tags=dict(data.tags),
+            params=dict(data.params),
+            metrics=dict(data.metrics),
+            tracking_uri=tracking_uri,
+        )
 
     # ------------------------------------------------------------------ identity
     @property
@@ -74,7 +82,7 @@ class RunRecord:
         text = (self.error or "").strip()
         error = text.splitlines()[0] if text else "no error tag"
         if len(error) > _ERROR_CHARS:
-            error = error[:_ERROR_CHARS - 1] + "…"
+            error = error[: _ERROR_CHARS - 1] + "…"
         if self.status == "FAILED":
             return f"failed: {error}"
         if self.status == "KILLED":
@@ -129,15 +137,24 @@ def _could_produce(record: RunRecord, stage: str | None, attack: str | None) -> 
     return attack is None or chosen in (None, "", "none", attack)
 
 
-def pick_run(records: Iterable[RunRecord], dataset: str, loss: str, prefix: str,
-             stage: str | None = None, attack: str | None = None) -> Pick:
+def pick_run(
+    records: Iterable[RunRecord],
+    dataset: str,
+    loss: str,
+    prefix: str,
+    stage: str | None = None,
+    attack: str | None = None,
+) -> Pick:
     """The latest FINISHED run of ``(dataset, loss)`` that logged ``prefix``.
 
     Without one, the latest run of that pair that was configured for ``stage`` (and ``attack``) but
     did not finish gives the reason (``failed: <error tag>``); otherwise the reason is ``not run``.
     """
-    mine = sorted((r for r in records if r.dataset == dataset and r.loss == loss),
-                  key=lambda r: (r.start_time, r.end_time or 0), reverse=True)
+    mine = sorted(
+        (r for r in records if r.dataset == dataset and r.loss == loss),
+        key=lambda r: (r.start_time, r.end_time or 0),
+        reverse=True,
+    )
     for record in mine:
         if record.status == "FINISHED" and record.has(prefix):
             return Pick(record)
@@ -153,13 +170,19 @@ def _experiment_ids(client: Any, experiment: str | None, tracking_uri: str) -> l
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise TrackingError(f"no MLflow experiment {experiment!r} in {tracking_uri}",
-                            hint=f"experiments there: {', '.join(names) or 'none'}")
+        raise TrackingError(
+            f"no MLflow experiment {experiment!r} in {tracking_uri}",
+            hint=f"experiments there: {', '.join(names) or 'none'}",
+        )
     return [found.experiment_id]
 
 
-def collect_runs(tracking_uri: str, experiment: str | None = None, run_ids: Sequence[str] | None = None,
-                 parent_run_id: str | None = None) -> list[RunRecord]:
+def collect_runs(
+    tracking_uri: str,
+    experiment: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    parent_run_id: str | None = None,
+) -> list[RunRecord]:
     """Every run of ``experiment`` (all experiments when None), newest first.
 
     ``run_ids`` restricts to those runs (each must exist); ``parent_run_id`` to the children of
@@ -176,7 +199,9 @@ def collect_runs(tracking_uri: str, experiment: str | None = None, run_ids: Sequ
                 try:
                     run = client.get_run(run_id)
                 except MlflowException as exc:
-                    raise TrackingError(f"MLflow run {run_id} does not exist in {tracking_uri}") from exc
+                    raise TrackingError(
+                        f"MLflow run {run_id} does not exist in {tracking_uri}"
+                    ) from exc
                 records.append(RunRecord.from_mlflow(run, tracking_uri))
             if parent_run_id is not None:
                 records = [r for r in records if r.tags.get("mlflow.parentRunId") == parent_run_id]
@@ -187,8 +212,13 @@ def collect_runs(tracking_uri: str, experiment: str | None = None, run_ids: Sequ
         query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" if parent_run_id else ""
         records, token = [], None
         while True:
-            page = client.search_runs(ids, query, max_results=_PAGE, order_by=["attributes.start_time DESC"],
-                                      page_token=token)
+            page = client.search_runs(
+                ids,
+                query,
+                max_results=_PAGE,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
             records.extend(RunRecord.from_mlflow(run, tracking_uri) for run in page)
             token = page.token
             if not token:

@@ -25,12 +25,27 @@ from types import MappingProxyType
 
 from robustctl import metric_keys as keys
 
-__all__ = ["FIGURE2_DBI", "PAPER_ATTACKS", "PAPER_DATASETS", "PAPER_LOSSES", "REFERENCE", "reference"]
+__all__ = [
+    "FIGURE2_DBI",
+    "PAPER_ATTACKS",
+    "PAPER_DATASETS",
+    "PAPER_LOSSES",
+    "REFERENCE",
+    "reference",
+]
 
 PAPER_DATASETS: tuple[str, ...] = ("mnist", "cifar10")
 PAPER_LOSSES: tuple[str, ...] = ("ce", "rce", "siamese_rvl", "pdm")
 # Table 2's rows, in the paper's order (our attack option names)
-PAPER_ATTACKS: tuple[str, ...] = ("fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma")
+PAPER_ATTACKS: tuple[str, ...] = (
+    "fgsm-0.05",
+    "fgsm-0.1",
+    "bim-0.05",
+    "bim-0.1",
+    "cw",
+    "cw_hc",
+    "jsma",
+)
 
 # Table 1: clean accuracy (fraction), CE / RCE / Siamese+RVL / PDM
 _TABLE1 = {
@@ -67,7 +82,9 @@ _TABLE3 = {"mnist": (0.087, 0.104, 0.162), "cifar10": (0.008, 0.019, 0.026)}
 _TABLE4 = {"mnist": (0.88, 0.94, 0.99), "cifar10": (0.93, 0.933, 0.952)}
 
 # Figure 2: Davies-Bouldin index of CIFAR-10 test embeddings per training objective
-FIGURE2_DBI: Mapping[str, float] = MappingProxyType({"rvl": 0.28, "siamese": 0.32, "siamese_rvl": 0.23})
+FIGURE2_DBI: Mapping[str, float] = MappingProxyType(
+    {"rvl": 0.28, "siamese": 0.32, "siamese_rvl": 0.23}
+)
 
 _DETECTION_LOSSES = ("ce", "rce", "pdm")
 

@@ -26,8 +26,17 @@ from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.reference import PAPER_ATTACKS
 from robustctl.reporting.tables import LOSS_LABELS, Cell, Table
 
-__all__ = ["FIGURES", "Figure", "collect_figures", "html_page", "markdown", "print_tables", "rich_table",
-           "runs_rows", "write_csv"]
+__all__ = [
+    "FIGURES",
+    "Figure",
+    "collect_figures",
+    "html_page",
+    "markdown",
+    "print_tables",
+    "rich_table",
+    "runs_rows",
+    "write_csv",
+]
 
 # the figures a report shows per run, in this order (graybox/<attack>_confusion.png follow)
 FIGURES: tuple[tuple[str, str], ...] = (
@@ -51,7 +60,10 @@ def _rich_cell(cell: Cell, mark: int | None) -> Text:
     else:
         text.append(cell.ours(), style="red" if cell.failed else "dim italic")
     if cell.paper() is not None:
-        text.append(f" ({cell.paper()})" if cell.value is not None else f"; paper {cell.paper()}", style="dim")
+        text.append(
+            f" ({cell.paper()})" if cell.value is not None else f"; paper {cell.paper()}",
+            style="dim",
+        )
     if mark is not None:
         text.append(f" [{mark}]", style="yellow")
     return text
@@ -61,13 +73,22 @@ def rich_table(table: Table) -> RichTable:
     """A rich table: loss cells ``ours (paper)``, reasons dimmed (failures in red), footnotes as caption."""
     marks, notes = table.footnotes()
     caption = "\n".join([table.caption, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))])
-    out = RichTable(title=table.title, caption=caption, header_style="bold", title_justify="left",
-                    caption_justify="left")
+    out = RichTable(
+        title=table.title,
+        caption=caption,
+        header_style="bold",
+        title_justify="left",
+        caption_justify="left",
+    )
     for j, column in enumerate(table.columns):
         out.add_column(header(table, column), justify="right" if j >= table.labels else "left")
     for i, row in enumerate(table.rows):
-        out.add_row(*[_rich_cell(c, marks.get((i, j))) if isinstance(c, Cell) else Text(c)
-                      for j, c in enumerate(row)])
+        out.add_row(
+            *[
+                _rich_cell(c, marks.get((i, j))) if isinstance(c, Cell) else Text(c)
+                for j, c in enumerate(row)
+            ]
+        )
     return out
 
 
@@ -76,7 +97,9 @@ def print_tables(tables: Sequence[Table], console: Console | None = None) -> Non
 
     target = console or default
     for table in tables:
-        target.print(rich_table(table) if table.rows else Text(f"{table.title}: no runs", style="dim"))
+        target.print(
+            rich_table(table) if table.rows else Text(f"{table.title}: no runs", style="dim")
+        )
 
 
 # ------------------------------------------------------------------------------- Markdown
@@ -91,8 +114,10 @@ def _cell_text(cell: Cell | str, mark: int | None) -> str:
 
 
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:
-    lines = ["| " + " | ".join(_md(c) for c in columns) + " |",
-             "|" + "|".join("---:" if j >= right_from else "---" for j in range(len(columns))) + "|"]
+    lines = [
+        "| " + " | ".join(_md(c) for c in columns) + " |",
+        "|" + "|".join("---:" if j >= right_from else "---" for j in range(len(columns))) + "|",
+    ]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     return lines
 
@@ -102,12 +127,19 @@ _RUN_COLUMNS = ["dataset", "loss", "run", "run id", "status", "command", "starte
 
 def runs_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
     """One row per run behind the tables' cells."""
+
     def started(ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    return [[r.dataset, r.loss, r.run_name, r.run_id, r.status, r.command, started(r.start_time)] for r in runs]
+
+    return [
+        [r.dataset, r.loss, r.run_name, r.run_id, r.status, r.command, started(r.start_time)]
+        for r in runs
+    ]
 
 
-def markdown(tables: Sequence[Table], *, title: str, subtitle: str = "", runs: Sequence[RunRecord] = ()) -> str:
+def markdown(
+    tables: Sequence[Table], *, title: str, subtitle: str = "", runs: Sequence[RunRecord] = ()
+) -> str:
     """The report as one Markdown document: each table, its caption and footnotes, then the runs used."""
     lines = [f"# {title}", ""]
     if subtitle:
@@ -118,11 +150,18 @@ def markdown(tables: Sequence[Table], *, title: str, subtitle: str = "", runs: S
             lines += ["_No runs for this table._", ""]
             continue
         marks, notes = table.footnotes()
-        rows = [[_cell_text(c, marks.get((i, j))) for j, c in enumerate(row)] for i, row in enumerate(table.rows)]
+        rows = [
+            [_cell_text(c, marks.get((i, j))) for j, c in enumerate(row)]
+            for i, row in enumerate(table.rows)
+        ]
         lines += _md_table([header(table, c) for c in table.columns], rows, table.labels)
-        lines += [""] + [f"[{i}] {_md(n)}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
+        lines += (
+            [""] + [f"[{i}] {_md(n)}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
+        )
     if runs:
-        lines += ["## Runs", ""] + _md_table(_RUN_COLUMNS, runs_rows(runs), len(_RUN_COLUMNS)) + [""]
+        lines += (
+            ["## Runs", ""] + _md_table(_RUN_COLUMNS, runs_rows(runs), len(_RUN_COLUMNS)) + [""]
+        )
     return "\n".join(lines)
 
 
@@ -131,19 +170,24 @@ def write_csv(table: Table, path: str | Path) -> Path:
     """One CSV per table. Per loss four columns: ``<loss>`` (our value, full precision, empty when
     missing), ``<loss>_paper``, ``<loss>_note`` (the reason, or the caveat on a value), ``<loss>_run``."""
     path = Path(path)
-    labels = table.columns[:table.labels]
-    fields = [*labels, *(f"{loss}{suffix}" for loss in table.losses for suffix in ("", "_paper", "_note", "_run"))]
+    labels = table.columns[: table.labels]
+    fields = [
+        *labels,
+        *(f"{loss}{suffix}" for loss in table.losses for suffix in ("", "_paper", "_note", "_run")),
+    ]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(fields)
         for row in table.rows:
-            out = [str(c) for c in row[:table.labels]]
-            for cell in row[table.labels:]:
+            out = [str(c) for c in row[: table.labels]]
+            for cell in row[table.labels :]:
                 assert isinstance(cell, Cell)
-                out += ["" if cell.value is None else repr(cell.value),
-                        "" if cell.reference is None else repr(cell.reference),
-                        (cell.reason or "") if cell.value is None else (cell.note or ""),
-                        cell.run_id or ""]
+                out += [
+                    "" if cell.value is None else repr(cell.value),
+                    "" if cell.reference is None else repr(cell.reference),
+                    (cell.reason or "") if cell.value is None else (cell.note or ""),
+                    cell.run_id or "",
+                ]
             writer.writerow(out)
     return path
 
@@ -154,7 +198,7 @@ class Figure:
     """One PNG artifact of one run, read into memory."""
 
     run: RunRecord
-    path: str          # artifact path, e.g. plots/graybox/roc.png
+    path: str  # artifact path, e.g. plots/graybox/roc.png
     caption: str
     png: bytes
 
@@ -166,7 +210,10 @@ def _figure_paths(artifacts: Sequence[str]) -> list[tuple[str, str]]:
     present = set(artifacts)
     chosen = [(p, c) for p, c in FIGURES if p in present]
     attacks = {m["attack"]: p for p in artifacts if (m := _ATTACK_CONFUSION.match(p))}
-    order = [*[a for a in PAPER_ATTACKS if a in attacks], *sorted(set(attacks) - set(PAPER_ATTACKS))]
+    order = [
+        *[a for a in PAPER_ATTACKS if a in attacks],
+        *sorted(set(attacks) - set(PAPER_ATTACKS)),
+    ]
     chosen += [(attacks[a], f"{a}: origin vs adversarial class (Figure 1b)") for a in order]
     return chosen
 
@@ -224,34 +271,62 @@ def _html_cell(cell: Cell | str, mark: int | None, numeric: bool) -> str:
 
 
 def _html_table(table: Table) -> str:
-    parts = [f'<h2 id="{table.key}">{html.escape(table.title)}</h2>', f'<p class="caption">{html.escape(table.caption)}</p>']
+    parts = [
+        f'<h2 id="{table.key}">{html.escape(table.title)}</h2>',
+        f'<p class="caption">{html.escape(table.caption)}</p>',
+    ]
     if not table.rows:
         return "\n".join([*parts, "<p><em>No runs for this table.</em></p>"])
     marks, notes = table.footnotes()
-    parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(header(table, c))}</th>" for c in table.columns)
-                 + "</tr></thead><tbody>")
+    parts.append(
+        "<table><thead><tr>"
+        + "".join(f"<th>{html.escape(header(table, c))}</th>" for c in table.columns)
+        + "</tr></thead><tbody>"
+    )
     for i, row in enumerate(table.rows):
-        parts.append("<tr>" + "".join(_html_cell(c, marks.get((i, j)), j >= table.labels) for j, c in enumerate(row))
-                     + "</tr>")
+        parts.append(
+            "<tr>"
+            + "".join(
+                _html_cell(c, marks.get((i, j)), j >= table.labels) for j, c in enumerate(row)
+            )
+            + "</tr>"
+        )
     parts.append("</tbody></table>")
     if notes:
-        parts.append('<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ol>")
+        parts.append(
+            '<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ol>"
+        )
     return "\n".join(parts)
 
 
-def html_page(tables: Sequence[Table], *, title: str, subtitle: str = "", runs: Sequence[RunRecord] = (),
-              figures: Sequence[Figure] = ()) -> str:
+def html_page(
+    tables: Sequence[Table],
+    *,
+    title: str,
+    subtitle: str = "",
+    runs: Sequence[RunRecord] = (),
+    figures: Sequence[Figure] = (),
+) -> str:
     """One self-contained HTML page: the tables, the runs used, and each run's figures inline."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if subtitle:
         parts.append(f'<p class="caption">{html.escape(subtitle)}</p>')
     parts += [_html_table(t) for t in tables]
     if runs:
-        parts.append("<h2>Runs</h2><table><thead><tr>" + "".join(f"<th>{c}</th>" for c in _RUN_COLUMNS)
-                     + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in runs_rows(runs)]
+        parts.append(
+            "<h2>Runs</h2><table><thead><tr>"
+            + "".join(f"<th>{c}</th>" for c in _RUN_COLUMNS)
+            + "</tr></thead><tbody>"
+        )
+        parts += [
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+            for row in runs_rows(runs)
+        ]
         parts.append("</tbody></table>")
     if figures:
         parts.append("<h2>Figures</h2>")
@@ -259,9 +334,13 @@ def html_page(tables: Sequence[Table], *, title: str, subtitle: str = "", runs: 
         for fig in figures:
             if fig.run.run_id != current:
                 current = fig.run.run_id
-                parts.append(f"<h3>{html.escape(fig.run.dataset)} / {html.escape(fig.run.loss)}: "
-                             f"{html.escape(fig.run.run_name)} <small>({html.escape(fig.run.run_id)})</small></h3>")
-            parts.append(f'<figure><img alt="{html.escape(fig.path)}" src="{fig.data_uri()}">'
-                         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+                parts.append(
+                    f"<h3>{html.escape(fig.run.dataset)} / {html.escape(fig.run.loss)}: "
+                    f"{html.escape(fig.run.run_name)} <small>({html.escape(fig.run.run_id)})</small></h3>"
+                )
+            parts.append(
+                f'<figure><img alt="{html.escape(fig.path)}" src="{fig.data_uri()}">'
+                f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -28,20 +28,39 @@ from robustctl import metric_keys as keys
 from robustctl.reporting.collect import Pick, RunRecord, pick_run
 from robustctl.reporting.reference import PAPER_ATTACKS, PAPER_DATASETS, PAPER_LOSSES, reference
 
-__all__ = ["LOSS_LABELS", "NOT_RUN", "Cell", "Table", "build_tables", "datasets_of", "losses_of",
-           "table1", "table2", "table3", "table4"]
+__all__ = [
+    "LOSS_LABELS",
+    "NOT_RUN",
+    "Cell",
+    "Table",
+    "build_tables",
+    "datasets_of",
+    "losses_of",
+    "table1",
+    "table2",
+    "table3",
+    "table4",
+]
 
 NOT_RUN = "not run"
-SHORT_REASON_MAX = 28   # longer reasons show their head in the cell and the whole text as a footnote
-LOSS_LABELS = {"ce": "CE (baseline)", "rce": "RCE", "siamese_rvl": "Siamese+RVL", "pdm": "PDM",
-               "center": "center", "contrastive_center": "contrastive center"}
+SHORT_REASON_MAX = 28  # longer reasons show their head in the cell and the whole text as a footnote
+LOSS_LABELS = {
+    "ce": "CE (baseline)",
+    "rce": "RCE",
+    "siamese_rvl": "Siamese+RVL",
+    "pdm": "PDM",
+    "center": "center",
+    "contrastive_center": "contrastive center",
+}
 
 _FORMATS: dict[str, Callable[[float], str]] = {
     "percent": lambda v: f"{100 * v:.2f}",
     "auc": lambda v: f"{v:.3f}",
     "rate": lambda v: f"{v:.3f}",
     "dbi": lambda v: f"{v:.3f}",
-    "distortion": lambda v: f"{v:.3g}",   # spans 0.008 (CIFAR-10) to 0.16 (MNIST): significant digits
+    "distortion": lambda v: (
+        f"{v:.3g}"
+    ),  # spans 0.008 (CIFAR-10) to 0.16 (MNIST): significant digits
 }
 
 
@@ -87,12 +106,18 @@ class Cell:
         paper = self.paper()
         if paper is None:
             return self.ours()
-        return f"{self.ours()} ({paper})" if self.value is not None else f"{self.ours()}; paper {paper}"
+        return (
+            f"{self.ours()} ({paper})"
+            if self.value is not None
+            else f"{self.ours()}; paper {paper}"
+        )
 
     @property
     def failed(self) -> bool:
         """Whether the reason is a run that failed or was killed."""
-        return self.value is None and (self.reason or "").startswith(("failed:", "killed:", "unfinished"))
+        return self.value is None and (self.reason or "").startswith(
+            ("failed:", "killed:", "unfinished")
+        )
 
 
 @dataclass
@@ -108,20 +133,20 @@ class Table:
 
     @property
     def losses(self) -> list[str]:
-        return self.columns[self.labels:]
+        return self.columns[self.labels :]
 
     def cell(self, *labels: str, column: str) -> Cell:
         """The cell of the row whose label columns equal ``labels``, in loss ``column``."""
         index = self.columns.index(column)
         for row in self.rows:
-            if tuple(row[:len(labels)]) == labels:
+            if tuple(row[: len(labels)]) == labels:
                 found = row[index]
                 assert isinstance(found, Cell)
                 return found
         raise KeyError(f"{self.key}: no row {labels}")
 
     def cells(self) -> list[Cell]:
-        return [c for row in self.rows for c in row[self.labels:] if isinstance(c, Cell)]
+        return [c for row in self.rows for c in row[self.labels :] if isinstance(c, Cell)]
 
     def footnotes(self) -> tuple[dict[tuple[int, int], int], list[str]]:
         """Footnote number per (row, column) of a cell with a note (a caveat on a value, or a reason too
@@ -132,7 +157,11 @@ class Table:
             for j, cell in enumerate(row):
                 if not isinstance(cell, Cell):
                     continue
-                note = cell.note if cell.value is not None else (cell.reason if cell.long_reason else None)
+                note = (
+                    cell.note
+                    if cell.value is not None
+                    else (cell.reason if cell.long_reason else None)
+                )
                 if note:
                     if note not in texts:
                         texts.append(note)
@@ -157,7 +186,9 @@ def losses_of(records: Sequence[RunRecord]) -> list[str]:
 
 
 def _attacks_of(records: Sequence[RunRecord], dataset: str) -> list[str]:
-    seen = {a for r in records if r.dataset == dataset for a in keys.attacks_in(r.metrics, keys.GRAYBOX)}
+    seen = {
+        a for r in records if r.dataset == dataset for a in keys.attacks_in(r.metrics, keys.GRAYBOX)
+    }
     return _ordered(PAPER_ATTACKS, seen)
 
 
@@ -188,18 +219,36 @@ def _cell(pick: Pick, dataset: str, loss: str, metric: _Metric) -> Cell:
         return Cell(None, ref, reason=pick.reason, key=metric.key, kind=metric.kind)
     if metric.key in run.metrics:
         note = run.tags.get(metric.note_tag) if metric.note_tag else None
-        return Cell(run.metrics[metric.key], ref, note=note, key=metric.key, run_id=run.run_id, kind=metric.kind)
-    return Cell(None, ref, reason=_missing(run, metric), key=metric.key, run_id=run.run_id, kind=metric.kind)
+        return Cell(
+            run.metrics[metric.key],
+            ref,
+            note=note,
+            key=metric.key,
+            run_id=run.run_id,
+            kind=metric.kind,
+        )
+    return Cell(
+        None, ref, reason=_missing(run, metric), key=metric.key, run_id=run.run_id, kind=metric.kind
+    )
 
 
 def _keep(row: list[str | Cell], dataset: str) -> bool:
     """Rows of a dataset without reference numbers are dropped when no loss has anything to say."""
     cells = [c for c in row if isinstance(c, Cell)]
-    return dataset in PAPER_DATASETS or any(c.value is not None or c.reason != NOT_RUN for c in cells)
+    return dataset in PAPER_DATASETS or any(
+        c.value is not None or c.reason != NOT_RUN for c in cells
+    )
 
 
-def _group_rows(records: Sequence[RunRecord], losses: list[str], dataset: str, prefix: str,
-                metrics: Sequence[_Metric], stage: str | None, attack: str | None = None) -> list[list[str | Cell]]:
+def _group_rows(
+    records: Sequence[RunRecord],
+    losses: list[str],
+    dataset: str,
+    prefix: str,
+    metrics: Sequence[_Metric],
+    stage: str | None,
+    attack: str | None = None,
+) -> list[list[str | Cell]]:
     """Rows for the metrics of one group, each loss's cells read from the same picked run."""
     picks = {loss: pick_run(records, dataset, loss, prefix, stage, attack) for loss in losses}
     rows: list[list[str | Cell]] = []
@@ -216,8 +265,15 @@ CLEAN_ACCURACY = _Metric("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
 DBI = _Metric("DBI (embeddings)", keys.EMBED_DBI, "dbi")
 
 
-def _metric_table(records: Sequence[RunRecord], key: str, title: str, caption: str, prefix: str,
-                  metrics: Sequence[_Metric], stage: str | None) -> Table:
+def _metric_table(
+    records: Sequence[RunRecord],
+    key: str,
+    title: str,
+    caption: str,
+    prefix: str,
+    metrics: Sequence[_Metric],
+    stage: str | None,
+) -> Table:
     """A table of fixed metric rows per dataset, all read from the run each loss picked for ``prefix``."""
     losses = losses_of(records)
     table = Table(key, title, ["dataset", "metric", *losses], caption=caption)
@@ -228,56 +284,89 @@ def _metric_table(records: Sequence[RunRecord], key: str, title: str, caption: s
 
 def table1(records: Sequence[RunRecord]) -> Table:
     """Table 1: clean test accuracy (%) per loss, and the DBI of the test embeddings (Figure 2)."""
-    return _metric_table(records, "table1", "Table 1: clean test accuracy (%) and embedding DBI per training loss",
-                         "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
-                         "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). Cells: ours (paper).",
-                         keys.CLEAN_ACCURACY, [CLEAN_ACCURACY, DBI], stage=None)
+    return _metric_table(
+        records,
+        "table1",
+        "Table 1: clean test accuracy (%) and embedding DBI per training loss",
+        "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
+        "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). Cells: ours (paper).",
+        keys.CLEAN_ACCURACY,
+        [CLEAN_ACCURACY, DBI],
+        stage=None,
+    )
 
 
 def table2(records: Sequence[RunRecord]) -> Table:
     """Table 2: gray-box detection AUC of the KDE detector, one row per attack and dataset."""
     losses = losses_of(records)
-    table = Table("table2", "Table 2: gray-box detection AUC (KDE detector) per attack",
-                  ["dataset", "attack", *losses],
-                  caption="Reproduces PDM Table 2: the attacker knows the classifier but not the detector; "
-                          "AUC of clean vs adversarial KDE scores over (clean, adversarial) pairs. "
-                          "Baseline = CE. Cells: ours (paper).")
+    table = Table(
+        "table2",
+        "Table 2: gray-box detection AUC (KDE detector) per attack",
+        ["dataset", "attack", *losses],
+        caption="Reproduces PDM Table 2: the attacker knows the classifier but not the detector; "
+        "AUC of clean vs adversarial KDE scores over (clean, adversarial) pairs. "
+        "Baseline = CE. Cells: ours (paper).",
+    )
     for dataset in datasets_of(records):
         for attack in _attacks_of(records, dataset):
-            metric = _Metric(attack, keys.graybox(attack, keys.AUC), "auc",
-                             reason_tag=keys.auc_reason_tag(keys.GRAYBOX, attack))
+            metric = _Metric(
+                attack,
+                keys.graybox(attack, keys.AUC),
+                "auc",
+                reason_tag=keys.auc_reason_tag(keys.GRAYBOX, attack),
+            )
             prefix = keys.attack_prefix(keys.GRAYBOX, attack) + "/"
-            table.rows += _group_rows(records, losses, dataset, prefix, [metric], keys.GRAYBOX, attack)
+            table.rows += _group_rows(
+                records, losses, dataset, prefix, [metric], keys.GRAYBOX, attack
+            )
     return table
 
 
 WB_NOTE = keys.note_tag(keys.WHITEBOX, keys.CW_WB)
 WB_DISTORTION = _Metric("distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE)
-WB_AUC = _Metric("detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE)
+WB_AUC = _Metric(
+    "detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE
+)
 WB_SUCCESS = _Metric("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
 
 
 def table3(records: Sequence[RunRecord]) -> Table:
     """Table 3: white-box C&W-wb mean normalized distortion L2/sqrt(n), detection AUC, success rate."""
-    return _metric_table(records, "table3", "Table 3: white-box C&W-wb (through classifier + KDE detector)",
-                         "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
-                         "(higher = harder to attack); plus the detection AUC and success rate they reached. "
-                         "Baseline = CE. Cells: ours (paper).",
-                         keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/", [WB_DISTORTION, WB_AUC, WB_SUCCESS],
-                         keys.WHITEBOX)
+    return _metric_table(
+        records,
+        "table3",
+        "Table 3: white-box C&W-wb (through classifier + KDE detector)",
+        "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
+        "(higher = harder to attack); plus the detection AUC and success rate they reached. "
+        "Baseline = CE. Cells: ours (paper).",
+        keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/",
+        [WB_DISTORTION, WB_AUC, WB_SUCCESS],
+        keys.WHITEBOX,
+    )
 
 
-BB_AUC = _Metric("detection AUC", keys.blackbox(keys.AUC), "auc", reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB))
+BB_AUC = _Metric(
+    "detection AUC",
+    keys.blackbox(keys.AUC),
+    "auc",
+    reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB),
+)
 BB_TRANSFER = _Metric("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
 
 
 def table4(records: Sequence[RunRecord]) -> Table:
     """Table 4: black-box detection AUC of C&W-wb examples transferred from a distilled proxy."""
-    return _metric_table(records, "table4", "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
-                         "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
-                         "proxy with its own KDE, then fed to the target; plus the fraction that fooled the "
-                         "target (transfer rate). Baseline = CE. Cells: ours (paper).",
-                         keys.attack_prefix(keys.BLACKBOX, keys.CW_WB) + "/", [BB_AUC, BB_TRANSFER], keys.BLACKBOX)
+    return _metric_table(
+        records,
+        "table4",
+        "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
+        "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
+        "proxy with its own KDE, then fed to the target; plus the fraction that fooled the "
+        "target (transfer rate). Baseline = CE. Cells: ours (paper).",
+        keys.attack_prefix(keys.BLACKBOX, keys.CW_WB) + "/",
+        [BB_AUC, BB_TRANSFER],
+        keys.BLACKBOX,
+    )
 
 
 def build_tables(records: Sequence[RunRecord]) -> list[Table]:

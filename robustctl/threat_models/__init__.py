@@ -33,8 +33,9 @@ STAGES: dict[str, Callable[[ThreatContext], StageResult]] = {
 }
 
 
-def run_threat_model(cfg: RunConfig, model: torch.nn.Module, data: ImageData,
-                     detector: Any | None = None) -> Iterator[StageResult]:
+def run_threat_model(
+    cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None
+) -> Iterator[StageResult]:
     """The detector's own numbers first, then one result per stage of ``threat_model.stages``
     (each with its wall time ``time/<stage>_s``); nothing for ``threat_model=none``.
 

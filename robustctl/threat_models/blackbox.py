@@ -29,17 +29,31 @@ from robustctl.threat_models.whitebox import cw_wb_attack
 def proxy_config(ctx: ThreatContext) -> ModelConfig:
     """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width and activation."""
     name, model = ctx.cfg.threat_model.blackbox.proxy_model, ctx.cfg.model
-    return ModelConfig(name=name, depth=int(name.removeprefix("resnet")), width=model.width,
-                       activation=model.activation, negative_slope=model.negative_slope)
+    return ModelConfig(
+        name=name,
+        depth=int(name.removeprefix("resnet")),
+        width=model.width,
+        activation=model.activation,
+        negative_slope=model.negative_slope,
+    )
 
 
 def run(ctx: ThreatContext) -> StageResult:
     require_detector(ctx.detector, "threat_model stage blackbox")
     cfg, tm = ctx.cfg, ctx.cfg.threat_model
     bb = tm.blackbox
-    proxy = distill(ctx.model, ctx.data, proxy_config(ctx), mode=bb.mode, temperature=bb.temperature,
-                    epochs=bb.epochs, batch_size=bb.batch_size, lr=bb.lr, seed=tm.seed,
-                    device=model_device(ctx.model))
+    proxy = distill(
+        ctx.model,
+        ctx.data,
+        proxy_config(ctx),
+        mode=bb.mode,
+        temperature=bb.temperature,
+        epochs=bb.epochs,
+        batch_size=bb.batch_size,
+        lr=bb.lr,
+        seed=tm.seed,
+        device=model_device(ctx.model),
+    )
     proxy_detector = fit_detector(cfg.defense, proxy.proxy, ctx.data, cfg.evaluate.batch_size)
     proxy_logits, proxy_emb = predict(proxy.proxy, ctx.x, cfg.evaluate.batch_size)
     proxy_pred = proxy_logits.argmax(1)
@@ -48,16 +62,22 @@ def run(ctx: ThreatContext) -> StageResult:
     outcome = run_attack(attack, ctx.x, ctx.y, tm.batch_size, None, proxy_pred, stage=keys.BLACKBOX)
     adv_pred, result = detect(ctx, outcome.x_adv)
     correct = ctx.clean_pred == ctx.y
-    transfer = float((adv_pred[correct] != ctx.y[correct]).float().mean()) if correct.any() else float("nan")
-    out = StageResult(metrics={
-        keys.BLACKBOX_PROXY_AGREEMENT: proxy.agreement,
-        keys.BLACKBOX_PROXY_ACCURACY: proxy.proxy_accuracy,
-        keys.BLACKBOX_PROXY_SUCCESS_RATE: outcome.metrics[keys.blackbox(keys.SUCCESS_RATE)],
-        keys.BLACKBOX_TRANSFER_RATE: transfer,
-        keys.blackbox("distortion"): outcome.metrics[keys.blackbox("distortion")],
-        keys.blackbox(keys.SECONDS): outcome.seconds,
-        **result.metrics(keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)),
-    })
+    transfer = (
+        float((adv_pred[correct] != ctx.y[correct]).float().mean())
+        if correct.any()
+        else float("nan")
+    )
+    out = StageResult(
+        metrics={
+            keys.BLACKBOX_PROXY_AGREEMENT: proxy.agreement,
+            keys.BLACKBOX_PROXY_ACCURACY: proxy.proxy_accuracy,
+            keys.BLACKBOX_PROXY_SUCCESS_RATE: outcome.metrics[keys.blackbox(keys.SUCCESS_RATE)],
+            keys.BLACKBOX_TRANSFER_RATE: transfer,
+            keys.blackbox("distortion"): outcome.metrics[keys.blackbox("distortion")],
+            keys.blackbox(keys.SECONDS): outcome.seconds,
+            **result.metrics(keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)),
+        }
+    )
     if result.auc is None:
         out.notes[keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)] = result.reason
         out.tags[keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB)] = result.reason

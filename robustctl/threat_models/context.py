@@ -26,11 +26,11 @@ class ThreatContext:
     cfg: RunConfig
     model: torch.nn.Module
     data: ImageData
-    x: Tensor                 # attacked test images (seeded subset), CPU
+    x: Tensor  # attacked test images (seeded subset), CPU
     y: Tensor
-    clean_pred: Tensor        # target model's predictions on x
+    clean_pred: Tensor  # target model's predictions on x
     clean_emb: Tensor
-    detector: Any | None      # fitted detector (defense), or None for defense=none
+    detector: Any | None  # fitted detector (defense), or None for defense=none
     clean_scores: Tensor | None
 
 
@@ -42,7 +42,9 @@ def attack_subset(data: ImageData, n: int, seed: int) -> tuple[Tensor, Tensor]:
     return data.x_test[idx], data.y_test[idx]
 
 
-def prepare(cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None) -> ThreatContext:
+def prepare(
+    cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None
+) -> ThreatContext:
     """The shared context; ``detector`` is fitted from ``cfg.defense`` unless given."""
     if detector is None:
         detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size)
@@ -54,7 +56,9 @@ def prepare(cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: A
     return ThreatContext(cfg, model, data, x, y, clean_pred, emb, detector, scores)
 
 
-def detector_scores(model: torch.nn.Module, detector: Any, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+def detector_scores(
+    model: torch.nn.Module, detector: Any, x: Tensor, batch_size: int
+) -> tuple[Tensor, Tensor]:
     """(predictions, detector scores) of ``model`` + ``detector`` on a batch of images (CPU)."""
     logits, emb = predict(model, x, batch_size)
     pred = logits.argmax(1)
@@ -66,7 +70,15 @@ def detector_scores(model: torch.nn.Module, detector: Any, x: Tensor, batch_size
 def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:
     """The target model's predictions on ``x_adv`` and the detection AUC of its detector over the
     (clean, adversarial) pairs of the attacked subset."""
-    adv_pred, adv_scores = detector_scores(ctx.model, ctx.detector, x_adv, ctx.cfg.evaluate.batch_size)
-    result = detection_auc(ctx.clean_scores, adv_scores, ctx.y, ctx.clean_pred, adv_pred,
-                           min_pairs=ctx.cfg.threat_model.min_pairs)
+    adv_pred, adv_scores = detector_scores(
+        ctx.model, ctx.detector, x_adv, ctx.cfg.evaluate.batch_size
+    )
+    result = detection_auc(
+        ctx.clean_scores,
+        adv_scores,
+        ctx.y,
+        ctx.clean_pred,
+        adv_pred,
+        min_pairs=ctx.cfg.threat_model.min_pairs,
+    )
     return adv_pred, result

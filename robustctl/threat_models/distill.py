@@ -31,12 +31,13 @@ from robustctl.training.schedule import learning_rate
 @dataclass
 class DistillResult:
     proxy: ResNet
-    agreement: float     # test inputs where proxy and target predict the same class
+    agreement: float  # test inputs where proxy and target predict the same class
     proxy_accuracy: float
 
 
-def distillation_targets(target: torch.nn.Module, x: Tensor, mode: str, temperature: float,
-                         batch_size: int = 512) -> Tensor:
+def distillation_targets(
+    target: torch.nn.Module, x: Tensor, mode: str, temperature: float, batch_size: int = 512
+) -> Tensor:
     """Soft probabilities [N, K] at ``temperature`` or hard labels [N] from the target's predictions."""
     logits, _ = predict(target, x, batch_size)
     if mode == "hard":
@@ -44,36 +45,61 @@ def distillation_targets(target: torch.nn.Module, x: Tensor, mode: str, temperat
     return F.softmax(logits / temperature, dim=1)
 
 
-def distillation_loss(proxy_logits: Tensor, targets: Tensor, mode: str, temperature: float) -> Tensor:
+def distillation_loss(
+    proxy_logits: Tensor, targets: Tensor, mode: str, temperature: float
+) -> Tensor:
     if mode == "hard":
         return F.cross_entropy(proxy_logits, targets)
     log_p = F.log_softmax(proxy_logits / temperature, dim=1)
-    return -(targets * log_p).sum(1).mean() * temperature ** 2
+    return -(targets * log_p).sum(1).mean() * temperature**2
 
 
-def distill(target: ResNet, data: ImageData, model_cfg: ModelConfig, *, mode: str = "soft",
-            temperature: float = 4.0, epochs: int = 10, batch_size: int = 128, lr: float = 0.1,
-            momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-            device: torch.device | str = "cpu") -> DistillResult:
+def distill(
+    target: ResNet,
+    data: ImageData,
+    model_cfg: ModelConfig,
+    *,
+    mode: str = "soft",
+    temperature: float = 4.0,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DistillResult:
     if mode not in DISTILL_MODES:
         raise ValueError(f"mode must be one of {DISTILL_MODES}, got {mode!r}")
     torch.manual_seed(seed)
     targets = distillation_targets(target, data.x_train, mode, temperature)
-    proxy = build_model(model_cfg, num_classes=data.num_classes, in_channels=data.image_shape[0],
-                        mean=target.mean.flatten().tolist(), std=target.std.flatten().tolist()).to(device)
-    optimizer = torch.optim.SGD(proxy.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    proxy = build_model(
+        model_cfg,
+        num_classes=data.num_classes,
+        in_channels=data.image_shape[0],
+        mean=target.mean.flatten().tolist(),
+        std=target.std.flatten().tolist(),
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        proxy.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
     generator = torch.Generator().manual_seed(seed)
     steps = math.ceil(len(targets) / batch_size)
     with progress() as bar:
         task = bar.add_task(f"distil {model_cfg.name}", total=epochs * steps, status="")
         for epoch in range(epochs):
             proxy.train()
-            for b, (xb, tb, _) in enumerate(iterate_batches(data.x_train, targets, batch_size, generator=generator,
-                                                            augment=data.augment)):
+            for b, (xb, tb, _) in enumerate(
+                iterate_batches(
+                    data.x_train, targets, batch_size, generator=generator, augment=data.augment
+                )
+            ):
                 step = epoch * steps + b
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, epochs * steps, base_lr=lr, schedule="cosine")
-                loss = distillation_loss(proxy(xb.to(device)).logits, tb.to(device), mode, temperature)
+                loss = distillation_loss(
+                    proxy(xb.to(device)).logits, tb.to(device), mode, temperature
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -81,5 +107,8 @@ def distill(target: ResNet, data: ImageData, model_cfg: ModelConfig, *, mode: st
     proxy.eval()
     proxy_pred = predict(proxy, data.x_test)[0].argmax(1)
     target_pred = predict(target, data.x_test)[0].argmax(1)
-    return DistillResult(proxy, (proxy_pred == target_pred).float().mean().item(),
-                         (proxy_pred == data.y_test).float().mean().item())
+    return DistillResult(
+        proxy,
+        (proxy_pred == target_pred).float().mean().item(),
+        (proxy_pred == data.y_test).float().mean().item(),
+    )

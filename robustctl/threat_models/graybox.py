@@ -39,7 +39,9 @@ def attack_specs(ctx: ThreatContext) -> list[Any]:
 def run(ctx: ThreatContext) -> StageResult:
     cfg, tm = ctx.cfg, ctx.cfg.threat_model
     out = StageResult()
-    outcomes = run_attack_suite(ctx.model, ctx.x, ctx.y, attack_specs(ctx), batch_size=tm.batch_size)
+    outcomes = run_attack_suite(
+        ctx.model, ctx.x, ctx.y, attack_specs(ctx), batch_size=tm.batch_size
+    )
     detections = {}
     for name, outcome in outcomes.items():
         out.metrics.update(outcome.metrics)
@@ -52,19 +54,41 @@ def run(ctx: ThreatContext) -> StageResult:
             if result.auc is None:
                 out.notes[keys.graybox(name, keys.AUC)] = result.reason
                 out.tags[keys.auc_reason_tag(keys.GRAYBOX, name)] = result.reason
-        out.figures[f"plots/graybox/{name}_confusion.png"] = outcome.confusion_figure(ctx.data.class_names)
+        out.figures[f"plots/graybox/{name}_confusion.png"] = outcome.confusion_figure(
+            ctx.data.class_names
+        )
         mask = outcome.adversarial
         if mask.any():
             out.figures[f"plots/graybox/{name}_examples.png"] = example_grid_figure(
-                ctx.x[mask][:8], outcome.x_adv[mask][:8], ctx.y[mask][:8], outcome.adv_pred[mask][:8])
+                ctx.x[mask][:8],
+                outcome.x_adv[mask][:8],
+                ctx.y[mask][:8],
+                outcome.adv_pred[mask][:8],
+            )
     if detections:
-        out.figures["plots/graybox/roc.png"] = roc_figure(detections, title=f"gray-box detection ({cfg.defense.name})")
+        out.figures["plots/graybox/roc.png"] = roc_figure(
+            detections, title=f"gray-box detection ({cfg.defense.name})"
+        )
     resiliency: dict[str, float] = {}
     for attack in tm.resiliency_attacks:
-        resiliency.update(resiliency_curve(ctx.model, ctx.x, ctx.y, attack, tm.resiliency_eps, batch_size=tm.batch_size))
+        resiliency.update(
+            resiliency_curve(
+                ctx.model, ctx.x, ctx.y, attack, tm.resiliency_eps, batch_size=tm.batch_size
+            )
+        )
     out.metrics.update(resiliency)
     if tm.resiliency_attacks:
-        out.figures["plots/resiliency.png"] = resiliency_figure(resiliency, title=f"{ctx.data.name}: accuracy under attack")
-    out.step_metrics.update(bim_gradient_norms(ctx.model, ctx.x, ctx.y, eps=BIM_PATH_EPS, steps=BIM_PATH_STEPS,
-                                               batch_size=tm.batch_size))
+        out.figures["plots/resiliency.png"] = resiliency_figure(
+            resiliency, title=f"{ctx.data.name}: accuracy under attack"
+        )
+    out.step_metrics.update(
+        bim_gradient_norms(
+            ctx.model,
+            ctx.x,
+            ctx.y,
+            eps=BIM_PATH_EPS,
+            steps=BIM_PATH_STEPS,
+            batch_size=tm.batch_size,
+        )
+    )
     return out

@@ -24,7 +24,9 @@ from robustctl.evaluation.result import StageResult
 from robustctl.threat_models.context import ThreatContext, detect
 
 
-def cw_wb_attack(wb: CwWbConfig, model: torch.nn.Module, detector: Any, clean_scores: Tensor | None = None) -> CWWhiteBox:
+def cw_wb_attack(
+    wb: CwWbConfig, model: torch.nn.Module, detector: Any, clean_scores: Tensor | None = None
+) -> CWWhiteBox:
     """C&W-wb with the ``threat_model.whitebox`` config ``wb``; the ``detector`` threshold variant
     uses the clean scores' (1 - fpr) quantile as one global T, ``per_example`` each image's own
     clean score."""
@@ -38,20 +40,34 @@ def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
     auc = metrics.get(keys.whitebox(keys.AUC))
     if rate >= 1.0 and auc is not None and auc <= 0.5:
         return None
-    return (f"budget exhausted ({wb.binary_steps} binary steps x {wb.steps} iterations): success rate {rate:.3f}, "
-            f"AUC {'n/a' if auc is None else f'{auc:.3f}'}; raise threat_model.whitebox.steps")
+    return (
+        f"budget exhausted ({wb.binary_steps} binary steps x {wb.steps} iterations): success rate {rate:.3f}, "
+        f"AUC {'n/a' if auc is None else f'{auc:.3f}'}; raise threat_model.whitebox.steps"
+    )
 
 
 def run(ctx: ThreatContext) -> StageResult:
     detector = require_detector(ctx.detector, "threat_model stage whitebox")
     wb = ctx.cfg.threat_model.whitebox
     attack = cw_wb_attack(wb, ctx.model, detector, ctx.clean_scores)
-    outcome = run_attack(attack, ctx.x, ctx.y, ctx.cfg.threat_model.batch_size, None, ctx.clean_pred,
-                         stage=keys.WHITEBOX)
+    outcome = run_attack(
+        attack,
+        ctx.x,
+        ctx.y,
+        ctx.cfg.threat_model.batch_size,
+        None,
+        ctx.clean_pred,
+        stage=keys.WHITEBOX,
+    )
     _, result = detect(ctx, outcome.x_adv)
-    out = StageResult(metrics={**outcome.metrics, **result.metrics(keys.attack_prefix(keys.WHITEBOX, keys.CW_WB)),
-                               keys.whitebox(keys.SECONDS): outcome.seconds},
-                      tags={keys.WHITEBOX_THRESHOLD_TAG: wb.threshold})
+    out = StageResult(
+        metrics={
+            **outcome.metrics,
+            **result.metrics(keys.attack_prefix(keys.WHITEBOX, keys.CW_WB)),
+            keys.whitebox(keys.SECONDS): outcome.seconds,
+        },
+        tags={keys.WHITEBOX_THRESHOLD_TAG: wb.threshold},
+    )
     note = budget_note(out.metrics, wb) if result.auc is not None else result.reason
     if note:
         out.notes[keys.attack_prefix(keys.WHITEBOX, keys.CW_WB)] = note

@@ -24,7 +24,7 @@ from robustctl.tracking.store import (
     resolve_tracking_uri,
 )
 
-RUN_ID_ATTR = "robustctl_run_id"   # set on an exception that ended (and failed) a tracked run
+RUN_ID_ATTR = "robustctl_run_id"  # set on an exception that ended (and failed) a tracked run
 
 
 def run_id_of(exc: BaseException) -> str | None:
@@ -36,7 +36,9 @@ def open_tracker(cfg: RunConfig) -> RunTracker:
     """A tracker on the configured store and experiment (created when missing)."""
     uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
     check_reachable(uri)
-    return RunTracker(uri, cfg.tracking.experiment, resolve_artifact_location(cfg.tracking, uri, cfg.work_dir))
+    return RunTracker(
+        uri, cfg.tracking.experiment, resolve_artifact_location(cfg.tracking, uri, cfg.work_dir)
+    )
 
 
 def config_container(raw: Any) -> dict[str, Any]:
@@ -63,9 +65,15 @@ def run_name(cfg: RunConfig, command: str) -> str:
 def base_tags(cfg: RunConfig, command: str, chash: str) -> dict[str, str]:
     """Tags every run carries: what ran (command, groups, seed, config hash) and provenance."""
     tags = {
-        "command": command, "dataset": cfg.dataset.name, "model": cfg.model.name, "loss": cfg.loss.name,
-        "attack": cfg.attack.name, "defense": cfg.defense.name, "threat_model": cfg.threat_model.name,
-        "config_hash": chash, "seed": str(cfg.trainer.seed),
+        "command": command,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "loss": cfg.loss.name,
+        "attack": cfg.attack.name,
+        "defense": cfg.defense.name,
+        "threat_model": cfg.threat_model.name,
+        "config_hash": chash,
+        "seed": str(cfg.trainer.seed),
     }
     if cfg.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
@@ -89,13 +97,19 @@ def existing_run(cfg: RunConfig, run_id: str) -> str | None:
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: RunConfig, raw: Any, command: str, *, resume_run_id: str | None = None) -> Iterator[RunTracker]:
+def tracked_run(
+    cfg: RunConfig, raw: Any, command: str, *, resume_run_id: str | None = None
+) -> Iterator[RunTracker]:
     """Open the MLflow run for ``command`` and close it with the right status whatever happens."""
     from omegaconf import OmegaConf
 
     container = config_container(raw)
     tracker = open_tracker(cfg)
-    tracker.start(run_name(cfg, command), base_tags(cfg, command, config_hash(container)), run_id=resume_run_id)
+    tracker.start(
+        run_name(cfg, command),
+        base_tags(cfg, command, config_hash(container)),
+        run_id=resume_run_id,
+    )
     console.print(f"MLflow run [bold]{tracker.run_id}[/] in {tracker.uri}")
     try:
         tracker.log_params(flatten(container))
@@ -103,7 +117,9 @@ def tracked_run(cfg: RunConfig, raw: Any, command: str, *, resume_run_id: str | 
         yield tracker
     except KeyboardInterrupt as exc:
         setattr(exc, RUN_ID_ATTR, tracker.run_id)
-        tracker.finish("KILLED", "interrupted by the user (Ctrl-C); resume with trainer.resume=true")
+        tracker.finish(
+            "KILLED", "interrupted by the user (Ctrl-C); resume with trainer.resume=true"
+        )
         raise
     except BaseException as exc:
         setattr(exc, RUN_ID_ATTR, tracker.run_id)

@@ -10,19 +10,38 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "mlflow", "hydra-core", "omegaconf", "robustctl")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scikit-learn",
+    "mlflow",
+    "hydra-core",
+    "omegaconf",
+    "robustctl",
+)
 
 
 def git_state(folder: str | Path | None = None) -> dict[str, str]:
     """Commit and dirty flag of the repository holding robustctl's source (empty when none)."""
     folder = Path(folder or Path(__file__).resolve().parents[2])
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return {}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10)
-        return {"git_commit": commit.stdout.strip(), "git_dirty": str(bool(dirty.stdout.strip())).lower()}
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return {
+            "git_commit": commit.stdout.strip(),
+            "git_dirty": str(bool(dirty.stdout.strip())).lower(),
+        }
     except (OSError, subprocess.SubprocessError):
         return {}
 
@@ -38,8 +57,17 @@ def package_versions() -> dict[str, str]:
 
 
 # keys that do not change what a run computes (where it is logged, whether it resumes)
-_HASH_EXCLUDED = ("tracking", "trainer.resume", "trainer.checkpoint_dir", "work_dir", "debug", "evaluate",
-                  "attack", "defense", "threat_model")
+_HASH_EXCLUDED = (
+    "tracking",
+    "trainer.resume",
+    "trainer.checkpoint_dir",
+    "work_dir",
+    "debug",
+    "evaluate",
+    "attack",
+    "defense",
+    "threat_model",
+)
 
 
 def config_hash(container: dict[str, Any]) -> str:

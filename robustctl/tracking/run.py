@@ -33,13 +33,19 @@ class RunTracker:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=artifact_location
+                    )
                 except MlflowException:  # created meanwhile by a parallel job
-                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                    self.experiment_id = self.client.get_experiment_by_name(
+                        experiment
+                    ).experiment_id
             else:
                 self.experiment_id = found.experiment_id
         except MlflowException as exc:
-            raise TrackingError(f"cannot open MLflow experiment {experiment!r} at {uri}: {exc.message}") from exc
+            raise TrackingError(
+                f"cannot open MLflow experiment {experiment!r} at {uri}: {exc.message}"
+            ) from exc
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
@@ -54,7 +60,9 @@ class RunTracker:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
         else:
-            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+            self.run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags=tags
+            ).info.run_id
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
         return self.run_id
@@ -80,7 +88,7 @@ class RunTracker:
         existing = self.client.get_run(run_id).data.params
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
         for start in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(run_id, params=items[start:start + _PARAM_BATCH])
+            self.client.log_batch(run_id, params=items[start : start + _PARAM_BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric

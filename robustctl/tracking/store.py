@@ -19,10 +19,14 @@ ARTIFACT_DIR = "mlartifacts"
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, work_dir: str | Path) -> str:
-    uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(work_dir).resolve() / DB_NAME}"
+    uri = (
+        cfg.uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(work_dir).resolve() / DB_NAME}"
+    )
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # relative SQLite paths resolve against work_dir, not against a job's output folder
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         if not path.is_absolute():
             uri = f"sqlite:///{(Path(work_dir) / path).resolve()}"
     elif "://" not in uri:  # a plain folder: MLflow's file store
@@ -36,7 +40,7 @@ def resolve_artifact_location(cfg: TrackingConfig, uri: str, work_dir: str | Pat
         loc = cfg.artifact_location
         return loc if "://" in loc else Path(work_dir, loc).resolve().as_uri()
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / ARTIFACT_DIR).resolve().as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / ARTIFACT_DIR).resolve().as_uri()
     return None
 
 

@@ -37,7 +37,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a robustctl checkpoint safely; every failure is a :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", hint="check the path, or train first (`robustctl train`)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist",
+            hint="check the path, or train first (`robustctl train`)",
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -46,14 +49,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint="only load checkpoints written by robustctl or from sources you trust",
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: {str(exc).splitlines()[0]}"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a robustctl checkpoint (no '{FORMAT}' marker)")
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu",
-                          expect_model: str | None = None) -> torch.nn.Module:
+def model_from_checkpoint(
+    state: dict[str, Any], device: str | torch.device = "cpu", expect_model: str | None = None
+) -> torch.nn.Module:
     """Rebuild the project model a checkpoint describes and load its weights (strictly)."""
     from robustctl.config.schema import ModelConfig
     from robustctl.errors import ConfigError
@@ -63,13 +69,21 @@ def model_from_checkpoint(state: dict[str, Any], device: str | torch.device = "c
     try:
         model_cfg = ModelConfig(**meta["model"])
         if expect_model is not None and expect_model != model_cfg.name:
-            raise CheckpointError(f"checkpoint holds a {model_cfg.name}, but the config asks for {expect_model}",
-                                  hint=f"pass model={model_cfg.name}, or a checkpoint of a {expect_model}")
-        model = build_model(model_cfg, num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                            logit_sign=meta.get("logit_sign", 1.0))
+            raise CheckpointError(
+                f"checkpoint holds a {model_cfg.name}, but the config asks for {expect_model}",
+                hint=f"pass model={model_cfg.name}, or a checkpoint of a {expect_model}",
+            )
+        model = build_model(
+            model_cfg,
+            num_classes=meta["num_classes"],
+            in_channels=meta["in_channels"],
+            logit_sign=meta.get("logit_sign", 1.0),
+        )
         model.load_state_dict(state["model"], strict=True)
     except (KeyError, TypeError, ConfigError, RuntimeError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(f"checkpoint does not match its model description: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"checkpoint does not match its model description: {str(exc).splitlines()[0]}"
+        ) from exc
     return model.to(device).eval()

@@ -14,7 +14,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available", hint="use trainer.device=cpu or auto")
+        raise ConfigError(
+            "trainer.device=cuda but no CUDA device is available",
+            hint="use trainer.device=cpu or auto",
+        )
     return torch.device(name)
 
 

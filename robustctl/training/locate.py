@@ -13,7 +13,7 @@ from robustctl.errors import CheckpointError, TrackingError
 from robustctl.training.checkpoint import load_checkpoint
 from robustctl.training.trainer import checkpoint_path
 
-LOGGED_CHECKPOINT = "checkpoints/last.pt"   # where a training run logs its checkpoint artifact
+LOGGED_CHECKPOINT = "checkpoints/last.pt"  # where a training run logs its checkpoint artifact
 
 
 def resume_state(cfg: RunConfig, chash: str) -> dict[str, Any] | None:
@@ -22,7 +22,9 @@ def resume_state(cfg: RunConfig, chash: str) -> dict[str, Any] | None:
         return None
     path = checkpoint_path(cfg, chash)
     if not path.is_file():
-        console.print(f"[yellow]trainer.resume=true but no checkpoint at {path}; starting from scratch[/]")
+        console.print(
+            f"[yellow]trainer.resume=true but no checkpoint at {path}; starting from scratch[/]"
+        )
         return None
     return load_checkpoint(path)
 
@@ -44,22 +46,37 @@ def locate_checkpoint(cfg: RunConfig) -> tuple[Path, str | None]:
     run_id = cfg.evaluate.run_id
     if run_id is None:
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        runs = [] if exp is None else client.search_runs(
-            [exp.experiment_id], "attributes.status = 'FINISHED' and tags.command != 'evaluate'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+        runs = (
+            []
+            if exp is None
+            else client.search_runs(
+                [exp.experiment_id],
+                "attributes.status = 'FINISHED' and tags.command != 'evaluate'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
         if not runs:
-            raise CheckpointError(f"no finished training run in experiment {cfg.tracking.experiment!r} at {uri}",
-                                  hint="train first (`robustctl train`), or pass evaluate.checkpoint=PATH or evaluate.run_id=ID")
+            raise CheckpointError(
+                f"no finished training run in experiment {cfg.tracking.experiment!r} at {uri}",
+                hint="train first (`robustctl train`), or pass evaluate.checkpoint=PATH or evaluate.run_id=ID",
+            )
         run_id = runs[0].info.run_id
     else:
         try:
             client.get_run(run_id)
         except MlflowException as exc:
-            raise TrackingError(f"MLflow run {run_id} does not exist in {uri}",
-                                hint="copy the id from the MLflow UI (`robustctl ui`), or pass evaluate.checkpoint=PATH") from exc
+            raise TrackingError(
+                f"MLflow run {run_id} does not exist in {uri}",
+                hint="copy the id from the MLflow UI (`robustctl ui`), or pass evaluate.checkpoint=PATH",
+            ) from exc
     try:
-        local = client.download_artifacts(run_id, LOGGED_CHECKPOINT, tempfile.mkdtemp(prefix="robustctl-"))
+        local = client.download_artifacts(
+            run_id, LOGGED_CHECKPOINT, tempfile.mkdtemp(prefix="robustctl-")
+        )
     except MlflowException as exc:
-        raise TrackingError(f"run {run_id} has no logged checkpoint ({LOGGED_CHECKPOINT}) in {uri}",
-                            hint="pass evaluate.checkpoint=PATH to a local checkpoint") from exc
+        raise TrackingError(
+            f"run {run_id} has no logged checkpoint ({LOGGED_CHECKPOINT}) in {uri}",
+            hint="pass evaluate.checkpoint=PATH to a local checkpoint",
+        ) from exc
     return Path(local), run_id

@@ -55,21 +55,46 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def model_meta(cfg: RunConfig, data: ImageData, loss: TrainingLoss, chash: str, run_id: str | None) -> dict[str, Any]:
+def model_meta(
+    cfg: RunConfig, data: ImageData, loss: TrainingLoss, chash: str, run_id: str | None
+) -> dict[str, Any]:
     """Everything needed to rebuild the model from a checkpoint and to tell where it came from."""
     return {
-        "model": {"name": cfg.model.name, "depth": cfg.model.depth, "width": cfg.model.width,
-                  "activation": cfg.model.activation, "negative_slope": cfg.model.negative_slope},
-        "num_classes": data.num_classes, "in_channels": data.image_shape[0], "image_shape": list(data.image_shape),
-        "class_names": list(data.class_names), "dataset": data.name, "dataset_hash": data.content_hash(),
-        "loss": cfg.loss.name, "logit_sign": float(loss.logit_sign), "config_hash": chash, "run_id": run_id,
+        "model": {
+            "name": cfg.model.name,
+            "depth": cfg.model.depth,
+            "width": cfg.model.width,
+            "activation": cfg.model.activation,
+            "negative_slope": cfg.model.negative_slope,
+        },
+        "num_classes": data.num_classes,
+        "in_channels": data.image_shape[0],
+        "image_shape": list(data.image_shape),
+        "class_names": list(data.class_names),
+        "dataset": data.name,
+        "dataset_hash": data.content_hash(),
+        "loss": cfg.loss.name,
+        "logit_sign": float(loss.logit_sign),
+        "config_hash": chash,
+        "run_id": run_id,
     }
 
 
 def train_epoch(
-    model: ResNet, loss_fn: TrainingLoss, optimizer: torch.optim.Optimizer, data: ImageData,
-    generator: torch.Generator, *, cfg: RunConfig, epoch: int, step0: int, total_steps: int,
-    device: torch.device, bar: Any = None, task: Any = None, pair_sampler: PairSampler | None = None,
+    model: ResNet,
+    loss_fn: TrainingLoss,
+    optimizer: torch.optim.Optimizer,
+    data: ImageData,
+    generator: torch.Generator,
+    *,
+    cfg: RunConfig,
+    epoch: int,
+    step0: int,
+    total_steps: int,
+    device: torch.device,
+    bar: Any = None,
+    task: Any = None,
+    pair_sampler: PairSampler | None = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
 
@@ -85,12 +110,27 @@ def train_epoch(
     spread_sum = torch.zeros((), device=device)
     lr = tr.lr
     fault_at = kill_step()
-    for b, (xb, yb, idx) in enumerate(iterate_batches(data.x_train, data.y_train, tr.batch_size, generator=generator,
-                                                    augment=data.augment, max_batches=tr.max_batches)):
+    for b, (xb, yb, idx) in enumerate(
+        iterate_batches(
+            data.x_train,
+            data.y_train,
+            tr.batch_size,
+            generator=generator,
+            augment=data.augment,
+            max_batches=tr.max_batches,
+        )
+    ):
         step = step0 + b
         maybe_kill(step, fault_at)
-        lr = learning_rate(step, total_steps, base_lr=tr.lr, schedule=tr.schedule,
-                           warmup_fraction=tr.warmup_epochs / tr.epochs, milestones=tr.milestones, gamma=tr.gamma)
+        lr = learning_rate(
+            step,
+            total_steps,
+            base_lr=tr.lr,
+            schedule=tr.schedule,
+            warmup_fraction=tr.warmup_epochs / tr.epochs,
+            milestones=tr.milestones,
+            gamma=tr.gamma,
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -99,9 +139,17 @@ def train_epoch(
             loss = loss_fn(out, yb)
         else:
             partner, same = pair_sampler.sample(idx, generator)
-            xp = crop_flip(data.x_train[partner], generator) if data.augment else data.x_train[partner]
-            out, out_p = split_output(model(torch.cat([xb, xp.to(device, non_blocking=True)])), len(yb))
-            pairs = Pairs(out_p, data.y_train[partner].to(device, non_blocking=True), same.to(device))
+            xp = (
+                crop_flip(data.x_train[partner], generator)
+                if data.augment
+                else data.x_train[partner]
+            )
+            out, out_p = split_output(
+                model(torch.cat([xb, xp.to(device, non_blocking=True)])), len(yb)
+            )
+            pairs = Pairs(
+                out_p, data.y_train[partner].to(device, non_blocking=True), same.to(device)
+            )
             loss = loss_fn(out, yb, pairs=pairs)
         if not torch.isfinite(loss.total):
             raise TrainingDiverged(
@@ -119,19 +167,31 @@ def train_epoch(
             z = out.embedding.detach()
             norm_sum += z.norm(dim=1).sum()
             # relative spread: within-batch variance over mean squared norm (0 = every z identical)
-            spread_sum += n * (z - z.mean(0)).pow(2).sum(1).mean() / z.pow(2).sum(1).mean().clamp_min(1e-12)
+            spread_sum += (
+                n * (z - z.mean(0)).pow(2).sum(1).mean() / z.pow(2).sum(1).mean().clamp_min(1e-12)
+            )
             seen += n
         if bar is not None:
             bar.update(task, advance=1, status=f"loss {loss.total.item():.3f}")
     stats = {keys.train_term(k): (v / max(seen, 1)).item() for k, v in sums.items()}
-    stats.update({keys.TRAIN_ACCURACY: correct / max(seen, 1), keys.LEARNING_RATE: lr,
-                  keys.EMBED_MEAN_NORM: (norm_sum / max(seen, 1)).item(),
-                  keys.EMBED_SPREAD: (spread_sum / max(seen, 1)).item()})
+    stats.update(
+        {
+            keys.TRAIN_ACCURACY: correct / max(seen, 1),
+            keys.LEARNING_RATE: lr,
+            keys.EMBED_MEAN_NORM: (norm_sum / max(seen, 1)).item(),
+            keys.EMBED_SPREAD: (spread_sum / max(seen, 1)).item(),
+        }
+    )
     return stats
 
 
 def fit(
-    cfg: RunConfig, data: ImageData, *, chash: str, tracker: Any = None, resume_state: dict[str, Any] | None = None,
+    cfg: RunConfig,
+    data: ImageData,
+    *,
+    chash: str,
+    tracker: Any = None,
+    resume_state: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` with ``cfg.loss`` on ``data``; log per-epoch metrics and checkpoints."""
     tr = cfg.trainer
@@ -142,11 +202,24 @@ def fit(
     seed_everything(tr.seed)
     loss_fn = build_loss(cfg.loss).to(device)
     mean, std = channel_stats(data.x_train)
-    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.image_shape[0],
-                        mean=mean, std=std, logit_sign=loss_fn.logit_sign).to(device)
-    pair_sampler = PairSampler(data.y_train, q=loss_fn.same_class_probability) if loss_fn.needs_pairs else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum, nesterov=tr.nesterov,
-                                weight_decay=tr.weight_decay)
+    model = build_model(
+        cfg.model,
+        num_classes=data.num_classes,
+        in_channels=data.image_shape[0],
+        mean=mean,
+        std=std,
+        logit_sign=loss_fn.logit_sign,
+    ).to(device)
+    pair_sampler = (
+        PairSampler(data.y_train, q=loss_fn.same_class_probability) if loss_fn.needs_pairs else None
+    )
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=tr.lr,
+        momentum=tr.momentum,
+        nesterov=tr.nesterov,
+        weight_decay=tr.weight_decay,
+    )
     generator = torch.Generator().manual_seed(tr.seed)
     steps_per_epoch = math.ceil(len(data.y_train) / tr.batch_size)
     if tr.max_batches is not None:
@@ -158,8 +231,10 @@ def fit(
     start_epoch, history = 0, []
     if resume_state is not None:
         if resume_state["meta"].get("config_hash") != chash:
-            raise CheckpointError(f"checkpoint {path} was written by a different config (hash "
-                                  f"{resume_state['meta'].get('config_hash')} != {chash})")
+            raise CheckpointError(
+                f"checkpoint {path} was written by a different config (hash "
+                f"{resume_state['meta'].get('config_hash')} != {chash})"
+            )
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         loss_fn.load_state_dict(resume_state.get("loss", {}))
@@ -173,20 +248,39 @@ def fit(
         for epoch in range(start_epoch, tr.epochs):
             t0 = time.perf_counter()
             batch_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
-            stats = train_epoch(model, loss_fn, optimizer, data, generator, cfg=cfg, epoch=epoch,
-                                step0=epoch * steps_per_epoch, total_steps=total_steps, device=device,
-                                bar=bar, task=batch_task, pair_sampler=pair_sampler)
+            stats = train_epoch(
+                model,
+                loss_fn,
+                optimizer,
+                data,
+                generator,
+                cfg=cfg,
+                epoch=epoch,
+                step0=epoch * steps_per_epoch,
+                total_steps=total_steps,
+                device=device,
+                bar=bar,
+                task=batch_task,
+                pair_sampler=pair_sampler,
+            )
             bar.remove_task(batch_task)
             stats[keys.VAL_ACCURACY] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
             stats[keys.EPOCH_TIME] = time.perf_counter() - t0
             history.append(stats)
             if tracker is not None:
                 tracker.log_metrics(stats, step=epoch + 1)
-            save_checkpoint({
-                "meta": meta, "epoch": epoch + 1, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "loss": loss_fn.state_dict(),
-                "rng": {"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
-            }, path)
+            save_checkpoint(
+                {
+                    "meta": meta,
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "loss": loss_fn.state_dict(),
+                    "rng": {"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
+                },
+                path,
+            )
             if tracker is not None and cfg.tracking.log_checkpoints:
                 tracker.log_artifact(path, "checkpoints")
             bar.update(epochs_task, advance=1, status=f"val acc {stats[keys.VAL_ACCURACY]:.3f}")
@@ -197,8 +291,17 @@ def fit(
             )
     last = history[-1] if history else {}
     if last.get(keys.EMBED_MEAN_NORM, 1.0) < 1e-3 or last.get(keys.EMBED_SPREAD, 1.0) < 1e-3:
-        console.print("[yellow]warning:[/] embeddings collapsed (mean norm or relative spread < 1e-3): every "
-                      "image maps to nearly the same point; lower the geometry-loss weights (e.g. loss.rvl_weight)")
+        console.print(
+            "[yellow]warning:[/] embeddings collapsed (mean norm or relative spread < 1e-3): every "
+            "image maps to nearly the same point; lower the geometry-loss weights (e.g. loss.rvl_weight)"
+        )
     model.eval()
-    return TrainResult(model=model, history=history, checkpoint=path, meta=meta, resumed_from_epoch=start_epoch,
-                       wall_time_s=time.perf_counter() - started, final=history[-1] if history else {})
+    return TrainResult(
+        model=model,
+        history=history,
+        checkpoint=path,
+        meta=meta,
+        resumed_from_epoch=start_epoch,
+        wall_time_s=time.perf_counter() - started,
+        final=history[-1] if history else {},
+    )

@@ -22,11 +22,13 @@ from robustctl.models import ResNet
 @dataclass
 class Trained:
     model: ResNet
-    x: Tensor          # 48 test images the model classifies correctly, [48, 1, 8, 8]
+    x: Tensor  # 48 test images the model classifies correctly, [48, 1, 8, 8]
     y: Tensor
-    accuracy: float    # on the whole digits test split
+    accuracy: float  # on the whole digits test split
     class_names: tuple[str, ...]
-    weights: dict[str, Tensor] = field(default_factory=dict)   # a copy of the state right after training
+    weights: dict[str, Tensor] = field(
+        default_factory=dict
+    )  # a copy of the state right after training
 
 
 def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
@@ -39,8 +41,10 @@ def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
     for _ in range(epochs):
         order = torch.randperm(len(raw.y_train), generator=g)
         for i in range(0, len(order), 64):
-            idx = order[i:i + 64]
-            loss = nn.functional.cross_entropy(model.predict_logits(raw.x_train[idx]), raw.y_train[idx])
+            idx = order[i : i + 64]
+            loss = nn.functional.cross_entropy(
+                model.predict_logits(raw.x_train[idx]), raw.y_train[idx]
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -49,8 +53,14 @@ def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
         pred = model.predict_logits(raw.x_test).argmax(1)
     correct = pred == raw.y_test
     weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    return Trained(model, raw.x_test[correct][:48].contiguous(), raw.y_test[correct][:48].contiguous(),
-                   correct.float().mean().item(), raw.class_names, weights)
+    return Trained(
+        model,
+        raw.x_test[correct][:48].contiguous(),
+        raw.y_test[correct][:48].contiguous(),
+        correct.float().mean().item(),
+        raw.class_names,
+        weights,
+    )
 
 
 @pytest.fixture(scope="package", autouse=True)

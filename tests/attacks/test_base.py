@@ -11,8 +11,13 @@ from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
 
 FAST = {  # small budgets: these tests check plumbing, not strength
-    "fgsm": {}, "bim": {}, "pgd": {}, "cw": {"binary_steps": 2, "steps": 5},
-    "cw_hc": {"binary_steps": 2, "steps": 5}, "jsma": {"steps": 3}, "deepfool": {"steps": 5},
+    "fgsm": {},
+    "bim": {},
+    "pgd": {},
+    "cw": {"binary_steps": 2, "steps": 5},
+    "cw_hc": {"binary_steps": 2, "steps": 5},
+    "jsma": {"steps": 3},
+    "deepfool": {"steps": 5},
 }
 
 
@@ -20,7 +25,9 @@ def test_registry_names_every_method():
     from robustctl.attacks import method_configs
 
     assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool", "cw_wb"}
-    assert set(method_configs()) == set(ATTACKS) - {"cw_wb"}    # cw_wb needs a detector: not a gray-box option
+    assert set(method_configs()) == set(ATTACKS) - {
+        "cw_wb"
+    }  # cw_wb needs a detector: not a gray-box option
 
 
 class Affine:
@@ -29,7 +36,7 @@ class Affine:
     def __init__(self, classes: int, seed: int, scale: float = 1.0) -> None:
         g = torch.Generator().manual_seed(seed)
         self.weight = torch.randn(classes, 64, generator=g) * scale
-        self.bias = -self.weight @ torch.full((64,), 0.5)            # all classes tie at the grey image
+        self.bias = -self.weight @ torch.full((64,), 0.5)  # all classes tie at the grey image
         self.x = 0.25 + 0.5 * torch.rand(16, 1, 8, 8, generator=g)
         layer = nn.Linear(64, classes)
         with torch.no_grad():
@@ -48,8 +55,11 @@ class Affine:
 
 
 AFFINE_CASES = [(m, p) for m, p in FAST.items() if m not in ("fgsm", "bim", "pgd")] + [
-    ("fgsm", {"eps": 0.02}), ("bim", {"eps": 0.02}), ("pgd", {"eps": 0.02}),
-    ("fgsm", {"eps": 0.03, "targeted": "random"}), ("bim", {"eps": 0.03, "targeted": "least_likely"}),
+    ("fgsm", {"eps": 0.02}),
+    ("bim", {"eps": 0.02}),
+    ("pgd", {"eps": 0.02}),
+    ("fgsm", {"eps": 0.03, "targeted": "random"}),
+    ("bim", {"eps": 0.03, "targeted": "least_likely"}),
 ]
 
 
@@ -65,7 +75,7 @@ def test_success_mask_is_what_the_weights_say_about_x_adv(method, params):
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
     pred = affine.logits(result.x_adv).argmax(1)
     clear = affine.clear(result.x_adv)
-    assert clear.sum() >= len(clear) - 1                          # at most one near-tie is left out
+    assert clear.sum() >= len(clear) - 1  # at most one near-tie is left out
     assert torch.equal(result.pred[clear], pred[clear])
     expected = pred != affine.y if result.target is None else pred == result.target
     assert torch.equal(result.success[clear], expected[clear])
@@ -86,7 +96,7 @@ def test_fgsm_on_a_two_class_affine_model_is_one_signed_step():
     # Hand-computed: with 2 classes grad_x CE = p_other (w_other - w_y), so FGSM = clip(x + eps sign(w_other - w_y)).
     affine = Affine(classes=2, seed=1, scale=0.2)
     x = affine.x.clone()
-    x[:, :, 0] = 0.0                                               # rows at the box's faces: clipping binds
+    x[:, :, 0] = 0.0  # rows at the box's faces: clipping binds
     x[:, :, 1] = 1.0
     y = affine.logits(x).argmax(1)
     eps = 0.1
@@ -111,7 +121,7 @@ def test_rce_model_is_attacked_through_its_prediction_view(trained, rce_twin, me
     torch.testing.assert_close(twin.x_adv, ours.x_adv, atol=1e-5, rtol=0)
     assert torch.equal(twin.success, ours.success)
     if method in ("fgsm", "bim"):
-        assert ours.success.any()   # the comparison is not vacuous
+        assert ours.success.any()  # the comparison is not vacuous
 
 
 def test_plain_logits_module_gives_the_same_result(trained):
@@ -131,7 +141,7 @@ def test_mode_is_restored_and_batch_norm_untouched(trained):
     finally:
         model.eval()
     assert torch.equal(model.stem[1].running_mean, stats)
-    for p, g in zip(model.parameters(), grads, strict=True):   # only input gradients are taken
+    for p, g in zip(model.parameters(), grads, strict=True):  # only input gradients are taken
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
 
 
@@ -165,7 +175,9 @@ def test_least_likely_and_given_targets():
 
 def test_targeted_attack_moves_toward_the_target(trained, reference):
     target = (trained.y + 5) % 10
-    result = CW(trained.model, binary_steps=4, steps=30, lr=0.05, c_init=1.0)(trained.x, trained.y, target=target)
+    result = CW(trained.model, binary_steps=4, steps=30, lr=0.05, c_init=1.0)(
+        trained.x, trained.y, target=target
+    )
     # judged by the never-attacked reference copy, not by the attack's own pred
     with torch.no_grad():
         reached = reference.predict_logits(result.x_adv).argmax(1) == target

@@ -18,14 +18,16 @@ def test_cw_reaches_full_success_with_enough_iterations(trained):
     # on the same examples (exact on affine models, matched to torchattacks on this ResNet): measured 1.19x.
     deepfool = DeepFool(trained.model)(x, y)
     both = result.success & deepfool.success
-    l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()   # noqa: E731
+    l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()  # noqa: E731
     assert both.sum() >= 28 and l2(result) < 1.35 * l2(deepfool)
 
 
 def test_failures_return_the_clean_image(trained):
     result = CW(trained.model, binary_steps=1, steps=2, c_init=1e-4)(trained.x, trained.y)
     assert not result.success.all()
-    torch.testing.assert_close(result.x_adv[~result.success], trained.x[~result.success], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        result.x_adv[~result.success], trained.x[~result.success], atol=1e-6, rtol=0
+    )
 
 
 def test_binary_search_keeps_each_examples_smallest_success(trained):
@@ -38,13 +40,17 @@ def test_binary_search_keeps_each_examples_smallest_success(trained):
     assert one.success.sum() > 10
     assert (many.success | ~one.success).all()
     assert (l2_many[one.success] <= l2_one[one.success] + 1e-6).all()
-    assert l2_many[one.success].mean() < 0.9 * l2_one[one.success].mean()   # the search does shrink c
+    assert (
+        l2_many[one.success].mean() < 0.9 * l2_one[one.success].mean()
+    )  # the search does shrink c
 
 
 def test_high_confidence_successes_clear_the_margin(trained):
     x, y = trained.x[:12], trained.y[:12]
     hc = CWHighConfidence(trained.model, binary_steps=2, steps=100, lr=0.1, c_init=1.0)
-    assert (hc.steps, hc.confidence) == (100, 10.0) and CWHighConfidence(trained.model).steps == 1000
+    assert (hc.steps, hc.confidence) == (100, 10.0) and CWHighConfidence(
+        trained.model
+    ).steps == 1000
     result = hc(x, y)
     assert result.success.float().mean() > 0.9
     with torch.no_grad():
@@ -52,7 +58,7 @@ def test_high_confidence_successes_clear_the_margin(trained):
     assert (z_other - z_y)[result.success].min() > 10 - 1e-3
     low = CW(trained.model, binary_steps=2, steps=100, lr=0.1, c_init=1.0)(x, y)
     both = result.success & low.success
-    l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()   # noqa: E731
+    l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()  # noqa: E731
     assert l2(result) > l2(low)
 
 
@@ -72,9 +78,11 @@ def test_abort_early_stops_when_the_loss_stops_improving(trained):
     runs = {}
     for abort in (False, True):
         counting = Counting(trained.model)
-        result = CW(counting, binary_steps=2, steps=100, lr=0.05, c_init=10.0, abort_early=abort)(x, y)
+        result = CW(counting, binary_steps=2, steps=100, lr=0.05, c_init=10.0, abort_early=abort)(
+            x, y
+        )
         runs[abort] = (counting.calls, result)
-    assert runs[False][0] == 2 * 100 + 1          # every iteration, plus the final re-check
+    assert runs[False][0] == 2 * 100 + 1  # every iteration, plus the final re-check
     assert runs[True][0] < 2 * 100 * 0.5
     assert runs[True][1].success.sum() >= runs[False][1].success.sum() - 1
 

@@ -13,8 +13,13 @@ from robustctl.models import PredictionView
 
 def test_deepfool_fools_every_example(trained, reference):
     result = DeepFool(trained.model)(trained.x, trained.y)
-    with torch.no_grad():   # judged by the never-attacked reference copy, not by the attack's own pred
-        assert result.success.all() and (reference.predict_logits(result.x_adv).argmax(1) != trained.y).all()
+    with (
+        torch.no_grad()
+    ):  # judged by the never-attacked reference copy, not by the attack's own pred
+        assert (
+            result.success.all()
+            and (reference.predict_logits(result.x_adv).argmax(1) != trained.y).all()
+        )
 
 
 def test_distortion_matches_torchattacks_deepfool_on_the_resnet(trained):
@@ -51,15 +56,15 @@ def test_one_step_to_the_nearest_hyperplane_of_a_linear_model():
     with torch.no_grad():
         f = model(x)
     y = f.argmax(1)
-    wp = w[None] - w[y][:, None]                                    # [N, K, n]
-    fp = (f - f.gather(1, y[:, None])).abs()                        # [N, K]
+    wp = w[None] - w[y][:, None]  # [N, K, n]
+    fp = (f - f.gather(1, y[:, None])).abs()  # [N, K]
     dist = fp / wp.norm(dim=2)
     dist[torch.arange(6), y] = float("inf")
     best = dist.argmin(1)
     w_l = wp[torch.arange(6), best]
     r = ((fp[torch.arange(6), best] + 1e-4) / w_l.norm(dim=1) ** 2)[:, None] * w_l
     expected = (x.flatten(1) + 1.02 * r).view_as(x)
-    assert expected.min() > 0 and expected.max() < 1                  # no clipping in this setup
+    assert expected.min() > 0 and expected.max() < 1  # no clipping in this setup
     result = DeepFool(model, overshoot=0.02, steps=1)(x, y)
     torch.testing.assert_close(result.x_adv, expected, atol=1e-5, rtol=0)
     assert result.success.all()

@@ -47,7 +47,7 @@ def test_pair_search_matches_brute_force_for_every_chunk_size():
     g = torch.Generator().manual_seed(1)
     alpha, beta = torch.randn(6, 13, generator=g), torch.randn(6, 13, generator=g)
     domain = torch.rand(6, 13, generator=g) > 0.3
-    domain[5] = False                                             # an example with nothing left
+    domain[5] = False  # an example with nothing left
     expected = brute_force_pairs(alpha, beta, domain)
     for chunk in (1, 7, 50, 10_000):
         attack = JSMA(torch.nn.Identity(), max_pair_chunk=chunk)
@@ -68,7 +68,7 @@ def test_runs_on_cifar_shaped_inputs_with_bounded_chunks():
     model = ResNet(depth=8, num_classes=10, in_channels=3, width=4).eval()
     x = torch.rand(3, 3, 32, 32)
     y = torch.zeros(3, dtype=torch.long)
-    result = JSMA(model, steps=2, max_pair_chunk=2 ** 18)(x, y)     # 9.4M pairs per image, 2**18 at once
+    result = JSMA(model, steps=2, max_pair_chunk=2**18)(x, y)  # 9.4M pairs per image, 2**18 at once
     changed = (result.x_adv != x).flatten(1).sum(1)
     assert result.x_adv.shape == x.shape and changed.max() <= 4
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1

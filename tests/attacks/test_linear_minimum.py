@@ -29,23 +29,25 @@ from robustctl.attacks.metrics import per_example_distortions
 @dataclass
 class Problem:
     model: nn.Module
-    weight: Tensor      # [K, n]
-    x: Tensor           # [N, 1, 4, 4]
-    y: Tensor           # [N] the class f assigns to x
-    exact: Tensor       # [N] d*(x), float64
-    nearest: Tensor     # [N] the class j of the nearest boundary
-    second: Tensor      # [N] distance to the second-nearest boundary
-    runner_up: Tensor   # [N] the class with the second-largest logit
+    weight: Tensor  # [K, n]
+    x: Tensor  # [N, 1, 4, 4]
+    y: Tensor  # [N] the class f assigns to x
+    exact: Tensor  # [N] d*(x), float64
+    nearest: Tensor  # [N] the class j of the nearest boundary
+    second: Tensor  # [N] distance to the second-nearest boundary
+    runner_up: Tensor  # [N] the class with the second-largest logit
     to_runner_up: Tensor  # [N] distance to the boundary between y and the runner-up class
 
 
-def affine_problem(seed: int = 0, classes: int = 4, count: int = 10, lo: float = 0.03, hi: float = 0.08) -> Problem:
+def affine_problem(
+    seed: int = 0, classes: int = 4, count: int = 10, lo: float = 0.03, hi: float = 0.08
+) -> Problem:
     """Random weights with unequal row norms (so the nearest boundary is not always the runner-up
     class), inputs drawn in [0.25, 0.75]^16 and kept when lo <= d* <= hi."""
     g = torch.Generator().manual_seed(seed)
     n = 16
     weight = torch.randn(classes, n, generator=g) * torch.linspace(0.4, 1.6, classes)[:, None]
-    bias = -weight @ torch.full((n,), 0.5)                      # every class ties at the grey image
+    bias = -weight @ torch.full((n,), 0.5)  # every class ties at the grey image
     x = 0.25 + 0.5 * torch.rand(200, n, generator=g)
     w64, x64 = weight.double(), x.double()
     f = x64 @ w64.T + bias.double()
@@ -60,8 +62,17 @@ def affine_problem(seed: int = 0, classes: int = 4, count: int = 10, lo: float =
         layer.weight.copy_(weight)
         layer.bias.copy_(bias)
     runner_up = f.scatter(1, y[:, None], float("-inf")).argmax(1)
-    return Problem(nn.Sequential(nn.Flatten(), layer).eval(), weight, x[keep].view(-1, 1, 4, 4), y[keep],
-                   ordered[keep, 0], order[keep, 0], ordered[keep, 1], runner_up[keep], dist[rows, runner_up][keep])
+    return Problem(
+        nn.Sequential(nn.Flatten(), layer).eval(),
+        weight,
+        x[keep].view(-1, 1, 4, 4),
+        y[keep],
+        ordered[keep, 0],
+        order[keep, 0],
+        ordered[keep, 1],
+        runner_up[keep],
+        dist[rows, runner_up][keep],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +87,13 @@ def l2(x: Tensor, x_adv: Tensor) -> Tensor:
 def test_the_problem_is_a_fair_test(problem):
     """Several examples, more than one nearest class, a nearest boundary that is not the runner-up
     logit's for some example, and room in the box for any perturbation up to 2 d*."""
-    assert len(problem.y) == 10 and len(problem.nearest.unique()) >= 2 and len(problem.y.unique()) >= 2
+    assert (
+        len(problem.y) == 10 and len(problem.nearest.unique()) >= 2 and len(problem.y.unique()) >= 2
+    )
     assert (problem.nearest != problem.runner_up).any()
-    assert (problem.x - 2 * problem.exact.max() > 0).all() and (problem.x + 2 * problem.exact.max() < 1).all()
+    assert (problem.x - 2 * problem.exact.max() > 0).all() and (
+        problem.x + 2 * problem.exact.max() < 1
+    ).all()
 
 
 @pytest.mark.parametrize("overshoot", [0.02, 0.5])
@@ -89,7 +104,7 @@ def test_deepfool_distortion_is_the_overshot_exact_minimum(problem, overshoot):
     assert result.success.all()
     ratio = l2(problem.x, result.x_adv) / ((1 + overshoot) * problem.exact)
     assert ((ratio > 0.98) & (ratio < 1.02)).all(), ratio
-    if overshoot == 0.02:   # landing short of the second boundary, it must be in the nearest class
+    if overshoot == 0.02:  # landing short of the second boundary, it must be in the nearest class
         alone = problem.second > 1.05 * problem.exact
         assert alone.any() and torch.equal(result.pred[alone], problem.nearest[alone])
 
@@ -104,14 +119,27 @@ def test_cw_l2_comes_within_a_few_percent_above_the_exact_minimum(problem):
     of its objective (Carlini's algorithm, not a bug): measured 1.21, 1.76 and 1.26 d* on the three
     such examples here, each within 0.2% of its runner-up boundary's distance.
     """
-    attack = CW(problem.model, binary_steps=9, steps=200, lr=0.01, c_init=0.1, confidence=0.0, abort_early=False)
+    attack = CW(
+        problem.model,
+        binary_steps=9,
+        steps=200,
+        lr=0.01,
+        c_init=0.1,
+        confidence=0.0,
+        abort_early=False,
+    )
     result = attack(problem.x, problem.y)
     assert result.success.all()
     l2_cw = l2(problem.x, result.x_adv)
-    assert (l2_cw > problem.exact * (1 - 1e-4)).all(), l2_cw / problem.exact      # float32 round-off only
+    assert (l2_cw > problem.exact * (1 - 1e-4)).all(), (
+        l2_cw / problem.exact
+    )  # float32 round-off only
     assert (l2_cw < 1.02 * problem.to_runner_up).all(), l2_cw / problem.to_runner_up
     runner_is_nearest = problem.to_runner_up <= problem.exact * (1 + 1e-9)
-    assert runner_is_nearest.sum() >= 5 and (l2_cw[runner_is_nearest] < 1.02 * problem.exact[runner_is_nearest]).all()
+    assert (
+        runner_is_nearest.sum() >= 5
+        and (l2_cw[runner_is_nearest] < 1.02 * problem.exact[runner_is_nearest]).all()
+    )
     # within 2% of d*, an example whose second boundary is farther than that can only cross the nearest
     alone = runner_is_nearest & (problem.second > 1.05 * problem.exact)
     assert alone.any() and torch.equal(result.pred[alone], problem.nearest[alone])

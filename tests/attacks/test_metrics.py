@@ -11,11 +11,11 @@ from robustctl.attacks.metrics import DISTORTION_KEYS, distortion_metrics, per_e
 
 
 def pair():
-    x = torch.zeros(3, 1, 2, 2)                    # n = 4 values per example
+    x = torch.zeros(3, 1, 2, 2)  # n = 4 values per example
     x_adv = x.clone()
-    x_adv[0, 0, 0] = torch.tensor([0.3, -0.4])     # ||d||_2 = 0.5, Linf 0.4, 2 of 4 changed
-    x_adv[1, 0, 1, 1] = 1.0                        # ||d||_2 = 1.0, Linf 1.0, 1 of 4 changed
-    x_adv[2] = 0.5                                 # ||d||_2 = 1.0, Linf 0.5, 4 of 4 changed
+    x_adv[0, 0, 0] = torch.tensor([0.3, -0.4])  # ||d||_2 = 0.5, Linf 0.4, 2 of 4 changed
+    x_adv[1, 0, 1, 1] = 1.0  # ||d||_2 = 1.0, Linf 1.0, 1 of 4 changed
+    x_adv[2] = 0.5  # ||d||_2 = 1.0, Linf 0.5, 4 of 4 changed
     return x, x_adv
 
 
@@ -23,7 +23,7 @@ def test_per_example_values():
     x, x_adv = pair()
     per = per_example_distortions(x, x_adv)
     assert per["l2"].tolist() == pytest.approx([0.5, 1.0, 1.0])
-    assert per["distortion"].tolist() == pytest.approx([0.25, 0.5, 0.5])    # L2 / sqrt(4)
+    assert per["distortion"].tolist() == pytest.approx([0.25, 0.5, 0.5])  # L2 / sqrt(4)
     assert per["linf"].tolist() == pytest.approx([0.4, 1.0, 0.5])
     assert per["l0"].tolist() == pytest.approx([0.5, 0.25, 1.0])
 
@@ -41,7 +41,10 @@ def test_means_over_the_masked_examples_only():
 
 def test_no_adversarial_example_gives_nan():
     x, x_adv = pair()
-    assert all(math.isnan(v) for v in distortion_metrics(x, x_adv, torch.zeros(3, dtype=torch.bool)).values())
+    assert all(
+        math.isnan(v)
+        for v in distortion_metrics(x, x_adv, torch.zeros(3, dtype=torch.bool)).values()
+    )
 
 
 def test_round_off_below_tolerance_is_not_a_change():

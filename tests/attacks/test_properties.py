@@ -14,12 +14,20 @@ BOUNDED = ["fgsm", "bim", "pgd", "pgd_l2"]
 
 
 @settings(max_examples=30, deadline=None)
-@given(method=st.sampled_from(BOUNDED), eps=st.floats(0.001, 0.5), seed=st.integers(0, 2**16),
-       start=st.integers(0, 40), n=st.integers(1, 8), targeted=st.sampled_from(["none", "random", "least_likely"]),
-       saturate=st.booleans())
-def test_bounded_attacks_stay_in_box_and_ball(trained, reference, method, eps, seed, start, n, targeted, saturate):
-    x, y = trained.x[start:start + n].clone(), trained.y[start:start + n]
-    if saturate:                                   # pixels at exactly 0 and 1 must stay in the box too
+@given(
+    method=st.sampled_from(BOUNDED),
+    eps=st.floats(0.001, 0.5),
+    seed=st.integers(0, 2**16),
+    start=st.integers(0, 40),
+    n=st.integers(1, 8),
+    targeted=st.sampled_from(["none", "random", "least_likely"]),
+    saturate=st.booleans(),
+)
+def test_bounded_attacks_stay_in_box_and_ball(
+    trained, reference, method, eps, seed, start, n, targeted, saturate
+):
+    x, y = trained.x[start : start + n].clone(), trained.y[start : start + n]
+    if saturate:  # pixels at exactly 0 and 1 must stay in the box too
         x = (x * 3 - 1).clamp(0, 1)
     params = {"eps": eps * (8 if method == "pgd_l2" else 1), "seed": seed, "targeted": targeted}
     if method in ("bim", "pgd", "pgd_l2"):

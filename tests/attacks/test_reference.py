@@ -24,7 +24,7 @@ def test_fgsm_matches_torchattacks(trained, eps):
     ours = FGSM(trained.model, eps=eps)(trained.x, trained.y)
     theirs = torchattacks.FGSM(PredictionView(trained.model), eps=eps)(trained.x, trained.y)
     assert_same(ours.x_adv, theirs)
-    assert 0 < ours.success.sum() < len(ours.success)   # a non-trivial case
+    assert 0 < ours.success.sum() < len(ours.success)  # a non-trivial case
 
 
 def test_targeted_fgsm_matches_torchattacks(trained):
@@ -39,21 +39,29 @@ def test_targeted_fgsm_matches_torchattacks(trained):
 @pytest.mark.parametrize("eps", [0.05, 0.1])
 def test_bim_matches_torchattacks(trained, eps):
     ours = BIM(trained.model, eps=eps)(trained.x, trained.y)
-    theirs = torchattacks.BIM(PredictionView(trained.model), eps=eps, alpha=eps / 10, steps=10)(trained.x, trained.y)
+    theirs = torchattacks.BIM(PredictionView(trained.model), eps=eps, alpha=eps / 10, steps=10)(
+        trained.x, trained.y
+    )
     assert_same(ours.x_adv, theirs)
 
 
 def test_pgd_linf_without_random_start_matches_torchattacks(trained):
-    ours = PGD(trained.model, eps=0.08, alpha=0.02, steps=7, random_start=False)(trained.x, trained.y)
-    theirs = torchattacks.PGD(PredictionView(trained.model), eps=0.08, alpha=0.02, steps=7,
-                              random_start=False)(trained.x, trained.y)
+    ours = PGD(trained.model, eps=0.08, alpha=0.02, steps=7, random_start=False)(
+        trained.x, trained.y
+    )
+    theirs = torchattacks.PGD(
+        PredictionView(trained.model), eps=0.08, alpha=0.02, steps=7, random_start=False
+    )(trained.x, trained.y)
     assert_same(ours.x_adv, theirs)
 
 
 def test_pgd_l2_without_random_start_matches_torchattacks(trained):
-    ours = PGD(trained.model, eps=0.6, alpha=0.15, steps=7, norm="l2", random_start=False)(trained.x, trained.y)
-    theirs = torchattacks.PGDL2(PredictionView(trained.model), eps=0.6, alpha=0.15, steps=7,
-                                random_start=False)(trained.x, trained.y)
+    ours = PGD(trained.model, eps=0.6, alpha=0.15, steps=7, norm="l2", random_start=False)(
+        trained.x, trained.y
+    )
+    theirs = torchattacks.PGDL2(
+        PredictionView(trained.model), eps=0.6, alpha=0.15, steps=7, random_start=False
+    )(trained.x, trained.y)
     torch.testing.assert_close(ours.x_adv, theirs, atol=1e-5, rtol=0)
 
 
@@ -71,7 +79,7 @@ def test_cw_beats_torchattacks_best_of_grid_at_equal_budget(trained):
         l2 = per_example_distortions(x, adv)["l2"].float()
         best_l2 = torch.where(ok & (l2 < best_l2), l2, best_l2)
     theirs_ok = best_l2.isfinite()
-    assert theirs_ok.float().mean() > 0.3                        # the comparison is not vacuous
+    assert theirs_ok.float().mean() > 0.3  # the comparison is not vacuous
     assert ours.success.sum() >= theirs_ok.sum()
     ours_l2 = per_example_distortions(x, ours.x_adv)["l2"].float()
     both = ours.success & theirs_ok

@@ -11,7 +11,11 @@ from robustctl.errors import ConfigError
 def test_default_config_composes_to_digits_resnet20_ce():
     raw, cfg = compose([])
     assert (cfg.dataset.name, cfg.model.name, cfg.loss.name) == ("digits", "resnet20", "ce")
-    assert cfg.model.depth == 20 and cfg.model.activation == "leaky_relu" and cfg.model.negative_slope == 0.1
+    assert (
+        cfg.model.depth == 20
+        and cfg.model.activation == "leaky_relu"
+        and cfg.model.negative_slope == 0.1
+    )
     assert cfg.trainer.momentum == 0.9
     # the embedded default runs the whole pipeline: KDE detector + all three threat models, small budgets
     assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "kde", "quick")
@@ -43,15 +47,18 @@ def test_unknown_dataset_lists_the_options():
         assert name in message
 
 
-@pytest.mark.parametrize("override, key", [
-    ("trainer.lr=-0.1", "trainer.lr"),
-    ("trainer.batch_size=0", "trainer.batch_size"),
-    ("trainer.momentum=1.5", "trainer.momentum"),
-    ("trainer.schedule=linear", "trainer.schedule"),
-    ("trainer.device=tpu", "trainer.device"),
-    ("model.depth=21", "model.depth"),
-    ("dataset.val_fraction=1.0", "dataset.val_fraction"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.lr=-0.1", "trainer.lr"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("trainer.momentum=1.5", "trainer.momentum"),
+        ("trainer.schedule=linear", "trainer.schedule"),
+        ("trainer.device=tpu", "trainer.device"),
+        ("model.depth=21", "model.depth"),
+        ("dataset.val_fraction=1.0", "dataset.val_fraction"),
+    ],
+)
 def test_out_of_range_values_are_refused_with_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose([override])
@@ -69,7 +76,9 @@ def test_unknown_key_names_the_valid_keys():
 
 
 def test_overrides_reach_the_typed_config(tmp_path):
-    _, cfg = compose(["dataset=fashion_mnist", "model=resnet56", "trainer.lr=0.05", f"work_dir={tmp_path}"])
+    _, cfg = compose(
+        ["dataset=fashion_mnist", "model=resnet56", "trainer.lr=0.05", f"work_dir={tmp_path}"]
+    )
     assert cfg.dataset.name == "fashion_mnist" and cfg.model.depth == 56 and cfg.trainer.lr == 0.05
     assert cfg.work_dir == str(tmp_path.resolve())
 
@@ -79,15 +88,34 @@ def test_selected_options():
     from omegaconf import OmegaConf
 
     chosen = selected_options(OmegaConf.to_container(raw, resolve=True))
-    assert chosen["model"] == "resnet32" and chosen["dataset"] == "digits" and chosen["trainer"] == "default"
+    assert (
+        chosen["model"] == "resnet32"
+        and chosen["dataset"] == "digits"
+        and chosen["trainer"] == "default"
+    )
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["threat_model=graybox", "threat_model.attacks=[fgsm-0.1,jsmaa]"], "threat_model.attacks: unknown option 'jsmaa'"),
-    (["threat_model=graybox", "+threat_model.attack_params.nope.steps=3"], "threat_model.attack_params.nope: unknown option"),
-    (["threat_model=graybox", "+threat_model.attack_params.cw.stepz=3"], "unknown key(s) threat_model.attack_params.cw.stepz"),
-    (["threat_model=graybox", "+threat_model.attack_params.cw.steps=-3"], "threat_model.attack_params.cw.steps: must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["threat_model=graybox", "threat_model.attacks=[fgsm-0.1,jsmaa]"],
+            "threat_model.attacks: unknown option 'jsmaa'",
+        ),
+        (
+            ["threat_model=graybox", "+threat_model.attack_params.nope.steps=3"],
+            "threat_model.attack_params.nope: unknown option",
+        ),
+        (
+            ["threat_model=graybox", "+threat_model.attack_params.cw.stepz=3"],
+            "unknown key(s) threat_model.attack_params.cw.stepz",
+        ),
+        (
+            ["threat_model=graybox", "+threat_model.attack_params.cw.steps=-3"],
+            "threat_model.attack_params.cw.steps: must be > 0",
+        ),
+    ],
+)
 def test_threat_model_attack_list_and_params_are_checked_at_composition(overrides, message):
     """A typo in the gray-box attack list must stop the run before training, not after it."""
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -51,7 +51,10 @@ def test_integer_ranges(key, value):
 
 
 @SETTINGS
-@given(group=st.sampled_from(["dataset", "model", "loss", "attack", "defense", "threat_model"]), option=texts)
+@given(
+    group=st.sampled_from(["dataset", "model", "loss", "attack", "defense", "threat_model"]),
+    option=texts,
+)
 def test_arbitrary_option_names_give_a_clean_error_or_a_real_option(group, option):
     try:
         _, cfg = compose([f"{group}={option}"])

@@ -56,11 +56,15 @@ def test_corrupt_idx_files_are_refused(tmp_path):
 @pytest.mark.parametrize("compress", [True, False])
 def test_fashion_mnist_reads_idx_from_root(tmp_path, compress):
     arrays = write_mnist_folder(tmp_path, compress=compress)
-    data = load_dataset(DatasetConfig(name="fashion_mnist", root=str(tmp_path), val_fraction=0.2), tmp_path)
+    data = load_dataset(
+        DatasetConfig(name="fashion_mnist", root=str(tmp_path), val_fraction=0.2), tmp_path
+    )
     assert data.image_shape == (1, 28, 28) and data.num_classes == 10
     assert data.sizes() == {"train": 24, "val": 6, "test": 12}
     assert data.x_test.dtype == torch.float32 and 0 <= data.x_test.min() and data.x_test.max() <= 1
-    np.testing.assert_allclose(data.x_test[:, 0].numpy() * 255, arrays["t10k-images-idx3-ubyte"], atol=1e-3)
+    np.testing.assert_allclose(
+        data.x_test[:, 0].numpy() * 255, arrays["t10k-images-idx3-ubyte"], atol=1e-3
+    )
     np.testing.assert_array_equal(data.y_test.numpy(), arrays["t10k-labels-idx1-ubyte"])
 
 
@@ -74,7 +78,11 @@ def test_missing_dataset_says_where_it_looked_and_how_to_fix(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(DatasetConfig(name="mnist", root=str(tmp_path / "nowhere")), tmp_path)
     text = str(err.value)
-    assert str(tmp_path / "nowhere") in text and "dataset.download=true" in text and "dataset.root" in text
+    assert (
+        str(tmp_path / "nowhere") in text
+        and "dataset.download=true" in text
+        and "dataset.root" in text
+    )
 
 
 def write_cifar_folder(folder, per_batch=4, n_test=6, seed=0):
@@ -83,8 +91,12 @@ def write_cifar_folder(folder, per_batch=4, n_test=6, seed=0):
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         n = n_test if name == "test_batch" else per_batch
-        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n).tolist(),
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh, protocol=2)
         batches[name] = batch
@@ -95,7 +107,9 @@ def write_cifar_folder(folder, per_batch=4, n_test=6, seed=0):
 
 def test_cifar10_reads_python_pickles(tmp_path):
     batches = write_cifar_folder(tmp_path / "cifar-10-batches-py")
-    data = load_dataset(DatasetConfig(name="cifar10", root=str(tmp_path), val_fraction=0.0), tmp_path)
+    data = load_dataset(
+        DatasetConfig(name="cifar10", root=str(tmp_path), val_fraction=0.0), tmp_path
+    )
     assert data.image_shape == (3, 32, 32) and data.sizes() == {"train": 20, "val": 0, "test": 6}
     # row-major planes: the first 1024 values are the red channel
     first = batches["test_batch"][b"data"][0]
@@ -140,13 +154,17 @@ def test_synthetic_is_seeded_and_limits_apply(tmp_path):
     a, b = load_dataset(cfg, tmp_path), load_dataset(cfg, tmp_path)
     assert a.content_hash() == b.content_hash()
     assert a.sizes() == {"train": 45, "val": 5, "test": 10}
-    other = load_dataset(SyntheticDatasetConfig(name="synthetic", num_samples=200, split_seed=1), tmp_path)
+    other = load_dataset(
+        SyntheticDatasetConfig(name="synthetic", num_samples=200, split_seed=1), tmp_path
+    )
     assert other.content_hash() != a.content_hash()
 
 
 def test_iterate_batches_covers_every_index_once():
     x, y = torch.rand(10, 1, 4, 4), torch.arange(10)
-    seen = torch.cat([idx for _, _, idx in iterate_batches(x, y, 3, generator=torch.Generator().manual_seed(0))])
+    seen = torch.cat(
+        [idx for _, _, idx in iterate_batches(x, y, 3, generator=torch.Generator().manual_seed(0))]
+    )
     assert sorted(seen.tolist()) == list(range(10))
     for xb, yb, idx in iterate_batches(x, y, 4):
         assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])
@@ -158,5 +176,5 @@ def test_crop_flip_is_a_shifted_or_mirrored_window():
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(16):
-        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)

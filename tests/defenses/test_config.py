@@ -19,18 +19,21 @@ def test_kde_yaml_composes_with_the_paper_default() -> None:
     assert cfg.defense.bandwidth == 2.0 and isinstance(cfg.defense.bandwidth, float)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("defense.per_class=0", "defense.per_class"),
-    ("defense.per_class=-3", "defense.per_class"),
-    ("defense.bandwidth=0", "defense.bandwidth"),
-    ("defense.bandwidth=-0.5", "defense.bandwidth"),
-    ("defense.bandwidth=scott", "defense.bandwidth"),
-    ("defense.grid_min=0", "defense.grid_min"),
-    ("defense.grid_size=1", "defense.grid_size"),
-    ("defense.holdout_fraction=1.0", "defense.holdout_fraction"),
-    ("defense.chunk_size=0", "defense.chunk_size"),
-    ("defense.bandwidth_grid=[1.0,-2.0]", "defense.bandwidth_grid"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("defense.per_class=0", "defense.per_class"),
+        ("defense.per_class=-3", "defense.per_class"),
+        ("defense.bandwidth=0", "defense.bandwidth"),
+        ("defense.bandwidth=-0.5", "defense.bandwidth"),
+        ("defense.bandwidth=scott", "defense.bandwidth"),
+        ("defense.grid_min=0", "defense.grid_min"),
+        ("defense.grid_size=1", "defense.grid_size"),
+        ("defense.holdout_fraction=1.0", "defense.holdout_fraction"),
+        ("defense.chunk_size=0", "defense.chunk_size"),
+        ("defense.bandwidth_grid=[1.0,-2.0]", "defense.bandwidth_grid"),
+    ],
+)
 def test_out_of_range_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose(["defense=kde", override])
@@ -64,6 +67,8 @@ def test_build_detector_from_the_composed_config() -> None:
     assert torch.equal(again.points, det.points)
     _, cfg = compose(["defense=kde", "defense.per_class=12", "defense.seed=1"])
     other = build_detector(cfg.defense, z, y)
-    assert not torch.equal(other.points, det.points) and other.bandwidth_grid_  # auto: a grid was searched
+    assert (
+        not torch.equal(other.points, det.points) and other.bandwidth_grid_
+    )  # auto: a grid was searched
     _, cfg = compose(["defense=none"])
     assert build_detector(cfg.defense, z, y) is None  # defense=none

@@ -28,9 +28,13 @@ def ref_log_kde(q: np.ndarray, pts: np.ndarray, sigma: float) -> np.ndarray:
     return top[:, 0] + np.log(np.exp(a - top).sum(1)) - np.log(pts.shape[0])
 
 
-def blobs(k: int, n: int, d: int, sep: float = 4.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    k: int, n: int, d: int, sep: float = 4.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """k Gaussian classes of n points in d dims (float64); same class means for every seed."""
-    mu = torch.randn(k, d, generator=torch.Generator().manual_seed(12345), dtype=torch.float64) * sep
+    mu = (
+        torch.randn(k, d, generator=torch.Generator().manual_seed(12345), dtype=torch.float64) * sep
+    )
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(k).repeat_interleave(n)
     return mu[y] + torch.randn(k * n, d, generator=g, dtype=torch.float64), y
@@ -53,8 +57,13 @@ def test_hand_computed_three_points() -> None:
     q = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
     got = det.log_density(q, zeros(2))
     # (0,1): squared distances 1, 2, 1;  (1,0): 1, 0, 5
-    want = torch.tensor([math.log((2 * math.exp(-1) + math.exp(-2)) / 3),
-                         math.log((1 + math.exp(-1) + math.exp(-5)) / 3)], dtype=torch.float64)
+    want = torch.tensor(
+        [
+            math.log((2 * math.exp(-1) + math.exp(-2)) / 3),
+            math.log((1 + math.exp(-1) + math.exp(-5)) / 3),
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     torch.testing.assert_close(det.score(q, zeros(2)), -want, rtol=0, atol=1e-12)
     torch.testing.assert_close(det(q, zeros(2)), -want, rtol=0, atol=1e-12)
@@ -80,9 +89,15 @@ def test_matches_sklearn_kernel_density(dim: int, sigma: float) -> None:
     sk = np.empty(len(qy))
     for c in range(3):
         rows = (qy == c).numpy()
-        sk[rows] = KernelDensity(kernel="gaussian", bandwidth=h).fit(class_points(det, c)).score_samples(q[rows].numpy())
+        sk[rows] = (
+            KernelDensity(kernel="gaussian", bandwidth=h)
+            .fit(class_points(det, c))
+            .score_samples(q[rows].numpy())
+        )
     assert np.isfinite(sk).all() and np.ptp(sk) > 25  # a wide spread of values
-    np.testing.assert_allclose(ours - (dim / 2) * math.log(2 * math.pi * h**2), sk, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(
+        ours - (dim / 2) * math.log(2 * math.pi * h**2), sk, rtol=1e-9, atol=1e-6
+    )
     np.testing.assert_allclose(ours_norm, sk, rtol=1e-9, atol=1e-6)
 
 
@@ -95,7 +110,9 @@ def test_float32_far_from_origin_stays_accurate() -> None:
     det = KDEDetector(bandwidth=sigma).fit((z + 300.0).float(), y)
     got = det.log_density((q + 300.0).float(), qy)
     assert got.dtype == torch.float32
-    want = np.concatenate([ref_log_kde(q[qy == c].numpy() + 300.0, class_points(det, c), sigma) for c in (0, 1)])
+    want = np.concatenate(
+        [ref_log_kde(q[qy == c].numpy() + 300.0, class_points(det, c), sigma) for c in (0, 1)]
+    )
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=0.05)
 
 
@@ -105,17 +122,31 @@ def test_small_sigma_64d_stays_finite_and_exact() -> None:
     sigma = 0.25  # squared distances ~128 -> exponents ~-2000: exp underflows even in float64
     det = KDEDetector(bandwidth=sigma).fit(z, y)
     got = det.log_density(q, qy)
-    naive = torch.log(torch.exp(-torch.cdist(q, z) ** 2 / sigma**2)[y[None, :] == qy[:, None]].view(20, 50).mean(1))
+    naive = torch.log(
+        torch.exp(-(torch.cdist(q, z) ** 2) / sigma**2)[y[None, :] == qy[:, None]]
+        .view(20, 50)
+        .mean(1)
+    )
     assert torch.isinf(naive).all()  # the case really underflows
-    want = np.concatenate([ref_log_kde(q[qy == c].numpy(), class_points(det, c), sigma) for c in (0, 1)])
+    want = np.concatenate(
+        [ref_log_kde(q[qy == c].numpy(), class_points(det, c), sigma) for c in (0, 1)]
+    )
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-8)
     assert (got.numpy() < -500).all()
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 12), m=st.integers(1, 9), d=st.integers(1, 5), sigma=st.floats(0.05, 10.0),
-       chunk=st.integers(1, 50), seed=st.integers(0, 10_000))
-def test_property_matches_reference(n: int, m: int, d: int, sigma: float, chunk: int, seed: int) -> None:
+@given(
+    n=st.integers(1, 12),
+    m=st.integers(1, 9),
+    d=st.integers(1, 5),
+    sigma=st.floats(0.05, 10.0),
+    chunk=st.integers(1, 50),
+    seed=st.integers(0, 10_000),
+)
+def test_property_matches_reference(
+    n: int, m: int, d: int, sigma: float, chunk: int, seed: int
+) -> None:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(2 * n, d, generator=g, dtype=torch.float64)
     y = torch.arange(2).repeat_interleave(n)
@@ -125,8 +156,12 @@ def test_property_matches_reference(n: int, m: int, d: int, sigma: float, chunk:
     for c in (0, 1):
         rows = (qy == c).numpy()
         if rows.any():
-            np.testing.assert_allclose(got[rows], ref_log_kde(q[rows].numpy(), z[y == c].numpy(), sigma),
-                                       rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(
+                got[rows],
+                ref_log_kde(q[rows].numpy(), z[y == c].numpy(), sigma),
+                rtol=1e-9,
+                atol=1e-9,
+            )
 
 
 def test_scores_use_only_the_given_class_points_and_keep_row_order() -> None:
@@ -147,18 +182,28 @@ def test_scores_use_only_the_given_class_points_and_keep_row_order() -> None:
 # --------------------------------------------------------------------------------- per class
 def test_per_class_keeps_min_of_per_class_and_count_seeded() -> None:
     z, y = blobs(3, 20, 5, seed=1)
-    keep = torch.cat([torch.arange(0, 20), torch.arange(20, 25), torch.arange(40, 52)])  # 20, 5, 12 samples
+    keep = torch.cat(
+        [torch.arange(0, 20), torch.arange(20, 25), torch.arange(40, 52)]
+    )  # 20, 5, 12 samples
     z, y = z[keep], y[keep]
-    det = KDEDetector(bandwidth=1.0).fit(z, y, per_class=7, generator=torch.Generator().manual_seed(11))
+    det = KDEDetector(bandwidth=1.0).fit(
+        z, y, per_class=7, generator=torch.Generator().manual_seed(11)
+    )
     assert det.counts.tolist() == [7, 5, 7] and det.classes.tolist() == [0, 1, 2]
     assert det.points.shape == (19, 5)
     for c in range(3):
         pts = torch.as_tensor(class_points(det, c))
-        match = (torch.cdist(pts, z[y == c]) < 1e-12).sum(1)  # each kept row is one distinct row of class c
+        match = (torch.cdist(pts, z[y == c]) < 1e-12).sum(
+            1
+        )  # each kept row is one distinct row of class c
         assert match.tolist() == [1] * len(pts) and len(torch.unique(pts, dim=0)) == len(pts)
-    again = KDEDetector(bandwidth=1.0).fit(z, y, per_class=7, generator=torch.Generator().manual_seed(11))
+    again = KDEDetector(bandwidth=1.0).fit(
+        z, y, per_class=7, generator=torch.Generator().manual_seed(11)
+    )
     assert torch.equal(again.points, det.points)
-    other = KDEDetector(bandwidth=1.0).fit(z, y, per_class=7, generator=torch.Generator().manual_seed(12))
+    other = KDEDetector(bandwidth=1.0).fit(
+        z, y, per_class=7, generator=torch.Generator().manual_seed(12)
+    )
     assert not torch.equal(other.points, det.points)
     default_a = KDEDetector(bandwidth=1.0).fit(z, y, per_class=7)
     default_b = KDEDetector(bandwidth=1.0).fit(z, y, per_class=7)
@@ -177,7 +222,9 @@ def test_auto_bandwidth_known_optimum() -> None:
     held_y = torch.tensor([0] * (2 * dim) + [1] * dim)
     best = r * math.sqrt(2 / dim)
     grid = [0.5, 1.0, best, 2.0, 4.0]
-    det = KDEDetector(bandwidth_grid=grid).fit(centers, torch.tensor([0, 1]), held_out=(held, held_y))
+    det = KDEDetector(bandwidth_grid=grid).fit(
+        centers, torch.tensor([0, 1]), held_out=(held, held_y)
+    )
     assert det.bandwidth_ == pytest.approx(best)
     want = [-(r**2) / s**2 - dim * math.log(s) - dim / 2 * math.log(math.pi) for s in sorted(grid)]
     np.testing.assert_allclose(det.bandwidth_scores_, want, rtol=1e-12)
@@ -185,7 +232,9 @@ def test_auto_bandwidth_known_optimum() -> None:
     assert det.metrics()["kde/heldout_loglik"] == pytest.approx(max(want))
 
 
-def mean_loglik(det: KDEDetector, held: torch.Tensor, hy: torch.Tensor, sigma: float, sklearn: bool = False) -> float:
+def mean_loglik(
+    det: KDEDetector, held: torch.Tensor, hy: torch.Tensor, sigma: float, sklearn: bool = False
+) -> float:
     """Mean normalized held-out log-likelihood by brute force: float64 reference or sklearn."""
     total, dim = 0.0, held.shape[1]
     for c in det.classes.tolist():
@@ -194,7 +243,11 @@ def mean_loglik(det: KDEDetector, held: torch.Tensor, hy: torch.Tensor, sigma: f
             kde = KernelDensity(kernel="gaussian", bandwidth=sigma / math.sqrt(2)).fit(pts)
             total += kde.score_samples(held[rows].numpy()).sum()
         else:
-            ref = ref_log_kde(held[rows].numpy(), pts, sigma) - dim * math.log(sigma) - dim / 2 * math.log(math.pi)
+            ref = (
+                ref_log_kde(held[rows].numpy(), pts, sigma)
+                - dim * math.log(sigma)
+                - dim / 2 * math.log(math.pi)
+            )
             total += ref.sum()
     return total / len(hy)
 
@@ -291,7 +344,9 @@ def test_blocks_never_exceed_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None
 def test_gradcheck_float64() -> None:
     z, y = blobs(2, 5, 3, seed=14)
     det = KDEDetector(bandwidth=1.1, chunk_size=4).fit(z, y)
-    q = (torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + z[:4]).requires_grad_(True)
+    q = (
+        torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + z[:4]
+    ).requires_grad_(True)
     qy = torch.tensor([1, 0, 1, 0])
     assert torch.autograd.gradcheck(lambda x: det.log_density(x, qy), (q,))
     assert torch.autograd.gradgradcheck(lambda x: det.log_density(x, qy), (q,))
@@ -341,7 +396,11 @@ def test_state_dict_roundtrip_and_dtype_move() -> None:
     det = KDEDetector().fit(z.float(), y + 2, per_class=25)
     fresh = KDEDetector()
     fresh.load_state_dict(det.state_dict())
-    assert fresh.bandwidth_ == pytest.approx(det.bandwidth_) and fresh.counts.tolist() == [25, 25, 25]
+    assert fresh.bandwidth_ == pytest.approx(det.bandwidth_) and fresh.counts.tolist() == [
+        25,
+        25,
+        25,
+    ]
     torch.testing.assert_close(fresh.score(q.float(), qy + 2), det.score(q.float(), qy + 2))
     det64 = det.to(torch.float64)
     assert det64.points.dtype == torch.float64 and det64.score(q, qy + 2).dtype == torch.float64
@@ -367,7 +426,9 @@ def test_errors() -> None:
 
 
 def test_threshold_at() -> None:
-    s = torch.arange(1, 101, dtype=torch.float32)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    s = torch.arange(1, 101, dtype=torch.float32)[
+        torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    ]
     t = KDEDetector.threshold_at(s, 0.05)
     assert t == 95.0 and int((s > t).sum()) == 5
     assert threshold_at(s, 0.0) == 100.0

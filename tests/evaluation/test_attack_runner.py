@@ -39,7 +39,9 @@ def test_suite_outcomes_and_metric_names(trained, data):
     assert torch.equal(fgsm.x_adv, whole.x_adv) and torch.equal(fgsm.success, whole.success)
     correct = fgsm.clean_pred == y
     assert correct.sum() == 48
-    assert metrics["graybox/fgsm-0.1/success_rate"] == pytest.approx(float(fgsm.success[:48].float().mean()))
+    assert metrics["graybox/fgsm-0.1/success_rate"] == pytest.approx(
+        float(fgsm.success[:48].float().mean())
+    )
     assert torch.equal(fgsm.adversarial, fgsm.success & correct)
     expected = distortion_metrics(x, fgsm.x_adv, fgsm.adversarial)
     assert metrics["graybox/fgsm-0.1/distortion"] == pytest.approx(expected["distortion"])
@@ -49,23 +51,37 @@ def test_suite_outcomes_and_metric_names(trained, data):
 
 
 def test_suite_without_any_adversarial_example_reports_nan(trained):
-    outcomes = run_attack_suite(trained.model, trained.x[:5], trained.y[:5], [FGSM(trained.model, eps=1e-4)],
-                                batch_size=8, progress=False)
+    outcomes = run_attack_suite(
+        trained.model,
+        trained.x[:5],
+        trained.y[:5],
+        [FGSM(trained.model, eps=1e-4)],
+        batch_size=8,
+        progress=False,
+    )
     metrics = outcomes["fgsm"].metrics
     assert metrics["graybox/fgsm/success_rate"] == 0.0 and math.isnan(metrics["graybox/fgsm/l2"])
 
 
 def test_resiliency_curve(trained):
     eps = [0.025, 0.05, 0.1, 0.2]
-    curve = resiliency_curve(trained.model, trained.x, trained.y, "bim", eps_list=eps, batch_size=32, progress=False)
-    assert list(curve) == ["resiliency/bim/eps_0.025", "resiliency/bim/eps_0.05", "resiliency/bim/eps_0.1",
-                           "resiliency/bim/eps_0.2"]
+    curve = resiliency_curve(
+        trained.model, trained.x, trained.y, "bim", eps_list=eps, batch_size=32, progress=False
+    )
+    assert list(curve) == [
+        "resiliency/bim/eps_0.025",
+        "resiliency/bim/eps_0.05",
+        "resiliency/bim/eps_0.1",
+        "resiliency/bim/eps_0.2",
+    ]
     values = list(curve.values())
     assert values == sorted(values, reverse=True) and values[0] > values[-1]
     from robustctl.attacks import BIM
 
     direct = BIM(trained.model, eps=0.1)(trained.x, trained.y)
-    assert curve["resiliency/bim/eps_0.1"] == pytest.approx(float((direct.pred == trained.y).float().mean()))
+    assert curve["resiliency/bim/eps_0.1"] == pytest.approx(
+        float((direct.pred == trained.y).float().mean())
+    )
     default = resiliency_curve(trained.model, trained.x[:8], trained.y[:8], "fgsm", progress=False)
     assert len(default) == 8 and "resiliency/fgsm/eps_0.125" in default
     fig = resiliency_figure({**curve, **default})
@@ -73,8 +89,13 @@ def test_resiliency_curve(trained):
 
 
 def test_bim_gradient_norms(trained):
-    trace = bim_gradient_norms(trained.model, trained.x, trained.y, eps=0.1, steps=10, batch_size=20)
-    assert set(trace) == {"bim_path/bim-0.1/embedding_grad_norm", "bim_path/bim-0.1/input_grad_norm"}
+    trace = bim_gradient_norms(
+        trained.model, trained.x, trained.y, eps=0.1, steps=10, batch_size=20
+    )
+    assert set(trace) == {
+        "bim_path/bim-0.1/embedding_grad_norm",
+        "bim_path/bim-0.1/input_grad_norm",
+    }
     embed = trace["bim_path/bim-0.1/embedding_grad_norm"]
     assert len(embed) == 11 and all(v > 0 for v in embed)
     # step 0 is the clean input: mean ||dCE/dz||_2 computed by hand
@@ -82,7 +103,7 @@ def test_bim_gradient_norms(trained):
     loss = torch.nn.functional.cross_entropy(trained.model.head(z), trained.y, reduction="sum")
     (gz,) = torch.autograd.grad(loss, z)
     assert embed[0] == pytest.approx(gz.norm(dim=1).mean().item(), rel=1e-4)
-    assert embed[-1] > 2 * embed[0]          # walking out of the class cluster, the gradient grows
+    assert embed[-1] > 2 * embed[0]  # walking out of the class cluster, the gradient grows
 
 
 def test_figures(trained):
@@ -94,7 +115,9 @@ def test_figures(trained):
     image = fig.axes[0].images[0].get_array()
     assert image[2, 1] == pytest.approx(2 / 3) and image[0, 0] == 0
     x = torch.rand(5, 3, 8, 8)
-    fig = example_grid_figure(x, (x + 0.1).clamp(0, 1), torch.arange(5), torch.arange(5).flip(0), n=4)
+    fig = example_grid_figure(
+        x, (x + 0.1).clamp(0, 1), torch.arange(5), torch.arange(5).flip(0), n=4
+    )
     assert isinstance(fig, Figure) and len(fig.axes) == 12
     grey = example_grid_figure(trained.x, trained.x.flip(0), class_names=trained.class_names)
     assert len(grey.axes) == 24

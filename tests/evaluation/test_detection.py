@@ -34,7 +34,9 @@ def test_perfectly_separated_and_reversed() -> None:
     res = detection_auc(clean, adv, y, pc, pa)
     assert res.auc == 1.0 and res.n_pairs == 12 and res.reason is None
     assert detection_auc(adv, clean, y, pc, pa).auc == 0.0
-    assert detection_auc(clean, clean, y, pc, pa).auc == pytest.approx(0.5)  # identical groups: chance
+    assert detection_auc(clean, clean, y, pc, pa).auc == pytest.approx(
+        0.5
+    )  # identical groups: chance
 
 
 def test_hand_computed_intermediate_case() -> None:
@@ -51,7 +53,9 @@ def test_matches_the_mann_whitney_statistic_on_random_scores() -> None:
     rng = np.random.default_rng(0)
     y, pc, pa = all_pairs(200)
     clean, adv = rng.normal(size=200).round(1), rng.normal(0.7, 1.0, size=200).round(1)  # with ties
-    res = detection_auc(torch.tensor(clean), torch.tensor(adv), torch.tensor(y), torch.tensor(pc), torch.tensor(pa))
+    res = detection_auc(
+        torch.tensor(clean), torch.tensor(adv), torch.tensor(y), torch.tensor(pc), torch.tensor(pa)
+    )
     assert res.auc == pytest.approx(mann_whitney(clean, adv), abs=1e-12)
     assert 0.6 < res.auc < 0.8
     assert res.fpr[0] == 0 and res.tpr[-1] == 1 and len(res.fpr) == len(res.tpr)
@@ -74,7 +78,10 @@ def test_pair_selection_rule() -> None:
     res = detection_auc(clean, adv, y, pc, pa)
     assert res.n_pairs == 10 and res.n_samples == 14 and res.n_correct == 12
     assert res.auc == 1.0  # would be lower if the four excluded rows counted
-    assert res.metrics("graybox/fgsm-0.05") == {"graybox/fgsm-0.05/pairs": 10.0, "graybox/fgsm-0.05/auc": 1.0}
+    assert res.metrics("graybox/fgsm-0.05") == {
+        "graybox/fgsm-0.05/pairs": 10.0,
+        "graybox/fgsm-0.05/auc": 1.0,
+    }
 
 
 def test_too_few_pairs_gives_a_reason_instead_of_a_number() -> None:
@@ -86,7 +93,9 @@ def test_too_few_pairs_gives_a_reason_instead_of_a_number() -> None:
     assert "20 clean samples" in res.reason
     assert res.metrics("whitebox/cw_wb") == {"whitebox/cw_wb/pairs": float(MIN_PAIRS - 1)}
     assert detection_auc(np.zeros(20), np.ones(20), y, pc, pa, min_pairs=MIN_PAIRS - 1).auc == 1.0
-    none = detection_auc(np.zeros(3), np.ones(3), [0, 1, 2], [1, 2, 0], [1, 2, 0])  # nothing correct
+    none = detection_auc(
+        np.zeros(3), np.ones(3), [0, 1, 2], [1, 2, 0], [1, 2, 0]
+    )  # nothing correct
     assert none.auc is None and none.n_pairs == 0 and "0 of 3" in none.reason
 
 
@@ -114,6 +123,8 @@ def test_roc_figure(tmp_path) -> None:
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("cw: AUC 1.000 (30 pairs)") for t in labels)
     assert any(t.startswith("jsma: no AUC (3 pairs)") for t in labels)
-    assert len(ax.lines) == 4 and ax.get_title() == "gray-box"  # chance + 2 curves + 1 legend-only entry
+    assert (
+        len(ax.lines) == 4 and ax.get_title() == "gray-box"
+    )  # chance + 2 curves + 1 legend-only entry
     fig.savefig(tmp_path / "roc.png")
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"

@@ -43,7 +43,9 @@ def test_centers_need_a_class_count():
 def test_absent_classes_keep_their_center():
     loss = CenterLoss(3, 2, alpha=1.0)
     loss(torch.tensor([[2.0, 2.0]]), torch.tensor([1]))
-    assert torch.equal(loss.centers[0], torch.zeros(2)) and torch.equal(loss.centers[2], torch.zeros(2))
+    assert torch.equal(loss.centers[0], torch.zeros(2)) and torch.equal(
+        loss.centers[2], torch.zeros(2)
+    )
     assert torch.allclose(loss.centers[1], torch.tensor([1.0, 1.0]))  # 0 - 1 * (0 - 2) / 2
 
 
@@ -82,7 +84,9 @@ def _train_toy(cfg: LossConfig, steps: int = 150) -> tuple[float, float]:
 def test_center_losses_tighten_classes_on_a_toy_problem():
     ce_ratio, ce_acc = _train_toy(LossConfig())
     center_ratio, center_acc = _train_toy(CenterLossConfig(name="center", center_weight=1.0))
-    cc_ratio, cc_acc = _train_toy(ContrastiveCenterLossConfig(name="contrastive_center", center_weight=1.0))
+    cc_ratio, cc_acc = _train_toy(
+        ContrastiveCenterLossConfig(name="contrastive_center", center_weight=1.0)
+    )
     assert center_ratio < 0.6 * ce_ratio
     assert cc_ratio < 0.9 * ce_ratio
     assert min(center_acc, cc_acc) > ce_acc - 0.05

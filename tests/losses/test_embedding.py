@@ -24,7 +24,13 @@ from robustctl.evaluation.embedding import (
 from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
 from robustctl.models import ResNet
 
-METRICS = {"embed/dbi", "embed/cluster_variance", "embed/cluster_distance", "embed/input_grad_norm", "embed/jacobian_fro"}
+METRICS = {
+    "embed/dbi",
+    "embed/cluster_variance",
+    "embed/cluster_distance",
+    "embed/input_grad_norm",
+    "embed/jacobian_fro",
+}
 
 
 def tiny_model(sign: float = 1.0) -> ResNet:
@@ -41,14 +47,17 @@ def test_dbi_equals_scikit_learn(seed):
     k = 2 + seed * 3
     labels = rng.integers(0, k, 300)
     emb = rng.normal(size=(k, 16))[labels] * 3 + rng.normal(size=(300, 16))
-    assert davies_bouldin(emb, labels) == pytest.approx(davies_bouldin_score(emb, labels), rel=1e-10)
-    assert davies_bouldin(torch.tensor(emb, dtype=torch.float32), torch.tensor(labels)) == pytest.approx(
-        davies_bouldin_score(emb, labels), rel=1e-5)
+    assert davies_bouldin(emb, labels) == pytest.approx(
+        davies_bouldin_score(emb, labels), rel=1e-10
+    )
+    assert davies_bouldin(
+        torch.tensor(emb, dtype=torch.float32), torch.tensor(labels)
+    ) == pytest.approx(davies_bouldin_score(emb, labels), rel=1e-5)
 
 
 def test_dbi_with_coincident_centroids_matches_scikit_learn():
     emb = np.array([[0.0, 1.0], [0.0, -1.0], [1.0, 0.0], [-1.0, 0.0], [5.0, 5.0], [6.0, 5.0]])
-    labels = np.array([0, 0, 1, 1, 2, 2])                 # classes 0 and 1 share the centroid (0, 0)
+    labels = np.array([0, 0, 1, 1, 2, 2])  # classes 0 and 1 share the centroid (0, 0)
     assert davies_bouldin(emb, labels) == pytest.approx(davies_bouldin_score(emb, labels))
 
 
@@ -57,7 +66,7 @@ def test_cluster_variance_and_distance_by_hand():
     # class 2: (4,3) alone: variance 0
     emb = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [0.0, 5.0], [4.0, 3.0]])
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
-    assert cluster_variance(emb, labels) == pytest.approx(1 + 8 / 3)        # paper: sum over classes
+    assert cluster_variance(emb, labels) == pytest.approx(1 + 8 / 3)  # paper: sum over classes
     # ||mu0 - mu1||^2 = 10, ||mu0 - mu2||^2 = 18, ||mu1 - mu2||^2 = 16; each ordered pair once / (3 * 2)
     assert cluster_distance(emb, labels) == pytest.approx(2 * (10 + 18 + 16) / 6)
 
@@ -66,28 +75,39 @@ def test_input_grad_norm_equals_a_per_sample_loop():
     model = tiny_model(sign=-1.0)
     x, y = torch.rand(7, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0])
     norms = []
-    for i in range(7):                                    # one sample at a time, CE of -Z
-        xi = x[i:i + 1].clone().requires_grad_(True)
-        loss = F.cross_entropy(-model(xi).logits, y[i:i + 1])
+    for i in range(7):  # one sample at a time, CE of -Z
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        loss = F.cross_entropy(-model(xi).logits, y[i : i + 1])
         norms.append(torch.autograd.grad(loss, xi)[0].norm().item())
     assert input_grad_norm(model, x, y, batch_size=3) == pytest.approx(sum(norms) / 7, rel=1e-5)
     # with the training loss (RCE) instead of the default CE of the prediction logits
     rce = ReverseCrossEntropy()
     rce_norms = []
     for i in range(7):
-        xi = x[i:i + 1].clone().requires_grad_(True)
-        rce_norms.append(torch.autograd.grad(rce(model(xi), y[i:i + 1]).total, xi)[0].norm().item())
-    assert input_grad_norm(model, x, y, rce.sample_losses, batch_size=4) == pytest.approx(sum(rce_norms) / 7, rel=1e-5)
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        rce_norms.append(
+            torch.autograd.grad(rce(model(xi), y[i : i + 1]).total, xi)[0].norm().item()
+        )
+    assert input_grad_norm(model, x, y, rce.sample_losses, batch_size=4) == pytest.approx(
+        sum(rce_norms) / 7, rel=1e-5
+    )
     assert not model.training
 
 
 def test_jacobian_estimate_matches_the_exact_frobenius_norm():
     model = tiny_model()
     x = torch.rand(4, 1, 6, 6)
-    exact_sq = [torch.autograd.functional.jacobian(lambda xi: model.embed(xi[None])[0], x[i]).pow(2).sum().item()
-                for i in range(4)]
+    exact_sq = [
+        torch.autograd.functional.jacobian(lambda xi: model.embed(xi[None])[0], x[i])
+        .pow(2)
+        .sum()
+        .item()
+        for i in range(4)
+    ]
     exact = math.sqrt(sum(exact_sq) / 4)
-    estimate = jacobian_frobenius(model, x, n_proj=600, batch_size=3, generator=torch.Generator().manual_seed(0))
+    estimate = jacobian_frobenius(
+        model, x, n_proj=600, batch_size=3, generator=torch.Generator().manual_seed(0)
+    )
     assert estimate == pytest.approx(exact, rel=0.05)
 
 
@@ -101,7 +121,9 @@ def test_jacobian_of_a_linear_embedding_is_its_weight():
             return x.flatten(1) @ self.w.T
 
     model = Linear()
-    estimate = jacobian_frobenius(model, torch.rand(50, 3, 2, 2), n_proj=40, generator=torch.Generator().manual_seed(1))
+    estimate = jacobian_frobenius(
+        model, torch.rand(50, 3, 2, 2), n_proj=40, generator=torch.Generator().manual_seed(1)
+    )
     assert estimate == pytest.approx(model.w.norm().item(), rel=0.05)
 
 
@@ -124,7 +146,10 @@ def test_embedding_diagnostics_returns_the_spec_metrics():
     assert set(metrics) == METRICS
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     emb = model.embed(x).detach()
-    assert metrics["embed/dbi"] == pytest.approx(davies_bouldin_score(emb.numpy(), y.numpy()), rel=1e-4)
+    assert metrics["embed/dbi"] == pytest.approx(
+        davies_bouldin_score(emb.numpy(), y.numpy()), rel=1e-4
+    )
     assert metrics["embed/input_grad_norm"] == pytest.approx(
-        input_grad_norm(model, x, y, ReverseCrossEntropy().sample_losses), rel=1e-5)
+        input_grad_norm(model, x, y, ReverseCrossEntropy().sample_losses), rel=1e-5
+    )
     assert metrics["embed/input_grad_norm"] != pytest.approx(input_grad_norm(model, x, y), rel=1e-3)

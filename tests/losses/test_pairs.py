@@ -14,10 +14,14 @@ from robustctl.losses.pairs import PairSampler
 
 # imbalanced classes, one of them a singleton (it can have no same-class partner)
 SIZES = [500, 300, 150, 49, 1]
-LABELS = torch.cat([torch.full((n,), c) for c, n in enumerate(SIZES)])[torch.randperm(1000, generator=torch.Generator().manual_seed(1))]
+LABELS = torch.cat([torch.full((n,), c) for c, n in enumerate(SIZES)])[
+    torch.randperm(1000, generator=torch.Generator().manual_seed(1))
+]
 
 
-def draw(sampler: PairSampler, repeats: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw(
+    sampler: PairSampler, repeats: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     idx = torch.arange(len(sampler.labels)).repeat(repeats)
     partner, same = sampler.sample(idx, g)
@@ -28,7 +32,7 @@ def draw(sampler: PairSampler, repeats: int, seed: int = 0) -> tuple[torch.Tenso
 def test_same_class_rate_matches_q(q):
     sampler = PairSampler(LABELS, q=q)
     idx, partner, same = draw(sampler, 20)
-    eligible = LABELS[idx] != 4                     # every class but the singleton
+    eligible = LABELS[idx] != 4  # every class but the singleton
     n = int(eligible.sum())
     rate = same[eligible].mean().item()
     assert abs(rate - q) < 4 * math.sqrt(q * (1 - q) / n)
@@ -40,7 +44,7 @@ def test_never_self_and_targets_match_labels():
     assert not (partner == idx).any()
     assert torch.equal(same.bool(), LABELS[partner] == LABELS[idx])
     singleton = LABELS[idx] == 4
-    assert not same[singleton].any()                # falls back to another class
+    assert not same[singleton].any()  # falls back to another class
     assert partner.min() >= 0 and partner.max() < len(LABELS)
 
 
@@ -52,7 +56,7 @@ def test_extreme_q(q, expected):
 
 
 def test_same_class_partners_are_uniform_over_the_other_members():
-    labels = torch.tensor([0, 1, 0, 1, 0, 2])       # class 0 = {0, 2, 4}
+    labels = torch.tensor([0, 1, 0, 1, 0, 2])  # class 0 = {0, 2, 4}
     sampler = PairSampler(labels, q=1.0)
     partner, _ = sampler.sample(torch.full((6000,), 2), torch.Generator().manual_seed(0))
     counts = torch.bincount(partner, minlength=6)
@@ -62,7 +66,7 @@ def test_same_class_partners_are_uniform_over_the_other_members():
 
 def test_other_class_partners_follow_class_sizes():
     sampler = PairSampler(LABELS, q=0.0)
-    idx = torch.nonzero(LABELS == 0).flatten().repeat(40)   # 20000 draws from class 0
+    idx = torch.nonzero(LABELS == 0).flatten().repeat(40)  # 20000 draws from class 0
     partner, _ = sampler.sample(idx, torch.Generator().manual_seed(0))
     freq = torch.bincount(LABELS[partner], minlength=5).double() / len(idx)
     expected = torch.tensor([0, 300, 150, 49, 1], dtype=torch.float64) / 500
@@ -85,7 +89,11 @@ def test_refuses_a_single_class_and_bad_q():
 
 
 @settings(max_examples=60, deadline=None)
-@given(labels=st.lists(st.integers(0, 4), min_size=2, max_size=40), q=st.floats(0, 1), seed=st.integers(0, 2**31))
+@given(
+    labels=st.lists(st.integers(0, 4), min_size=2, max_size=40),
+    q=st.floats(0, 1),
+    seed=st.integers(0, 2**31),
+)
 def test_property_partners_are_valid(labels, q, seed):
     y = torch.tensor(labels)
     if len(y.unique()) < 2:

@@ -47,7 +47,9 @@ def test_rvl_gradient_pulls_samples_to_their_class_mean():
     z = Z.clone().requires_grad_(True)
     reduce_variance_loss(z, Y).backward()
     # d sigma_c / d z_i = 2 (z_i - mu_c) / N_c, averaged over 2 classes
-    expected = torch.stack([2 * (Z[i] - (Z[Y == Y[i]].mean(0))) / (Y == Y[i]).sum() / 2 for i in range(5)])
+    expected = torch.stack(
+        [2 * (Z[i] - (Z[Y == Y[i]].mean(0))) / (Y == Y[i]).sum() / 2 for i in range(5)]
+    )
     assert torch.allclose(z.grad, expected, atol=1e-6)
 
 

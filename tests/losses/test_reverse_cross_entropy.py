@@ -24,10 +24,10 @@ def test_reverse_labels_by_hand():
 
 def test_rce_values_by_hand():
     # row 1: Z = (1, 2, 3), y = 0, K = 3: R = (0, 1/2, 1/2), log p_j = Z_j - log(e + e^2 + e^3)
-    lse = math.log(math.e + math.e ** 2 + math.e ** 3)
-    row1 = -(0.5 * (2 - lse) + 0.5 * (3 - lse))          # = lse - 2.5 = 0.9076...
+    lse = math.log(math.e + math.e**2 + math.e**3)
+    row1 = -(0.5 * (2 - lse) + 0.5 * (3 - lse))  # = lse - 2.5 = 0.9076...
     # row 2: Z = (0, 0, 5), y = 2: R = (1/2, 1/2, 0), log p_0 = log p_1 = -log(2 + e^5)
-    row2 = math.log(2 + math.e ** 5)
+    row2 = math.log(2 + math.e**5)
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
     labels = torch.tensor([0, 2])
     got = reverse_cross_entropy(logits, labels)

@@ -22,7 +22,7 @@ def test_siamese_values_by_hand():
 
 def test_siamese_is_scale_free_and_zero_at_its_targets():
     z = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
-    zp = torch.tensor([[2.0, 4.0], [7.0, 0.0]])   # parallel (same class), orthogonal (other class)
+    zp = torch.tensor([[2.0, 4.0], [7.0, 0.0]])  # parallel (same class), orthogonal (other class)
     same = torch.tensor([1.0, 0.0])
     assert siamese_cosine_loss(z, zp, same).item() == pytest.approx(0.0, abs=1e-7)
     assert siamese_cosine_loss(10 * z, 0.1 * zp, same).item() == pytest.approx(0.0, abs=1e-7)

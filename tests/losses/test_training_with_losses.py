@@ -15,8 +15,16 @@ from robustctl.training import checkpoint_path, fit, load_checkpoint
 
 
 def tiny(tmp_path, *extra: str) -> list[str]:
-    return ["dataset=synthetic", "dataset.num_samples=320", "trainer.batch_size=32", "trainer.device=cpu",
-            "trainer.num_threads=1", "trainer.eval_batch_size=128", f"work_dir={tmp_path}", *extra]
+    return [
+        "dataset=synthetic",
+        "dataset.num_samples=320",
+        "trainer.batch_size=32",
+        "trainer.device=cpu",
+        "trainer.num_threads=1",
+        "trainer.eval_batch_size=128",
+        f"work_dir={tmp_path}",
+        *extra,
+    ]
 
 
 def test_rce_model_is_accurate_with_the_negation_and_wrong_without(tmp_path):
@@ -93,7 +101,9 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, loss):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     final = load_checkpoint(checkpoint_path(cfg2, "h"))
     reference = load_checkpoint(checkpoint_path(cfg, "h"))
-    for key, value in reference["loss"].items():          # center buffers (empty dict for pdm)
+    for key, value in reference["loss"].items():  # center buffers (empty dict for pdm)
         assert torch.equal(value, final["loss"][key]), key
     strip = [{k: v for k, v in h.items() if not k.startswith("time/")} for h in full.history]
-    assert strip == [{k: v for k, v in h.items() if not k.startswith("time/")} for h in resumed.history]
+    assert strip == [
+        {k: v for k, v in h.items() if not k.startswith("time/")} for h in resumed.history
+    ]

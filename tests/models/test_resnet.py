@@ -53,7 +53,9 @@ def test_prediction_view_applies_logit_sign():
 def test_normalization_lives_inside_the_model():
     model = ResNet(depth=20, num_classes=3, in_channels=1, mean=[0.5], std=[0.25]).eval()
     plain = ResNet(depth=20, num_classes=3, in_channels=1).eval()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, strict=False)
+    plain.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, strict=False
+    )
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(model.embed(x), plain.embed((x - 0.5) / 0.25))
 

@@ -7,23 +7,26 @@ import pytest
 from robustctl.reporting.reference import PAPER_ATTACKS, REFERENCE, reference
 
 
-@pytest.mark.parametrize("dataset, loss, key, value", [
-    ("cifar10", "ce", "clean/accuracy", 0.9362),
-    ("cifar10", "siamese_rvl", "clean/accuracy", 0.9437),
-    ("mnist", "pdm", "clean/accuracy", 0.9952),
-    ("mnist", "rce", "clean/accuracy", 0.9932),
-    ("mnist", "ce", "graybox/fgsm-0.05/auc", 0.981),
-    ("mnist", "rce", "graybox/bim-0.1/auc", 0.92),
-    ("mnist", "pdm", "graybox/cw_hc/auc", 1.0),
-    ("cifar10", "ce", "graybox/cw_hc/auc", 0.637),
-    ("cifar10", "pdm", "graybox/bim-0.05/auc", 0.95),
-    ("cifar10", "rce", "graybox/jsma/auc", 0.96),
-    ("mnist", "pdm", "whitebox/cw_wb/distortion", 0.162),
-    ("cifar10", "ce", "whitebox/cw_wb/distortion", 0.008),
-    ("mnist", "ce", "blackbox/cw_wb/auc", 0.88),
-    ("cifar10", "pdm", "blackbox/cw_wb/auc", 0.952),
-    ("cifar10", "siamese_rvl", "embed/dbi", 0.23),
-])
+@pytest.mark.parametrize(
+    "dataset, loss, key, value",
+    [
+        ("cifar10", "ce", "clean/accuracy", 0.9362),
+        ("cifar10", "siamese_rvl", "clean/accuracy", 0.9437),
+        ("mnist", "pdm", "clean/accuracy", 0.9952),
+        ("mnist", "rce", "clean/accuracy", 0.9932),
+        ("mnist", "ce", "graybox/fgsm-0.05/auc", 0.981),
+        ("mnist", "rce", "graybox/bim-0.1/auc", 0.92),
+        ("mnist", "pdm", "graybox/cw_hc/auc", 1.0),
+        ("cifar10", "ce", "graybox/cw_hc/auc", 0.637),
+        ("cifar10", "pdm", "graybox/bim-0.05/auc", 0.95),
+        ("cifar10", "rce", "graybox/jsma/auc", 0.96),
+        ("mnist", "pdm", "whitebox/cw_wb/distortion", 0.162),
+        ("cifar10", "ce", "whitebox/cw_wb/distortion", 0.008),
+        ("mnist", "ce", "blackbox/cw_wb/auc", 0.88),
+        ("cifar10", "pdm", "blackbox/cw_wb/auc", 0.952),
+        ("cifar10", "siamese_rvl", "embed/dbi", 0.23),
+    ],
+)
 def test_spot_values(dataset, loss, key, value):
     assert reference(dataset, loss, key) == value
 

@@ -17,7 +17,14 @@ from tests.reporting.conftest import ROC_REASON
 
 
 def test_build_report_writes_every_file(report):
-    assert set(report.files) == {"report.md", "report.html", "table1.csv", "table2.csv", "table3.csv", "table4.csv"}
+    assert set(report.files) == {
+        "report.md",
+        "report.html",
+        "table1.csv",
+        "table2.csv",
+        "table3.csv",
+        "table4.csv",
+    }
     for path in report.files.values():
         assert path.is_file() and path.stat().st_size > 0
     assert [t.key for t in report.tables] == ["table1", "table2", "table3", "table4"]
@@ -58,7 +65,9 @@ def test_html_is_self_contained_with_the_roc_figure_embedded(report, store):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     by_path = {path: base64.b64decode(data) for path, data in images}
     assert by_path["plots/graybox/roc.png"] == store.png
-    assert "plots/confusion_matrix.png" in by_path and "plots/tsne.png" not in by_path  # absent: skipped
+    assert (
+        "plots/confusion_matrix.png" in by_path and "plots/tsne.png" not in by_path
+    )  # absent: skipped
     assert 'src="file:' not in page and "mlartifacts" not in page.split("<h2>Figures")[1]
     # error text is escaped, never markup
     assert "&lt;bad&gt;" in page and "<bad>" not in page
@@ -77,8 +86,14 @@ def test_rich_tables_print_values_and_failures(report):
     console = Console(file=io.StringIO(), width=250, color_system=None)
     report.print(console)
     out = console.file.getvalue()
-    for needle in ("Table 1", "Table 4", "98.71 (99.33)", "failed: TrainingDiverged", "not run; paper 0.990",
-                   "[1] budget exhausted"):
+    for needle in (
+        "Table 1",
+        "Table 4",
+        "98.71 (99.33)",
+        "failed: TrainingDiverged",
+        "not run; paper 0.990",
+        "[1] budget exhausted",
+    ):
         assert needle in out, needle
 
 
@@ -91,6 +106,8 @@ def test_empty_selection_is_a_clear_error(store, tmp_path):
 
 
 def test_the_package_imports_neither_torch_nor_mlflow():
-    code = ("import sys, robustctl.reporting; "
-            "assert 'torch' not in sys.modules and 'mlflow' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, robustctl.reporting; "
+        "assert 'torch' not in sys.modules and 'mlflow' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

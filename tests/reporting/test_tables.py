@@ -34,9 +34,14 @@ def test_mnist_ce_column_is_the_latest_finished_run_that_logged_it(tables, store
     assert (acc.value, acc.run_id) == (0.9871, store.ids["mnist_ce"])
     assert t1.cell("mnist", "DBI (embeddings)", column="ce").value == MNIST_CE["embed/dbi"]
     assert t2.cell("mnist", "fgsm-0.05", column="ce").value == MNIST_CE["graybox/fgsm-0.05/auc"]
-    assert t3.cell("mnist", "distortion", column="ce").value == MNIST_CE["whitebox/cw_wb/distortion"]
+    assert (
+        t3.cell("mnist", "distortion", column="ce").value == MNIST_CE["whitebox/cw_wb/distortion"]
+    )
     assert t3.cell("mnist", "detection AUC", column="ce").value == MNIST_CE["whitebox/cw_wb/auc"]
-    assert t4.cell("mnist", "transfer rate", column="ce").value == MNIST_CE["blackbox/cw_wb/transfer_rate"]
+    assert (
+        t4.cell("mnist", "transfer rate", column="ce").value
+        == MNIST_CE["blackbox/cw_wb/transfer_rate"]
+    )
     # a newer FAILED run does not hide an older finished result
     rce = t1.cell("cifar10", "clean accuracy (%)", column="rce")
     assert (rce.value, rce.run_id) == (0.91, store.ids["cifar_rce"])
@@ -49,15 +54,24 @@ def test_reference_numbers_sit_beside_ours_for_mnist_and_cifar10_only(tables):
     assert t1.cell("cifar10", "clean accuracy (%)", column="siamese_rvl").text() == "94.02 (94.37)"
     assert t1.cell("cifar10", "DBI (embeddings)", column="siamese_rvl").text() == "0.250 (0.230)"
     assert tables["table2"].cell("mnist", "fgsm-0.05", column="ce").text() == "0.913 (0.981)"
-    assert tables["table3"].cell("mnist", "distortion", column="ce").text().startswith("0.0712 (0.087)")
+    assert (
+        tables["table3"]
+        .cell("mnist", "distortion", column="ce")
+        .text()
+        .startswith("0.0712 (0.087)")
+    )
     assert tables["table2"].cell("mnist", "fgsm-0.1", column="rce").text() == "not run; paper 0.990"
     fashion = t1.cell("fashion_mnist", "clean accuracy (%)", column="ce")
     assert fashion.reference is None and fashion.text() == "90.00"
 
 
 def test_failed_run_gives_its_error_instead_of_a_number(tables):
-    for key, labels in [("table1", ("mnist", "clean accuracy (%)")), ("table2", ("mnist", "jsma")),
-                        ("table3", ("mnist", "distortion")), ("table4", ("mnist", "detection AUC"))]:
+    for key, labels in [
+        ("table1", ("mnist", "clean accuracy (%)")),
+        ("table2", ("mnist", "jsma")),
+        ("table3", ("mnist", "distortion")),
+        ("table4", ("mnist", "detection AUC")),
+    ]:
         cell = tables[key].cell(*labels, column="pdm")
         assert cell.value is None and cell.failed
         assert cell.reason == "failed: TrainingDiverged: loss became nan at step 12 | <bad>"
@@ -85,7 +99,14 @@ def test_missing_auc_shows_the_reason_the_run_logged(tables):
 def test_columns_rows_and_extra_losses(tables):
     t1, t2 = tables["table1"], tables["table2"]
     assert t1.columns == ["dataset", "metric", "ce", "rce", "siamese_rvl", "pdm", "center"]
-    assert [r[0] for r in t1.rows] == ["mnist", "mnist", "cifar10", "cifar10", "fashion_mnist", "fashion_mnist"]
+    assert [r[0] for r in t1.rows] == [
+        "mnist",
+        "mnist",
+        "cifar10",
+        "cifar10",
+        "fashion_mnist",
+        "fashion_mnist",
+    ]
     assert t1.cell("mnist", "clean accuracy (%)", column="center").value == 0.98
     assert t1.cell("mnist", "DBI (embeddings)", column="center").reason == "not logged"
     attacks = [r[1] for r in t2.rows if r[0] == "mnist"]

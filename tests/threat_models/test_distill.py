@@ -18,11 +18,15 @@ def test_soft_distillation_loss_by_hand():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax at T=1: [1/4, 3/4]
     targets = torch.tensor([[0.5, 0.5]])
     expected = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))
-    assert distillation_loss(logits, targets, "soft", 1.0).item() == pytest.approx(expected, rel=1e-6)
+    assert distillation_loss(logits, targets, "soft", 1.0).item() == pytest.approx(
+        expected, rel=1e-6
+    )
     # at T=2 the logits are halved and the loss scaled by T^2 = 4
     p = torch.softmax(logits / 2, 1)[0]
     expected_t2 = -4 * (0.5 * math.log(p[0]) + 0.5 * math.log(p[1]))
-    assert distillation_loss(logits, targets, "soft", 2.0).item() == pytest.approx(expected_t2, rel=1e-6)
+    assert distillation_loss(logits, targets, "soft", 2.0).item() == pytest.approx(
+        expected_t2, rel=1e-6
+    )
 
 
 def test_targets_follow_the_prediction_view():
@@ -48,7 +52,14 @@ def test_proxy_agrees_with_its_target_well_above_chance(tiny):
     _, cfg = compose([*tiny, "trainer.epochs=3"])
     data = load_dataset(cfg.dataset, cfg.work_dir)
     target = fit(cfg, data, chash="target").model
-    result = distill(target, data, ModelConfig(name="resnet20", depth=20), epochs=10, batch_size=32,
-                    temperature=2.0, seed=0)
+    result = distill(
+        target,
+        data,
+        ModelConfig(name="resnet20", depth=20),
+        epochs=10,
+        batch_size=32,
+        temperature=2.0,
+        seed=0,
+    )
     chance = 1 / data.num_classes
     assert result.agreement >= chance + 0.4, result

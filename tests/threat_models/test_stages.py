@@ -14,16 +14,35 @@ from robustctl.models import PredictionView
 from robustctl.threat_models import blackbox, graybox, prepare, run_threat_model, whitebox
 from robustctl.training import fit
 
-BUDGETS = ["threat_model.num_samples=40", "threat_model.min_pairs=5", "threat_model.whitebox.steps=150",
-           "threat_model.whitebox.lr=0.05", "threat_model.blackbox.epochs=2", "threat_model.blackbox.proxy_model=resnet20",
-           "threat_model.attacks=[fgsm-0.1]", "threat_model.resiliency_attacks=[fgsm]", "threat_model.resiliency_eps=[0.1]"]
+BUDGETS = [
+    "threat_model.num_samples=40",
+    "threat_model.min_pairs=5",
+    "threat_model.whitebox.steps=150",
+    "threat_model.whitebox.lr=0.05",
+    "threat_model.blackbox.epochs=2",
+    "threat_model.blackbox.proxy_model=resnet20",
+    "threat_model.attacks=[fgsm-0.1]",
+    "threat_model.resiliency_attacks=[fgsm]",
+    "threat_model.resiliency_eps=[0.1]",
+]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     work = tmp_path_factory.mktemp("stages")
-    _, cfg = compose(["dataset=synthetic", "dataset.num_samples=400", "trainer.epochs=4", "trainer.batch_size=32",
-                      "trainer.device=cpu", "defense=kde", "threat_model=all", *BUDGETS, f"work_dir={work}"])
+    _, cfg = compose(
+        [
+            "dataset=synthetic",
+            "dataset.num_samples=400",
+            "trainer.epochs=4",
+            "trainer.batch_size=32",
+            "trainer.device=cpu",
+            "defense=kde",
+            "threat_model=all",
+            *BUDGETS,
+            f"work_dir={work}",
+        ]
+    )
     data = load_dataset(cfg.dataset, cfg.work_dir)
     model = fit(cfg, data, chash="stages").model
     return cfg, model, data, prepare(cfg, model, data)
@@ -38,13 +57,24 @@ def test_graybox_success_rate_matches_torchattacks(setup):
         adv_pred = model.predict_logits(x_adv).argmax(1)
     correct = ctx.clean_pred == ctx.y
     expected = (adv_pred[correct] != ctx.y[correct]).float().mean().item()
-    assert result.metrics[keys.graybox("fgsm-0.1", keys.SUCCESS_RATE)] == pytest.approx(expected, abs=1e-6)
+    assert result.metrics[keys.graybox("fgsm-0.1", keys.SUCCESS_RATE)] == pytest.approx(
+        expected, abs=1e-6
+    )
     pairs = int((correct & (adv_pred != ctx.y)).sum())
     assert result.metrics[keys.graybox("fgsm-0.1", keys.PAIRS)] == pairs
     # accuracy under FGSM-0.1 (resiliency) counts every example, misclassified clean ones included
-    assert result.metrics[keys.resiliency("fgsm", 0.1)] == pytest.approx((adv_pred == ctx.y).float().mean().item())
-    assert len(result.step_metrics[keys.bim_path("bim-0.1", keys.INPUT_GRAD_NORM)]) == graybox.BIM_PATH_STEPS + 1
-    assert set(result.figures) >= {"plots/graybox/roc.png", "plots/graybox/fgsm-0.1_confusion.png", "plots/resiliency.png"}
+    assert result.metrics[keys.resiliency("fgsm", 0.1)] == pytest.approx(
+        (adv_pred == ctx.y).float().mean().item()
+    )
+    assert (
+        len(result.step_metrics[keys.bim_path("bim-0.1", keys.INPUT_GRAD_NORM)])
+        == graybox.BIM_PATH_STEPS + 1
+    )
+    assert set(result.figures) >= {
+        "plots/graybox/roc.png",
+        "plots/graybox/fgsm-0.1_confusion.png",
+        "plots/resiliency.png",
+    }
 
 
 def test_whitebox_breaches_the_detector_it_attacks(setup):
@@ -62,10 +92,10 @@ def test_whitebox_breaches_the_detector_it_attacks(setup):
 def test_blackbox_pairs_are_the_transfers_of_clean_correct_images(setup):
     _, _, _, ctx = setup
     m = blackbox.run(ctx).metrics
-    assert m[keys.BLACKBOX_PROXY_AGREEMENT] >= 0.5    # 4 classes: chance is about 0.25
-    assert m[keys.BLACKBOX_PROXY_SUCCESS_RATE] > 0.2   # the proxy attack works (budget cut 7x)
+    assert m[keys.BLACKBOX_PROXY_AGREEMENT] >= 0.5  # 4 classes: chance is about 0.25
+    assert m[keys.BLACKBOX_PROXY_SUCCESS_RATE] > 0.2  # the proxy attack works (budget cut 7x)
     n_correct = int((ctx.clean_pred == ctx.y).sum())
-    assert m[keys.blackbox(keys.PAIRS)] > 0           # so the relation below is not 0 == 0
+    assert m[keys.blackbox(keys.PAIRS)] > 0  # so the relation below is not 0 == 0
     assert m[keys.blackbox(keys.PAIRS)] == round(m[keys.BLACKBOX_TRANSFER_RATE] * n_correct)
     assert (keys.blackbox(keys.AUC) in m) == (m[keys.blackbox(keys.PAIRS)] >= 5)
 
@@ -77,5 +107,9 @@ def test_run_threat_model_yields_the_detector_then_each_stage_timed(setup):
         results = list(run_threat_model(cfg, model, data, ctx.detector))
     finally:
         cfg.threat_model.stages = ["graybox", "whitebox", "blackbox"]
-    assert list(results[0].metrics) == [keys.KDE_BANDWIDTH, keys.KDE_KERNEL_POINTS, keys.KDE_HELDOUT_LOGLIK]
+    assert list(results[0].metrics) == [
+        keys.KDE_BANDWIDTH,
+        keys.KDE_KERNEL_POINTS,
+        keys.KDE_HELDOUT_LOGLIK,
+    ]
     assert len(results) == 2 and keys.stage_time("whitebox") in results[1].metrics

@@ -19,12 +19,23 @@ from robustctl.training import fit
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("threats")
-    _, cfg = compose(["dataset=synthetic", "dataset.num_samples=400", "trainer.epochs=4", "trainer.batch_size=32",
-                      "trainer.device=cpu", f"work_dir={work}"])
+    _, cfg = compose(
+        [
+            "dataset=synthetic",
+            "dataset.num_samples=400",
+            "trainer.epochs=4",
+            "trainer.batch_size=32",
+            "trainer.device=cpu",
+            f"work_dir={work}",
+        ]
+    )
     data = load_dataset(cfg.dataset, cfg.work_dir)
     model = fit(cfg, data, chash="threats").model
-    detector = KDEDetector().fit(predict(model, data.x_train)[1], data.y_train,
-                                 held_out=(predict(model, data.x_val)[1], data.y_val))
+    detector = KDEDetector().fit(
+        predict(model, data.x_train)[1],
+        data.y_train,
+        held_out=(predict(model, data.x_val)[1], data.y_val),
+    )
     return model, detector, data
 
 
@@ -35,7 +46,12 @@ def evaluate(model, detector, x, y, x_adv):
     adv_logits, adv_emb = predict(model, x_adv)
     adv_pred = adv_logits.argmax(1)
     adv_scores = detector.score(adv_emb, adv_pred).detach()
-    return clean_scores, adv_pred, adv_scores, detection_auc(clean_scores, adv_scores, y, clean_pred, adv_pred, min_pairs=4)
+    return (
+        clean_scores,
+        adv_pred,
+        adv_scores,
+        detection_auc(clean_scores, adv_scores, y, clean_pred, adv_pred, min_pairs=4),
+    )
 
 
 def test_cw_wb_evades_the_detector_that_catches_plain_cw(trained):
@@ -43,7 +59,9 @@ def test_cw_wb_evades_the_detector_that_catches_plain_cw(trained):
     x, y = data.x_test[:16], data.y_test[:16]
     plain = build("cw", model, steps=60)(x, y)
     *_, plain_result = evaluate(model, detector, x, y, plain.x_adv)
-    assert plain_result.auc is not None and plain_result.auc >= 0.9  # C&W examples sit in low-density regions
+    assert (
+        plain_result.auc is not None and plain_result.auc >= 0.9
+    )  # C&W examples sit in low-density regions
 
     wb = CWWhiteBox(model, detector, steps=200)(x, y)
     clean_scores, adv_pred, adv_scores, wb_result = evaluate(model, detector, x, y, wb.x_adv)
@@ -68,5 +86,7 @@ def test_stage_that_needs_a_detector_refuses_defense_none(tiny):
 
     from robustctl.cli import app
 
-    result = CliRunner().invoke(app, ["run", *tiny, "trainer.epochs=1", "threat_model=whitebox", "defense=none"])
+    result = CliRunner().invoke(
+        app, ["run", *tiny, "trainer.epochs=1", "threat_model=whitebox", "defense=none"]
+    )
     assert result.exit_code == 2 and "defense=kde" in result.output

@@ -25,10 +25,24 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -50,7 +64,9 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.server
 def test_run_logged_to_a_real_server(mlflow_server, tiny, tmp_path):
-    result = CliRunner().invoke(app, ["run", *tiny, "trainer.epochs=1", f"tracking.uri={mlflow_server}"])
+    result = CliRunner().invoke(
+        app, ["run", *tiny, "trainer.epochs=1", f"tracking.uri={mlflow_server}"]
+    )
     assert result.exit_code == 0, result.output
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("robustctl").experiment_id])

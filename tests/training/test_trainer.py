@@ -37,7 +37,9 @@ def test_same_seed_same_metrics_and_weights(tiny):
     a = fit(cfg, data, chash="a")
     b = fit(cfg, data, chash="b")
     assert strip_time(a.history) == strip_time(b.history)
-    for (ka, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+    for (ka, va), (_, vb) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(va, vb), ka
     c = fit(*setup(tiny, ["trainer.seed=1"]), chash="c")
     assert strip_time(c.history) != strip_time(a.history)
@@ -92,7 +94,9 @@ class NanAfter(TrainingLoss):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, monkeypatch):
     cfg, data = setup(tiny, ["trainer.epochs=3"])
     per_epoch = math.ceil(len(data.y_train) / cfg.trainer.batch_size)
-    monkeypatch.setitem(LOSSES, "ce", lambda cfg: NanAfter(steps=per_epoch + 2))  # 3rd batch of epoch 2
+    monkeypatch.setitem(
+        LOSSES, "ce", lambda cfg: NanAfter(steps=per_epoch + 2)
+    )  # 3rd batch of epoch 2
     with pytest.raises(TrainingDiverged, match=r"epoch 2, batch 3") as err:
         fit(cfg, data, chash="nan")
     assert "trainer.lr" in str(err.value)
@@ -137,8 +141,12 @@ def test_checkpoint_loading_refuses_code_truncation_and_foreign_files(tmp_path):
 def test_learning_rate_schedules_by_hand():
     assert learning_rate(0, 100, base_lr=0.1, schedule="cosine") == pytest.approx(0.1)
     assert learning_rate(50, 100, base_lr=0.1, schedule="cosine") == pytest.approx(0.05)
-    assert learning_rate(75, 100, base_lr=0.1, schedule="cosine") == pytest.approx(0.05 * (1 + math.cos(0.75 * math.pi)))
+    assert learning_rate(75, 100, base_lr=0.1, schedule="cosine") == pytest.approx(
+        0.05 * (1 + math.cos(0.75 * math.pi))
+    )
     assert learning_rate(49, 100, base_lr=0.1, schedule="step") == pytest.approx(0.1)
     assert learning_rate(50, 100, base_lr=0.1, schedule="step") == pytest.approx(0.01)
     assert learning_rate(80, 100, base_lr=0.1, schedule="step") == pytest.approx(0.001)
-    assert learning_rate(4, 100, base_lr=0.1, schedule="constant", warmup_fraction=0.1) == pytest.approx(0.05)
+    assert learning_rate(
+        4, 100, base_lr=0.1, schedule="constant", warmup_fraction=0.1
+    ) == pytest.approx(0.05)
