@@ -37,8 +37,9 @@ test-slow: install  ## slow real-data tests (Fashion-MNIST etc.)
 test-all: install  ## every test
 	$(BIN)/pytest -q
 
-lint: install  ## ruff
+lint: install  ## ruff: lint rules (line length 100 included) and formatting
 	$(BIN)/ruff check robustctl tests benchmarks
+	$(BIN)/ruff format --check robustctl tests benchmarks
 
 bench: install  ## benchmarks (ratios against named references, same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

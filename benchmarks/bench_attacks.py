@@ -1,7 +1,7 @@
 """Attack throughput: robustctl.attacks against torchattacks, same model, batch and device, one run.
 
-    .venv/bin/python benchmarks/bench_attacks.py --quick            # < 2 min on 2 CPU cores
-    .venv/bin/python benchmarks/bench_attacks.py --device cuda      # ResNet-20 on 3x32x32, batch 128
+    .venv/bin/python benchmarks/bench_attacks.py --quick          # < 2 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench_attacks.py --device cuda    # ResNet-20 on 3x32x32, batch 128
 
 Reference: torchattacks (its version is printed) for every attack it has; for JSMA, which
 torchattacks gained only in 3.5 (that release pins an old requests, so the dev extra stays below
@@ -11,21 +11,21 @@ synthetic data of the chosen shape) through the same logits module, with the sam
     fgsm      eps 0.1
     bim       eps 0.1, alpha 0.01, 10 steps
     pgd       eps 0.1, alpha 0.025, 10 steps, random start
-    cw        one c (1.0), --cw-steps Adam steps at lr 0.01 (torchattacks has no binary search, so ours
-              runs binary_steps=1 without early abort: the same number of forward/backward passes;
-              torchattacks may still stop early when its loss rises)
+    cw        one c (1.0), --cw-steps Adam steps at lr 0.01 (torchattacks has no binary search,
+              so ours runs binary_steps=1 without early abort: the same number of
+              forward/backward passes; torchattacks may still stop early when its loss rises)
     deepfool  50 steps, overshoot 0.02
     jsma      theta 1, gamma 0.1, target (y + 1) mod K on both sides
 
 Printed: images/second of each (batch size / median wall time of up to --repeats rounds, fewer once
 --budget seconds are spent, after one warm-up run of FGSM), the ratio ours/theirs (> 1: ours faster)
 as the median over rounds of time_theirs / time_ours, where a round runs both sides back to back in
-alternating order (so a busy shared machine slows both alike), and each side's success rate, so
-that the speed is compared at comparable work. Ours always ends with one more forward pass, the success
-re-check on the returned batch; the references return images only, so by default they are timed
-with the same re-check added (--images-only drops it). ART's JSMA changes the two features with the
-largest target-class gradient each step, a cheaper search than Papernot's pairwise saliency that ours
-(and torchattacks') computes, so the JSMA ratio understates the like-for-like gain.
+alternating order (so a busy shared machine slows both alike), and each side's success rate, so that
+the speed is compared at comparable work. Ours always ends with one more forward pass, the success
+re-check on the returned batch; the references return images only, so by default they are timed with
+the same re-check added (--images-only drops it). ART's JSMA changes the two features with the
+largest target-class gradient each step, a cheaper search than Papernot's pairwise saliency that
+ours (and torchattacks') computes, so the JSMA ratio understates the like-for-like gain.
 Timings depend on the machine; state it with the numbers.
 """
 
@@ -201,9 +201,10 @@ def pairs(
 
 
 def art_jsma(model: nn.Module, shape: tuple[int, ...], target: Tensor) -> Callable | None:
-    """ART's SaliencyMapMethod (theta 1, gamma 0.1, same targets), the JSMA reference when the installed
-    torchattacks has none (JSMA arrived in torchattacks 3.5, which pins an old requests). ART works on
-    numpy arrays, so its timing includes the host round trip (on CPU a copy-free view)."""
+    """ART's SaliencyMapMethod (theta 1, gamma 0.1, same targets), the JSMA reference when the
+    installed torchattacks has none (JSMA arrived in torchattacks 3.5, which pins an old requests).
+    ART works on numpy arrays, so its timing includes the host round trip (on CPU a copy-free
+    view)."""
     try:
         from art.attacks.evasion import SaliencyMapMethod
         from art.estimators.classification import PyTorchClassifier
@@ -282,7 +283,8 @@ def timed_pair(
     rounds or once ``budget_s`` is spent (at least one round).
 
     Returns (median time ours, median time theirs, median of the per-round ratios theirs/ours,
-    last outputs). The per-round ratio is the robust figure: both sides of a round ran under the same load.
+    last outputs). The per-round ratio is the robust figure: both sides of a round ran under the
+    same load.
     """
     fns = {"ours": ours, "theirs": theirs}
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
@@ -321,8 +323,9 @@ def main() -> None:
         else platform.processor() or platform.machine()
     )
     print(
-        f"robustctl attacks vs torchattacks {torchattacks.__version__} | torch {torch.__version__} | "
-        f"{args.device} ({device_name}, {torch.get_num_threads()} threads) | ResNet-{args.depth} on "
+        f"robustctl attacks vs torchattacks {torchattacks.__version__} | "
+        f"torch {torch.__version__} | {args.device} ({device_name}, "
+        f"{torch.get_num_threads()} threads) | ResNet-{args.depth} on "
         f"{'x'.join(map(str, args.shape))}, batch {args.batch_size}, {args.repeats} round(s)"
     )
     table = pairs(args, model, y)
@@ -353,8 +356,9 @@ def main() -> None:
     )
     for name, ours_ips, theirs_ips, ratio, s_ours, s_theirs in rows:
         print(
-            f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}{fmt(ratio, '.2f'):>19}"
-            f"{fmt(s_ours, '.1%'):>14}{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}"
+            f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}"
+            f"{fmt(ratio, '.2f'):>19}{fmt(s_ours, '.1%'):>14}"
+            f"{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}"
         )
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
 

@@ -10,12 +10,12 @@ by default (sklearn's ``score_samples`` is single-threaded).
 Data: ``--classes`` x ``--per-class`` kernel points (default 10 x 1000) and ``--queries``
 (default 10k) in ``--dim`` (default 64) dimensions, Gaussian classes like clean embeddings, each
 query scored under its own class; sigma is chosen by ``bandwidth="auto"`` (or ``--bandwidth``).
-Both results are compared, after the conversion log p = log KDE - D log sigma - (D/2) log pi,
-with an exact float64 reference (scipy ``cdist`` squared distances + ``logsumexp``): at the
-selected sigma the normalized log densities are near -100 nats, where sklearn's tree summation
-is off by up to ~20 nats (docs/method.md sections 5-6), while ours agrees to ~1e-10 (float64) / ~1e-3 (float32). sklearn and ours alternate in ``--rounds`` rounds so that load from other
-processes hits both alike; each time is the median over rounds (ours: best of ``--repeat`` calls
-per round).
+Both results are compared, after the conversion log p = log KDE - D log sigma - (D/2) log pi, with
+an exact float64 reference (scipy ``cdist`` squared distances + ``logsumexp``): at the selected
+sigma the normalized log densities are near -100 nats, where sklearn's tree summation is off by up
+to ~20 nats (docs/method.md sections 5-6), while ours agrees to ~1e-10 (float64) / ~1e-3 (float32).
+sklearn and ours alternate in ``--rounds`` rounds so that load from other processes hits both alike;
+each time is the median over rounds (ours: best of ``--repeat`` calls per round).
 
     .venv/bin/python benchmarks/bench_kde.py --quick          # < 60 s on 2 shared CPU cores
     .venv/bin/python benchmarks/bench_kde.py                  # 10 x 1000 points, 10k queries
@@ -149,29 +149,36 @@ def main() -> None:
     med_sk, med32, med64 = statistics.median(t_sk), statistics.median(t32), statistics.median(t64)
     print(
         f"host: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, torch threads {torch.get_num_threads()}, device {device}"
+        f"scikit-learn {sklearn.__version__}, torch threads {torch.get_num_threads()}, "
+        f"device {device}"
     )
     print(
         f"data: {args.classes} classes x {args.per_class} kernel points, {args.queries} queries, "
-        f"{args.dim}-d; sigma={sigma:.4g} ({'fixed' if args.bandwidth else 'auto'}), sklearn bandwidth h={h:.4g}"
+        f"{args.dim}-d; sigma={sigma:.4g} ({'fixed' if args.bandwidth else 'auto'}), "
+        f"sklearn bandwidth h={h:.4g}"
     )
     print(
-        f"sklearn KernelDensity.score_samples : {med_sk * 1e3:9.1f} ms  ({args.queries / med_sk:,.0f} queries/s)"
+        f"sklearn KernelDensity.score_samples : {med_sk * 1e3:9.1f} ms  "
+        f"({args.queries / med_sk:,.0f} queries/s)"
     )
     print(
-        f"KDEDetector.score float32           : {med32 * 1e3:9.1f} ms  ({args.queries / med32:,.0f} queries/s)"
+        f"KDEDetector.score float32           : {med32 * 1e3:9.1f} ms  "
+        f"({args.queries / med32:,.0f} queries/s)"
     )
     print(
-        f"KDEDetector.score float64           : {med64 * 1e3:9.1f} ms  ({args.queries / med64:,.0f} queries/s)"
+        f"KDEDetector.score float64           : {med64 * 1e3:9.1f} ms  "
+        f"({args.queries / med64:,.0f} queries/s)"
     )
     print(f"KDEDetector score + backward float32: {t_bwd * 1e3:9.1f} ms")
     print(
-        f"max |error| vs exact float64 reference (nats): ours float64 {np.abs(ours64 - exact).max():.1e}, "
+        "max |error| vs exact float64 reference (nats): "
+        f"ours float64 {np.abs(ours64 - exact).max():.1e}, "
         f"ours float32 {np.abs(ours32 - exact).max():.1e}, sklearn {np.abs(sk - exact).max():.1e} "
         f"(log densities in [{exact.min():.1f}, {exact.max():.1f}])"
     )
     print(
-        f"speed-up vs sklearn: float32 {med_sk / med32:.1f}x, float64 {med_sk / med64:.1f}x (target >= 20x)"
+        f"speed-up vs sklearn: float32 {med_sk / med32:.1f}x, float64 {med_sk / med64:.1f}x "
+        "(target >= 20x)"
     )
 
 

@@ -75,7 +75,8 @@ def loss_overhead(
     generator: torch.Generator,
     repeats: int = 20,
 ) -> float:
-    """Seconds per step spent outside the network: partner draw plus the PDM loss and its backward."""
+    """Seconds per step spent outside the network: partner draw plus the PDM loss and its
+    backward."""
     b, d = args.batch_size, 64
     idx = torch.randint(0, len(sampler.labels), (b,), generator=generator)
     times = []
@@ -171,15 +172,18 @@ def main() -> None:
     ce, pdm, ce_2b = (statistics.median(results[k]) for k in ("ce", "pdm", "ce_2b"))
     overhead = loss_overhead(pdm_loss, sampler, args, device, g)
     print(
-        f"CE  step, batch {args.batch_size:4d}:      {1000 * ce:9.2f} ms (median of {len(results['ce'])})"
+        f"CE  step, batch {args.batch_size:4d}:      {1000 * ce:9.2f} ms "
+        f"(median of {len(results['ce'])})"
     )
     print(f"PDM step, batch {args.batch_size:4d} + partners: {1000 * pdm:9.2f} ms")
     print(
-        f"CE  step, batch {2 * args.batch_size:4d}:      {1000 * ce_2b:9.2f} ms (as many images as PDM)"
+        f"CE  step, batch {2 * args.batch_size:4d}:      {1000 * ce_2b:9.2f} ms "
+        "(as many images as PDM)"
     )
     print(f"PDM sampling + loss terms alone: {1000 * overhead:.2f} ms per step")
     print(
-        f"PDM / CE-{2 * args.batch_size} step-time ratio: {pdm / ce_2b:.2f}  (cost of the PDM machinery)"
+        f"PDM / CE-{2 * args.batch_size} step-time ratio: {pdm / ce_2b:.2f}  "
+        "(cost of the PDM machinery)"
     )
     print(
         f"PDM/CE step-time ratio: {pdm / ce:.2f}  (target <= ~2.0: PDM forwards twice the images; "

@@ -58,7 +58,8 @@ def _guarded(fn, debug: bool):
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail(
-            "interrupted (the MLflow run is marked KILLED; `trainer.resume=true` continues training)",
+            "interrupted (the MLflow run is marked KILLED; "
+            "`trainer.resume=true` continues training)",
             130,
         )
     except typer.Exit:
@@ -84,7 +85,8 @@ def _single(command: str, overrides: list[str], debug: bool) -> None:
 
 
 def _multirun(command: str, overrides: list[str], debug: bool) -> None:
-    """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the sweep goes on."""
+    """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the
+    sweep goes on."""
 
     def body() -> int:
         from robustctl.sweep import finish_parent, run_sweep
@@ -106,9 +108,13 @@ def train(overrides: Overrides = None, multirun: Multirun = False, debug: Debug 
     _dispatch("train", overrides, multirun, debug)
 
 
-@app.command()
+@app.command(
+    help=(
+        "Evaluate a trained model: [bold]evaluate.checkpoint=PATH[/], [bold]evaluate.run_id=ID[/], "
+        "or the latest training run."
+    )
+)
 def evaluate(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
-    """Evaluate a trained model: [bold]evaluate.checkpoint=PATH[/], [bold]evaluate.run_id=ID[/], or the latest training run."""
     _dispatch("evaluate", overrides, multirun, debug)
 
 
@@ -186,19 +192,25 @@ def ui(
     _guarded(body, debug)
 
 
-@app.command()
+@app.command(
+    help=(
+        "Run a named experiment (experiments/NAME.yaml) as one parent MLflow run with a child per "
+        "job, then its report."
+    )
+)
 def experiment(
     name: Annotated[
         str,
         typer.Argument(
-            help="An experiment of experiments/ (smoke, paper_fashion_cpu, paper_mnist, paper_cifar10)."
+            help=(
+                "An experiment of experiments/ "
+                "(smoke, paper_fashion_cpu, paper_mnist, paper_cifar10)."
+            )
         ),
     ],
     overrides: Overrides = None,
     debug: Debug = False,
 ) -> None:
-    """Run a named experiment (experiments/NAME.yaml) as one parent MLflow run with a child per job, then its report."""
-
     def body() -> int:
         from robustctl.experiments import run_experiment
 
@@ -209,7 +221,12 @@ def experiment(
         _fail(f"{failed} child run(s) failed (see the report)", 1)
 
 
-@app.command()
+@app.command(
+    help=(
+        "Paper Tables 1-4 from the runs in MLflow, beside the paper's numbers: terminal, Markdown, "
+        "CSV, HTML."
+    )
+)
 def report(
     run_ids: Annotated[
         list[str] | None,
@@ -231,8 +248,6 @@ def report(
     ] = None,
     debug: Debug = False,
 ) -> None:
-    """Paper Tables 1-4 from the runs in MLflow, beside the paper's numbers: terminal, Markdown, CSV, HTML."""
-
     def body() -> None:
         from pathlib import Path
 

@@ -174,13 +174,15 @@ def preflight(command: str, cfg: RunConfig) -> None:
         )
     if cfg.attack.name != "none" and keys.GRAYBOX not in stages:
         raise ConfigError(
-            f"attack={cfg.attack.name} is a gray-box attack but threat_model={cfg.threat_model.name}",
+            f"attack={cfg.attack.name} is a gray-box attack "
+            f"but threat_model={cfg.threat_model.name}",
             hint="use threat_model=graybox (or all)",
         )
     needs_detector = {keys.WHITEBOX, keys.BLACKBOX} & stages
     if needs_detector and cfg.defense.name == "none" and command != "train":
         raise ConfigError(
-            f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, but defense=none",
+            f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, "
+            "but defense=none",
             hint="add defense=kde",
         )
 

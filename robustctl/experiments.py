@@ -2,9 +2,10 @@
 
 An experiment file holds ``description``, ``command`` (run | train | evaluate), ``sweep`` (group or
 key -> list of values: one child run per combination) and ``overrides`` (applied to every child).
-``robustctl experiment NAME [extra overrides]`` runs the sweep through Hydra (so ``hydra/launcher=joblib``
-parallelizes it), nests every child under a parent run tagged ``experiment=NAME``, then renders the
-report of the children and logs it to the parent (``report/``).
+``robustctl experiment NAME [extra overrides]`` runs the sweep through Hydra (so
+``hydra/launcher=joblib`` parallelizes it), nests every child under a parent run tagged
+``experiment=NAME``, then renders the report of the children and logs it to the parent
+(``report/``).
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def stage_time(stage: str) -> str:
 
 
 # ------------------------------------------------------------------------------- attacks
-# metrics of one attack in a stage; success/distortions by the attack runner, pairs/auc by the AUC protocol
+# metrics of one attack in a stage; success/distortions by the attack runner, pairs/auc by the AUC
+# protocol
 SUCCESS_RATE = "success_rate"
 DISTORTIONS = ("distortion", "l2", "linf", "l0")
 PAIRS, AUC, SECONDS = "pairs", "auc", "seconds"
@@ -147,7 +148,8 @@ INPUT_GRAD_NORM = "input_grad_norm"  # mean ||dL/dx||_2 at the input x
 
 
 def bim_path(attack: str, gradient: str) -> str:
-    """``bim_path/<attack>/<gradient>``: a gradient norm along BIM's path, one step per iteration."""
+    """``bim_path/<attack>/<gradient>``: a gradient norm along BIM's path, one step per
+    iteration."""
     return f"{BIM_PATH}/{attack}/{gradient}"
 
 

@@ -53,7 +53,8 @@ class SweepJob:
         return result.metrics
 
     def record_failure(self, exc: BaseException) -> None:
-        """A FAILED child run for a job that failed before its own run was opened (bad config, data)."""
+        """A FAILED child run for a job that failed before its own run was opened
+        (bad config, data)."""
         from hydra.core.hydra_config import HydraConfig
 
         from robustctl.tracking.run import RunTracker
@@ -85,7 +86,8 @@ def open_parent(overrides: list[str], name: str, tags: dict[str, str]) -> Any:
 
 
 def launch(job: SweepJob, overrides: list[str]) -> None:
-    """Hand the overrides to Hydra's sweeper and launcher, as ``--multirun`` on the command line would.
+    """Hand the overrides to Hydra's sweeper and launcher, as ``--multirun`` on the command line
+    would.
 
     Uses Hydra's own entry (``_run_hydra``, what ``@hydra.main`` calls; hydra-core is pinned < 1.4)
     with an argument list of ours, so the process's ``sys.argv`` is never touched."""

@@ -118,8 +118,8 @@ def test_config_prints_the_composition_and_the_options():
 
 
 def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path, monkeypatch):
-    """A two-job sweep: Hydra launches one job per seed into its sweep folder, and every job's MLflow
-    run lands in the one store under work_dir, nested under the sweep's parent run."""
+    """A two-job sweep: Hydra launches one job per seed into its sweep folder, and every job's
+    MLflow run lands in the one store under work_dir, nested under the sweep's parent run."""
     monkeypatch.chdir(
         tmp_path
     )  # whatever Hydra writes relative to the cwd lands in tmp_path, not the repo
@@ -149,7 +149,8 @@ def test_multirun_sweeps_through_hydra_into_one_store(tiny, tmp_path, monkeypatc
         )
     assert sorted(r.data.params["trainer.seed"] for r in children) == ["0", "1"]
 
-    # Hydra really ran the sweep where it was told: one job folder per value, with the value it ran ...
+    # Hydra really ran the sweep where it was told: one job folder per value, with the value it
+    # ran ...
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     for num in jobs:
@@ -292,7 +293,8 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
 
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=200"]
     # A shell without job control starts background commands with SIGINT ignored, and Python then
-    # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal does.
+    # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal
+    # does.
     proc = subprocess.Popen(
         [*ROBUSTCTL, "train", *args],
         stdout=subprocess.PIPE,

@@ -1,4 +1,5 @@
-"""Bad input gets one clear error through the CLI: property tests over overrides, ids, checkpoints."""
+"""Bad input gets one clear error through the CLI: property tests over overrides, ids,
+checkpoints."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Each attack is one module holding its config dataclass (defaults and valid ranges, the single
 definition of its options) and its update rule; every module of this package is imported here and
 each attack class registers itself in :data:`ATTACKS` under its ``method`` name, so adding an
-attack is adding one file (plus, for a paper preset, one YAML file in ``conf/attack/``). The options of ``conf/attack/`` are every method plus the paper presets,
-YAML files that extend a method's config (``fgsm-0.1.yaml``: ``defaults: [fgsm]``, ``eps: 0.1``).
+attack is adding one file (plus, for a paper preset, one YAML file in ``conf/attack/``). The
+options of ``conf/attack/`` are every method plus the paper presets, YAML files that extend a
+method's config (``fgsm-0.1.yaml``: ``defaults: [fgsm]``, ``eps: 0.1``).
 
 Every attack maps [0, 1] images to an :class:`AttackResult` ``(x_adv, success, pred, target)``
 and attacks the model's prediction view (``predict_logits`` when present, else ``model(x)``).
@@ -87,7 +88,8 @@ def attack_options() -> list[str]:
 def attack_config(
     name: str, params: dict[str, Any] | None = None, key: str = "attack"
 ) -> AttackConfig:
-    """The config of attack option ``name`` (a method or a preset) with ``params`` applied, validated.
+    """The config of attack option ``name`` (a method or a preset) with ``params`` applied,
+    validated.
 
     An unknown option, an unknown parameter or an out-of-range value raises :class:`ConfigError`
     naming ``key`` (``attack`` for the group, ``threat_model.attack_params.<name>`` for per-attack
@@ -107,7 +109,8 @@ def attack_config(
     unknown = sorted(set(params or {}) - set(valid))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — valid keys: {', '.join(valid)}"
+            f"unknown key(s) {key}.{f', {key}.'.join(unknown)} for {name} — "
+            f"valid keys: {', '.join(valid)}"
         )
     try:
         return schema(**{**values, "name": name, **dict(params or {})})
@@ -118,7 +121,8 @@ def attack_config(
 
 
 def build_from_config(cfg: Any, model: nn.Module) -> Attack:
-    """Instantiate the attack an ``attack`` group config (an attack's config dataclass) describes."""
+    """Instantiate the attack an ``attack`` group config (an attack's config dataclass)
+    describes."""
     for cls in ATTACKS.values():
         if type(cfg) is cls.config_type:
             return cls(model, cfg)
@@ -127,7 +131,8 @@ def build_from_config(cfg: Any, model: nn.Module) -> Attack:
 
 
 def build(name: str, model: nn.Module, **params: Any) -> Attack:
-    """Build option ``name`` of conf/attack (a method or a preset such as ``bim-0.1``) with overrides.
+    """Build option ``name`` of conf/attack (a method or a preset such as ``bim-0.1``) with
+    overrides.
 
     Parameters go through the option's config, so out-of-range values raise :class:`ConfigError`.
     """

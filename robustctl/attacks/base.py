@@ -57,7 +57,8 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 
 
 def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """delta <- delta * min(1, eps / ||delta||_2), then clip to [0, 1] (which only shrinks ||delta||)."""
+    """delta <- delta * min(1, eps / ||delta||_2), then clip to [0, 1] (which only shrinks
+    ||delta||)."""
     delta = x_adv - x
     factor = (eps / flat_norm(delta)).clamp(max=1.0)  # ||delta|| = 0 gives inf -> 1
     return (x + delta * factor.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
@@ -87,7 +88,8 @@ class AttackConfig:
         require(
             self.targeted in self.target_modes,
             "attack.targeted",
-            f"{self.name or 'this attack'} supports {', '.join(self.target_modes)}; got {self.targeted!r}",
+            f"{self.name or 'this attack'} supports {', '.join(self.target_modes)}; "
+            f"got {self.targeted!r}",
         )
 
     def positive(self, *keys: str) -> None:
@@ -198,7 +200,8 @@ class Attack:
     def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> AttackResult:
         if x.dim() < 2 or len(x) != len(y):
             raise ValueError(
-                f"{self.method}: expected x [N, ...] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}"
+                f"{self.method}: expected x [N, ...] and y [N], "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
             )
         home = x.device
         device = model_device(self.model, default=home)
@@ -256,7 +259,8 @@ class BoundedAttack(Attack):
         return PROJECTIONS[self.norm](x_adv, x, self.eps)
 
     def with_eps(self, eps: float) -> BoundedAttack:
-        """A copy of this attack with another eps (derived step sizes follow); shares the generator."""
+        """A copy of this attack with another eps (derived step sizes follow); shares the
+        generator."""
         clone = copy.copy(self)
         clone.config = replace(self.config, eps=float(eps))
         clone.eps = clone.config.eps

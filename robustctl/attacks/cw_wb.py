@@ -1,12 +1,14 @@
 """C&W-wb: the white-box Carlini-Wagner L2 attack against a classifier *and* its KDE detector
-(Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2; docs/method.md section 4.7).
+(Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2;
+docs/method.md section 4.7).
 
 Same tanh change of variables, Adam and per-example binary search over c as :class:`CW`, with the
 detector's score added to the misclassification term::
 
     ||x' - x||_2^2 + c * ( f(x') + lambda * max(s_t(x') - T, 0) )
     f(x')    = max(Z(x')_y - max_{i != y} Z(x')_i, -kappa)          (untargeted C&W margin)
-    s_t(x')  = -log KDE_t(z(x'))                                       (detector score, docs/method.md section 5)
+    s_t(x')  = -log KDE_t(z(x'))                                       (detector score,
+                                                                        docs/method.md section 5)
 
 where z is the embedding, Z the prediction-view logits computed from the same forward pass, and
 t the class the attack moves toward: the runner-up class while x' is still classified as y, the
@@ -41,7 +43,9 @@ def _embedding_model_check(model: nn.Module) -> None:
     if not (callable(getattr(model, "embed", None)) and callable(getattr(model, "head", None))):
         raise ConfigError(
             f"cw_wb attacks the embedding layer, but {type(model).__name__} has no embed()/head()",
-            hint="use a robustctl model (models trained by `robustctl train`), or a gray-box attack",
+            hint=(
+                "use a robustctl model (models trained by `robustctl train`), or a gray-box attack"
+            ),
         )
 
 
@@ -131,7 +135,8 @@ class CWWhiteBox(CW):
     def iteration_terms(
         self, x_adv: Tensor, label: Tensor, targeted: bool, state: tuple[Tensor, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and s <= T."""
+        """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and
+        s <= T."""
         threshold, y_mask = state
         z, logits = self.forward_parts(x_adv)
         z_y, z_other = margins(logits, label)

@@ -77,7 +77,8 @@ class JSMA(Attack):
     def saliency_pairs(
         self, alpha: Tensor, beta: Tensor, domain: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Best pair (p, q), p < q, per example: ([M] p, [M] q, [M] found) from alpha, beta [M, n]."""
+        """Best pair (p, q), p < q, per example: ([M] p, [M] q, [M] found) from alpha,
+        beta [M, n]."""
         m, n = alpha.shape
         sign = 1.0 if self.theta > 0 else -1.0
         alpha, beta = sign * alpha, sign * beta

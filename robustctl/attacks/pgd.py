@@ -42,7 +42,8 @@ from robustctl.config.validation import require
 
 @dataclass
 class PgdConfig(BoundedAttackConfig):
-    """PGD: ``steps`` projected steps of size ``alpha`` (null = 2.5 eps / steps), random start, restarts."""
+    """PGD: ``steps`` projected steps of size ``alpha`` (null = 2.5 eps / steps), random start,
+    restarts."""
 
     name: str = "pgd"
     steps: int = 10

@@ -33,7 +33,8 @@ def config_dir() -> Path:
 
 
 def group_options(conf: Path | None = None) -> dict[str, list[str]]:
-    """Options of each config group: the registered ones and the YAML presets in ``conf/<group>/``."""
+    """Options of each config group: the registered ones and the YAML presets in
+    ``conf/<group>/``."""
     conf = conf or config_dir()
     registered = group_configs()
     return {
@@ -65,7 +66,8 @@ def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
 
 
 def check_group_overrides(overrides: list[str] | tuple[str, ...], conf: Path | None = None) -> None:
-    """Refuse ``group=option`` overrides naming an option that has no YAML, listing the valid ones."""
+    """Refuse ``group=option`` overrides naming an option that has no YAML, listing the valid
+    ones."""
     options = group_options(conf)
     for override in overrides:
         key, sep, value = override.lstrip("+").partition("=")
@@ -126,7 +128,8 @@ def validate(cfg: Any, cwd: str | Path | None = None) -> RunConfig:
     unknown = set(cfg) - set(GROUPS) - {"work_dir", "debug", "hydra"}
     if unknown:
         raise ConfigError(
-            f"unknown top-level key(s) {', '.join(sorted(unknown))} — valid: {', '.join(GROUPS)}, work_dir, debug"
+            f"unknown top-level key(s) {', '.join(sorted(unknown))} — "
+            f"valid: {', '.join(GROUPS)}, work_dir, debug"
         )
     groups = {group: _validate_group(group, cfg.get(group)) for group in GROUPS}
     work_dir = Path(cwd or os.getcwd(), str(cfg.get("work_dir", "."))).resolve()
@@ -168,7 +171,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, RunConfig
 
 
 def selected_options(container: dict[str, Any]) -> dict[str, str]:
-    """The option chosen in each group: its ``name`` key, or ``default`` for single-schema groups."""
+    """The option chosen in each group: its ``name`` key, or ``default`` for single-schema
+    groups."""
     chosen = {}
     for group in GROUPS:
         node = container.get(group)

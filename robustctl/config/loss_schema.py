@@ -1,4 +1,4 @@
-"""Schemas of the ``loss`` group (pure Python). One dataclass per option, registered in LOSS_SCHEMAS.
+"""Config dataclasses of the ``loss`` group (pure Python) and its options, ``LOSS_OPTIONS``.
 
 Every option has a classification term (``classification``: ce or rce, weighted by ``weight``);
 the composite options add embedding-geometry terms, each with its own weight (0 switches a term

@@ -5,8 +5,8 @@ only definition of that option (the dataclasses live beside what they configure:
 ``robustctl/attacks/``, the detector in ``robustctl/defenses/kde.py``, the rest in this package).
 :func:`register` stores them in Hydra's ConfigStore as ``<group>/<option>``, so ``group=option``
 composes a typed node: an unknown key or a wrong type is refused by Hydra at composition, an
-out-of-range value by ``__post_init__`` when :func:`robustctl.config.composition.validate` builds the
-dataclass. YAML files in ``conf/<group>/`` only add presets that extend a registered option
+out-of-range value by ``__post_init__`` when :func:`robustctl.config.composition.validate` builds
+the dataclass. YAML files in ``conf/<group>/`` only add presets that extend a registered option
 (``defaults: [fgsm]`` + ``eps: 0.1``: the paper's ``fgsm-0.1``).
 """
 

@@ -1,8 +1,8 @@
-"""Structured configs: one dataclass per config group option, validated before any work starts.
+"""Config dataclasses of the dataset, model, trainer, tracking and evaluate groups, their options
+(``DATASET_OPTIONS``, ``MODEL_OPTIONS``) and :class:`RunConfig`, the whole composed config, typed.
 
-Each group's YAML in ``conf/<group>/`` names its schema through its ``name`` (or, for groups whose
-options share one schema, the group's only dataclass). ``__post_init__`` checks ranges, so a
-negative learning rate or a batch size of 0 is refused with the key's full name.
+``__post_init__`` checks ranges, so a negative learning rate or a batch size of 0 is refused with
+the key's full name. :mod:`robustctl.config.options` registers every group's options with Hydra.
 
 Pure Python: importing this module must not import torch or mlflow.
 """
@@ -113,7 +113,8 @@ class ModelConfig:
         _require(
             self.name == f"resnet{self.depth}",
             "model.depth",
-            f"{self.depth} does not match model {self.name!r} (use model=resnet{self.depth} if that option exists)",
+            f"{self.depth} does not match model {self.name!r} "
+            f"(use model=resnet{self.depth} if that option exists)",
         )
         _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
         _require(

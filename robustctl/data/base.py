@@ -1,7 +1,8 @@
 """The in-memory dataset every loader returns, and the batching the trainer and evaluators share.
 
-Conventions (docs/method.md section 1): images are float32 tensors in [0, 1], shape [N, C, H, W]; labels are
-int64 in [0, K). Normalization lives inside the model, so attacks measure distortion in pixel space.
+Conventions (docs/method.md section 1): images are float32 tensors in [0, 1], shape [N, C, H, W];
+labels are int64 in [0, K). Normalization lives inside the model, so attacks measure distortion in
+pixel space.
 The validation split is carved from the training set with a seeded permutation, so the same
 ``dataset.split_seed`` always yields the same split.
 """
@@ -101,7 +102,8 @@ def split_train_val(
 
 
 def crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Standard CIFAR augmentation: random crop after ``pad`` px zero padding, random horizontal flip."""
+    """Standard CIFAR augmentation: random crop after ``pad`` px zero padding, random horizontal
+    flip."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
@@ -128,7 +130,8 @@ def iterate_batches(
     augment: bool = False,
     max_batches: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Yield ``(images, labels, indices)``; shuffled when a generator is given, in order otherwise."""
+    """Yield ``(images, labels, indices)``; shuffled when a generator is given, in order
+    otherwise."""
     n = len(y)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for b, start in enumerate(range(0, n, batch_size)):

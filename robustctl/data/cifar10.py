@@ -1,8 +1,9 @@
 """CIFAR-10 from its python pickles (``cifar-10-batches-py``), downloaded through torchvision.
 
 Folders searched: ``dataset.root/cifar-10-batches-py``, ``dataset.root`` itself, then
-``<work_dir>/data/cifar-10-batches-py``. Files: ``data_batch_1..5``, ``test_batch``, ``batches.meta``;
-each batch is a dict with ``data`` (uint8 [N, 3072], row-major RGB planes) and ``labels``.
+``<work_dir>/data/cifar-10-batches-py``. Files: ``data_batch_1..5``, ``test_batch``,
+``batches.meta``; each batch is a dict with ``data`` (uint8 [N, 3072], row-major RGB planes) and
+``labels``.
 
 The pickles are read with a restricted unpickler that admits only numpy's array constructors, so
 a tampered file cannot run code. torchvision's ``CIFAR10`` is used to download (it verifies MD5).
@@ -102,7 +103,10 @@ def load_cifar10(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
         looked = "\n    ".join(str(f) for f in folders)
         raise DataError(
             f"CIFAR-10 python batches not found. Looked in:\n    {looked}",
-            hint="set dataset.root to the folder holding cifar-10-batches-py, or add dataset.download=true (needs internet)",
+            hint=(
+                "set dataset.root to the folder holding cifar-10-batches-py, "
+                "or add dataset.download=true (needs internet)"
+            ),
         )
     parts = [read_batch(found / name) for name in TRAIN_FILES]
     x_test, y_test = read_batch(found / TEST_FILE)

@@ -45,7 +45,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
         raise DataError(
-            f"{path} is truncated or padded: header says {expected} bytes of data, found {len(raw) - header}"
+            f"{path} is truncated or padded: header says {expected} bytes of data, "
+            f"found {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 

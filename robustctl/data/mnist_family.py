@@ -2,7 +2,8 @@
 
 Search order for the four IDX files (``.gz`` or plain), first folder that has all of them wins:
 1. ``dataset.root`` and ``dataset.root/<Name>/raw`` (torchvision's layout) when a root is set;
-2. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``);
+2. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist``
+   (Debian package ``dataset-fashion-mnist``);
 3. ``<work_dir>/data/<Name>/raw`` (where ``dataset.download=true`` puts them).
 If none has them and ``dataset.download`` is true, torchvision's ``<Name>`` class downloads into the
 root; otherwise a :class:`~robustctl.errors.DataError` lists every folder looked in and the fixes.
@@ -109,7 +110,8 @@ def load_mnist_family(family: MnistFamily, cfg: DatasetConfig, work_dir: str | P
     x_test, y_test = to_tensors("test")
     if int(max(y_train.max(), y_test.max())) >= len(family.class_names):
         raise DataError(
-            f"{found}: labels exceed the {len(family.class_names)} classes of {family.torchvision_name}"
+            f"{found}: labels exceed the {len(family.class_names)} classes "
+            f"of {family.torchvision_name}"
         )
     return RawSplit(x_train, y_train, x_test, y_test, family.class_names)
 

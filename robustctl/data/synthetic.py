@@ -1,4 +1,5 @@
-"""Seeded synthetic images for tests and smoke runs: one smooth random prototype per class plus noise.
+"""Seeded synthetic images for tests and smoke runs: one smooth random prototype per class plus
+noise.
 
 x = clip(prototype[y] + noise * eps, 0, 1), eps ~ N(0, I). Generated from ``dataset.split_seed``,
 so the same config always yields the same tensors; classes are balanced.

@@ -48,15 +48,14 @@ def build_detector(
     name = getattr(cfg, "name", None)
     if name not in DEFENSES:
         raise ConfigError(
-            f"defense: unknown option {name!r} — valid defense options: {', '.join(sorted(DEFENSES))}"
+            f"defense: unknown option {name!r} — "
+            f"valid defense options: {', '.join(sorted(DEFENSES))}"
         )
     cls = DEFENSES[name]
     if cls is None:
         return None
     gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
-    return cls.from_config(cfg).fit(
-        embeddings, labels, per_class=cfg.per_class, generator=gen, held_out=held_out
-    )
+    return cls.from_config(cfg).fit(embeddings, labels, generator=gen, held_out=held_out)
 
 
 def fit_detector(

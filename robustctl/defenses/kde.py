@@ -4,7 +4,7 @@ samples from artifacts"; the detector of PDM, section 4; docs/method.md section 
 Per class t keep a set Z_t of at most ``per_class`` clean training embeddings (the kernel
 points). An input with embedding z whose predicted class is t gets the Gaussian kernel density
 
-    KDE_t(z) = (1/|Z_t|) * sum_{z' in Z_t} exp(-||z - z'||^2 / sigma^2)             (docs/method.md section 5)
+    KDE_t(z) = (1/|Z_t|) * sum_{z' in Z_t} exp(-||z - z'||^2 / sigma^2)   (docs/method.md section 5)
 
 and the adversarial-ness score ``score(z, t) = -log KDE_t(z)`` (low density = adversarial, so a
 larger score means "more adversarial"). Everything is computed in log space,
@@ -14,8 +14,8 @@ larger score means "more adversarial"). Everything is computed in log space,
 so it stays finite where exp underflows (64-d embeddings with a small sigma).
 
 Normalization. ``log_density(z, t)`` is the log of the formula above (no normalizing factor, as
-in the paper and Feinman et al.); it lies in (-inf, 0]. ``log_density(z, t, normalized=True)`` is the
-log of a probability density on R^D: the kernel exp(-||d||^2 / sigma^2) integrates to
+in the paper and Feinman et al.); it lies in (-inf, 0]. ``log_density(z, t, normalized=True)`` is
+the log of a probability density on R^D: the kernel exp(-||d||^2 / sigma^2) integrates to
 (pi sigma^2)^(D/2), so
 
     log p_t(z) = log KDE_t(z) - D log(sigma) - (D/2) log(pi).
@@ -289,16 +289,10 @@ def _offsets(counts: Sequence[int]) -> list[int]:
 class KDEDetector(torch.nn.Module):
     """Per-class Gaussian KDE on embeddings; ``score`` = -log KDE_t(z), larger = more adversarial.
 
-    Args:
-        bandwidth: sigma of the kernel exp(-||d||^2 / sigma^2), a positive float, or ``"auto"``
-            (default) to select it at :meth:`fit` by held-out likelihood (module docstring).
-        grid_min, grid_max, grid_size: the ``"auto"`` grid, ``grid_size`` log-spaced multiples
-            from ``grid_min`` to ``grid_max`` (default 1e-3, 1.0, 31) of the median
-            within-class distance between kernel points.
-        bandwidth_grid: explicit candidate sigmas for ``"auto"`` instead (default None).
-        holdout_fraction: share of a class held out for the selection when the class has no
-            samples beyond the kept kernel points (default 0.2).
-        chunk_size: maximum (query, kernel point) entries in one block (default 2**22).
+    Build with a :class:`KDEConfig` or its fields as keywords (``KDEDetector(bandwidth=1.0)``):
+    the config holds every default and valid range (``bandwidth``: a positive sigma or ``"auto"``
+    to select it at :meth:`fit` by held-out likelihood; the ``"auto"`` grid; ``holdout_fraction``;
+    ``chunk_size``).
 
     Buffers (moved by ``.to``, saved in ``state_dict``): ``points`` [P, D] kernel points grouped
     by class, ``classes`` [K] sorted labels, ``counts`` [K] points per class, ``sigma`` [] float64.
@@ -397,7 +391,7 @@ class KDEDetector(torch.nn.Module):
         self,
         embeddings: Tensor,
         labels: Tensor,
-        per_class: int = 1000,
+        per_class: int | None = None,
         generator: torch.Generator | None = None,
         held_out: tuple[Tensor, Tensor] | None = None,
     ) -> KDEDetector:
@@ -406,8 +400,8 @@ class KDEDetector(torch.nn.Module):
         Args:
             embeddings: [N, D] clean training embeddings; stored (detached) on their device.
             labels: [N] integer labels (the true labels of the training samples).
-            per_class: kernel points kept per class (default 1000, as in the paper): a random
-                subset when a class has more, drawn with ``generator``.
+            per_class: kernel points kept per class (default: the config's ``per_class``, 1000 as
+                in the paper): a random subset when a class has more, drawn with ``generator``.
             generator: CPU ``torch.Generator`` for the subset and the held-out split (default:
                 a fresh one seeded with 0, so ``fit`` is deterministic).
             held_out: optional ([H, D], [H]) clean embeddings and labels used only to select the
@@ -415,6 +409,7 @@ class KDEDetector(torch.nn.Module):
         Returns:
             self.
         """
+        per_class = self.config.per_class if per_class is None else per_class
         if int(per_class) < 1:
             raise ValueError(f"per_class must be >= 1, got {per_class}")
         z, y = self._check_inputs(embeddings, labels, "embeddings", "labels")
@@ -520,7 +515,8 @@ class KDEDetector(torch.nn.Module):
         self.bandwidth_grid_, self.bandwidth_scores_ = grid, scores
         if len(grid) > 1 and best in (0, len(grid) - 1):
             warnings.warn(
-                f"KDE bandwidth {grid[best]:.4g} is on the edge of the grid [{grid[0]:.4g}, {grid[-1]:.4g}]; "
+                f"KDE bandwidth {grid[best]:.4g} is on the edge of the grid "
+                f"[{grid[0]:.4g}, {grid[-1]:.4g}]; "
                 "widen grid_min/grid_max or pass bandwidth_grid",
                 RuntimeWarning,
                 stacklevel=3,
@@ -584,7 +580,8 @@ class KDEDetector(torch.nn.Module):
             )
         if torch.as_tensor(classes).shape != (z.shape[0],):
             raise ValueError(
-                f"classes must have shape [{z.shape[0]}], got {tuple(torch.as_tensor(classes).shape)}"
+                f"classes must have shape [{z.shape[0]}], "
+                f"got {tuple(torch.as_tensor(classes).shape)}"
             )
         dtype = torch.promote_types(z.dtype, self.points.dtype)
         z = z.to(device=self.points.device, dtype=dtype)
@@ -612,7 +609,8 @@ class KDEDetector(torch.nn.Module):
         return out
 
     def score(self, embeddings: Tensor, predicted_classes: Tensor) -> Tensor:
-        """Adversarial-ness -log KDE_t(z) under the predicted class t, [M]; larger = more adversarial."""
+        """Adversarial-ness -log KDE_t(z) under the predicted class t, [M]; larger = more
+        adversarial."""
         return -self.log_density(embeddings, predicted_classes)
 
     def forward(self, embeddings: Tensor, predicted_classes: Tensor) -> Tensor:
@@ -621,5 +619,6 @@ class KDEDetector(torch.nn.Module):
 
     @staticmethod
     def threshold_at(clean_scores: Tensor, fpr: float) -> float:
-        """Threshold on :meth:`score` flagging a fraction ``fpr`` of clean inputs (:func:`threshold_at`)."""
+        """Threshold on :meth:`score` flagging a fraction ``fpr`` of clean inputs
+        (:func:`threshold_at`)."""
         return threshold_at(clean_scores, fpr)

@@ -46,7 +46,8 @@ class AttackOutcome:
 
     @property
     def adversarial(self) -> Tensor:
-        """[N] bool: clean prediction correct and attack successful (what the distortions average)."""
+        """[N] bool: clean prediction correct and attack successful (what the distortions
+        average)."""
         return self.success & (self.clean_pred == self.labels)
 
     def confusion_figure(self, class_names: Sequence[str]) -> Any:

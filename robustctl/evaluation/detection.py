@@ -126,7 +126,8 @@ def detection_auc(
     n = mask.shape[0]
     if clean.shape[0] != n or adv.shape[0] != n:
         raise ValueError(
-            f"clean_scores ({clean.shape[0]}), adv_scores ({adv.shape[0]}) and labels ({n}) differ in length"
+            f"clean_scores ({clean.shape[0]}), adv_scores ({adv.shape[0]}) and labels ({n}) "
+            "differ in length"
         )
     n_correct = int((_flat(clean_pred, "clean_pred") == _flat(labels, "labels")).sum())
     n_pairs = int(mask.sum())

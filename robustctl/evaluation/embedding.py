@@ -83,7 +83,8 @@ def cluster_variance(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> f
 
 
 def cluster_distance(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> float:
-    """PDM section 3: mean squared distance between distinct class centroids; nan with < 2 classes."""
+    """PDM section 3: mean squared distance between distinct class centroids; nan with < 2
+    classes."""
     z, y = _as_numpy(emb).astype(np.float64), _as_numpy(labels)
     _, mu, _ = _centroids(z, y)
     m = len(mu)
@@ -127,7 +128,8 @@ def input_grad_norm(
             values = loss(model(xb), yb)
             if values.shape != yb.shape:
                 raise ValueError(
-                    f"loss must return per-sample values of shape {tuple(yb.shape)}, got {tuple(values.shape)}"
+                    f"loss must return per-sample values of shape {tuple(yb.shape)}, "
+                    f"got {tuple(values.shape)}"
                 )
             (grad,) = torch.autograd.grad(values.sum(), xb)
             total += float(grad.flatten(1).norm(dim=1).sum())
@@ -217,8 +219,9 @@ def embedding_diagnostics(
     """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names.
 
     ``loss_fn``: the training loss (its ``sample_losses`` is the loss whose input gradient
-    ``embed/input_grad_norm`` measures), or None for CE of the prediction logits. The Jacobian estimate
-    uses the first ``jacobian_samples`` inputs with ``n_proj`` projections each, seeded by ``seed``.
+    ``embed/input_grad_norm`` measures), or None for CE of the prediction logits. The Jacobian
+    estimate uses the first ``jacobian_samples`` inputs with ``n_proj`` projections each, seeded by
+    ``seed``.
     """
     _, emb = predict(model, x, batch_size)
     y_cpu = y.cpu()

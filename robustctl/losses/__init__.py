@@ -6,8 +6,10 @@
 | ``rce`` | reverse cross-entropy, predicts with -Z | reverse_cross_entropy.py |
 | ``siamese_rvl`` | CE + Siamese cosine + RVL | siamese.py, reduce_variance.py, composite.py |
 | ``pdm`` | RCE + Siamese cosine + RVL | (same) |
-| ``center`` | classification + center loss (Wen et al. 2016) | center.py |
-| ``contrastive_center`` | classification + contrastive-center loss (Qi & Su 2017) | contrastive_center.py |
+| ``center`` | classification + center loss | center.py |
+| ``contrastive_center`` | classification + contrastive-center loss | contrastive_center.py |
+
+Center loss: Wen et al. 2016; contrastive-center loss: Qi & Su 2017.
 
 ``build_loss(cfg)`` needs only the config: terms that depend on the number of classes K (RVL's
 per-class statistics, the center buffers [K, D]) read K from the logits' width at the first

@@ -69,7 +69,8 @@ class CenterLoss(nn.Module):
 
     @torch.no_grad()
     def update_centers(self, z: Tensor, labels: Tensor) -> None:
-        """Wen et al.'s rule: each class's center moves toward its batch samples (absent classes stay)."""
+        """Wen et al.'s rule: each class's center moves toward its batch samples (absent classes
+        stay)."""
         c = self.centers
         counts = torch.bincount(labels, minlength=len(c)).to(c.dtype)
         diff_sum = torch.zeros_like(c).index_add_(0, labels, c[labels] - z.to(c.dtype))

@@ -58,7 +58,8 @@ class CompositeLoss(TrainingLoss):
     ) -> LossOutput:
         if self.needs_pairs and pairs is None:
             raise ValueError(
-                "this loss has a Siamese term and needs pairs=Pairs(...) (see robustctl.losses.pairs)"
+                "this loss has a Siamese term and needs pairs=Pairs(...) "
+                "(see robustctl.losses.pairs)"
             )
         terms = dict(self.classification(output, labels, pairs).terms)
         z, y = output.embedding, labels

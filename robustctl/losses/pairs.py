@@ -32,7 +32,8 @@ class PairSampler:
         labels = labels.detach().cpu().long()
         if labels.ndim != 1 or len(labels) < 2:
             raise ValueError(
-                f"PairSampler needs a 1-D tensor of at least 2 labels, got shape {tuple(labels.shape)}"
+                "PairSampler needs a 1-D tensor of at least 2 labels, "
+                f"got shape {tuple(labels.shape)}"
             )
         self.q = q
         self.labels = labels
@@ -50,7 +51,8 @@ class PairSampler:
     def sample(
         self, idx: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Partners for the training indices ``idx`` [B]: ``(partner_idx [B] int64, same [B] float)``."""
+        """Partners for the training indices ``idx`` [B]:
+        ``(partner_idx [B] int64, same [B] float)``."""
         idx = idx.cpu().long()
         y = self.labels[idx]
         n_c, start = self.counts[y], self.offsets[y]

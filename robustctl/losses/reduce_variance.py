@@ -2,10 +2,12 @@
 
 For each class c present in the batch, with mu_c the batch mean of its N_c embeddings,
 
-    sigma_c = (1/N_c) sum_{i: y_i = c} ||z_i - mu_c||^2,     RVL = mean over present classes of sigma_c
+    sigma_c = (1/N_c) sum_{i: y_i = c} ||z_i - mu_c||^2,
+    RVL = mean over present classes of sigma_c
 
-Known pitfall (docs/method.md section 3.4): RVL is not scale-invariant, so shrinking every embedding toward
-zero also minimizes it, and a literal implementation with weight 1 can collapse the embeddings.
+Known pitfall (docs/method.md section 3.4): RVL is not scale-invariant, so shrinking every
+embedding toward zero also minimizes it, and a literal implementation with weight 1 can collapse
+the embeddings.
 ``normalization`` picks the variant:
 
 - ``raw``: the paper's RVL, as above.
@@ -30,7 +32,8 @@ def class_statistics(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class ``(counts [K], centroids [K, D], variances [K])`` of a batch; absent classes get 0.
 
-    Vectorised with ``index_add`` (no loop over classes, no host sync when ``num_classes`` is given).
+    Vectorised with ``index_add`` (no loop over classes, no host sync when ``num_classes`` is
+    given).
     """
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     counts = torch.bincount(labels, minlength=k).to(z.dtype)
@@ -82,7 +85,8 @@ class ReduceVarianceLoss(nn.Module):
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}"
+                f"RVL normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                f"got {normalization!r}"
             )
         self.normalization = normalization
         self.num_classes = num_classes

@@ -53,7 +53,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet-(6n+2). ``forward`` returns :class:`ModelOutput`; ``predict_logits`` the prediction view."""
+    """ResNet-(6n+2). ``forward`` returns :class:`ModelOutput`; ``predict_logits`` the prediction
+    view."""
 
     def __init__(
         self,

@@ -1,8 +1,11 @@
-"""``robustctl report``: the PDM paper's Tables 1-4 rebuilt from MLflow runs, beside the paper's numbers.
+"""``robustctl report``: the PDM paper's Tables 1-4 rebuilt from MLflow runs, beside the paper's
+numbers.
 
-    >>> report = build_report("sqlite:///outputs/mlruns.db", experiment="robustctl", out_dir=Path("report"))
-    >>> report.table("table2").cell("mnist", "fgsm-0.05", column="pdm").text()   # '0.991 (0.988)'
-    >>> report.print()                                                              # rich tables
+    >>> report = build_report(
+    ...     "sqlite:///outputs/mlruns.db", experiment="robustctl", out_dir=Path("report")
+    ... )
+    >>> report.table("table2").cell("mnist", "fgsm-0.05", column="pdm").text()  # '0.991 (0.988)'
+    >>> report.print()                                                          # rich tables
 
 Writes ``report.md``, ``table1.csv`` .. ``table4.csv`` and a self-contained ``report.html`` (tables
 plus the runs' figures as inline PNG). Modules: :mod:`.reference` (the paper's numbers),
@@ -88,7 +91,8 @@ def build_report(
     *,
     figures: bool = True,
 ) -> Report:
-    """Collect the runs, build Tables 1-4 and write ``report.md``, ``table{1..4}.csv``, ``report.html``.
+    """Collect the runs, build Tables 1-4 and write ``report.md``, ``table{1..4}.csv``,
+    ``report.html``.
 
     ``experiment`` None reads every experiment; ``run_ids`` / ``parent_run_id`` narrow the runs
     (see :func:`collect_runs`). ``figures=False`` leaves the figures out of the HTML page.
@@ -102,15 +106,20 @@ def build_report(
         raise TrackingError(
             f"no runs in {where} at {tracking_uri}"
             + (f" under parent run {parent_run_id}" if parent_run_id else ""),
-            hint="run experiments first (`robustctl run ...`), or point tracking.uri / --experiment at the right store",
+            hint=(
+                "run experiments first (`robustctl run ...`), "
+                "or point tracking.uri / --experiment at the right store"
+            ),
         )
     tables = build_tables(records)
     used = used_runs(tables, records)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = "robustctl report: PDM Tables 1-4"
     subtitle = (
-        f"{len(records)} runs from {f'experiment {experiment}' if experiment else 'all experiments'} at "
-        f"{tracking_uri}, generated {now}. Each cell is the latest FINISHED run of its (dataset, loss) "
+        f"{len(records)} runs from "
+        f"{f'experiment {experiment}' if experiment else 'all experiments'} at "
+        f"{tracking_uri}, generated {now}. "
+        "Each cell is the latest FINISHED run of its (dataset, loss) "
         "that logged the metric; values in parentheses are the PDM paper's."
     )
     report = Report(tables, records, used, title, subtitle, tracking_uri)

@@ -122,7 +122,8 @@ class Pick:
 
 
 def _could_produce(record: RunRecord, stage: str | None, attack: str | None) -> bool:
-    """Whether an unfinished run was configured to log ``stage`` (so its failure concerns the cell)."""
+    """Whether an unfinished run was configured to log ``stage``
+    (so its failure concerns the cell)."""
     if stage is None:
         return True
     stages = record.params.get("threat_model.stages")

@@ -70,7 +70,8 @@ def _rich_cell(cell: Cell, mark: int | None) -> Text:
 
 
 def rich_table(table: Table) -> RichTable:
-    """A rich table: loss cells ``ours (paper)``, reasons dimmed (failures in red), footnotes as caption."""
+    """A rich table: loss cells ``ours (paper)``, reasons dimmed (failures in red),
+    footnotes as caption."""
     marks, notes = table.footnotes()
     caption = "\n".join([table.caption, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))])
     out = RichTable(
@@ -140,7 +141,8 @@ def runs_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
 def markdown(
     tables: Sequence[Table], *, title: str, subtitle: str = "", runs: Sequence[RunRecord] = ()
 ) -> str:
-    """The report as one Markdown document: each table, its caption and footnotes, then the runs used."""
+    """The report as one Markdown document: each table, its caption and footnotes,
+    then the runs used."""
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]
@@ -168,7 +170,8 @@ def markdown(
 # ------------------------------------------------------------------------------- CSV
 def write_csv(table: Table, path: str | Path) -> Path:
     """One CSV per table. Per loss four columns: ``<loss>`` (our value, full precision, empty when
-    missing), ``<loss>_paper``, ``<loss>_note`` (the reason, or the caveat on a value), ``<loss>_run``."""
+    missing), ``<loss>_paper``, ``<loss>_note`` (the reason, or the caveat on a value),
+    ``<loss>_run``."""
     path = Path(path)
     labels = table.columns[: table.labels]
     fields = [
@@ -219,7 +222,8 @@ def _figure_paths(artifacts: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def collect_figures(runs: Sequence[RunRecord], tracking_uri: str) -> list[Figure]:
-    """Download each run's report figures (those it has) and read them in; unreadable ones are skipped."""
+    """Download each run's report figures (those it has) and read them in;
+    unreadable ones are skipped."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -248,7 +252,8 @@ th { background: #f2f2f2; } td.num { text-align: right; white-space: nowrap; }
 .failed { color: #b00020; font-style: normal; } .mark { color: #a60; }
 .caption, .notes { color: #555; font-size: 0.88rem; max-width: 60rem; }
 figure { display: inline-block; margin: 0.5rem; vertical-align: top; }
-figure img { max-width: 34rem; border: 1px solid #ddd; } figcaption { font-size: 0.85rem; color: #555; }
+figure img { max-width: 34rem; border: 1px solid #ddd; } \
+figcaption { font-size: 0.85rem; color: #555; }
 """
 
 
@@ -336,7 +341,8 @@ def html_page(
                 current = fig.run.run_id
                 parts.append(
                     f"<h3>{html.escape(fig.run.dataset)} / {html.escape(fig.run.loss)}: "
-                    f"{html.escape(fig.run.run_name)} <small>({html.escape(fig.run.run_id)})</small></h3>"
+                    f"{html.escape(fig.run.run_name)} "
+                    f"<small>({html.escape(fig.run.run_id)})</small></h3>"
                 )
             parts.append(
                 f'<figure><img alt="{html.escape(fig.path)}" src="{fig.data_uri()}">'

@@ -88,11 +88,13 @@ class Cell:
 
     @property
     def long_reason(self) -> bool:
-        """Whether the reason is too long for a cell: the cell then shows its head, the footnote the rest."""
+        """Whether the reason is too long for a cell: the cell then shows its head,
+        the footnote the rest."""
         return self.value is None and len(self.reason or "") > SHORT_REASON_MAX
 
     def ours(self) -> str:
-        """Our value formatted, or the reason there is none (a long one cut to the part before its ':')."""
+        """Our value formatted, or the reason there is none
+        (a long one cut to the part before its ':')."""
         if self.value is not None:
             return self.format(self.value)
         reason = self.reason or NOT_RUN
@@ -102,7 +104,8 @@ class Cell:
         return None if self.reference is None else self.format(self.reference)
 
     def text(self) -> str:
-        """``ours (paper)``; ``reason; paper X`` when we have no value; just ours without a paper number."""
+        """``ours (paper)``; ``reason; paper X`` when we have no value;
+        just ours without a paper number."""
         paper = self.paper()
         if paper is None:
             return self.ours()
@@ -149,8 +152,8 @@ class Table:
         return [c for row in self.rows for c in row[self.labels :] if isinstance(c, Cell)]
 
     def footnotes(self) -> tuple[dict[tuple[int, int], int], list[str]]:
-        """Footnote number per (row, column) of a cell with a note (a caveat on a value, or a reason too
-        long for the cell), and the notes in order; equal notes share a number."""
+        """Footnote number per (row, column) of a cell with a note (a caveat on a value, or a
+        reason too long for the cell), and the notes in order; equal notes share a number."""
         marks: dict[tuple[int, int], int] = {}
         texts: list[str] = []
         for i, row in enumerate(self.rows):
@@ -274,7 +277,8 @@ def _metric_table(
     metrics: Sequence[_Metric],
     stage: str | None,
 ) -> Table:
-    """A table of fixed metric rows per dataset, all read from the run each loss picked for ``prefix``."""
+    """A table of fixed metric rows per dataset, all read from the run each loss picked
+    for ``prefix``."""
     losses = losses_of(records)
     table = Table(key, title, ["dataset", "metric", *losses], caption=caption)
     for dataset in datasets_of(records):
@@ -331,7 +335,8 @@ WB_SUCCESS = _Metric("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
 
 
 def table3(records: Sequence[RunRecord]) -> Table:
-    """Table 3: white-box C&W-wb mean normalized distortion L2/sqrt(n), detection AUC, success rate."""
+    """Table 3: white-box C&W-wb mean normalized distortion L2/sqrt(n), detection AUC,
+    success rate."""
     return _metric_table(
         records,
         "table3",

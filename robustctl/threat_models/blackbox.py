@@ -27,7 +27,8 @@ from robustctl.threat_models.whitebox import cw_wb_attack
 
 
 def proxy_config(ctx: ThreatContext) -> ModelConfig:
-    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width and activation."""
+    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width and
+    activation."""
     name, model = ctx.cfg.threat_model.blackbox.proxy_model, ctx.cfg.model
     return ModelConfig(
         name=name,

@@ -38,7 +38,8 @@ class DistillResult:
 def distillation_targets(
     target: torch.nn.Module, x: Tensor, mode: str, temperature: float, batch_size: int = 512
 ) -> Tensor:
-    """Soft probabilities [N, K] at ``temperature`` or hard labels [N] from the target's predictions."""
+    """Soft probabilities [N, K] at ``temperature`` or hard labels [N] from the target's
+    predictions."""
     logits, _ = predict(target, x, batch_size)
     if mode == "hard":
         return logits.argmax(1)

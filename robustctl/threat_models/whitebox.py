@@ -35,13 +35,15 @@ def cw_wb_attack(
 
 
 def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
-    """Why the white-box goal (every example succeeds, AUC <= 0.5) was not reached, if it was not."""
+    """Why the white-box goal (every example succeeds, AUC <= 0.5) was not reached, if it was
+    not."""
     rate = metrics[keys.whitebox(keys.SUCCESS_RATE)]
     auc = metrics.get(keys.whitebox(keys.AUC))
     if rate >= 1.0 and auc is not None and auc <= 0.5:
         return None
     return (
-        f"budget exhausted ({wb.binary_steps} binary steps x {wb.steps} iterations): success rate {rate:.3f}, "
+        f"budget exhausted ({wb.binary_steps} binary steps x {wb.steps} iterations): "
+        f"success rate {rate:.3f}, "
         f"AUC {'n/a' if auc is None else f'{auc:.3f}'}; raise threat_model.whitebox.steps"
     )
 

@@ -1,4 +1,5 @@
-"""MLflow tracking: store resolution, provenance, and the run wrapper (mlflow is imported lazily)."""
+"""MLflow tracking: store resolution, provenance, and the run wrapper (mlflow is imported
+lazily)."""
 
 from robustctl.tracking.provenance import config_hash, flatten, git_state, package_versions
 from robustctl.tracking.run import RunTracker

@@ -51,7 +51,8 @@ def config_container(raw: Any) -> dict[str, Any]:
 
 
 def run_name(cfg: RunConfig, command: str) -> str:
-    """``tracking.run_name``, else ``<command>-<dataset>-<model>-<loss>[-<defense>][-<attack>]-s<seed>-<time>``."""
+    """``tracking.run_name``, else
+    ``<command>-<dataset>-<model>-<loss>[-<defense>][-<attack>]-s<seed>-<time>``."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     parts = [command, cfg.dataset.name, cfg.model.name, cfg.loss.name]

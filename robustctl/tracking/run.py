@@ -112,7 +112,8 @@ class RunTracker:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
 
     def log_result(self, result: StageResult) -> None:
-        """Log a stage's metrics, step metrics, tags, documents and figures (each figure is closed)."""
+        """Log a stage's metrics, step metrics, tags, documents and figures
+        (each figure is closed)."""
         self.log_metrics(result.metrics)
         for key, values in result.step_metrics.items():
             for step, value in enumerate(values):

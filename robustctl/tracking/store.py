@@ -58,5 +58,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingError(
             f"MLflow server {uri} is unreachable ({getattr(exc, 'reason', exc)})",
-            hint="start it (`mlflow server --host 127.0.0.1 --port 5000`), or drop tracking.uri / MLFLOW_TRACKING_URI to use the local SQLite store",
+            hint=(
+                "start it (`mlflow server --host 127.0.0.1 --port 5000`), "
+                "or drop tracking.uri / MLFLOW_TRACKING_URI to use the local SQLite store"
+            ),
         ) from exc

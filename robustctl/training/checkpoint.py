@@ -45,7 +45,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"refusing to load {path}: it holds objects other than plain weights (unsafe to unpickle)",
+            f"refusing to load {path}: it holds objects other than plain weights "
+            "(unsafe to unpickle)",
             hint="only load checkpoints written by robustctl or from sources you trust",
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:

@@ -59,7 +59,10 @@ def locate_checkpoint(cfg: RunConfig) -> tuple[Path, str | None]:
         if not runs:
             raise CheckpointError(
                 f"no finished training run in experiment {cfg.tracking.experiment!r} at {uri}",
-                hint="train first (`robustctl train`), or pass evaluate.checkpoint=PATH or evaluate.run_id=ID",
+                hint=(
+                    "train first (`robustctl train`), "
+                    "or pass evaluate.checkpoint=PATH or evaluate.run_id=ID"
+                ),
             )
         run_id = runs[0].info.run_id
     else:
@@ -68,7 +71,10 @@ def locate_checkpoint(cfg: RunConfig) -> tuple[Path, str | None]:
         except MlflowException as exc:
             raise TrackingError(
                 f"MLflow run {run_id} does not exist in {uri}",
-                hint="copy the id from the MLflow UI (`robustctl ui`), or pass evaluate.checkpoint=PATH",
+                hint=(
+                    "copy the id from the MLflow UI (`robustctl ui`), "
+                    "or pass evaluate.checkpoint=PATH"
+                ),
             ) from exc
     try:
         local = client.download_artifacts(

@@ -1,4 +1,5 @@
-"""The training loop, top to bottom: build, (resume), then per epoch train -> validate -> checkpoint.
+"""The training loop, top to bottom: build, (resume), then per epoch train -> validate ->
+checkpoint.
 
 Reproducibility: one seed sets the model initialisation and a dedicated generator for shuffling
 and augmentation (and Siamese partners); the learning rate is a pure function of the step; the
@@ -44,7 +45,8 @@ class TrainResult:
 
 
 def checkpoint_path(cfg: RunConfig, chash: str) -> Path:
-    """``<work_dir>/<trainer.checkpoint_dir>/<config hash>/last.pt``: one slot per training config."""
+    """``<work_dir>/<trainer.checkpoint_dir>/<config hash>/last.pt``:
+    one slot per training config."""
     return Path(cfg.work_dir, cfg.trainer.checkpoint_dir, chash, "last.pt")
 
 
@@ -286,14 +288,16 @@ def fit(
             bar.update(epochs_task, advance=1, status=f"val acc {stats[keys.VAL_ACCURACY]:.3f}")
             console.print(
                 f"epoch {epoch + 1:>3}/{tr.epochs}  loss {stats[keys.TRAIN_LOSS]:.4f}  "
-                f"train acc {stats[keys.TRAIN_ACCURACY]:.4f}  val acc {stats[keys.VAL_ACCURACY]:.4f}  "
+                f"train acc {stats[keys.TRAIN_ACCURACY]:.4f}  "
+                f"val acc {stats[keys.VAL_ACCURACY]:.4f}  "
                 f"lr {stats[keys.LEARNING_RATE]:.4g}  {stats[keys.EPOCH_TIME]:.1f}s"
             )
     last = history[-1] if history else {}
     if last.get(keys.EMBED_MEAN_NORM, 1.0) < 1e-3 or last.get(keys.EMBED_SPREAD, 1.0) < 1e-3:
         console.print(
             "[yellow]warning:[/] embeddings collapsed (mean norm or relative spread < 1e-3): every "
-            "image maps to nearly the same point; lower the geometry-loss weights (e.g. loss.rvl_weight)"
+            "image maps to nearly the same point; "
+            "lower the geometry-loss weights (e.g. loss.rvl_weight)"
         )
     model.eval()
     return TrainResult(

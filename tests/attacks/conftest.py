@@ -90,7 +90,8 @@ def reference(trained: Trained) -> ResNet:
 
 @pytest.fixture(scope="package")
 def rce_twin(trained: Trained) -> ResNet:
-    """An RCE-style copy (logit_sign = -1, head negated): same predictions, opposite raw logits Z."""
+    """An RCE-style copy (logit_sign = -1, head negated): same predictions, opposite raw
+    logits Z."""
     twin = ResNet(depth=8, num_classes=10, in_channels=1, width=8, logit_sign=-1.0)
     state = {k: v for k, v in trained.model.state_dict().items() if k != "logit_sign"}
     twin.load_state_dict(state, strict=False)

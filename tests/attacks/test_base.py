@@ -31,7 +31,8 @@ def test_registry_names_every_method():
 
 
 class Affine:
-    """f(x) = W x + b on [N, 1, 8, 8] inputs, evaluated by hand (float64, from W and b) as the reference."""
+    """f(x) = W x + b on [N, 1, 8, 8] inputs, evaluated by hand (float64, from W and b) as the
+    reference."""
 
     def __init__(self, classes: int, seed: int, scale: float = 1.0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -49,7 +50,8 @@ class Affine:
         return x.double().flatten(1) @ self.weight.double().T + self.bias.double()
 
     def clear(self, x: Tensor) -> Tensor:
-        """Examples whose top two logits differ by more than float32 round-off (the argmax is unambiguous)."""
+        """Examples whose top two logits differ by more than float32 round-off (the argmax is
+        unambiguous)."""
         top = self.logits(x).topk(2, dim=1).values
         return top[:, 0] - top[:, 1] > 1e-5
 
@@ -69,7 +71,8 @@ def case_id(value: object) -> str:
 
 @pytest.mark.parametrize("method, params", AFFINE_CASES, ids=case_id)
 def test_success_mask_is_what_the_weights_say_about_x_adv(method, params):
-    # Replaces re-predicting with the attacked model (how __call__ computes success): x_adv's class comes from W, b by hand.
+    # Replaces re-predicting with the attacked model (how __call__ computes success): x_adv's class
+    # comes from W, b by hand.
     affine = Affine(classes=4, seed=0)
     result = build(method, affine.model, **params)(affine.x, affine.y)
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
@@ -93,7 +96,8 @@ def test_success_masks_on_the_affine_model_are_not_trivial():
 
 
 def test_fgsm_on_a_two_class_affine_model_is_one_signed_step():
-    # Hand-computed: with 2 classes grad_x CE = p_other (w_other - w_y), so FGSM = clip(x + eps sign(w_other - w_y)).
+    # Hand-computed: with 2 classes grad_x CE = p_other (w_other - w_y),
+    # so FGSM = clip(x + eps sign(w_other - w_y)).
     affine = Affine(classes=2, seed=1, scale=0.2)
     x = affine.x.clone()
     x[:, :, 0] = 0.0  # rows at the box's faces: clipping binds
@@ -156,13 +160,15 @@ def test_random_targets_differ_from_labels_and_are_reproducible(trained, referen
     b = FGSM(trained.model, eps=0.1, targeted="random", seed=3)(trained.x, trained.y)
     assert (a.target != trained.y).all() and torch.equal(a.target, b.target)
     assert len(a.target.unique()) > 3
-    # the class of x_adv comes from the never-attacked reference copy, not from the attack's own pred
+    # the class of x_adv comes from the never-attacked reference copy, not from the attack's own
+    # pred
     with torch.no_grad():
         assert torch.equal(a.success, reference.predict_logits(a.x_adv).argmax(1) == a.target)
 
 
 def test_least_likely_and_given_targets():
-    # Replaces the attacked model's own argmin (how resolve_target computes it): the least likely class from W, b by hand.
+    # Replaces the attacked model's own argmin (how resolve_target computes it): the least likely
+    # class from W, b by hand.
     affine = Affine(classes=4, seed=0)
     least = affine.logits(affine.x).argmin(1)
     assert len(least.unique()) > 2 and (least != affine.y).all()

@@ -1,4 +1,5 @@
-"""The ``attack`` config group: every option composes and builds; ranges are refused with the key."""
+"""The ``attack`` config group: every option composes and builds; ranges are refused with
+the key."""
 
 from __future__ import annotations
 

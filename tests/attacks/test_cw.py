@@ -1,4 +1,5 @@
-"""C&W L2 and C&W-hc: unbounded success, the binary search's bookkeeping, confidence, early abort."""
+"""C&W L2 and C&W-hc: unbounded success, the binary search's bookkeeping, confidence, early
+abort."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ def test_cw_reaches_full_success_with_enough_iterations(trained):
     x, y = trained.x[:32], trained.y[:32]
     result = CW(trained.model, binary_steps=5, steps=60, lr=0.05, c_init=1.0)(x, y)
     assert result.success.float().mean() >= 0.95
-    # Was ``mean L2 < 2.4`` (4.4x the measured 0.54: a doubled distortion passed). Now against DeepFool
-    # on the same examples (exact on affine models, matched to torchattacks on this ResNet): measured 1.19x.
+    # Was ``mean L2 < 2.4`` (4.4x the measured 0.54: a doubled distortion passed). Now against
+    # DeepFool on the same examples (exact on affine models, matched to torchattacks on this
+    # ResNet): measured 1.19x.
     deepfool = DeepFool(trained.model)(x, y)
     both = result.success & deepfool.success
     l2 = lambda r: per_example_distortions(x, r.x_adv)["l2"][both].mean()  # noqa: E731
@@ -31,7 +33,8 @@ def test_failures_return_the_clean_image(trained):
 
 
 def test_binary_search_keeps_each_examples_smallest_success(trained):
-    """The first binary step is identical in both runs; later steps may only shrink each example's L2."""
+    """The first binary step is identical in both runs; later steps may only shrink each
+    example's L2."""
     x, y = trained.x[:32], trained.y[:32]
     one = CW(trained.model, binary_steps=1, steps=30, lr=0.05, c_init=10.0)(x, y)
     many = CW(trained.model, binary_steps=5, steps=30, lr=0.05, c_init=10.0)(x, y)
@@ -88,8 +91,9 @@ def test_abort_early_stops_when_the_loss_stops_improving(trained):
 
 
 def test_default_step_makes_the_papers_ten_iterations_count(trained):
-    """At the paper's budget (9 binary steps x 10 iterations) the default Adam step (0.1) must find
-    adversarial examples where Carlini's 0.01 (meant for 1000+ iterations) barely moves the image."""
+    """At the paper's budget (9 binary steps x 10 iterations) the default Adam step (0.1) must
+    find adversarial examples where Carlini's 0.01 (meant for 1000+ iterations) barely moves the
+    image."""
     slow = CW(trained.model, lr=0.01)(trained.x, trained.y)
     default = CW(trained.model)(trained.x, trained.y)
     assert default.success.float().mean() >= 0.8

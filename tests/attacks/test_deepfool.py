@@ -23,10 +23,10 @@ def test_deepfool_fools_every_example(trained, reference):
 
 
 def test_distortion_matches_torchattacks_deepfool_on_the_resnet(trained):
-    """Replaces ``mean L2 < 1.5`` (3x the measured 0.46: a doubled distortion passed). torchattacks'
-    DeepFool (an independent implementation; it applies the overshoot per step, omits the +1e-4 and
-    often stops a hair short of the boundary) walks the same linearizations of the ResNet to the same
-    boundary point: per-example L2 ratios measured in [0.998, 1.016]."""
+    """Replaces ``mean L2 < 1.5`` (3x the measured 0.46: a doubled distortion passed).
+    torchattacks' DeepFool (an independent implementation; it applies the overshoot per step, omits
+    the +1e-4 and often stops a hair short of the boundary) walks the same linearizations of the
+    ResNet to the same boundary point: per-example L2 ratios measured in [0.998, 1.016]."""
     x, y = trained.x[:10], trained.y[:10]
     ours = DeepFool(trained.model, steps=50, overshoot=0.02)(x, y)
     theirs = torchattacks.DeepFool(PredictionView(trained.model), steps=50, overshoot=0.02)(x, y)
@@ -48,7 +48,8 @@ def linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
 
 def test_one_step_to_the_nearest_hyperplane_of_a_linear_model():
     """f(x) = W x + b: DeepFool's first step is r = (|f'_l| + 1e-4) w'_l / ||w'_l||^2 toward the
-    nearest boundary l = argmin |f'_k| / ||w'_k||, scaled by (1 + overshoot): exact, one iteration."""
+    nearest boundary l = argmin |f'_k| / ||w'_k||, scaled by (1 + overshoot): exact, one
+    iteration."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(4, 12, generator=g) * 0.5
     x = 0.45 + 0.1 * torch.rand(6, 1, 3, 4, generator=g)

@@ -21,7 +21,8 @@ def test_jsma_reaches_random_targets_on_a_small_input(trained, reference):
 
 
 def test_gamma_bounds_the_changed_features_and_theta_sets_them(trained):
-    # n = 64 features, gamma 0.1: floor(6.4 / 2) = 3 iterations, at most 6 changed values, each set to 1
+    # n = 64 features, gamma 0.1: floor(6.4 / 2) = 3 iterations, at most 6 changed values, each
+    # set to 1
     result = JSMA(trained.model)(trained.x, trained.y)
     changed = (result.x_adv != trained.x).flatten(1)
     assert changed.sum(1).max() <= 6 and changed.any()

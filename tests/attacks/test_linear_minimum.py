@@ -140,6 +140,7 @@ def test_cw_l2_comes_within_a_few_percent_above_the_exact_minimum(problem):
         runner_is_nearest.sum() >= 5
         and (l2_cw[runner_is_nearest] < 1.02 * problem.exact[runner_is_nearest]).all()
     )
-    # within 2% of d*, an example whose second boundary is farther than that can only cross the nearest
+    # within 2% of d*, an example whose second boundary is farther than that can only cross the
+    # nearest
     alone = runner_is_nearest & (problem.second > 1.05 * problem.exact)
     assert alone.any() and torch.equal(result.pred[alone], problem.nearest[alone])

@@ -43,7 +43,8 @@ def test_bounded_attacks_stay_in_box_and_ball(
         assert (delta.norm(dim=1) <= attack.eps * (1 + 1e-5) + 1e-6).all()
     else:
         assert delta.abs().max() <= attack.eps + 1e-6
-    # judged by the reference copy, not the attacked model (re-predicting with it is how __call__ computes success)
+    # judged by the reference copy, not the attacked model (re-predicting with it is how __call__
+    # computes success)
     with torch.no_grad():
         pred = reference.predict_logits(result.x_adv).argmax(1)
     expected = pred != y if targeted == "none" else pred == result.target

@@ -67,7 +67,8 @@ def test_pgd_l2_without_random_start_matches_torchattacks(trained):
 
 def test_cw_beats_torchattacks_best_of_grid_at_equal_budget(trained):
     """Ours: binary search, 5 steps x 20 iterations. Theirs: the same 5 x 20 iterations spent on a
-    grid of 5 fixed c values (its CW has no search), keeping each example's smallest successful L2."""
+    grid of 5 fixed c values (its CW has no search), keeping each example's smallest successful
+    L2."""
     x, y = trained.x[:32], trained.y[:32]
     binary_steps, steps, lr = 5, 20, 0.05
     ours = CW(trained.model, binary_steps=binary_steps, steps=steps, lr=lr, c_init=0.1)(x, y)

@@ -17,7 +17,8 @@ def test_default_config_composes_to_digits_resnet20_ce():
         and cfg.model.negative_slope == 0.1
     )
     assert cfg.trainer.momentum == 0.9
-    # the embedded default runs the whole pipeline: KDE detector + all three threat models, small budgets
+    # the embedded default runs the whole pipeline: KDE detector + all three threat models, small
+    # budgets
     assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "kde", "quick")
     assert cfg.threat_model.stages == ["graybox", "whitebox", "blackbox"]
     assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100, "lr": 0.1}}

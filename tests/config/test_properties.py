@@ -1,4 +1,5 @@
-"""Property tests: any override either composes to a valid config or raises the clean ConfigError."""
+"""Property tests: any override either composes to a valid config or raises the clean
+ConfigError."""
 
 from __future__ import annotations
 

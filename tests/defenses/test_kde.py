@@ -22,7 +22,8 @@ from robustctl.defenses import kde as kde_module
 
 
 def ref_log_kde(q: np.ndarray, pts: np.ndarray, sigma: float) -> np.ndarray:
-    """Independent float64 reference: log (1/n) sum_j exp(-||q - p_j||^2 / sigma^2), direct differences."""
+    """Independent float64 reference: log (1/n) sum_j exp(-||q - p_j||^2 / sigma^2), direct
+    differences."""
     a = -((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1) / sigma**2
     top = a.max(1, keepdims=True)
     return top[:, 0] + np.log(np.exp(a - top).sum(1)) - np.log(pts.shape[0])
@@ -78,7 +79,8 @@ def test_hand_computed_three_points() -> None:
 @pytest.mark.parametrize("dim,sigma", [(8, 3.0), (64, 8.0)])
 def test_matches_sklearn_kernel_density(dim: int, sigma: float) -> None:
     # Moderate bandwidths only: where log densities fall far below ~-40 nats sklearn's tree
-    # summation drifts by several nats (docs/method.md sections 5-6); the float64 reference covers that range.
+    # summation drifts by several nats (docs/method.md sections 5-6); the float64 reference covers
+    # that range.
     z, y = blobs(3, 150, dim, seed=dim)
     det = KDEDetector(bandwidth=sigma).fit(z, y, per_class=100)
     q, qy = blobs(3, 40, dim, seed=dim + 1)

@@ -1,4 +1,5 @@
-"""Attack runs for evaluation: the suite's metrics and outcomes, resiliency curves, BIM gradient norms, figures."""
+"""Attack runs for evaluation: the suite's metrics and outcomes, resiliency curves, BIM gradient
+norms, figures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The detection AUC protocol (docs/method.md sections 5-6) on constructed scores with known answers."""
+"""The detection AUC protocol (docs/method.md sections 5-6) on constructed scores with known
+answers."""
 
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ def test_center_loss_and_update_by_hand():
     y = torch.tensor([0, 0, 1])
     # centers start at 0: L = 1/2 * mean(||z||^2) = 1/2 * (5 + 25 + 61) / 3
     assert loss(z, y).item() == pytest.approx(0.5 * 91 / 3)
-    # update: class 0 (n=2): delta = ((0-1) + (0-3), (0-2) + (0-4)) / 3 = (-4/3, -2); c0 = -0.5 * delta
-    #         class 1 (n=1): delta = (-5, -6) / 2;                                  c1 = -0.5 * delta
+    # update: class 0 (n=2): delta = ((0-1) + (0-3), (0-2) + (0-4)) / 3 = (-4/3, -2)
+    #         class 1 (n=1): delta = (-5, -6) / 2
+    #         c0 = -0.5 * delta (class 0), c1 = -0.5 * delta (class 1)
     expected = torch.tensor([[2 / 3, 1.0], [1.25, 1.5]])
     assert torch.allclose(loss.centers, expected)
     # the next loss uses the moved centers: 1/2 * ((1 - 2/3)^2 + (2 - 1)^2) = 5/9

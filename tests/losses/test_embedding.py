@@ -1,5 +1,6 @@
-"""Embedding diagnostics: DBI = scikit-learn's, the PDM cluster scores by hand, input-gradient norm
-against a per-sample loop, the Jacobian estimate against the exact Jacobian, and the t-SNE figure."""
+"""Embedding diagnostics: DBI = scikit-learn's, the PDM cluster scores by hand, input-gradient
+norm against a per-sample loop, the Jacobian estimate against the exact Jacobian, and the t-SNE
+figure."""
 
 from __future__ import annotations
 
@@ -62,12 +63,14 @@ def test_dbi_with_coincident_centroids_matches_scikit_learn():
 
 
 def test_cluster_variance_and_distance_by_hand():
-    # class 0: (0,0), (2,0): mu (1,0), variance 1; class 1: (0,1), (0,3), (0,5): mu (0,3), variance 8/3
+    # class 0: (0,0), (2,0): mu (1,0), variance 1
+    # class 1: (0,1), (0,3), (0,5): mu (0,3), variance 8/3
     # class 2: (4,3) alone: variance 0
     emb = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [0.0, 5.0], [4.0, 3.0]])
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
     assert cluster_variance(emb, labels) == pytest.approx(1 + 8 / 3)  # paper: sum over classes
-    # ||mu0 - mu1||^2 = 10, ||mu0 - mu2||^2 = 18, ||mu1 - mu2||^2 = 16; each ordered pair once / (3 * 2)
+    # ||mu0 - mu1||^2 = 10, ||mu0 - mu2||^2 = 18, ||mu1 - mu2||^2 = 16;
+    # each ordered pair once / (3 * 2)
     assert cluster_distance(emb, labels) == pytest.approx(2 * (10 + 18 + 16) / 6)
 
 

@@ -16,7 +16,10 @@ ROC_REASON = (
     "too few pairs for an AUC: 3 < 10 (27 of 30 clean samples classified correctly, "
     "3 of them attacked successfully)"
 )
-BB_REASON = "too few pairs for an AUC: 2 < 10 (27 of 30 clean samples classified correctly, 2 of them attacked successfully)"
+BB_REASON = (
+    "too few pairs for an AUC: 2 < 10 (27 of 30 clean samples classified correctly, "
+    "2 of them attacked successfully)"
+)
 WB_NOTE = (
     "budget exhausted (5 binary steps x 20 iterations): success rate 0.900, AUC 0.550; "
     "raise threat_model.whitebox.steps"

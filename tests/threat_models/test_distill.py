@@ -1,4 +1,5 @@
-"""Distillation proxy: the loss by hand, and a proxy that agrees with its target well above chance."""
+"""Distillation proxy: the loss by hand, and a proxy that agrees with its target well above
+chance."""
 
 from __future__ import annotations
 

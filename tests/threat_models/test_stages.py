@@ -1,6 +1,7 @@
 """The values the threat-model stages produce, on a tiny trained model, checked against an
 independent reference (torchattacks for the gray-box success rate) or against what the stage's
-goal implies (white-box: the detector is breached; black-box: pairs = transfers of clean-correct)."""
+goal implies (white-box: the detector is breached; black-box: pairs = transfers of
+clean-correct)."""
 
 from __future__ import annotations
 

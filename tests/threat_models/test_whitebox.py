@@ -1,4 +1,5 @@
-"""Threat models: C&W-wb breaches the KDE where plain C&W is caught; the threat stages end to end."""
+"""Threat models: C&W-wb breaches the KDE where plain C&W is caught; the threat stages end to
+end."""
 
 from __future__ import annotations
 

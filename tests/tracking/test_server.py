@@ -1,4 +1,5 @@
-"""A real `mlflow server` on 127.0.0.1: a run logged over HTTP lands with its metrics and artifacts."""
+"""A real `mlflow server` on 127.0.0.1: a run logged over HTTP lands with its metrics and
+artifacts."""
 
 from __future__ import annotations
 
