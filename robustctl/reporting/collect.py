@@ -6,8 +6,9 @@ values; the artifact list is fetched only when asked for). :func:`pick_run` choo
 there is none it says why, so a table cell can read "not run" or "failed: <error tag>" instead of
 silently dropping the combination.
 
-Runs are identified the way ``robustctl.tracking.lifecycle`` tags them: tags ``dataset`` and ``loss`` (for an
-``evaluate`` run the checkpoint's loss), falling back to the params ``dataset.name``/``loss.name``.
+Runs are identified the way ``robustctl.tracking.lifecycle`` tags them: tags ``dataset`` and
+``loss`` (for an ``evaluate`` run the checkpoint's loss), falling back to the params
+``dataset.name``/``loss.name``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """One MLflow store (temp SQLite) holding hand-made runs with known metrics, shared by the module.
 
-No training: runs are created with ``MlflowClient`` exactly as ``robustctl.tracking.lifecycle`` tags them.
+No training: runs are created with ``MlflowClient`` exactly as ``robustctl.tracking.lifecycle``
+tags them.
 """
 
 from __future__ import annotations
