@@ -26,9 +26,12 @@ def test_unknown_experiment_lists_the_available_ones():
         load_experiment("nope")
 
 
-def test_smoke_experiment_end_to_end_through_the_report(tmp_path):
+def test_smoke_experiment_end_to_end_through_the_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Hydra's sweep folders (multirun/<date>/...) land in tmp_path
     result = CliRunner().invoke(app, ["experiment", "smoke", f"work_dir={tmp_path}"])
     assert result.exit_code == 0, result.output
+    jobs = list((tmp_path / "multirun").glob("*/*/[0-9]"))
+    assert len(jobs) == 3  # one Hydra job folder per loss, under tmp_path
     client, everything = runs(tmp_path)
     (parent,) = [r for r in everything if r.data.tags["command"] == "experiment"]
     children = [
