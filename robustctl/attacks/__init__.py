@@ -19,6 +19,7 @@ and attacks the model's prediction view (``predict_logits`` when present, else `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,23 @@ def _attack_dir() -> Path:
 
 
 def presets() -> dict[str, tuple[str, dict[str, Any]]]:
-    """Paper presets of ``conf/attack/``: option name -> (the method it extends, its values)."""
+    """Paper presets of ``conf/attack/``: option name -> (the method it extends, its values).
+
+    The files are parsed once per state of the folder (names and modification times), not on
+    every lookup: validating a threat model looks up each of its attacks."""
+    folder = _attack_dir()
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.yaml")))
+    return dict(_read_presets(folder, stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_presets(
+    folder: Path, stamp: tuple[tuple[str, int], ...]
+) -> dict[str, tuple[str, dict[str, Any]]]:
     from omegaconf import OmegaConf
 
     found = {}
-    for path in sorted(_attack_dir().glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         node = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
         bases = [d for d in node.pop("defaults", []) if d != "_self_"]
         if len(bases) == 1 and bases[0] in ATTACKS:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustctl.config.validation import require
+from robustctl.config.validation import configured, require
 from robustctl.inference import eval_mode, model_device, prediction_logits
 
 TARGET_MODES = ("none", "random", "least_likely")
@@ -124,10 +124,7 @@ class Attack:
     def __init__(
         self, model: nn.Module, config: AttackConfig | None = None, /, **params: Any
     ) -> None:
-        if config is None:
-            config = self.config_type(**{"name": self.method, **params})
-        elif params:
-            config = replace(config, **params)
+        config = configured(self.config_type, config, params)
         if not config.name:
             config = replace(config, name=self.method)
         self.model = model
@@ -135,10 +132,6 @@ class Attack:
         for f in fields(config):
             setattr(self, f.name, getattr(config, f.name))
         self._generators: dict[str, torch.Generator] = {}
-
-    @property
-    def target_modes(self) -> tuple[str, ...]:
-        return self.config_type.target_modes
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: Tensor) -> Tensor:

@@ -74,14 +74,14 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.config.validation import require
+from robustctl.config.validation import configured, require
 
 log = logging.getLogger(__name__)
 
@@ -306,13 +306,7 @@ class KDEDetector(torch.nn.Module):
 
     def __init__(self, config: KDEConfig | None = None, /, **params: Any) -> None:
         super().__init__()
-        config = (
-            KDEConfig(**params)
-            if config is None
-            else replace(config, **params)
-            if params
-            else config
-        )
+        config = configured(KDEConfig, config, params)
         self.config = config
         self.bandwidth = config.bandwidth
         self.grid_min, self.grid_max, self.grid_size = (

@@ -24,9 +24,3 @@ class StageResult:
     tags: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def merge(self, other: StageResult) -> StageResult:
-        """Everything of ``other`` added to this result (later keys win); returns self."""
-        for name in ("metrics", "step_metrics", "figures", "tags", "notes", "documents"):
-            getattr(self, name).update(getattr(other, name))
-        return self

@@ -20,8 +20,8 @@ from robustctl.config.schema import ModelConfig
 from robustctl.defenses import fit_detector, require_detector
 from robustctl.evaluation.attack_runner import run_attack
 from robustctl.evaluation.result import StageResult
-from robustctl.inference import model_device, predict
-from robustctl.threat_models.context import ThreatContext, detect
+from robustctl.inference import model_device
+from robustctl.threat_models.context import ThreatContext, detect, detector_scores
 from robustctl.threat_models.distill import distill
 from robustctl.threat_models.whitebox import cw_wb_attack
 
@@ -56,9 +56,9 @@ def run(ctx: ThreatContext) -> StageResult:
         device=model_device(ctx.model),
     )
     proxy_detector = fit_detector(cfg.defense, proxy.proxy, ctx.data, cfg.evaluate.batch_size)
-    proxy_logits, proxy_emb = predict(proxy.proxy, ctx.x, cfg.evaluate.batch_size)
-    proxy_pred = proxy_logits.argmax(1)
-    proxy_scores = proxy_detector.score(proxy_emb, proxy_pred).detach().cpu()
+    proxy_pred, proxy_scores = detector_scores(
+        proxy.proxy, proxy_detector, ctx.x, cfg.evaluate.batch_size
+    )
     attack = cw_wb_attack(tm.whitebox, proxy.proxy, proxy_detector, proxy_scores)
     outcome = run_attack(attack, ctx.x, ctx.y, tm.batch_size, None, proxy_pred, stage=keys.BLACKBOX)
     adv_pred, result = detect(ctx, outcome.x_adv)

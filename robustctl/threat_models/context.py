@@ -1,7 +1,7 @@
 """What every threat-model stage shares: the attacked subset, its clean predictions and scores.
 
 :func:`prepare` builds the :class:`ThreatContext`: a seeded subset of ``threat_model.num_samples``
-test images, the target model's clean predictions and embeddings on it, and the ``defense``
+test images, the target model's clean predictions on it, and the ``defense``
 detector fitted on clean training embeddings (bandwidth chosen on the validation split) with its
 scores of the clean subset. Stages read the context and never change it.
 """
@@ -18,7 +18,7 @@ from robustctl.config.schema import RunConfig
 from robustctl.data.base import ImageData, seeded_permutation
 from robustctl.defenses import fit_detector
 from robustctl.evaluation.detection import DetectionResult, detection_auc
-from robustctl.inference import predict
+from robustctl.inference import predict, predict_labels
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ class ThreatContext:
     x: Tensor  # attacked test images (seeded subset), CPU
     y: Tensor
     clean_pred: Tensor  # target model's predictions on x
-    clean_emb: Tensor
     detector: Any | None  # fitted detector (defense), or None for defense=none
     clean_scores: Tensor | None
 
@@ -50,10 +49,11 @@ def prepare(
         detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size)
     tm = cfg.threat_model
     x, y = attack_subset(data, tm.num_samples, tm.seed)
-    logits, emb = predict(model, x, cfg.evaluate.batch_size)
-    clean_pred = logits.argmax(1)
-    scores = detector.score(emb, clean_pred).detach().cpu() if detector is not None else None
-    return ThreatContext(cfg, model, data, x, y, clean_pred, emb, detector, scores)
+    if detector is None:
+        clean_pred, scores = predict_labels(model, x, cfg.evaluate.batch_size), None
+    else:
+        clean_pred, scores = detector_scores(model, detector, x, cfg.evaluate.batch_size)
+    return ThreatContext(cfg, model, data, x, y, clean_pred, detector, scores)
 
 
 def detector_scores(

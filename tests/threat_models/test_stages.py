@@ -9,43 +9,13 @@ import pytest
 import torch
 
 from robustctl import metric_keys as keys
-from robustctl.config import compose
-from robustctl.data import load_dataset
 from robustctl.models import PredictionView
 from robustctl.threat_models import blackbox, graybox, prepare, run_threat_model, whitebox
-from robustctl.training import fit
-
-BUDGETS = [
-    "threat_model.num_samples=40",
-    "threat_model.min_pairs=5",
-    "threat_model.whitebox.steps=150",
-    "threat_model.whitebox.lr=0.05",
-    "threat_model.blackbox.epochs=2",
-    "threat_model.blackbox.proxy_model=resnet20",
-    "threat_model.attacks=[fgsm-0.1]",
-    "threat_model.resiliency_attacks=[fgsm]",
-    "threat_model.resiliency_eps=[0.1]",
-]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    work = tmp_path_factory.mktemp("stages")
-    _, cfg = compose(
-        [
-            "dataset=synthetic",
-            "dataset.num_samples=400",
-            "trainer.epochs=4",
-            "trainer.batch_size=32",
-            "trainer.device=cpu",
-            "defense=kde",
-            "threat_model=all",
-            *BUDGETS,
-            f"work_dir={work}",
-        ]
-    )
-    data = load_dataset(cfg.dataset, cfg.work_dir)
-    model = fit(cfg, data, chash="stages").model
+def setup(target):
+    cfg, model, data = target
     return cfg, model, data, prepare(cfg, model, data)
 
 

@@ -8,36 +8,16 @@ import torch
 
 from robustctl.attacks import build
 from robustctl.attacks.cw_wb import CWWhiteBox
-from robustctl.config import compose
-from robustctl.data import load_dataset
-from robustctl.defenses import KDEDetector
+from robustctl.defenses import fit_detector
 from robustctl.errors import ConfigError
 from robustctl.evaluation.detection import detection_auc
 from robustctl.inference import predict
-from robustctl.training import fit
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("threats")
-    _, cfg = compose(
-        [
-            "dataset=synthetic",
-            "dataset.num_samples=400",
-            "trainer.epochs=4",
-            "trainer.batch_size=32",
-            "trainer.device=cpu",
-            f"work_dir={work}",
-        ]
-    )
-    data = load_dataset(cfg.dataset, cfg.work_dir)
-    model = fit(cfg, data, chash="threats").model
-    detector = KDEDetector().fit(
-        predict(model, data.x_train)[1],
-        data.y_train,
-        held_out=(predict(model, data.x_val)[1], data.y_val),
-    )
-    return model, detector, data
+def trained(target):
+    cfg, model, data = target
+    return model, fit_detector(cfg.defense, model, data), data
 
 
 def evaluate(model, detector, x, y, x_adv):
