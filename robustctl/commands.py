@@ -16,7 +16,12 @@ from typing import Any
 from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.errors import ConfigError, RobustctlError
-from robustctl.tracking.lifecycle import config_container, existing_run, tracked_run
+from robustctl.tracking.lifecycle import (
+    config_container,
+    existing_run,
+    identity_tags,
+    tracked_run,
+)
 from robustctl.tracking.provenance import config_hash
 from robustctl.tracking.run import RunTracker
 
@@ -80,7 +85,10 @@ def train_model(
     from robustctl.training import fit
     from robustctl.training.locate import resume_state
 
-    chash = config_hash(config_container(raw))
+    container = config_container(raw)
+    chash = config_hash(container)
+    identity = identity_tags(container)
+    provenance = {key: identity[key] for key in (keys.TRAINING_FINGERPRINT_TAG, keys.VARIANT_TAG)}
     state = resume_state(cfg, chash)
     resume_run_id = state["meta"].get("run_id") if state else None
     if resume_run_id:
@@ -88,7 +96,9 @@ def train_model(
     data = load_dataset(cfg.dataset, cfg.work_dir)
     with tracked_run(cfg, raw, command, resume_run_id=resume_run_id) as tracker:
         log_run_context(tracker, cfg, data)
-        trained = fit(cfg, data, chash=chash, tracker=tracker, resume_state=state)
+        trained = fit(
+            cfg, data, chash=chash, tracker=tracker, resume_state=state, provenance=provenance
+        )
         tracker.log_metrics({keys.TRAIN_WALL_TIME: trained.wall_time_s})
         metrics = {
             k: v
@@ -105,6 +115,21 @@ def train_model(
             epochs += f" (resumed at {trained.resumed_from_epoch})"
         info = {"checkpoint": str(trained.checkpoint), "epochs": epochs}
         return CommandResult(command, tracker.run_id, tracker.uri, metrics, info, notes)
+
+
+def check_split(meta: dict[str, Any], data: Any, path: Any) -> None:
+    """Refuse to evaluate a checkpoint on a split other than the one it was trained with: another
+    ``split_seed``, ``val_fraction`` or ``train_limit`` can move training images into the
+    validation split that selects the detector's bandwidth, or into the test split."""
+    trained_on = meta.get("dataset_hash")
+    current = data.content_hash()
+    if trained_on is not None and trained_on != current:
+        raise ConfigError(
+            f"the checkpoint {path} was trained on another split of {data.name} "
+            f"(dataset hash {trained_on}, this config gives {current})",
+            hint="use the dataset.* settings of its training run "
+            "(split_seed, val_fraction, train_limit, test_limit)",
+        )
 
 
 # ---------------------------------------------------------------------------- commands
@@ -135,6 +160,7 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
         )
     model = model_from_checkpoint(state, resolve_device(cfg.trainer.device), expect_model=None)
     data = load_dataset(cfg.dataset, cfg.work_dir)
+    check_split(meta, data, path)
     with tracked_run(cfg, raw, "evaluate") as tracker:
         tracker.set_tags(
             {
@@ -142,6 +168,14 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
                 "source_run": source_run or meta.get("run_id") or "",
                 "model": meta.get("model", {}).get("name", cfg.model.name),
                 "loss": str(meta.get("loss", "")),
+                # the checkpoint's training identity (an old checkpoint: its seeded config hash)
+                **identity_tags(
+                    config_container(raw),
+                    training=meta.get(keys.TRAINING_FINGERPRINT_TAG)
+                    or meta.get("config_hash")
+                    or "unknown",
+                    variant=meta.get(keys.VARIANT_TAG, ""),
+                ),
             }
         )
         log_run_context(tracker, cfg, data)

@@ -56,11 +56,16 @@ EMBED_DBI = "embed/dbi"
 EMBED_CLUSTER_VARIANCE = "embed/cluster_variance"
 EMBED_CLUSTER_DISTANCE = "embed/cluster_distance"
 EMBED_INPUT_GRAD_NORM = "embed/input_grad_norm"  # mean ||d L_train / d x||_2 (was embed/grad_norm)
+EMBED_INPUT_GRAD_NORM_CE = "embed/input_grad_norm_ce"  # mean ||d CE(prediction logits) / d x||_2
+EMBED_GRAD_LOSS_TAG = (
+    "embed/input_grad_norm_loss"  # which loss embed/input_grad_norm differentiates
+)
 EMBED_JACOBIAN_FRO = "embed/jacobian_fro"
 
 KDE_BANDWIDTH = "kde/bandwidth"
 KDE_KERNEL_POINTS = "kde/kernel_points"
 KDE_HELDOUT_LOGLIK = "kde/heldout_loglik"
+KDE_BANDWIDTH_EDGE_TAG = "kde/bandwidth_at_grid_edge"  # "low" | "high": the grid may be too narrow
 
 
 def stage_time(stage: str) -> str:
@@ -71,9 +76,33 @@ def stage_time(stage: str) -> str:
 # ------------------------------------------------------------------------------- attacks
 # metrics of one attack in a stage; success/distortions by the attack runner, pairs/auc by the AUC
 # protocol
-SUCCESS_RATE = "success_rate"
+SUCCESS_RATE = "success_rate"  # over clean-correct examples: adv_pred != y
+CLEAN_CORRECT = "clean_correct"  # the success rate's denominator
+TARGET_RATE = "target_rate"  # targeted attacks: adv_pred == target, over clean-correct examples
 DISTORTIONS = ("distortion", "l2", "linf", "l0")
 PAIRS, AUC, SECONDS = "pairs", "auc", "seconds"
+# white-box: the L2 budget (normalized, like ``distortion``) at which half the clean-correct
+# examples are breached; the whole curve is the artifact WHITEBOX_BUDGET_CURVE
+MEDIAN_DISTORTION = "median_distortion"
+WHITEBOX_BUDGET_CURVE = "whitebox/cw_wb_budget_curve.json"
+
+# ------------------------------------------------------------------------------- intervals
+CI_LEVEL = 0.95  # every ``*_ci_low`` / ``*_ci_high`` pair is a 95% interval
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+
+def ci_low(key: str) -> str:
+    """``<key>_ci_low``: lower end of the 95% interval of ``key`` (how: docs/metrics.md)."""
+    return f"{key}_ci_low"
+
+
+def ci_high(key: str) -> str:
+    """``<key>_ci_high``: upper end of the 95% interval of ``key``."""
+    return f"{key}_ci_high"
+
+
+def is_interval(key: str) -> bool:
+    return key.endswith(CI_SUFFIXES)
 
 
 def attack_prefix(stage: str, attack: str) -> str:
@@ -102,6 +131,8 @@ BLACKBOX_PROXY_AGREEMENT = "blackbox/proxy/agreement"  # test images where proxy
 BLACKBOX_PROXY_ACCURACY = "blackbox/proxy/accuracy"
 BLACKBOX_TRANSFER_RATE = blackbox("transfer_rate")
 BLACKBOX_PROXY_SUCCESS_RATE = blackbox("proxy_success_rate")
+# transfer_rate's denominator: successful proxy adversarial examples on target-correct images
+BLACKBOX_TRANSFER_CANDIDATES = blackbox("transfer_candidates")
 
 
 class AttackKey(NamedTuple):
@@ -165,6 +196,14 @@ def note_tag(stage: str, attack: str) -> str:
 
 
 WHITEBOX_THRESHOLD_TAG = f"{WHITEBOX}/{CW_WB}/threshold"
+
+# run identity tags (robustctl.tracking.lifecycle): runs with equal FINGERPRINT differ only in
+# trainer.seed, so the report may average them; VARIANT names the loss options that depart from
+# the loss's defaults (the paper's settings), "" when none do.
+FINGERPRINT_TAG = "fingerprint"
+TRAINING_FINGERPRINT_TAG = "training_fingerprint"
+VARIANT_TAG = "variant"
+SEED_TAG = "seed"
 
 # keys shown in the overview of the end-of-command summary (the stage tables show the rest)
 STAGE_FAMILIES = (*STAGES, RESILIENCY, BIM_PATH)

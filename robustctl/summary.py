@@ -115,7 +115,11 @@ def print_summary(
             "White-box C&W-wb (Table 3)",
             keys.WHITEBOX,
             metrics,
-            [("success", keys.SUCCESS_RATE), ("distortion", "distortion")],
+            [
+                ("success", keys.SUCCESS_RATE),
+                ("distortion", "distortion"),
+                ("median breach", keys.MEDIAN_DISTORTION),
+            ],
         ),
         stage_table(
             "Black-box transfer (Table 4)",

@@ -78,6 +78,17 @@ def test_run_logs_everything_and_evaluate_reads_it_back(tiny, tmp_path):
     ev = found[-1]
     assert ev.data.tags["command"] == "evaluate" and ev.data.tags["source_run"] == run.info.run_id
     assert ev.data.metrics["clean/accuracy"] == pytest.approx(acc)
+    # the evaluation carries the checkpoint's training identity (fingerprints of the same
+    # training and the same (empty) threat model: the same fingerprint)
+    for tag in ("training_fingerprint", "fingerprint", "variant"):
+        assert ev.data.tags[tag] == run.data.tags[tag], tag
+    assert len(run.data.tags["fingerprint"]) == 12 and run.data.tags["variant"] == ""
+
+    # another split of the same dataset is refused: training images could be test images now
+    result = runner.invoke(app, ["evaluate", *tiny, "dataset.split_seed=1"])
+    assert result.exit_code == 2, result.output
+    assert "another split" in result.output and "split_seed" in result.output
+    assert len(runs(tmp_path)[1]) == 2  # no run was opened for the refused evaluation
 
 
 def test_failed_training_marks_the_run_failed_with_the_reason(tiny, tmp_path, monkeypatch):
@@ -246,8 +257,18 @@ def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
         "whitebox/cw_wb/pairs",
         "blackbox/proxy/agreement",
         "blackbox/cw_wb/transfer_rate",
+        "blackbox/cw_wb/transfer_rate_ci_low",
+        "blackbox/cw_wb/transfer_candidates",
+        "graybox/fgsm-0.1/success_rate_ci_high",
+        "graybox/fgsm-0.1/distortion_ci_low",
+        "whitebox/cw_wb/median_distortion",
+        "embed/input_grad_norm",
+        "embed/input_grad_norm_ce",
     ):
         assert key in metrics, key
+    # the training loss is CE here: both gradient diagnostics differentiate the same loss
+    assert run.data.tags["embed/input_grad_norm_loss"] == "ce"
+    assert metrics["embed/input_grad_norm"] == pytest.approx(metrics["embed/input_grad_norm_ce"])
     # an AUC is logged exactly when enough pairs were found; otherwise the reason is a tag
     for attack in ("fgsm-0.1", "bim-0.1"):
         has_auc = f"graybox/{attack}/auc" in metrics
@@ -255,7 +276,12 @@ def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
         assert has_auc or f"graybox/{attack}/auc_reason" in run.data.tags
     assert metrics["resiliency/fgsm/eps_0.1"] <= metrics["resiliency/fgsm/eps_0.05"] + 1e-9
     paths = artifact_paths(client, run.info.run_id)
-    assert {"plots/resiliency.png", "plots/graybox/fgsm-0.1_confusion.png"} <= paths
+    assert {
+        "plots/resiliency.png",
+        "plots/graybox/fgsm-0.1_confusion.png",
+        "plots/whitebox/success_vs_budget.png",
+        "whitebox/cw_wb_budget_curve.json",
+    } <= paths
 
 
 def test_attack_without_threat_model_is_refused_before_training(tiny):

@@ -111,3 +111,26 @@ LOSS_OPTIONS: dict[str, LossConfig] = {
     "center": CenterLossConfig(name="center"),
     "contrastive_center": ContrastiveCenterLossConfig(name="contrastive_center"),
 }
+
+# The paper's settings where an option's default departs from them (PDM section 3 uses the raw
+# RVL); a run with other values is a variant of the paper's loss and says so in the report.
+PAPER_SETTINGS: dict[str, dict[str, object]] = {
+    "siamese_rvl": {"rvl_normalization": "raw"},
+    "pdm": {"rvl_normalization": "raw"},
+}
+
+
+def loss_variant(loss: LossConfig | dict) -> str:
+    """The loss options that depart from the paper's, as ``key=value`` joined by ", " ("" when
+    none do; options outside the paper compare with their defaults)."""
+    values = loss if isinstance(loss, dict) else vars(loss)
+    name = values.get("name", "")
+    option = LOSS_OPTIONS.get(name)
+    if option is None:
+        return ""
+    paper = {**vars(option), **PAPER_SETTINGS.get(name, {})}
+    return ", ".join(
+        f"{key}={values[key]}"
+        for key in paper
+        if key != "name" and key in values and values[key] != paper[key]
+    )

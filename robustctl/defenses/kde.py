@@ -327,6 +327,7 @@ class KDEDetector(torch.nn.Module):
         self.register_buffer("sigma", torch.tensor(math.nan, dtype=torch.float64))
         self.bandwidth_grid_: list[float] = []
         self.bandwidth_scores_: list[float] = []
+        self.grid_edge_: str | None = None  # "low" | "high" when the selected sigma is on an edge
         self._counts: list[int] = []  # python copies: no device sync per call
         self._sigma = math.nan
 
@@ -354,6 +355,23 @@ class KDEDetector(torch.nn.Module):
         if self.bandwidth_scores_:
             out[keys.KDE_HELDOUT_LOGLIK] = max(self.bandwidth_scores_)
         return out
+
+    def caveats(self) -> dict[str, tuple[str, str]]:
+        """``{tag: (value, explanation)}`` for choices a reader should doubt: a bandwidth selected
+        on the edge of its grid (tag ``kde/bandwidth_at_grid_edge``, value ``low`` or ``high``)
+        may lie outside it."""
+        self._check_fitted()
+        if self.grid_edge_ is None:
+            return {}
+        grid = self.bandwidth_grid_
+        return {
+            keys.KDE_BANDWIDTH_EDGE_TAG: (
+                self.grid_edge_,
+                f"bandwidth {self._sigma:.4g} is the {self.grid_edge_} edge of its grid "
+                f"[{grid[0]:.4g}, {grid[-1]:.4g}]: the best sigma may lie outside; widen "
+                "defense.grid_min/grid_max",
+            )
+        }
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -429,7 +447,7 @@ class KDEDetector(torch.nn.Module):
         self.points = z[torch.cat(kept).to(dev)].clone()
         self.classes = classes.to(dev)
         self.counts = torch.tensor(self._counts, dtype=torch.long, device=dev)
-        self.bandwidth_grid_, self.bandwidth_scores_ = [], []
+        self.bandwidth_grid_, self.bandwidth_scores_, self.grid_edge_ = [], [], None
 
         if self.bandwidth == "auto":
             if held_out is not None:
@@ -507,7 +525,9 @@ class KDEDetector(torch.nn.Module):
         scores = [t / held_z.shape[0] + c for t, c in zip(total.tolist(), norm, strict=True)]
         best = max(range(len(grid)), key=scores.__getitem__)
         self.bandwidth_grid_, self.bandwidth_scores_ = grid, scores
+        self.grid_edge_ = None
         if len(grid) > 1 and best in (0, len(grid) - 1):
+            self.grid_edge_ = "low" if best == 0 else "high"
             warnings.warn(
                 f"KDE bandwidth {grid[best]:.4g} is on the edge of the grid "
                 f"[{grid[0]:.4g}, {grid[-1]:.4g}]; "

@@ -2,11 +2,16 @@
 
 :func:`run_attack` runs one attack on the model's device with a progress bar and returns an
 :class:`AttackOutcome`: adversarial batch, success mask, predictions and the metrics
-``<stage>/<attack>/{success_rate,distortion,l2,linf,l0}`` (:func:`attack_metrics`).
-``success_rate`` is over the examples the model classifies correctly (an attack on an
+``<stage>/<attack>/{success_rate,clean_correct,distortion,l2,linf,l0}`` with 95% intervals
+(:func:`attack_metrics`).
+
+One meaning of "adversarial" for every number, targeted attacks included: an example is
+adversarial when the model classifies it correctly clean and *misclassifies* it after the attack
+(``adv_pred != y``), the same examples the detection AUC pairs with their clean versions.
+``success_rate`` is the share of clean-correct examples that are adversarial (an attack on an
 already-misclassified example proves nothing); the distortions are means over the adversarial
-examples: classified correctly when clean *and* attacked successfully (the examples the detection
-AUC pairs with their clean versions). No such example gives NaN.
+examples (NaN when there is none). A targeted attack also logs ``target_rate``: the share of
+clean-correct examples classified as their target.
 
 No MLflow here: the threat-model stages log what these functions return.
 """
@@ -18,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,8 +31,9 @@ from torch import Tensor, nn
 
 from robustctl import metric_keys as keys
 from robustctl.attacks import Attack, build, build_from_config
-from robustctl.attacks.metrics import distortion_metrics
+from robustctl.attacks.metrics import per_example_distortions
 from robustctl.evaluation.figures import adversarial_confusion_figure
+from robustctl.evaluation.intervals import bootstrap_interval, wilson_interval
 from robustctl.inference import predict_labels
 
 
@@ -36,7 +43,7 @@ class AttackOutcome:
 
     name: str
     x_adv: Tensor  # [N, C, H, W] adversarial batch, in [0, 1]
-    success: Tensor  # [N] bool: the attack's own criterion (untargeted: pred != y)
+    success: Tensor  # [N] bool: the attack's own criterion (targeted: pred == target)
     adv_pred: Tensor  # [N] prediction on x_adv
     clean_pred: Tensor  # [N] prediction on the clean input
     labels: Tensor  # [N] true labels
@@ -46,9 +53,9 @@ class AttackOutcome:
 
     @property
     def adversarial(self) -> Tensor:
-        """[N] bool: clean prediction correct and attack successful (what the distortions
-        average)."""
-        return self.success & (self.clean_pred == self.labels)
+        """[N] bool: classified correctly clean and misclassified attacked (what the success rate
+        counts, the distortions average and the AUC pairs)."""
+        return adversarial_mask(self.labels, self.clean_pred, self.adv_pred)
 
     def confusion_figure(self, class_names: Sequence[str]) -> Any:
         mask = self.adversarial
@@ -78,21 +85,46 @@ def resolve_attack(spec: str | Attack | Any, model: nn.Module) -> Attack:
     return build_from_config(spec, model)
 
 
+def adversarial_mask(labels: Tensor, clean_pred: Tensor, adv_pred: Tensor) -> Tensor:
+    """[N] bool: clean prediction correct and adversarial prediction wrong."""
+    return (clean_pred == labels) & (adv_pred != labels)
+
+
+def rate_metrics(key: str, hits: Tensor, trials: Tensor) -> dict[str, float]:
+    """``key`` = share of ``trials`` with a hit, and its Wilson interval."""
+    n, k = int(trials.sum()), int((hits & trials).sum())
+    low, high = wilson_interval(k, n)
+    return {key: k / n if n else float("nan"), keys.ci_low(key): low, keys.ci_high(key): high}
+
+
 def attack_metrics(
     name: str,
     x: Tensor,
     x_adv: Tensor,
-    success: Tensor,
-    clean_correct: Tensor,
+    labels: Tensor,
+    clean_pred: Tensor,
+    adv_pred: Tensor,
+    target: Tensor | None = None,
     stage: str = keys.GRAYBOX,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Success rate over clean-correct examples, distortions over adversarial ones."""
-    rate = float(success[clean_correct].float().mean()) if clean_correct.any() else float("nan")
-    dist = distortion_metrics(x, x_adv, success & clean_correct)
-    return {
-        keys.attack_key(stage, name, keys.SUCCESS_RATE): rate,
-        **{keys.attack_key(stage, name, k): v for k, v in dist.items()},
-    }
+    """Success rate (with its Wilson interval) over clean-correct examples, mean distortions over
+    the adversarial ones (``distortion`` with a seeded bootstrap interval), and for a targeted
+    attack the target rate."""
+    correct = clean_pred == labels
+    adversarial = adversarial_mask(labels, clean_pred, adv_pred)
+    key = partial(keys.attack_key, stage, name)
+    out = rate_metrics(key(keys.SUCCESS_RATE), adversarial, correct)
+    out[key(keys.CLEAN_CORRECT)] = float(correct.sum())
+    if target is not None:
+        out.update(rate_metrics(key(keys.TARGET_RATE), adv_pred == target, correct))
+    per = per_example_distortions(x, x_adv)
+    for metric, values in per.items():
+        chosen = values[adversarial].numpy()
+        out[key(metric)] = float(chosen.mean()) if chosen.size else float("nan")
+    low, high = bootstrap_interval(per["distortion"][adversarial].numpy(), seed=seed)
+    out[key(keys.ci_low("distortion"))], out[key(keys.ci_high("distortion"))] = low, high
+    return out
 
 
 def run_attack(
@@ -132,7 +164,9 @@ def run_attack(
     adv_pred = torch.cat([p[2] for p in parts]) if parts else torch.zeros(0, dtype=torch.long)
     target = torch.cat([p[3] for p in parts]) if parts and parts[0][3] is not None else None
     y_cpu, x_cpu = y.cpu(), x.cpu()
-    metrics = attack_metrics(attack.name, x_cpu, x_adv, success, clean_pred == y_cpu, stage)
+    metrics = attack_metrics(
+        attack.name, x_cpu, x_adv, y_cpu, clean_pred.cpu(), adv_pred, target, stage
+    )
     return AttackOutcome(
         attack.name, x_adv, success, adv_pred, clean_pred, y_cpu, target, metrics, seconds
     )

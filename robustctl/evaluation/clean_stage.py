@@ -45,6 +45,7 @@ def clean_stage(
         clean.embeddings, data.y_test, data.class_names, metrics[keys.EMBED_DBI]
     )
     out.metrics = metrics
+    out.tags[keys.EMBED_GRAD_LOSS_TAG] = classification
     out.documents["metrics.json"] = {
         "metrics": metrics,
         "confusion_matrix": clean.confusion.tolist(),

@@ -13,11 +13,15 @@ AUC. With s = "adversarial-ness" (for the KDE detector -log KDE_t(z), larger = m
 the ROC-AUC computed by ``sklearn.metrics.roc_auc_score`` with label 1 for adversarial. 1 means
 every adversarial example scores above every clean one, 0.5 chance, 0 perfectly reversed.
 
+Interval. ``auc_ci`` is a 95% percentile-bootstrap interval over the pairs (whole pairs resampled,
+seeded; :func:`robustctl.evaluation.intervals.bootstrap_auc_interval`).
+
 Too few pairs. With fewer than ``min_pairs`` pairs (default 10) no number is reported: the result
 has ``auc=None`` and ``reason`` says why; the pair count is always reported.
 
 Metric names (docs/metrics.md): :meth:`DetectionResult.metrics` with a prefix such as
-``graybox/fgsm-0.05`` gives ``<prefix>/pairs`` and, when there is an AUC, ``<prefix>/auc``.
+``graybox/fgsm-0.05`` gives ``<prefix>/pairs`` and, when there is an AUC, ``<prefix>/auc`` with
+``<prefix>/auc_ci_low`` and ``<prefix>/auc_ci_high``.
 
 Example:
     >>> s_clean = det.score(z_clean, clean_pred); s_adv = det.score(z_adv, adv_pred)
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustctl import metric_keys as keys
+from robustctl.evaluation.intervals import bootstrap_auc_interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,6 +59,7 @@ class DetectionResult:
     n_pairs: number of (clean, adversarial) pairs used; each group has this many scores.
     n_samples: test samples given; n_correct: of those, classified correctly when clean.
     fpr, tpr: the ROC curve (``sklearn.metrics.roc_curve``), empty when ``auc`` is None.
+    auc_ci: the 95% bootstrap interval of the AUC over pairs, (nan, nan) without an AUC.
     """
 
     auc: float | None
@@ -63,12 +69,16 @@ class DetectionResult:
     n_correct: int = 0
     fpr: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     tpr: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    auc_ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        """``{prefix}/pairs`` always, ``{prefix}/auc`` only when an AUC was computed."""
+        """``{prefix}/pairs`` always, ``{prefix}/auc`` and its interval only when an AUC was
+        computed."""
         out = {f"{prefix}/{keys.PAIRS}": float(self.n_pairs)}
         if self.auc is not None:
-            out[f"{prefix}/{keys.AUC}"] = self.auc
+            auc = f"{prefix}/{keys.AUC}"
+            out[auc] = self.auc
+            out[keys.ci_low(auc)], out[keys.ci_high(auc)] = self.auc_ci
         return out
 
 
@@ -103,6 +113,7 @@ def detection_auc(
     adv_pred: Any,
     *,
     min_pairs: int = MIN_PAIRS,
+    seed: int = 0,
 ) -> DetectionResult:
     """ROC-AUC of adversarial vs. clean scores over the pairs of :func:`pair_mask`.
 
@@ -113,6 +124,7 @@ def detection_auc(
             predicted for it.
         labels: [N] true labels; clean_pred, adv_pred: [N] predicted classes, clean and adversarial.
         min_pairs: fewest pairs for which an AUC is reported (>= 1).
+        seed: seeds the bootstrap of the AUC's interval.
     Raises:
         ValueError: lengths differ, or a score of a pair is NaN or infinite.
     """
@@ -144,7 +156,14 @@ def detection_auc(
     y_score = np.concatenate([neg, pos])
     fpr, tpr, _ = roc_curve(y_true, y_score)
     return DetectionResult(
-        float(roc_auc_score(y_true, y_score)), n_pairs, None, n, n_correct, fpr, tpr
+        float(roc_auc_score(y_true, y_score)),
+        n_pairs,
+        None,
+        n,
+        n_correct,
+        fpr,
+        tpr,
+        bootstrap_auc_interval(neg, pos, seed=seed),
     )
 
 

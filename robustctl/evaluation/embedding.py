@@ -12,7 +12,9 @@ With z the embedding (64-d pre-logits), M classes, mu_c the mean of the N_c embe
   squared distance between class centroids.
 - ``input_grad_norm``: mean over samples of ||grad_x l(x, y)||_2 with l the per-sample loss (by
   default the loss the model was trained with, e.g. RCE for an RCE model; PDM section 3.3 reports
-  RCE making these 5-10x smaller than CE).
+  RCE making these 5-10x smaller than CE). Because that loss differs between models,
+  ``input_grad_norm_ce`` is also reported: the same norm for CE of the prediction logits, one
+  measure for every model.
 - ``jacobian_frobenius``: root-mean-square over samples of ||J(x)||_F, J = dz/dx the embedding
   Jacobian [D, C*H*W], by random projections (Hutchinson): for v ~ N(0, I_D),
   E ||J^T v||^2 = E v^T J J^T v = trace(J J^T) = ||J||_F^2, and J^T v is one vector-Jacobian
@@ -232,6 +234,7 @@ def embedding_diagnostics(
         keys.EMBED_CLUSTER_VARIANCE: cluster_variance(emb, y_cpu),
         keys.EMBED_CLUSTER_DISTANCE: cluster_distance(emb, y_cpu),
         keys.EMBED_INPUT_GRAD_NORM: input_grad_norm(model, x, y, sample_loss, batch_size),
+        keys.EMBED_INPUT_GRAD_NORM_CE: input_grad_norm(model, x, y, None, batch_size),
         keys.EMBED_JACOBIAN_FRO: jacobian_frobenius(
             model, x[:jacobian_samples], n_proj, batch_size, generator
         ),

@@ -5,12 +5,13 @@ For a sample i of class c (N_c training samples of class c, N in total):
 
 - with probability Q the partner is drawn uniformly from the *other* N_c - 1 samples of class c
   (target s = 1); a class with a single sample has no such partner and falls back to the next case;
-- otherwise uniformly from the N - N_c samples of the other classes (target s = 0), i.e. each other
-  class in proportion to its size.
+- otherwise (target s = 0) as PDM Algorithm 1 draws it: a class d uniformly from the K - 1 other
+  classes present, then a sample uniformly from class d. Every other class is equally likely
+  whatever its size (a uniform draw over the N - N_c other samples would favour large classes).
 
 A sample is never its own partner. The sampler sorts the training indices by class once; a draw
-then costs two uniform numbers per sample and index arithmetic that skips the sample itself (same
-class) or its class's block (other classes). All randomness comes from the ``generator`` passed to
+then costs three uniform numbers per sample and index arithmetic that skips the sample itself
+(same class) or its own class (other classes). All randomness comes from the ``generator`` passed to
 :meth:`PairSampler.sample`; the trainer passes its shuffle generator, which the checkpoint saves,
 so a resumed run draws the same partners as an uninterrupted one.
 """
@@ -45,6 +46,9 @@ class PairSampler:
             torch.cumsum(self.counts, 0) - self.counts
         )  # [K] start of class c in ``order``
         self.order = torch.argsort(labels, stable=True)  # training indices grouped by class
+        self.present = torch.nonzero(self.counts > 0).flatten()  # [K'] classes with samples
+        self.slot = torch.full_like(self.counts, -1)  # class -> its position in ``present``
+        self.slot[self.present] = torch.arange(len(self.present))
         self.rank = torch.empty_like(labels)  # position of each sample in its block
         self.rank[self.order] = torch.arange(self.n) - self.offsets[labels[self.order]]
 
@@ -56,16 +60,18 @@ class PairSampler:
         idx = idx.cpu().long()
         y = self.labels[idx]
         n_c, start = self.counts[y], self.offsets[y]
-        u = torch.rand(2, len(idx), generator=generator, dtype=torch.float64)
+        u = torch.rand(3, len(idx), generator=generator, dtype=torch.float64)
         same = (u[0] < self.q) & (n_c > 1)
         # same class: r uniform in [0, N_c - 2], shifted past the sample itself
         span = (n_c - 1).clamp_min(1)
         r_same = torch.minimum((u[1] * span).long(), span - 1)
         r_same = r_same + (r_same >= self.rank[idx]).long()
-        # other classes: r uniform in [0, N - N_c - 1], shifted past class c's block
-        r_other = torch.minimum((u[1] * (self.n - n_c)).long(), self.n - n_c - 1)
-        r_other = r_other + (r_other >= start).long() * n_c
-        position = torch.where(same, start + r_same, r_other)
+        # other class: slot j uniform in [0, K' - 2], shifted past c's slot; then a uniform sample
+        k_other = len(self.present) - 1
+        j = torch.minimum((u[2] * k_other).long(), torch.tensor(k_other - 1))
+        d = self.present[j + (j >= self.slot[y]).long()]
+        r_other = torch.minimum((u[1] * self.counts[d]).long(), self.counts[d] - 1)
+        position = torch.where(same, start + r_same, self.offsets[d] + r_other)
         return self.order[position], same.float()
 
 

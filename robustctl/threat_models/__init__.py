@@ -44,7 +44,12 @@ def run_threat_model(
         return
     ctx = prepare(cfg, model, data, detector)
     if ctx.detector is not None:
-        yield StageResult(metrics=ctx.detector.metrics())
+        caveats = ctx.detector.caveats()
+        yield StageResult(
+            metrics=ctx.detector.metrics(),
+            tags={tag: value for tag, (value, _) in caveats.items()},
+            notes={tag: text for tag, (_, text) in caveats.items()},
+        )
     for stage in cfg.threat_model.stages:
         console.rule(f"[bold]{stage}")
         started = time.perf_counter()

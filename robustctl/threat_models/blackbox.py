@@ -9,19 +9,23 @@ training inputs, but knows neither its weights nor its detector's.
 
 Logged (PDM Table 4): the proxy's agreement with the target and accuracy on the test split; the
 attack's success on the proxy (``blackbox/cw_wb/proxy_success_rate``, over proxy-correct
-examples) and distortion; ``transfer_rate`` = the fraction of target-correct examples the target
-misclassifies after the attack; the target detector's AUC over its (clean, adversarial) pairs.
+examples) and distortion; ``transfer_rate`` = of the successful proxy adversarial examples
+(proxy correct on the clean image and fooled by the attack) whose clean image the target also
+classifies correctly (``transfer_candidates`` of them), the share that fool the target too; the
+target detector's AUC over its (clean, adversarial) pairs. Rates carry Wilson intervals.
 """
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from robustctl import metric_keys as keys
 from robustctl.config.schema import ModelConfig
 from robustctl.defenses import fit_detector, require_detector
-from robustctl.evaluation.attack_runner import run_attack
+from robustctl.evaluation.attack_runner import rate_metrics, run_attack
 from robustctl.evaluation.result import StageResult
-from robustctl.inference import model_device
-from robustctl.threat_models.context import ThreatContext, detect, detector_scores
+from robustctl.inference import model_device, predict_labels
+from robustctl.threat_models.context import ThreatContext, detect
 from robustctl.threat_models.distill import distill
 from robustctl.threat_models.whitebox import cw_wb_attack
 
@@ -37,6 +41,19 @@ def proxy_config(ctx: ThreatContext) -> ModelConfig:
         activation=model.activation,
         negative_slope=model.negative_slope,
     )
+
+
+def transfer_metrics(
+    proxy_adversarial: Tensor, target_clean_pred: Tensor, target_adv_pred: Tensor, labels: Tensor
+) -> dict[str, float]:
+    """``transfer_rate`` (with its Wilson interval) over the ``transfer_candidates``: successful
+    proxy adversarial examples whose clean image the target classifies correctly; a candidate
+    transfers when the target misclassifies it too."""
+    candidates = proxy_adversarial & (target_clean_pred == labels)
+    return {
+        **rate_metrics(keys.BLACKBOX_TRANSFER_RATE, target_adv_pred != labels, candidates),
+        keys.BLACKBOX_TRANSFER_CANDIDATES: float(candidates.sum()),
+    }
 
 
 def run(ctx: ThreatContext) -> StageResult:
@@ -56,26 +73,31 @@ def run(ctx: ThreatContext) -> StageResult:
         device=model_device(ctx.model),
     )
     proxy_detector = fit_detector(cfg.defense, proxy.proxy, ctx.data, cfg.evaluate.batch_size)
-    proxy_pred, proxy_scores = detector_scores(
-        proxy.proxy, proxy_detector, ctx.x, cfg.evaluate.batch_size
+    proxy_pred = predict_labels(proxy.proxy, ctx.x, cfg.evaluate.batch_size)
+    attack = cw_wb_attack(
+        tm.whitebox, proxy.proxy, proxy_detector, ctx.data, cfg.evaluate.batch_size
     )
-    attack = cw_wb_attack(tm.whitebox, proxy.proxy, proxy_detector, proxy_scores)
     outcome = run_attack(attack, ctx.x, ctx.y, tm.batch_size, None, proxy_pred, stage=keys.BLACKBOX)
     adv_pred, result = detect(ctx, outcome.x_adv)
-    correct = ctx.clean_pred == ctx.y
-    transfer = (
-        float((adv_pred[correct] != ctx.y[correct]).float().mean())
-        if correct.any()
-        else float("nan")
-    )
+    proxy_success = keys.blackbox(keys.SUCCESS_RATE)
     out = StageResult(
         metrics={
             keys.BLACKBOX_PROXY_AGREEMENT: proxy.agreement,
             keys.BLACKBOX_PROXY_ACCURACY: proxy.proxy_accuracy,
-            keys.BLACKBOX_PROXY_SUCCESS_RATE: outcome.metrics[keys.blackbox(keys.SUCCESS_RATE)],
-            keys.BLACKBOX_TRANSFER_RATE: transfer,
-            keys.blackbox("distortion"): outcome.metrics[keys.blackbox("distortion")],
+            keys.BLACKBOX_PROXY_SUCCESS_RATE: outcome.metrics[proxy_success],
+            keys.ci_low(keys.BLACKBOX_PROXY_SUCCESS_RATE): outcome.metrics[
+                keys.ci_low(proxy_success)
+            ],
+            keys.ci_high(keys.BLACKBOX_PROXY_SUCCESS_RATE): outcome.metrics[
+                keys.ci_high(proxy_success)
+            ],
+            **transfer_metrics(outcome.adversarial, ctx.clean_pred, adv_pred, ctx.y),
             keys.blackbox(keys.SECONDS): outcome.seconds,
+            **{
+                key: value
+                for key, value in outcome.metrics.items()
+                if keys.parse_attack_key(key).metric.startswith("distortion")
+            },
             **result.metrics(keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)),
         }
     )

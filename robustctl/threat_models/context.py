@@ -80,5 +80,6 @@ def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:
         ctx.clean_pred,
         adv_pred,
         min_pairs=ctx.cfg.threat_model.min_pairs,
+        seed=ctx.cfg.threat_model.seed,
     )
     return adv_pred, result

@@ -6,6 +6,8 @@ as it predicts):
 - ``soft``: p = softmax(Z_t / T); the proxy minimizes -sum_k p_k log softmax(Z_p / T)_k, times T^2
   (Hinton et al. 2015: keeps gradient magnitudes comparable across temperatures);
 - ``hard``: y = argmax Z_t; the proxy minimizes cross-entropy on y.
+Targets are queried per training batch, on the batch exactly as the proxy sees it (after
+augmentation when the dataset augments), so soft labels always describe the image trained on.
 The proxy is trained with plain cross-entropy semantics (logit_sign +1), SGD + momentum and a
 cosine schedule; agreement = fraction of test inputs where both models predict the same class.
 """
@@ -23,7 +25,7 @@ from robustctl.config.schema import ModelConfig
 from robustctl.config.threat_model_schema import DISTILL_MODES
 from robustctl.console import progress
 from robustctl.data.base import ImageData, iterate_batches
-from robustctl.inference import predict
+from robustctl.inference import eval_mode, model_device, predict
 from robustctl.models import ResNet, build_model
 from robustctl.training.schedule import learning_rate
 
@@ -36,11 +38,12 @@ class DistillResult:
 
 
 def distillation_targets(
-    target: torch.nn.Module, x: Tensor, mode: str, temperature: float, batch_size: int = 512
+    target: torch.nn.Module, x: Tensor, mode: str, temperature: float
 ) -> Tensor:
     """Soft probabilities [N, K] at ``temperature`` or hard labels [N] from the target's
-    predictions."""
-    logits, _ = predict(target, x, batch_size)
+    prediction logits on the batch ``x`` (on the target's device)."""
+    with torch.no_grad(), eval_mode(target):
+        logits = target.logit_sign * target.head(target.embed(x.to(model_device(target))))
     if mode == "hard":
         return logits.argmax(1)
     return F.softmax(logits / temperature, dim=1)
@@ -73,7 +76,6 @@ def distill(
     if mode not in DISTILL_MODES:
         raise ValueError(f"mode must be one of {DISTILL_MODES}, got {mode!r}")
     torch.manual_seed(seed)
-    targets = distillation_targets(target, data.x_train, mode, temperature)
     proxy = build_model(
         model_cfg,
         num_classes=data.num_classes,
@@ -85,22 +87,26 @@ def distill(
         proxy.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
-    steps = math.ceil(len(targets) / batch_size)
+    steps = math.ceil(len(data.y_train) / batch_size)
     with progress() as bar:
         task = bar.add_task(f"distil {model_cfg.name}", total=epochs * steps, status="")
         for epoch in range(epochs):
             proxy.train()
-            for b, (xb, tb, _) in enumerate(
+            for b, (xb, _, _) in enumerate(
                 iterate_batches(
-                    data.x_train, targets, batch_size, generator=generator, augment=data.augment
+                    data.x_train,
+                    data.y_train,
+                    batch_size,
+                    generator=generator,
+                    augment=data.augment,
                 )
             ):
                 step = epoch * steps + b
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, epochs * steps, base_lr=lr, schedule="cosine")
-                loss = distillation_loss(
-                    proxy(xb.to(device)).logits, tb.to(device), mode, temperature
-                )
+                xb = xb.to(device)
+                tb = distillation_targets(target, xb, mode, temperature).to(device)
+                loss = distillation_loss(proxy(xb).logits, tb, mode, temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -6,32 +6,102 @@ Logged (PDM Table 3): ``whitebox/cw_wb/{success_rate,distortion,l2,linf,l0}`` (s
 clean-correct examples of the attacked subset, distortions over the successful ones), the
 detection AUC of the target's detector over the (clean, adversarial) pairs with its pair count,
 and a note when the budget ran out before the attack's goal (every example succeeds and AUC <= 0.5).
+
+The mean distortion over successes is biased low when not every example is breached (the easy
+ones succeed first), so the stage also logs the whole success-vs-budget curve: each clean-correct
+example's minimal successful distortion (C&W keeps the smallest it found; infinite when it never
+succeeded) as the artifact ``whitebox/cw_wb_budget_curve.json`` with its plot, and
+``whitebox/cw_wb/median_distortion``: the budget at which half of the clean-correct examples are
+breached (infinite, logged as NaN with a note, when fewer than half are), with a bootstrap interval.
+
+``threshold=detector`` takes its global threshold from the *validation* split's clean scores, never
+from the attacked test images.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
 from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox
+from robustctl.attacks.metrics import per_example_distortions
 from robustctl.console import console
+from robustctl.data.base import ImageData
 from robustctl.defenses import require_detector, threshold_at
-from robustctl.evaluation.attack_runner import run_attack
+from robustctl.errors import ConfigError
+from robustctl.evaluation.attack_runner import AttackOutcome, run_attack
+from robustctl.evaluation.figures import pyplot
+from robustctl.evaluation.intervals import bootstrap_interval, breach_median
 from robustctl.evaluation.result import StageResult
-from robustctl.threat_models.context import ThreatContext, detect
+from robustctl.threat_models.context import ThreatContext, detect, detector_scores
 
 
 def cw_wb_attack(
-    wb: CwWbConfig, model: torch.nn.Module, detector: Any, clean_scores: Tensor | None = None
+    wb: CwWbConfig, model: torch.nn.Module, detector: Any, data: ImageData, batch_size: int = 512
 ) -> CWWhiteBox:
-    """C&W-wb with the ``threat_model.whitebox`` config ``wb``; the ``detector`` threshold variant
-    uses the clean scores' (1 - fpr) quantile as one global T, ``per_example`` each image's own
-    clean score."""
-    thresholds = float(threshold_at(clean_scores, wb.fpr)) if wb.threshold == "detector" else None
-    return CWWhiteBox(model, detector, wb, thresholds=thresholds)
+    """C&W-wb with the ``threat_model.whitebox`` config ``wb``: ``per_example`` compares each
+    image with its own clean score; ``detector`` uses one global T, the threshold at false-positive
+    rate ``wb.fpr`` of ``model`` + ``detector``'s scores of the clean *validation* images."""
+    if wb.threshold != "detector":
+        return CWWhiteBox(model, detector, wb)
+    if not len(data.y_val):
+        raise ConfigError(
+            "threat_model.whitebox.threshold=detector sets its threshold on the validation split, "
+            "but it is empty",
+            hint="set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
+        )
+    _, val_scores = detector_scores(model, detector, data.x_val, batch_size)
+    return CWWhiteBox(model, detector, wb, thresholds=float(threshold_at(val_scores, wb.fpr)))
+
+
+def minimal_distortions(outcome: AttackOutcome, x: Tensor) -> np.ndarray:
+    """Per clean-correct example: the distortion L2/sqrt(n) of its adversarial example when the
+    attack breached it (adv_pred != y), else inf."""
+    distortion = per_example_distortions(x, outcome.x_adv)["distortion"].numpy()
+    breached = outcome.adversarial.numpy()
+    correct = (outcome.clean_pred == outcome.labels).numpy()
+    return np.where(breached, distortion, np.inf)[correct]
+
+
+def finite(value: float) -> float:
+    """``value``, or NaN for an infinite one (MLflow stores no infinity)."""
+    return float(value) if math.isfinite(value) else math.nan
+
+
+def budget_metrics(distortions: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """``median_distortion`` (NaN when fewer than half are breached) and its bootstrap interval
+    (an infinite bound is logged as NaN)."""
+    key = keys.whitebox(keys.MEDIAN_DISTORTION)
+    if distortions.size == 0:
+        return {key: math.nan}
+    low, high = bootstrap_interval(distortions, breach_median, seed=seed)
+    return {
+        key: finite(breach_median(distortions)),
+        keys.ci_low(key): finite(low),
+        keys.ci_high(key): finite(high),
+    }
+
+
+def budget_curve_figure(distortions: np.ndarray, title: str) -> Any:
+    """Success rate over the clean-correct examples as a function of the L2 budget."""
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    finite = np.sort(distortions[np.isfinite(distortions)])
+    n = max(distortions.size, 1)
+    if finite.size:
+        steps = np.concatenate([[0.0], finite])
+        ax.step(steps, np.arange(finite.size + 1) / n, where="post")
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("L2 budget (L2 / sqrt(n))")
+    ax.set_ylabel("success rate (clean-correct)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
@@ -51,7 +121,7 @@ def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
 def run(ctx: ThreatContext) -> StageResult:
     detector = require_detector(ctx.detector, "threat_model stage whitebox")
     wb = ctx.cfg.threat_model.whitebox
-    attack = cw_wb_attack(wb, ctx.model, detector, ctx.clean_scores)
+    attack = cw_wb_attack(wb, ctx.model, detector, ctx.data, ctx.cfg.evaluate.batch_size)
     outcome = run_attack(
         attack,
         ctx.x,
@@ -62,13 +132,26 @@ def run(ctx: ThreatContext) -> StageResult:
         stage=keys.WHITEBOX,
     )
     _, result = detect(ctx, outcome.x_adv)
+    distortions = minimal_distortions(outcome, ctx.x)
     out = StageResult(
         metrics={
             **outcome.metrics,
             **result.metrics(keys.attack_prefix(keys.WHITEBOX, keys.CW_WB)),
+            **budget_metrics(distortions, ctx.cfg.threat_model.seed),
             keys.whitebox(keys.SECONDS): outcome.seconds,
         },
         tags={keys.WHITEBOX_THRESHOLD_TAG: wb.threshold},
+        figures={
+            "plots/whitebox/success_vs_budget.png": budget_curve_figure(
+                distortions, f"C&W-wb through {ctx.cfg.defense.name}: success vs L2 budget"
+            )
+        },
+        documents={
+            keys.WHITEBOX_BUDGET_CURVE: {
+                "distortions": [float(d) if math.isfinite(d) else None for d in distortions],
+                "unit": "L2/sqrt(n)",
+            }
+        },
     )
     note = budget_note(out.metrics, wb) if result.auc is not None else result.reason
     if note:

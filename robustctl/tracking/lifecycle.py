@@ -14,9 +14,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from robustctl import metric_keys as keys
+from robustctl.config.loss_schema import loss_variant
 from robustctl.config.schema import RunConfig
 from robustctl.console import console
-from robustctl.tracking.provenance import config_hash, flatten, git_state, package_versions
+from robustctl.tracking.provenance import (
+    config_hash,
+    evaluation_fingerprint,
+    flatten,
+    git_state,
+    package_versions,
+    run_fingerprint,
+    training_fingerprint,
+)
 from robustctl.tracking.run import RunTracker
 from robustctl.tracking.store import (
     check_reachable,
@@ -63,8 +73,25 @@ def run_name(cfg: RunConfig, command: str) -> str:
     return "-".join([*parts, f"s{cfg.trainer.seed}", time.strftime("%m%d-%H%M%S")])
 
 
-def base_tags(cfg: RunConfig, command: str, chash: str) -> dict[str, str]:
-    """Tags every run carries: what ran (command, groups, seed, config hash) and provenance."""
+def identity_tags(
+    container: dict[str, Any], training: str | None = None, variant: str | None = None
+) -> dict[str, str]:
+    """``training_fingerprint``, ``fingerprint`` (training and evaluation settings, seed aside)
+    and ``variant`` (the loss options that depart from the paper's). ``training`` and ``variant``
+    default to the config's own; ``evaluate`` passes those of the checkpoint it loads."""
+    training = training or training_fingerprint(container)
+    return {
+        keys.TRAINING_FINGERPRINT_TAG: training,
+        keys.FINGERPRINT_TAG: run_fingerprint(training, evaluation_fingerprint(container)),
+        keys.VARIANT_TAG: loss_variant(container.get("loss", {})) if variant is None else variant,
+    }
+
+
+def base_tags(
+    cfg: RunConfig, command: str, chash: str, container: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Tags every run carries: what ran (command, groups, seed, config hash, fingerprints) and
+    provenance."""
     tags = {
         "command": command,
         "dataset": cfg.dataset.name,
@@ -74,8 +101,10 @@ def base_tags(cfg: RunConfig, command: str, chash: str) -> dict[str, str]:
         "defense": cfg.defense.name,
         "threat_model": cfg.threat_model.name,
         "config_hash": chash,
-        "seed": str(cfg.trainer.seed),
+        keys.SEED_TAG: str(cfg.trainer.seed),
     }
+    if container is not None:
+        tags.update(identity_tags(container))
     if cfg.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
     if cfg.tracking.experiment_tag:
@@ -108,7 +137,7 @@ def tracked_run(
     tracker = open_tracker(cfg)
     tracker.start(
         run_name(cfg, command),
-        base_tags(cfg, command, config_hash(container)),
+        base_tags(cfg, command, config_hash(container), container),
         run_id=resume_run_id,
     )
     console.print(f"MLflow run [bold]{tracker.run_id}[/] in {tracker.uri}")

@@ -70,16 +70,49 @@ _HASH_EXCLUDED = (
 )
 
 
-def config_hash(container: dict[str, Any]) -> str:
-    """Short hash of the config parts that determine training (same hash = same trained model)."""
-    data = json.loads(json.dumps(container, default=str))
-    for key in _HASH_EXCLUDED:
+def _hash_without(data: dict[str, Any], excluded: tuple[str, ...]) -> str:
+    data = json.loads(json.dumps(data, default=str))
+    for key in excluded:
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def config_hash(container: dict[str, Any]) -> str:
+    """Short hash of the config parts that determine training (same hash = same trained model)."""
+    return _hash_without(container, _HASH_EXCLUDED)
+
+
+# keys that change neither what is trained nor what is measured, only where and how fast
+_SEED_AND_MACHINE = (
+    "trainer.seed",
+    "trainer.device",
+    "trainer.num_threads",
+    "trainer.eval_batch_size",
+)
+EVALUATION_GROUPS = ("attack", "defense", "threat_model")
+
+
+def training_fingerprint(container: dict[str, Any]) -> str:
+    """:func:`config_hash` without the seed and machine settings: equal for the seeds of one
+    training configuration."""
+    return _hash_without(container, _HASH_EXCLUDED + _SEED_AND_MACHINE)
+
+
+def evaluation_fingerprint(container: dict[str, Any]) -> str:
+    """Short hash of what is measured: the attack, defense and threat-model groups (the attack
+    budgets, the attacked subset, the detector), without the batch size."""
+    part = {group: container.get(group) for group in EVALUATION_GROUPS}
+    return _hash_without(part, ("threat_model.batch_size",))
+
+
+def run_fingerprint(training: str, evaluation: str) -> str:
+    """One run's fingerprint: runs with equal fingerprints trained the same configuration (seed
+    aside) and measured it under the same threat-model budget, so their numbers may be averaged."""
+    return hashlib.sha256(f"{training}:{evaluation}".encode()).hexdigest()[:12]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -194,8 +194,12 @@ def fit(
     chash: str,
     tracker: Any = None,
     resume_state: dict[str, Any] | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.model`` with ``cfg.loss`` on ``data``; log per-epoch metrics and checkpoints."""
+    """Train ``cfg.model`` with ``cfg.loss`` on ``data``; log per-epoch metrics and checkpoints.
+
+    ``provenance`` (e.g. the run's training fingerprint and loss variant) is stored in the
+    checkpoint's ``meta``, so an ``evaluate`` run of it can tag itself the same way."""
     tr = cfg.trainer
     started = time.perf_counter()
     if tr.num_threads:
@@ -228,6 +232,7 @@ def fit(
         steps_per_epoch = min(steps_per_epoch, tr.max_batches)
     total_steps = steps_per_epoch * tr.epochs
     meta = model_meta(cfg, data, loss_fn, chash, tracker.run_id if tracker else None)
+    meta.update(provenance or {})
     path = checkpoint_path(cfg, chash)
 
     start_epoch, history = 0, []

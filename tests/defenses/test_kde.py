@@ -297,10 +297,18 @@ def test_auto_default_grid_follows_the_data_scale_and_internal_split() -> None:
     assert c.counts.tolist() == [200, 200, 200] and 0.5 < c.bandwidth_ / det.bandwidth_ < 2.0
 
 
-def test_edge_of_grid_warns() -> None:
+def test_edge_of_grid_warns_and_is_a_caveat() -> None:
     z, y = blobs(2, 50, 4, seed=2)
     with pytest.warns(RuntimeWarning, match="edge of the grid"):
-        KDEDetector(bandwidth_grid=[100.0, 200.0, 400.0]).fit(z, y)
+        det = KDEDetector(bandwidth_grid=[100.0, 200.0, 400.0]).fit(z, y)
+    # sigmas far too wide for unit blobs: the smallest wins, on the low edge
+    assert det.bandwidth_ == 100.0
+    (value, text) = det.caveats()["kde/bandwidth_at_grid_edge"]
+    assert value == "low" and "grid_min" in text
+    with pytest.warns(RuntimeWarning, match="edge of the grid"):
+        high = KDEDetector(bandwidth_grid=[1e-4, 2e-4, 4e-4]).fit(z, y)
+    assert high.caveats()["kde/bandwidth_at_grid_edge"][0] == "high"
+    assert KDEDetector(bandwidth=1.0).fit(z, y).caveats() == {}
 
 
 # ----------------------------------------------------------------------------- chunks, grads

@@ -125,3 +125,36 @@ def test_figures(trained):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_targeted_attack_counts_misclassification_and_logs_target_rate_apart():
+    """One meaning of adversarial: clean-correct and adv_pred != y, for success, distortion and
+    AUC pairs alike; a targeted attack's hits on its target are target_rate."""
+    from robustctl.evaluation.attack_runner import attack_metrics
+    from robustctl.evaluation.detection import pair_mask
+
+    x = torch.zeros(4, 1, 2, 2)
+    x_adv = x.clone()
+    x_adv[0] += 0.2  # distortion L2/sqrt(4) = 0.2
+    x_adv[1] += 0.4  # 0.4
+    x_adv[2] += 0.6  # attack failed: still class 0
+    x_adv[3] += 0.8  # clean image already misclassified: ignored
+    labels = torch.tensor([0, 0, 0, 0])
+    clean_pred = torch.tensor([0, 0, 0, 1])
+    adv_pred = torch.tensor([2, 1, 0, 2])  # 0 reached its target 2; 1 misclassified elsewhere
+    target = torch.tensor([2, 2, 2, 2])
+    m = attack_metrics("jsma", x, x_adv, labels, clean_pred, adv_pred, target)
+    assert m["graybox/jsma/success_rate"] == pytest.approx(2 / 3)
+    assert m["graybox/jsma/clean_correct"] == 3
+    assert m["graybox/jsma/target_rate"] == pytest.approx(1 / 3)
+    assert m["graybox/jsma/distortion"] == pytest.approx(0.3)  # mean of 0.2 and 0.4
+    # the success rate counts exactly the examples the AUC pairs
+    assert int(pair_mask(labels, clean_pred, adv_pred).sum()) == 2
+    # Wilson 95% interval of 2 of 3
+    assert (m["graybox/jsma/success_rate_ci_low"], m["graybox/jsma/success_rate_ci_high"]) == (
+        pytest.approx((0.2077, 0.9385), abs=5e-4)
+    )
+    lo, hi = m["graybox/jsma/distortion_ci_low"], m["graybox/jsma/distortion_ci_high"]
+    assert 0.2 - 1e-6 <= lo <= 0.3 <= hi <= 0.4 + 1e-6
+    untargeted = attack_metrics("fgsm", x, x_adv, labels, clean_pred, adv_pred)
+    assert "graybox/fgsm/target_rate" not in untargeted

@@ -79,9 +79,12 @@ def test_pair_selection_rule() -> None:
     res = detection_auc(clean, adv, y, pc, pa)
     assert res.n_pairs == 10 and res.n_samples == 14 and res.n_correct == 12
     assert res.auc == 1.0  # would be lower if the four excluded rows counted
+    # perfectly separated pairs: every bootstrap resample has AUC 1 too
     assert res.metrics("graybox/fgsm-0.05") == {
         "graybox/fgsm-0.05/pairs": 10.0,
         "graybox/fgsm-0.05/auc": 1.0,
+        "graybox/fgsm-0.05/auc_ci_low": 1.0,
+        "graybox/fgsm-0.05/auc_ci_high": 1.0,
     }
 
 

@@ -30,6 +30,7 @@ METRICS = {
     "embed/cluster_variance",
     "embed/cluster_distance",
     "embed/input_grad_norm",
+    "embed/input_grad_norm_ce",
     "embed/jacobian_fro",
 }
 
@@ -156,3 +157,10 @@ def test_embedding_diagnostics_returns_the_spec_metrics():
         input_grad_norm(model, x, y, ReverseCrossEntropy().sample_losses), rel=1e-5
     )
     assert metrics["embed/input_grad_norm"] != pytest.approx(input_grad_norm(model, x, y), rel=1e-3)
+    # one measure for every model: CE of the prediction logits (-Z for this RCE model), by a loop
+    norms = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        loss = F.cross_entropy(-model(xi).logits, y[i : i + 1])
+        norms.append(torch.autograd.grad(loss, xi)[0].norm().item())
+    assert metrics["embed/input_grad_norm_ce"] == pytest.approx(sum(norms) / len(x), rel=1e-5)

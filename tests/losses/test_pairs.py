@@ -64,14 +64,22 @@ def test_same_class_partners_are_uniform_over_the_other_members():
     assert abs(counts[0].item() - 3000) < 4 * math.sqrt(6000 * 0.25)
 
 
-def test_other_class_partners_follow_class_sizes():
+def test_other_class_is_uniform_over_classes_then_samples():
+    """PDM Algorithm 1: a random other class, then a random sample of it, so classes of 300, 150,
+    49 and 1 samples are each drawn a quarter of the time (a uniform draw over the other samples
+    would give 0.6, 0.3, 0.098, 0.002)."""
     sampler = PairSampler(LABELS, q=0.0)
     idx = torch.nonzero(LABELS == 0).flatten().repeat(40)  # 20000 draws from class 0
     partner, _ = sampler.sample(idx, torch.Generator().manual_seed(0))
     freq = torch.bincount(LABELS[partner], minlength=5).double() / len(idx)
-    expected = torch.tensor([0, 300, 150, 49, 1], dtype=torch.float64) / 500
-    assert torch.allclose(freq, expected, atol=0.015)
+    expected = torch.tensor([0, 0.25, 0.25, 0.25, 0.25], dtype=torch.float64)
+    assert torch.allclose(freq, expected, atol=4 * math.sqrt(0.25 * 0.75 / len(idx)))
     assert freq[0] == 0
+    # within a class, every member equally likely: class 2's 150 members, ~33 draws each
+    members = partner[LABELS[partner] == 2]
+    counts = torch.bincount(members, minlength=len(LABELS))[LABELS == 2].double()
+    mean = len(members) / 150
+    assert counts.min() > 0 and ((counts - mean) ** 2 / mean).sum() < 150 + 4 * math.sqrt(300)
 
 
 def test_reproducible_from_the_generator():

@@ -64,3 +64,37 @@ def test_proxy_agrees_with_its_target_well_above_chance(tiny):
     )
     chance = 1 / data.num_classes
     assert result.agreement >= chance + 0.4, result
+
+
+def test_soft_labels_describe_the_augmented_batch_trained_on(tiny, monkeypatch):
+    """With augmentation on, each step's soft labels come from the target's view of the very
+    (cropped, flipped) batch the proxy trains on, not of the un-augmented image."""
+    import robustctl.threat_models.distill as distill_module
+
+    _, cfg = compose([*tiny, "trainer.epochs=1", "dataset.augment=true"])
+    data = load_dataset(cfg.dataset, cfg.work_dir)
+    assert data.augment
+    target = fit(cfg, data, chash="target-aug").model
+    queried, trained = [], []
+    real_targets, real_loss = distill_module.distillation_targets, distill_module.distillation_loss
+
+    def spy_targets(model, x, mode, temperature):
+        queried.append(x.detach().clone())
+        return real_targets(model, x, mode, temperature)
+
+    def spy_loss(proxy_logits, targets, mode, temperature):
+        trained.append(targets.detach().clone())
+        return real_loss(proxy_logits, targets, mode, temperature)
+
+    monkeypatch.setattr(distill_module, "distillation_targets", spy_targets)
+    monkeypatch.setattr(distill_module, "distillation_loss", spy_loss)
+    distill(target, data, ModelConfig(name="resnet20", depth=20), epochs=1, batch_size=64)
+    assert len(queried) == len(trained) == math.ceil(len(data.y_train) / 64)
+    # the batches were augmented: none equals the same number of un-augmented training images
+    originals = {tuple(x.flatten().tolist()) for x in data.x_train}
+    first = queried[0]
+    assert sum(tuple(x.flatten().tolist()) in originals for x in first) < len(first)
+    # and each step's soft labels are the target's softmax on exactly that batch (T = 4)
+    with torch.no_grad():
+        expected = torch.softmax(target.eval().predict_logits(first) / 4.0, 1)
+    assert torch.allclose(trained[0], expected, atol=1e-5)

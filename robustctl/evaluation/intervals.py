@@ -1,0 +1,115 @@
+"""95% intervals for the numbers a run logs (``<key>_ci_low`` / ``<key>_ci_high``).
+
+- Rates (success rate, target rate, transfer rate): the Wilson score interval of k successes in n
+  trials, with z the normal quantile of the level (1.96 for 95%)::
+
+      centre = (k/n + z^2/(2n)) / (1 + z^2/n)
+      half   = z / (1 + z^2/n) * sqrt(k/n (1 - k/n) / n + z^2 / (4 n^2))
+
+  It stays inside [0, 1] and is sensible at k = 0 or k = n, where the normal approximation is not.
+- Means and medians over examples (distortions): the percentile bootstrap, ``resamples`` draws of
+  the examples with replacement from a seeded generator; the interval is the (alpha/2, 1-alpha/2)
+  quantiles of the statistic over the draws.
+- Detection AUC: the same percentile bootstrap over the (clean, adversarial) *pairs*: a draw keeps
+  each chosen pair's clean and adversarial score together, and its AUC is the Mann-Whitney
+  statistic (ties count one half), which equals ``sklearn.metrics.roc_auc_score``.
+
+Every function is seeded and returns plain floats (NaN when there is nothing to resample).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import norm, rankdata
+
+LEVEL = 0.95
+RESAMPLES = 1000
+
+
+def _z(level: float) -> float:
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion; (nan, nan) for zero trials."""
+    if trials <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, {trials}], got {successes}")
+    z, n = _z(level), trials
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The (alpha/2, 1 - alpha/2) quantiles of the draws, without interpolation (so infinite
+    draws give infinite bounds, never NaN)."""
+    alpha = 1 - level
+    if draws.size == 0 or np.isnan(draws).all():
+        return math.nan, math.nan
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def bootstrap_interval(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray] = lambda v: v.mean(axis=-1),
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``values`` (1-D).
+
+    ``statistic`` maps a [resamples, n] array of draws to [resamples] (default: the mean). An
+    infinite statistic (e.g. a median over examples never breached) stays infinite in the bounds.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(resamples, values.size))
+    return _percentiles(np.asarray(statistic(values[idx]), dtype=np.float64), level)
+
+
+def breach_median(distortions: np.ndarray) -> np.ndarray:
+    """The budget at which half the examples are breached, along the last axis: the smallest d
+    with #{i : d_i <= d} >= n/2 (``inf`` marks an example never breached, so fewer than half
+    breached gives inf)."""
+    return np.quantile(np.asarray(distortions, np.float64), 0.5, axis=-1, method="inverted_cdf")
+
+
+def mann_whitney_auc(negatives: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """ROC-AUC of positives over negatives by ranks, along the last axis (batched):
+    (sum of the positives' mid-ranks - m(m+1)/2) / (m * n)."""
+    neg, pos = np.asarray(negatives, np.float64), np.asarray(positives, np.float64)
+    m, n = pos.shape[-1], neg.shape[-1]
+    ranks = rankdata(np.concatenate([pos, neg], axis=-1), axis=-1)
+    return (ranks[..., :m].sum(-1) - m * (m + 1) / 2) / (m * n)
+
+
+def bootstrap_auc_interval(
+    clean_scores: np.ndarray,
+    adv_scores: np.ndarray,
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the detection AUC over (clean, adversarial) pairs: pair i
+    is ``(clean_scores[i], adv_scores[i])``, and a draw resamples whole pairs."""
+    neg = np.asarray(clean_scores, np.float64).ravel()
+    pos = np.asarray(adv_scores, np.float64).ravel()
+    if neg.shape != pos.shape:
+        raise ValueError(f"{neg.size} clean scores but {pos.size} adversarial scores")
+    if neg.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, neg.size, size=(resamples, neg.size))
+    return _percentiles(mann_whitney_auc(neg[idx], pos[idx]), level)
