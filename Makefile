@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-slow test-all lint bench ui report smoke paper-fashion paper-mnist paper-cifar10 clean
+.PHONY: help install run train test test-slow test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ report: install  ## paper Tables 1-4 from the runs in MLflow -> reports/latest (
 
 smoke: install  ## experiments/smoke.yaml: the whole protocol on synthetic data in about a minute
 	$(BIN)/robustctl experiment smoke $(ARGS)
+
+paper-digits: install  ## experiments/paper_digits.yaml: CE/RCE/PDM x 3 seeds on digits, Tables 1-4 with intervals (~1 h, 2 CPU cores)
+	$(BIN)/robustctl experiment paper_digits $(ARGS)
 
 paper-fashion: install  ## experiments/paper_fashion_cpu.yaml: Tables 1-4 on Fashion-MNIST, CPU budget
 	$(BIN)/robustctl experiment paper_fashion_cpu $(ARGS)

@@ -224,14 +224,15 @@ def experiment(
 @app.command(
     help=(
         "Paper Tables 1-4 from the runs in MLflow, beside the paper's numbers: terminal, Markdown, "
-        "CSV, HTML."
+        "CSV, HTML. Covers the latest experiment (parent run) unless --all."
     )
 )
 def report(
     run_ids: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Run ids to report on (default: every run of the experiment).", show_default=False
+            help="Run ids to report on (default: the latest experiment's runs).",
+            show_default=False,
         ),
     ] = None,
     experiment: Annotated[
@@ -240,6 +241,16 @@ def report(
     parent: Annotated[
         str | None, typer.Option(help="Only the child runs of this parent run id.")
     ] = None,
+    all_runs: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=(
+                "Every run of the experiment (default: only the children of the latest parent "
+                "run, i.e. the most recent `robustctl experiment`)."
+            ),
+        ),
+    ] = False,
     out: Annotated[
         str, typer.Option(help="Folder for report.md, table1-4.csv and report.html.")
     ] = "reports/latest",
@@ -265,6 +276,7 @@ def report(
             run_ids=run_ids or None,
             out_dir=Path(out),
             parent_run_id=parent,
+            all_runs=all_runs,
         )
         result.print(console)
         console.print(f"written: {', '.join(str(p) for p in result.files.values())}")

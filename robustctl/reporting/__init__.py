@@ -1,17 +1,27 @@
 """``robustctl report``: the PDM paper's Tables 1-4 rebuilt from MLflow runs, beside the paper's
-numbers.
+numbers, with the uncertainty of every number and the runs and settings behind each column.
 
     >>> report = build_report(
     ...     "sqlite:///outputs/mlruns.db", experiment="robustctl", out_dir=Path("report")
     ... )
-    >>> report.table("table2").cell("mnist", "fgsm-0.05", column="pdm").text()  # '0.991 (0.988)'
+    >>> report.table("table2").cell("mnist", "fgsm-0.05", column="pdm").text()
+    '0.991 [0.982, 0.997], n=85 (0.988)'
     >>> report.print()                                                          # rich tables
 
-Writes ``report.md``, ``table1.csv`` .. ``table4.csv`` and a self-contained ``report.html`` (tables
-plus the runs' figures as inline PNG). Modules: :mod:`.reference` (the paper's numbers),
-:mod:`.collect` (runs back from the store, which run answers which cell), :mod:`.tables` (the
-tables as data), :mod:`.render` (rich, Markdown, CSV, HTML). No torch import; mlflow is imported
-inside the functions that talk to the store.
+By default a report covers the most recent experiment only (the latest parent run's children);
+``all_runs=True`` (``--all``) covers every run of the experiment. Columns are fingerprint groups:
+every cell of a column reads runs of one training and threat-model configuration, averaged over
+seeds when there are several.
+
+Writes ``report.md``, ``table1.csv`` .. ``table4.csv``, ``whitebox_ratio.csv``, ``columns.csv``,
+``whitebox_budget_<dataset>.png`` and a self-contained ``report.html`` (tables plus the figures
+as inline PNG). Modules: :mod:`.reference` (the paper's numbers), :mod:`.collect` (runs back from
+the store, their identity), :mod:`.groups` (scope, fingerprint columns, which runs answer a
+cell), :mod:`.uncertainty` (intervals, mean ± sd across seeds, t-intervals), :mod:`.tables` (the
+tables as data), :mod:`.ratios` (PDM's white-box distortion relative to CE and RCE),
+:mod:`.columns` (the Columns section), :mod:`.curves` (white-box budget curves), :mod:`.render`
+(rich, Markdown, CSV, HTML). No torch import; mlflow, matplotlib and scipy are imported inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -23,26 +33,50 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustctl.errors import TrackingError
-from robustctl.reporting.collect import Pick, RunRecord, collect_runs, pick_run
+from robustctl.reporting.collect import RunRecord, collect_runs, fallback_fingerprint
+from robustctl.reporting.columns import ColumnInfo, column_infos, write_columns_csv
+from robustctl.reporting.curves import BudgetFigure, success_curve, write_budget_figures
+from robustctl.reporting.groups import (
+    Column,
+    Pick,
+    Scope,
+    describe_parent,
+    latest_parent,
+    pick_runs,
+    scope_runs,
+)
 from robustctl.reporting.reference import REFERENCE, reference
 from robustctl.reporting.render import collect_figures, html_page, markdown, print_tables, write_csv
-from robustctl.reporting.tables import Cell, Table, build_tables, datasets_of, losses_of
+from robustctl.reporting.tables import Cell, Table, build_tables, layout_of
+from robustctl.reporting.uncertainty import Estimate, ratio_estimate, seeds_estimate, t_interval
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
     "REFERENCE",
+    "BudgetFigure",
     "Cell",
+    "Column",
+    "ColumnInfo",
+    "Estimate",
     "Pick",
     "Report",
     "RunRecord",
+    "Scope",
     "Table",
     "build_report",
     "build_tables",
     "collect_runs",
-    "pick_run",
+    "fallback_fingerprint",
+    "latest_parent",
+    "pick_runs",
+    "ratio_estimate",
     "reference",
+    "scope_runs",
+    "seeds_estimate",
+    "success_curve",
+    "t_interval",
 ]
 
 
@@ -51,35 +85,73 @@ class Report:
     """The tables, the runs they were built from, and the files written (name -> path)."""
 
     tables: list[Table]
-    runs: list[RunRecord]  # every run collected
+    runs: list[RunRecord]  # every run in scope
     used: list[RunRecord]  # the runs behind at least one cell
     title: str
     subtitle: str
     tracking_uri: str
+    scope: Scope | None = None
+    columns: list[ColumnInfo] = field(default_factory=list)
+    budget_figures: list[BudgetFigure] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
     def table(self, key: str) -> Table:
-        """``table1`` .. ``table4``."""
+        """``table1`` .. ``table4``, ``whitebox_ratio``."""
         for table in self.tables:
             if table.key == key:
                 return table
         raise KeyError(key)
 
     def print(self, console: Console | None = None) -> None:
-        print_tables(self.tables, console)
+        print_tables(self.tables, console, columns=self.columns, subtitle=self.subtitle)
 
     def markdown(self) -> str:
-        return markdown(self.tables, title=self.title, subtitle=self.subtitle, runs=self.used)
+        return markdown(
+            self.tables,
+            title=self.title,
+            subtitle=self.subtitle,
+            runs=self.used,
+            columns=self.columns,
+            budget_figures=self.budget_figures,
+        )
 
 
 def used_runs(tables: Sequence[Table], records: Sequence[RunRecord]) -> list[RunRecord]:
-    """The runs some cell was read from, ordered by dataset, loss and start time."""
-    ids = {c.run_id for t in tables for c in t.cells() if c.run_id}
+    """The runs some cell was read from, ordered by dataset, loss, seed and start time."""
+    from robustctl.reporting.groups import datasets_of, losses_of, seed_order
+
+    ids = {i for t in tables for c in t.cells() for i in c.run_ids}
     datasets, losses = datasets_of(records), losses_of(records)
     chosen = [r for r in records if r.run_id in ids]
     return sorted(
-        chosen, key=lambda r: (datasets.index(r.dataset), losses.index(r.loss), r.start_time)
+        chosen,
+        key=lambda r: (
+            datasets.index(r.dataset),
+            losses.index(r.loss),
+            seed_order(r.seed),
+            r.start_time,
+        ),
     )
+
+
+def _select(
+    tracking_uri: str,
+    experiment: str | None,
+    run_ids: Sequence[str] | None,
+    parent_run_id: str | None,
+    all_runs: bool,
+) -> Scope:
+    """The runs in scope: the given ``run_ids`` or ``parent_run_id``'s children as asked, else
+    the latest parent run's children (or every run with ``all_runs``) of ``experiment``."""
+    records = collect_runs(
+        tracking_uri, experiment=experiment, run_ids=run_ids, parent_run_id=parent_run_id
+    )
+    if parent_run_id is not None:
+        parent = collect_runs(tracking_uri, run_ids=[parent_run_id])[0]
+        return Scope(records, parent, f"the {len(records)} child runs of {describe_parent(parent)}")
+    if run_ids:
+        return Scope(records, None, f"the {len(records)} runs asked for")
+    return scope_runs(records, all_runs=all_runs)
 
 
 def build_report(
@@ -89,18 +161,21 @@ def build_report(
     out_dir: Path | str = Path("report"),
     parent_run_id: str | None = None,
     *,
+    all_runs: bool = False,
     figures: bool = True,
 ) -> Report:
-    """Collect the runs, build Tables 1-4 and write ``report.md``, ``table{1..4}.csv``,
-    ``report.html``.
+    """Collect the runs, build Tables 1-4 and the white-box ratio table, and write
+    ``report.md``, ``table{1..4}.csv``, ``whitebox_ratio.csv``, ``columns.csv``, the white-box
+    budget figures and ``report.html``.
 
-    ``experiment`` None reads every experiment; ``run_ids`` / ``parent_run_id`` narrow the runs
-    (see :func:`collect_runs`). ``figures=False`` leaves the figures out of the HTML page.
+    ``experiment`` None reads every experiment. Scope: ``run_ids`` / ``parent_run_id`` pick the
+    runs (see :func:`collect_runs`); otherwise only the children of the latest parent run
+    (:func:`scope_runs`), or every run with ``all_runs``. ``figures=False`` downloads no
+    artifacts: no run figures in the HTML page and no budget curves.
     Raises :class:`~robustctl.errors.TrackingError` when the selection holds no run.
     """
-    records = collect_runs(
-        tracking_uri, experiment=experiment, run_ids=run_ids, parent_run_id=parent_run_id
-    )
+    scope = _select(tracking_uri, experiment, run_ids, parent_run_id, all_runs)
+    records = scope.records
     if not records:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
         raise TrackingError(
@@ -111,29 +186,45 @@ def build_report(
                 "or point tracking.uri / --experiment at the right store"
             ),
         )
-    tables = build_tables(records)
+    layout = layout_of(records)
+    tables = build_tables(layout)
     used = used_runs(tables, records)
+    infos = column_infos(layout, tables)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = "robustctl report: PDM Tables 1-4"
     subtitle = (
-        f"{len(records)} runs from "
+        f"Scope: {scope.description}; "
         f"{f'experiment {experiment}' if experiment else 'all experiments'} at "
         f"{tracking_uri}, generated {now}. "
-        "Each cell is the latest FINISHED run of its (dataset, loss) "
+        "Each column is one fingerprint group (same training and threat-model settings, seeds "
+        "aside; see Columns); each cell reads the latest FINISHED run per seed of its column "
         "that logged the metric; values in parentheses are the PDM paper's."
     )
-    report = Report(tables, records, used, title, subtitle, tracking_uri)
+    report = Report(tables, records, used, title, subtitle, tracking_uri, scope, infos)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        report.budget_figures = write_budget_figures(layout, tracking_uri, out)
+        for fig in report.budget_figures:
+            report.files[fig.name] = fig.path
     report.files["report.md"] = out / "report.md"
     report.files["report.md"].write_text(report.markdown() + "\n", encoding="utf-8")
     for table in tables:
         report.files[f"{table.key}.csv"] = write_csv(table, out / f"{table.key}.csv")
+    report.files["columns.csv"] = write_columns_csv(infos, out / "columns.csv")
     pictures = collect_figures(used, tracking_uri) if figures else []
     report.files["report.html"] = out / "report.html"
     report.files["report.html"].write_text(
-        html_page(tables, title=title, subtitle=subtitle, runs=used, figures=pictures),
+        html_page(
+            tables,
+            title=title,
+            subtitle=subtitle,
+            runs=used,
+            figures=pictures,
+            columns=infos,
+            budget_figures=report.budget_figures,
+        ),
         encoding="utf-8",
     )
     return report

@@ -1,29 +1,65 @@
-"""Read runs back from an MLflow store and pick, per table cell, the run that answers it.
+"""Read runs back from an MLflow store, and say what each run is.
 
 :func:`collect_runs` turns MLflow runs into :class:`RunRecord` (status, tags, params, latest metric
-values; the artifact list is fetched only when asked for). :func:`pick_run` chooses, for one
-``(dataset, loss)`` and one metric prefix, the latest FINISHED run that logged that prefix. When
-there is none it says why, so a table cell can read "not run" or "failed: <error tag>" instead of
-silently dropping the combination.
+values; the artifact list is fetched only when asked for). Which runs answer which table cell is
+:mod:`robustctl.reporting.groups`' job.
 
 Runs are identified the way ``robustctl.tracking.lifecycle`` tags them: tags ``dataset`` and
 ``loss`` (for an ``evaluate`` run the checkpoint's loss), falling back to the params
-``dataset.name``/``loss.name``.
+``dataset.name``/``loss.name``; ``fingerprint`` (equal for runs that differ only in
+``trainer.seed``), ``variant`` and ``seed``. A run logged before the ``fingerprint`` tag existed
+gets :func:`fallback_fingerprint` of its params instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from robustctl import metric_keys as keys
 from robustctl.errors import TrackingError
 
-__all__ = ["Pick", "RunRecord", "collect_runs", "pick_run"]
+__all__ = ["FINGERPRINT_IGNORED", "RunRecord", "collect_runs", "fallback_fingerprint"]
 
 _PAGE = 1000
 _ERROR_CHARS = 200  # an error tag longer than this is cut in table cells
+
+# params that change neither what is trained nor what is measured (the seed, the machine, where
+# files go, how the run is tracked): left out of :func:`fallback_fingerprint`. A trailing "."
+# names a whole group.
+FINGERPRINT_IGNORED: tuple[str, ...] = (
+    "trainer.seed",
+    "trainer.device",
+    "trainer.resume",
+    "trainer.checkpoint_dir",
+    "trainer.num_threads",
+    "trainer.eval_batch_size",
+    "threat_model.batch_size",
+    "work_dir",
+    "debug",
+    "tracking.",
+    "evaluate.",
+)
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def _ignored(param: str) -> bool:
+    return any(
+        param.startswith(name) if name.endswith(".") else param == name
+        for name in FINGERPRINT_IGNORED
+    )
+
+
+def fallback_fingerprint(params: Mapping[str, str]) -> str:
+    """The fingerprint of a run without a ``fingerprint`` tag: the first 12 hex digits of the
+    SHA-256 of its params (sorted ``key: value`` JSON) minus :data:`FINGERPRINT_IGNORED`, so two
+    old runs that differ only in seed or machine settings share it."""
+    kept = {k: v for k, v in params.items() if not _ignored(k)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(eq=False)
@@ -71,6 +107,24 @@ class RunRecord:
         return self.tags.get("command", "")
 
     @property
+    def fingerprint(self) -> str:
+        """The ``fingerprint`` tag, else :func:`fallback_fingerprint` of the params."""
+        return self.tags.get(keys.FINGERPRINT_TAG) or fallback_fingerprint(self.params)
+
+    @property
+    def variant(self) -> str:
+        """The loss options that depart from the paper's (``""`` when none, or not tagged)."""
+        return self.tags.get(keys.VARIANT_TAG, "")
+
+    @property
+    def seed(self) -> str:
+        return self.tags.get(keys.SEED_TAG) or self.params.get("trainer.seed", "")
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.tags.get(PARENT_TAG)
+
+    @property
     def error(self) -> str | None:
         return self.tags.get("error")
 
@@ -114,58 +168,6 @@ class RunRecord:
         return tuple(sorted(found))
 
 
-@dataclass(frozen=True)
-class Pick:
-    """The run chosen for a cell, or (``run`` None) the reason there is none."""
-
-    run: RunRecord | None
-    reason: str | None = None
-
-
-def _could_produce(record: RunRecord, stage: str | None, attack: str | None) -> bool:
-    """Whether an unfinished run was configured to log ``stage``
-    (so its failure concerns the cell)."""
-    if stage is None:
-        return True
-    stages = record.params.get("threat_model.stages")
-    if stages is not None:
-        if stage not in stages:
-            return False
-    else:
-        threat = record.tags.get("threat_model") or record.params.get("threat_model.name")
-        if threat is not None and threat not in (stage, "all"):
-            return False
-    chosen = record.tags.get("attack") or record.params.get("attack.name")
-    return attack is None or chosen in (None, "", "none", attack)
-
-
-def pick_run(
-    records: Iterable[RunRecord],
-    dataset: str,
-    loss: str,
-    prefix: str,
-    stage: str | None = None,
-    attack: str | None = None,
-) -> Pick:
-    """The latest FINISHED run of ``(dataset, loss)`` that logged ``prefix``.
-
-    Without one, the latest run of that pair that was configured for ``stage`` (and ``attack``) but
-    did not finish gives the reason (``failed: <error tag>``); otherwise the reason is ``not run``.
-    """
-    mine = sorted(
-        (r for r in records if r.dataset == dataset and r.loss == loss),
-        key=lambda r: (r.start_time, r.end_time or 0),
-        reverse=True,
-    )
-    for record in mine:
-        if record.status == "FINISHED" and record.has(prefix):
-            return Pick(record)
-    for record in mine:
-        if record.status != "FINISHED" and _could_produce(record, stage, attack):
-            return Pick(None, record.status_reason())
-    return Pick(None, "not run")
-
-
 def _experiment_ids(client: Any, experiment: str | None, tracking_uri: str) -> list[str]:
     if experiment is None:
         return [e.experiment_id for e in client.search_experiments()]
@@ -206,12 +208,12 @@ def collect_runs(
                     ) from exc
                 records.append(RunRecord.from_mlflow(run, tracking_uri))
             if parent_run_id is not None:
-                records = [r for r in records if r.tags.get("mlflow.parentRunId") == parent_run_id]
+                records = [r for r in records if r.parent_id == parent_run_id]
             return sorted(records, key=lambda r: r.start_time, reverse=True)
         ids = _experiment_ids(client, experiment, tracking_uri)
         if not ids:
             return []
-        query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" if parent_run_id else ""
+        query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else ""
         records, token = [], None
         while True:
             page = client.search_runs(

@@ -1,9 +1,12 @@
 """Render report tables: rich (terminal), Markdown, CSV (one file per table), self-contained HTML.
 
-Every format shows a loss cell as ``ours (paper)``, a missing value as its reason
-(``failed: ...``, ``not run; paper 0.988``), and a caveat on a value as a numbered footnote.
-The HTML page embeds the runs' figures as base64 PNG (``data:`` URIs), so it still works when
-moved or mailed; :func:`collect_figures` downloads them from the store into a temporary folder.
+Every format shows a cell as ``ours (paper)`` where ours carries its uncertainty
+(``0.912 [0.871, 0.948], n=85``; ``0.912 ± 0.013, 3 seeds``), a missing value as its reason
+(``failed: ...``, ``not run; paper 0.988``), and caveats on a value as numbered footnotes. Below
+the title, the "Columns" section says which runs and settings each column stands for
+(:mod:`.columns`). The HTML page embeds the runs' figures and the white-box budget curves as
+base64 PNG (``data:`` URIs), so it still works when moved or mailed; :func:`collect_figures`
+downloads the runs' figures from the store into a temporary folder.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from robustctl.reporting.collect import RunRecord
+from robustctl.reporting.columns import CSV_FIELDS, ColumnInfo, info_row
+from robustctl.reporting.curves import BudgetFigure
 from robustctl.reporting.reference import PAPER_ATTACKS
-from robustctl.reporting.tables import LOSS_LABELS, Cell, Table
+from robustctl.reporting.tables import Cell, Table
 
 __all__ = [
     "FIGURES",
@@ -49,11 +54,16 @@ _ATTACK_CONFUSION = re.compile(r"^plots/graybox/(?P<attack>.+)_confusion\.png$")
 
 
 def header(table: Table, column: str) -> str:
-    return LOSS_LABELS.get(column, column) if column in table.losses else column
+    return table.header(column)
+
+
+def _marks(mark: tuple[int, ...] | None) -> str:
+    """`` [1]``, `` [1, 2]`` or ""."""
+    return f" [{', '.join(map(str, mark))}]" if mark else ""
 
 
 # ------------------------------------------------------------------------------- terminal
-def _rich_cell(cell: Cell, mark: int | None) -> Text:
+def _rich_cell(cell: Cell, mark: tuple[int, ...] | None) -> Text:
     text = Text()
     if cell.value is not None:
         text.append(cell.ours())
@@ -64,8 +74,8 @@ def _rich_cell(cell: Cell, mark: int | None) -> Text:
             f" ({cell.paper()})" if cell.value is not None else f"; paper {cell.paper()}",
             style="dim",
         )
-    if mark is not None:
-        text.append(f" [{mark}]", style="yellow")
+    if mark:
+        text.append(_marks(mark), style="yellow")
     return text
 
 
@@ -93,10 +103,29 @@ def rich_table(table: Table) -> RichTable:
     return out
 
 
-def print_tables(tables: Sequence[Table], console: Console | None = None) -> None:
+def rich_columns(infos: Sequence[ColumnInfo]) -> RichTable:
+    """The "Columns" section as a rich table."""
+    out = RichTable(title="Columns: runs and settings", header_style="bold", title_justify="left")
+    for name in CSV_FIELDS:
+        out.add_column(name)
+    for info in infos:
+        out.add_row(*info_row(info))
+    return out
+
+
+def print_tables(
+    tables: Sequence[Table],
+    console: Console | None = None,
+    columns: Sequence[ColumnInfo] = (),
+    subtitle: str = "",
+) -> None:
     from robustctl.console import console as default
 
     target = console or default
+    if subtitle:
+        target.print(Text(subtitle, style="dim"))
+    if columns:
+        target.print(rich_columns(columns))
     for table in tables:
         target.print(
             rich_table(table) if table.rows else Text(f"{table.title}: no runs", style="dim")
@@ -108,10 +137,10 @@ def _md(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _cell_text(cell: Cell | str, mark: int | None) -> str:
+def _cell_text(cell: Cell | str, mark: tuple[int, ...] | None) -> str:
     if not isinstance(cell, Cell):
         return cell
-    return cell.text() + (f" [{mark}]" if mark is not None else "")
+    return cell.text() + _marks(mark)
 
 
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:
@@ -138,14 +167,40 @@ def runs_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
     ]
 
 
+def _md_columns(infos: Sequence[ColumnInfo]) -> list[str]:
+    """The "Columns" section as a Markdown list, one item per dataset and column."""
+    lines = ["## Columns", ""]
+    for info in infos:
+        seeds = f"{info.n_seeds} seed{'s' if info.n_seeds != 1 else ''}" + (
+            f" ({', '.join(info.seeds)})" if info.seeds else ""
+        )
+        settings = "; ".join(f"{k} {v}" for k, v in info.settings.items() if v)
+        runs = ", ".join(f"`{i}`" for i in info.run_ids) or "none"
+        lines.append(
+            f"- **{info.dataset} / {_md(info.label)}**: fingerprint `{info.fingerprint}`, "
+            f"{seeds}; runs {runs} (group: {info.statuses})"
+            + (f"; {_md(settings)}" if settings else "")
+        )
+    return [*lines, ""]
+
+
 def markdown(
-    tables: Sequence[Table], *, title: str, subtitle: str = "", runs: Sequence[RunRecord] = ()
+    tables: Sequence[Table],
+    *,
+    title: str,
+    subtitle: str = "",
+    runs: Sequence[RunRecord] = (),
+    columns: Sequence[ColumnInfo] = (),
+    budget_figures: Sequence[BudgetFigure] = (),
 ) -> str:
-    """The report as one Markdown document: each table, its caption and footnotes,
-    then the runs used."""
+    """The report as one Markdown document: the columns' runs and settings, each table with its
+    caption and footnotes, the white-box budget figures (files beside report.md), then the runs
+    used."""
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]
+    if columns:
+        lines += _md_columns(columns)
     for table in tables:
         lines += [f"## {table.title}", "", table.caption, ""]
         if not table.rows:
@@ -160,6 +215,10 @@ def markdown(
         lines += (
             [""] + [f"[{i}] {_md(n)}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
         )
+    if budget_figures:
+        lines += ["## White-box budget curves", ""]
+        for fig in budget_figures:
+            lines += [f"![{fig.dataset} white-box budget curve]({fig.name})", "", fig.caption, ""]
     if runs:
         lines += (
             ["## Runs", ""] + _md_table(_RUN_COLUMNS, runs_rows(runs), len(_RUN_COLUMNS)) + [""]
@@ -168,16 +227,22 @@ def markdown(
 
 
 # ------------------------------------------------------------------------------- CSV
+_CSV_SUFFIXES = ("", "_paper", "_ci_low", "_ci_high", "_sd", "_n_seeds", "_pairs", "_note", "_run")
+
+
+def _number(value: float | int | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def write_csv(table: Table, path: str | Path) -> Path:
-    """One CSV per table. Per loss four columns: ``<loss>`` (our value, full precision, empty when
-    missing), ``<loss>_paper``, ``<loss>_note`` (the reason, or the caveat on a value),
-    ``<loss>_run``."""
+    """One CSV per table. Per column (key ``<c>``): ``<c>`` (our value, full precision, empty when
+    missing), ``<c>_paper``, ``<c>_ci_low``/``<c>_ci_high`` (95% interval: the run's, or the
+    t-interval of a ratio), ``<c>_sd`` (across seeds), ``<c>_n_seeds``, ``<c>_pairs`` (AUC pair
+    count; the smallest among seeds), ``<c>_note`` (the reason, or the caveats on a value, joined
+    by ``; ``), ``<c>_run`` (run ids joined by ``;``)."""
     path = Path(path)
     labels = table.columns[: table.labels]
-    fields = [
-        *labels,
-        *(f"{loss}{suffix}" for loss in table.losses for suffix in ("", "_paper", "_note", "_run")),
-    ]
+    fields = [*labels, *(f"{c}{suffix}" for c in table.losses for suffix in _CSV_SUFFIXES)]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(fields)
@@ -186,10 +251,15 @@ def write_csv(table: Table, path: str | Path) -> Path:
             for cell in row[table.labels :]:
                 assert isinstance(cell, Cell)
                 out += [
-                    "" if cell.value is None else repr(cell.value),
-                    "" if cell.reference is None else repr(cell.reference),
+                    _number(cell.value),
+                    _number(cell.reference),
+                    _number(cell.ci_low),
+                    _number(cell.ci_high),
+                    _number(cell.sd),
+                    str(cell.n_seeds) if cell.value is not None else "",
+                    _number(cell.pairs),
                     (cell.reason or "") if cell.value is None else (cell.note or ""),
-                    cell.run_id or "",
+                    ";".join(cell.run_ids),
                 ]
             writer.writerow(out)
     return path
@@ -257,10 +327,11 @@ figcaption { font-size: 0.85rem; color: #555; }
 """
 
 
-def _html_cell(cell: Cell | str, mark: int | None, numeric: bool) -> str:
+def _html_cell(cell: Cell | str, mark: tuple[int, ...] | None, numeric: bool) -> str:
     if not isinstance(cell, Cell):
         return f"<td>{html.escape(cell)}</td>"
-    title = f' title="run {html.escape(cell.run_id)}"' if cell.run_id else ""
+    runs = ", ".join(cell.run_ids)
+    title = f' title="run {html.escape(runs)}"' if runs else ""
     if cell.value is not None:
         body = html.escape(cell.ours())
         if cell.paper() is not None:
@@ -270,8 +341,8 @@ def _html_cell(cell: Cell | str, mark: int | None, numeric: bool) -> str:
         body = f'<span class="{kind}">{html.escape(cell.ours())}</span>'
         if cell.paper() is not None:
             body += f'<span class="paper">; paper {html.escape(cell.paper() or "")}</span>'
-    if mark is not None:
-        body += f' <sup class="mark">[{mark}]</sup>'
+    if mark:
+        body += f' <sup class="mark">{_marks(mark).strip()}</sup>'
     return f'<td class="{"num" if numeric else ""}"{title}>{body}</td>'
 
 
@@ -304,6 +375,21 @@ def _html_table(table: Table) -> str:
     return "\n".join(parts)
 
 
+def _html_columns(infos: Sequence[ColumnInfo]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in CSV_FIELDS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in info_row(i)) + "</tr>" for i in infos
+    )
+    return (
+        '<h2 id="columns">Columns: runs and settings</h2>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def html_page(
     tables: Sequence[Table],
     *,
@@ -311,8 +397,11 @@ def html_page(
     subtitle: str = "",
     runs: Sequence[RunRecord] = (),
     figures: Sequence[Figure] = (),
+    columns: Sequence[ColumnInfo] = (),
+    budget_figures: Sequence[BudgetFigure] = (),
 ) -> str:
-    """One self-contained HTML page: the tables, the runs used, and each run's figures inline."""
+    """One self-contained HTML page: the columns' runs and settings, the tables, the white-box
+    budget curves, the runs used, and each run's figures inline."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -321,7 +410,16 @@ def html_page(
     ]
     if subtitle:
         parts.append(f'<p class="caption">{html.escape(subtitle)}</p>')
+    if columns:
+        parts.append(_html_columns(columns))
     parts += [_html_table(t) for t in tables]
+    if budget_figures:
+        parts.append('<h2 id="budget">White-box budget curves</h2>')
+        parts += [
+            f'<figure><img alt="{html.escape(f.name)}" src="{_png_uri(f.path)}">'
+            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+            for f in budget_figures
+        ]
     if runs:
         parts.append(
             "<h2>Runs</h2><table><thead><tr>"

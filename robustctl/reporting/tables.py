@@ -1,21 +1,25 @@
 """The PDM paper's Tables 1-4 rebuilt from MLflow runs, as plain data.
 
-A :class:`Table` has one row per (dataset, metric or attack) and one column per training loss
-(``ce, rce, siamese_rvl, pdm``, then any other loss found in the runs). Each loss cell is a
-:class:`Cell`: our value, the paper's value for the same (dataset, loss, metric) when there is one
-(MNIST and CIFAR-10 only), and, when we have no value, the reason: ``not run``,
+A :class:`Table` has one row per (dataset, metric or attack) and one column per fingerprint group
+(:mod:`robustctl.reporting.groups`): ``ce, rce, siamese_rvl, pdm``, then variants such as
+``pdm (rvl_normalization=centroid)``, fingerprint-split columns ``pdm [fp 1a2b3c]`` and any other
+loss found in the runs. Each cell is a :class:`Cell`: our value with its uncertainty
+(:mod:`robustctl.reporting.uncertainty`), the paper's value for the same (dataset, loss, metric)
+when there is one (MNIST and CIFAR-10 only), and, when we have no value, the reason: ``not run``,
 ``failed: <error tag>``, or the reason tag the run logged (``too few pairs for an AUC: ...``).
 
 - :func:`table1` reproduces Table 1 (clean test accuracy per loss) plus the Davies-Bouldin index
-  of the test embeddings (Figure 2);
+  of the test embeddings (Figure 2) and the mean input-gradient norms (training loss, and CE);
 - :func:`table2` reproduces Table 2 (gray-box detection AUC of the KDE detector, per attack);
 - :func:`table3` reproduces Table 3 (white-box C&W-wb mean normalized distortion), with the
-  detection AUC and success rate the attack reached through the detector;
+  median breach distortion, the detection AUC and success rate the attack reached through the
+  detector;
 - :func:`table4` reproduces Table 4 (black-box detection AUC), with the transfer rate of the
-  adversarial examples crafted on the distilled proxy.
+  proxy's successful adversarial examples and the proxy's own success rate.
 
-Each cell reads the latest FINISHED run of its (dataset, loss) that logged the cell's metric
-group (:func:`robustctl.reporting.collect.pick_run`); the cell keeps that run's id.
+Every cell of a column in one dataset reads that column's group only: the latest FINISHED run per
+seed that logged the row's metric group (:func:`robustctl.reporting.groups.pick_runs`); the cell
+keeps those runs' ids.
 """
 
 from __future__ import annotations
@@ -25,16 +29,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from robustctl import metric_keys as keys
-from robustctl.reporting.collect import Pick, RunRecord, pick_run
-from robustctl.reporting.reference import PAPER_ATTACKS, PAPER_DATASETS, PAPER_LOSSES, reference
+from robustctl.reporting.collect import RunRecord
+from robustctl.reporting.groups import (
+    LOSS_LABELS,
+    NOT_RUN,
+    SPLIT,
+    Column,
+    Pick,
+    column_keys,
+    columns_by_dataset,
+    datasets_of,
+    losses_of,
+    missing_reason,
+    pick_runs,
+)
+from robustctl.reporting.reference import PAPER_ATTACKS, PAPER_DATASETS, reference
+from robustctl.reporting.uncertainty import Estimate, seeds_estimate
 
 __all__ = [
     "LOSS_LABELS",
+    "MIN_PAIRS",
     "NOT_RUN",
     "Cell",
+    "Layout",
     "Table",
     "build_tables",
     "datasets_of",
+    "layout_of",
     "losses_of",
     "table1",
     "table2",
@@ -42,48 +63,79 @@ __all__ = [
     "table4",
 ]
 
-NOT_RUN = "not run"
 SHORT_REASON_MAX = 28  # longer reasons show their head in the cell and the whole text as a footnote
-LOSS_LABELS = {
-    "ce": "CE (baseline)",
-    "rce": "RCE",
-    "siamese_rvl": "Siamese+RVL",
-    "pdm": "PDM",
-    "center": "center",
-    "contrastive_center": "contrastive center",
-}
+MIN_PAIRS = 30  # an AUC from fewer (clean, adversarial) pairs is marked with a footnote
+FEW_PAIRS_NOTE = f"AUC from fewer than {MIN_PAIRS} pairs"
 
 _FORMATS: dict[str, Callable[[float], str]] = {
     "percent": lambda v: f"{100 * v:.2f}",
     "auc": lambda v: f"{v:.3f}",
     "rate": lambda v: f"{v:.3f}",
     "dbi": lambda v: f"{v:.3f}",
-    "distortion": lambda v: (
-        f"{v:.3g}"
-    ),  # spans 0.008 (CIFAR-10) to 0.16 (MNIST): significant digits
+    "grad": lambda v: f"{v:.4g}",
+    # spans 0.008 (CIFAR-10) to 0.16 (MNIST): significant digits
+    "distortion": lambda v: f"{v:.3g}",
+    "breach": lambda v: f"{v:.3g}",
+    "ratio": lambda v: f"{v:.2f}x",
+}
+# what a NaN value means, per kind (default "nan")
+_NAN_TEXT: dict[str, str] = {
+    # the median breach distortion is undefined when fewer than half the examples were breached
+    "breach": "> max budget",
 }
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One loss column of one row: ``value`` (ours), ``reference`` (paper) or ``reason``.
+    """One column of one row: ``value`` (ours) with its uncertainty, ``reference`` (paper), or
+    ``reason``.
 
-    ``note`` is a caveat on a present value (white-box budget exhausted), rendered as a footnote.
-    ``key`` is the MLflow metric key and ``run_id`` the run it was read from (None: no run).
-    ``kind`` picks the format: percent, auc, rate, dbi, distortion.
+    Uncertainty: ``ci_low``/``ci_high`` (95% interval), ``sd`` (across ``n_seeds`` seeds; for a
+    ratio ``n_seeds`` counts seed pairs, ``count_unit`` names them), ``pairs`` (an AUC's pair
+    count; the smallest among seeds). ``notes`` are caveats on a present value (white-box budget
+    exhausted, too few pairs), rendered as footnotes. ``key`` is the MLflow metric key and
+    ``run_ids`` the runs it was read from (empty: no run). ``kind`` picks the format.
     """
 
     value: float | None = None
     reference: float | None = None
     reason: str | None = None
-    note: str | None = None
+    notes: tuple[str, ...] = ()
     key: str | None = None
-    run_id: str | None = None
+    run_ids: tuple[str, ...] = ()
     kind: str = "auc"
+    ci_low: float | None = None
+    ci_high: float | None = None
+    sd: float | None = None
+    n_seeds: int = 0
+    pairs: int | None = None
+    count_unit: str = "seeds"
+
+    @classmethod
+    def of(cls, estimate: Estimate, **fields: object) -> Cell:
+        """A cell holding ``estimate``."""
+        return cls(
+            estimate.value,
+            ci_low=estimate.ci_low,
+            ci_high=estimate.ci_high,
+            sd=estimate.sd,
+            n_seeds=estimate.n_seeds,
+            pairs=estimate.pairs,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        """The run of a single-run cell (the first run of a multi-seed one)."""
+        return self.run_ids[0] if self.run_ids else None
+
+    @property
+    def note(self) -> str | None:
+        return "; ".join(self.notes) or None
 
     def format(self, number: float) -> str:
         if math.isnan(number):
-            return "nan"
+            return _NAN_TEXT.get(self.kind, "nan")
         return _FORMATS.get(self.kind, lambda v: f"{v:.4g}")(number)
 
     @property
@@ -92,11 +144,25 @@ class Cell:
         the footnote the rest."""
         return self.value is None and len(self.reason or "") > SHORT_REASON_MAX
 
+    def uncertainty(self) -> str:
+        """`` ± sd, 3 seeds, min n=40`` (seeds), `` [low, high], n=85`` (one run), or ""."""
+        if self.value is None or math.isnan(self.value):
+            return ""
+        text = ""
+        if self.sd is not None and self.n_seeds > 1:
+            text = f" ± {self.format(self.sd)}"
+        elif self.ci_low is not None and self.ci_high is not None:
+            text = f" [{self.format(self.ci_low)}, {self.format(self.ci_high)}]"
+        tail = [f"{self.n_seeds} {self.count_unit}"] if self.n_seeds > 1 else []
+        if self.pairs is not None:
+            tail.append(f"{'min ' if self.n_seeds > 1 else ''}n={self.pairs}")
+        return text + "".join(f", {t}" for t in tail)
+
     def ours(self) -> str:
-        """Our value formatted, or the reason there is none
+        """Our value formatted with its uncertainty, or the reason there is none
         (a long one cut to the part before its ':')."""
         if self.value is not None:
-            return self.format(self.value)
+            return self.format(self.value) + self.uncertainty()
         reason = self.reason or NOT_RUN
         return reason.split(":", 1)[0] if self.long_reason else reason
 
@@ -122,10 +188,17 @@ class Cell:
             ("failed:", "killed:", "unfinished")
         )
 
+    def footnotes(self) -> tuple[str, ...]:
+        """The caveats on a value, or a reason too long for the cell."""
+        if self.value is not None:
+            return self.notes
+        return (self.reason or "",) if self.long_reason else ()
+
 
 @dataclass
 class Table:
-    """``columns`` = ``labels`` leading label columns (e.g. dataset, attack), then the losses."""
+    """``columns`` = ``labels`` leading label columns (e.g. dataset, attack), then the column
+    keys (:attr:`robustctl.reporting.groups.Column.key`); ``headers`` maps a key to its header."""
 
     key: str
     title: str
@@ -133,13 +206,19 @@ class Table:
     rows: list[list[str | Cell]] = field(default_factory=list)
     caption: str = ""
     labels: int = 2
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def losses(self) -> list[str]:
         return self.columns[self.labels :]
 
+    def header(self, column: str) -> str:
+        if column not in self.losses:
+            return column
+        return self.headers.get(column) or LOSS_LABELS.get(column, column)
+
     def cell(self, *labels: str, column: str) -> Cell:
-        """The cell of the row whose label columns equal ``labels``, in loss ``column``."""
+        """The cell of the row whose label columns equal ``labels``, in column ``column``."""
         index = self.columns.index(column)
         for row in self.rows:
             if tuple(row[: len(labels)]) == labels:
@@ -151,60 +230,75 @@ class Table:
     def cells(self) -> list[Cell]:
         return [c for row in self.rows for c in row[self.labels :] if isinstance(c, Cell)]
 
-    def footnotes(self) -> tuple[dict[tuple[int, int], int], list[str]]:
-        """Footnote number per (row, column) of a cell with a note (a caveat on a value, or a
+    def footnotes(self) -> tuple[dict[tuple[int, int], tuple[int, ...]], list[str]]:
+        """Footnote numbers per (row, column) of a cell with notes (caveats on a value, or a
         reason too long for the cell), and the notes in order; equal notes share a number."""
-        marks: dict[tuple[int, int], int] = {}
+        marks: dict[tuple[int, int], tuple[int, ...]] = {}
         texts: list[str] = []
         for i, row in enumerate(self.rows):
             for j, cell in enumerate(row):
-                if not isinstance(cell, Cell):
+                if not isinstance(cell, Cell) or not cell.footnotes():
                     continue
-                note = (
-                    cell.note
-                    if cell.value is not None
-                    else (cell.reason if cell.long_reason else None)
-                )
-                if note:
+                for note in cell.footnotes():
                     if note not in texts:
                         texts.append(note)
-                    marks[(i, j)] = texts.index(note) + 1
+                marks[(i, j)] = tuple(texts.index(n) + 1 for n in cell.footnotes())
         return marks, texts
 
 
-# ------------------------------------------------------------------------------- what is present
-def _ordered(first: Sequence[str], seen: set[str]) -> list[str]:
-    return [*first, *sorted(seen - set(first))]
+# ------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class Layout:
+    """The runs in scope, their columns per dataset, and the table column keys and headers."""
+
+    records: Sequence[RunRecord]
+    by_dataset: dict[str, list[Column]]
+    keys: list[str]
+    headers: dict[str, str]
+
+    def column(self, dataset: str, key: str) -> Column | None:
+        return next((c for c in self.by_dataset[dataset] if c.key == key), None)
+
+    def table(self, key: str, title: str, label: str, caption: str) -> Table:
+        columns = ["dataset", label, *self.keys]
+        return Table(key, title, columns, caption=caption, headers=self.headers)
 
 
-def datasets_of(records: Sequence[RunRecord]) -> list[str]:
-    """Datasets with at least one run: the paper's (mnist, cifar10) first, then the others."""
-    seen = {r.dataset for r in records if r.dataset}
-    return [d for d in _ordered(PAPER_DATASETS, seen) if d in seen]
-
-
-def losses_of(records: Sequence[RunRecord]) -> list[str]:
-    """The paper's losses (always, so gaps show), then any other loss that has a run."""
-    return _ordered(PAPER_LOSSES, {r.loss for r in records if r.loss})
+def layout_of(records: Sequence[RunRecord]) -> Layout:
+    by_dataset = columns_by_dataset(records)
+    headers = {c.key: c.label for columns in by_dataset.values() for c in columns}
+    return Layout(records, by_dataset, column_keys(by_dataset, records), headers)
 
 
 def _attacks_of(records: Sequence[RunRecord], dataset: str) -> list[str]:
     seen = {
         a for r in records if r.dataset == dataset for a in keys.attacks_in(r.metrics, keys.GRAYBOX)
     }
-    return _ordered(PAPER_ATTACKS, seen)
+    return [*PAPER_ATTACKS, *sorted(seen - set(PAPER_ATTACKS))]
 
 
 # ------------------------------------------------------------------------------- cells
 @dataclass(frozen=True)
 class _Metric:
-    """A row: the metric key, its format, and the tags that explain a gap or qualify a value."""
+    """A row: the metric key, its format, and the tags that explain a gap or qualify a value.
+
+    ``note_text`` turns the ``note_tag`` value into the footnote (default: the tag itself).
+    """
 
     label: str
     key: str
     kind: str
     reason_tag: str | None = None
     note_tag: str | None = None
+    note_text: Callable[[str], str] = str
+
+    @property
+    def pairs_key(self) -> str | None:
+        """``<stage>/<attack>/pairs`` for an AUC key, else None."""
+        parsed = keys.parse_attack_key(self.key)
+        if parsed is None or parsed.metric != keys.AUC:
+            return None
+        return keys.attack_key(parsed.stage, parsed.attack, keys.PAIRS)
 
 
 def _missing(run: RunRecord, metric: _Metric) -> str:
@@ -215,61 +309,103 @@ def _missing(run: RunRecord, metric: _Metric) -> str:
     return "not logged"
 
 
+def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tuple[str, ...]:
+    """The tag notes of the runs (each distinct text once), the few-pairs mark, and how many
+    seeds have a NaN value (their mean is NaN too)."""
+    tag = metric.note_tag or ""
+    texts = [metric.note_text(r.tags[tag]) for r in runs if r.tags.get(tag)]
+    if pairs is not None and pairs < MIN_PAIRS:
+        texts.append(FEW_PAIRS_NOTE)
+    nans = sum(math.isnan(r.metrics[metric.key]) for r in runs)
+    if len(runs) > 1 and nans:
+        meaning = _NAN_TEXT.get(metric.kind, "nan")
+        texts.append(f"{metric.label}: {meaning} in {nans} of {len(runs)} seeds")
+    return tuple(dict.fromkeys(texts))
+
+
 def _cell(pick: Pick, dataset: str, loss: str, metric: _Metric) -> Cell:
     ref = reference(dataset, loss, metric.key)
-    run = pick.run
-    if run is None:
+    if not pick.runs:
         return Cell(None, ref, reason=pick.reason, key=metric.key, kind=metric.kind)
-    if metric.key in run.metrics:
-        note = run.tags.get(metric.note_tag) if metric.note_tag else None
+    estimate = seeds_estimate(pick.runs, metric.key, metric.pairs_key)
+    if estimate is None:
+        newest = pick.run
+        assert newest is not None
         return Cell(
-            run.metrics[metric.key],
+            None,
             ref,
-            note=note,
+            reason=_missing(newest, metric),
             key=metric.key,
-            run_id=run.run_id,
+            run_ids=tuple(r.run_id for r in pick.runs),
             kind=metric.kind,
         )
-    return Cell(
-        None, ref, reason=_missing(run, metric), key=metric.key, run_id=run.run_id, kind=metric.kind
+    having = [r for r in pick.runs if metric.key in r.metrics]
+    return Cell.of(
+        estimate,
+        reference=ref,
+        notes=_notes(having, metric, estimate.pairs),
+        key=metric.key,
+        run_ids=tuple(r.run_id for r in having),
+        kind=metric.kind,
     )
 
 
-def _keep(row: list[str | Cell], dataset: str) -> bool:
-    """Rows of a dataset without reference numbers are dropped when no loss has anything to say."""
+def keep_row(row: list[str | Cell], dataset: str) -> bool:
+    """Rows of a dataset without reference numbers are dropped when no column has anything to
+    say."""
     cells = [c for c in row if isinstance(c, Cell)]
     return dataset in PAPER_DATASETS or any(
-        c.value is not None or c.reason != NOT_RUN for c in cells
+        c.value is not None or c.reason not in (NOT_RUN, SPLIT) for c in cells
     )
 
 
 def _group_rows(
-    records: Sequence[RunRecord],
-    losses: list[str],
+    layout: Layout,
     dataset: str,
     prefix: str,
     metrics: Sequence[_Metric],
     stage: str | None,
     attack: str | None = None,
 ) -> list[list[str | Cell]]:
-    """Rows for the metrics of one group, each loss's cells read from the same picked run."""
-    picks = {loss: pick_run(records, dataset, loss, prefix, stage, attack) for loss in losses}
+    """Rows for the metrics of one group: each column's cells read from the runs it picked from
+    its own fingerprint group."""
+    columns = layout.by_dataset[dataset]
+    picks = {c.key: pick_runs(c.runs, prefix, stage, attack) for c in columns}
+    losses = {c.key: c.loss for c in columns}
     rows: list[list[str | Cell]] = []
     for metric in metrics:
         row: list[str | Cell] = [dataset, metric.label]
-        row += [_cell(picks[loss], dataset, loss, metric) for loss in losses]
-        if _keep(row, dataset):
+        for key in layout.keys:
+            if key in picks:
+                row.append(_cell(picks[key], dataset, losses[key], metric))
+            else:
+                reason = missing_reason(columns, key)
+                ref = reference(dataset, key.split(" ", 1)[0], metric.key)
+                row.append(Cell(None, ref, reason=reason, key=metric.key, kind=metric.kind))
+        if keep_row(row, dataset):
             rows.append(row)
     return rows
 
 
 # ------------------------------------------------------------------------------- the tables
+def _grad_loss(tag: str) -> str:
+    return f"differentiates {tag.upper()}"
+
+
 CLEAN_ACCURACY = _Metric("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
 DBI = _Metric("DBI (embeddings)", keys.EMBED_DBI, "dbi")
+GRAD_TRAIN = _Metric(
+    "input-gradient norm (training loss)",
+    keys.EMBED_INPUT_GRAD_NORM,
+    "grad",
+    note_tag=keys.EMBED_GRAD_LOSS_TAG,
+    note_text=_grad_loss,
+)
+GRAD_CE = _Metric("input-gradient norm (CE)", keys.EMBED_INPUT_GRAD_NORM_CE, "grad")
 
 
 def _metric_table(
-    records: Sequence[RunRecord],
+    layout: Layout,
     key: str,
     title: str,
     caption: str,
@@ -277,42 +413,51 @@ def _metric_table(
     metrics: Sequence[_Metric],
     stage: str | None,
 ) -> Table:
-    """A table of fixed metric rows per dataset, all read from the run each loss picked
-    for ``prefix``."""
-    losses = losses_of(records)
-    table = Table(key, title, ["dataset", "metric", *losses], caption=caption)
-    for dataset in datasets_of(records):
-        table.rows += _group_rows(records, losses, dataset, prefix, metrics, stage)
+    """A table of fixed metric rows per dataset, each column's cells read from the runs its
+    group picked for ``prefix``."""
+    table = layout.table(key, title, "metric", caption)
+    for dataset in layout.by_dataset:
+        table.rows += _group_rows(layout, dataset, prefix, metrics, stage)
     return table
 
 
-def table1(records: Sequence[RunRecord]) -> Table:
-    """Table 1: clean test accuracy (%) per loss, and the DBI of the test embeddings (Figure 2)."""
+_CELLS = (
+    "Cells: ours (paper). One run: value [95% interval], n = AUC pairs; several seeds: mean ± "
+    "sd across seeds."
+)
+
+
+def table1(records: Sequence[RunRecord] | Layout) -> Table:
+    """Table 1: clean test accuracy (%) per loss, the DBI of the test embeddings (Figure 2) and
+    the mean input-gradient norms of the training loss and of CE."""
     return _metric_table(
-        records,
+        _layout(records),
         "table1",
-        "Table 1: clean test accuracy (%) and embedding DBI per training loss",
+        "Table 1: clean test accuracy (%), embedding DBI and input-gradient norms per loss",
         "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
-        "Davies-Bouldin index of Figure 2 (lower = tighter class clusters). Cells: ours (paper).",
+        "Davies-Bouldin index of Figure 2 (lower = tighter class clusters); the input-gradient "
+        "norms are the mean ||dL/dx||_2 over the test split, of the run's training loss (the "
+        "footnote says which loss it differentiates) and of CE on the prediction logits (the same "
+        "for every model). " + _CELLS,
         keys.CLEAN_ACCURACY,
-        [CLEAN_ACCURACY, DBI],
+        [CLEAN_ACCURACY, DBI, GRAD_TRAIN, GRAD_CE],
         stage=None,
     )
 
 
-def table2(records: Sequence[RunRecord]) -> Table:
+def table2(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 2: gray-box detection AUC of the KDE detector, one row per attack and dataset."""
-    losses = losses_of(records)
-    table = Table(
+    layout = _layout(records)
+    table = layout.table(
         "table2",
         "Table 2: gray-box detection AUC (KDE detector) per attack",
-        ["dataset", "attack", *losses],
-        caption="Reproduces PDM Table 2: the attacker knows the classifier but not the detector; "
+        "attack",
+        "Reproduces PDM Table 2: the attacker knows the classifier but not the detector; "
         "AUC of clean vs adversarial KDE scores over (clean, adversarial) pairs. "
-        "Baseline = CE. Cells: ours (paper).",
+        "Baseline = CE. " + _CELLS,
     )
-    for dataset in datasets_of(records):
-        for attack in _attacks_of(records, dataset):
+    for dataset in layout.by_dataset:
+        for attack in _attacks_of(layout.records, dataset):
             metric = _Metric(
                 attack,
                 keys.graybox(attack, keys.AUC),
@@ -320,32 +465,35 @@ def table2(records: Sequence[RunRecord]) -> Table:
                 reason_tag=keys.auc_reason_tag(keys.GRAYBOX, attack),
             )
             prefix = keys.attack_prefix(keys.GRAYBOX, attack) + "/"
-            table.rows += _group_rows(
-                records, losses, dataset, prefix, [metric], keys.GRAYBOX, attack
-            )
+            table.rows += _group_rows(layout, dataset, prefix, [metric], keys.GRAYBOX, attack)
     return table
 
 
 WB_NOTE = keys.note_tag(keys.WHITEBOX, keys.CW_WB)
 WB_DISTORTION = _Metric("distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE)
+WB_MEDIAN = _Metric(
+    "median breach distortion", keys.whitebox(keys.MEDIAN_DISTORTION), "breach", note_tag=WB_NOTE
+)
 WB_AUC = _Metric(
     "detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE
 )
 WB_SUCCESS = _Metric("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
 
 
-def table3(records: Sequence[RunRecord]) -> Table:
-    """Table 3: white-box C&W-wb mean normalized distortion L2/sqrt(n), detection AUC,
-    success rate."""
+def table3(records: Sequence[RunRecord] | Layout) -> Table:
+    """Table 3: white-box C&W-wb mean and median-breach normalized distortion L2/sqrt(n),
+    detection AUC, success rate."""
     return _metric_table(
-        records,
+        _layout(records),
         "table3",
         "Table 3: white-box C&W-wb (through classifier + KDE detector)",
         "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
-        "(higher = harder to attack); plus the detection AUC and success rate they reached. "
-        "Baseline = CE. Cells: ours (paper).",
+        "(higher = harder to attack); the median breach distortion is the L2/sqrt(n) budget at "
+        "which half the clean-correct examples are breached ('> max budget': fewer than half "
+        "ever were); plus the detection AUC and success rate they reached. Baseline = CE. "
+        + _CELLS,
         keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/",
-        [WB_DISTORTION, WB_AUC, WB_SUCCESS],
+        [WB_DISTORTION, WB_MEDIAN, WB_AUC, WB_SUCCESS],
         keys.WHITEBOX,
     )
 
@@ -357,23 +505,34 @@ BB_AUC = _Metric(
     reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB),
 )
 BB_TRANSFER = _Metric("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
+BB_PROXY_SUCCESS = _Metric("proxy success rate", keys.BLACKBOX_PROXY_SUCCESS_RATE, "rate")
 
 
-def table4(records: Sequence[RunRecord]) -> Table:
-    """Table 4: black-box detection AUC of C&W-wb examples transferred from a distilled proxy."""
+def table4(records: Sequence[RunRecord] | Layout) -> Table:
+    """Table 4: black-box detection AUC of C&W-wb examples transferred from a distilled proxy,
+    the transfer rate and the proxy success rate."""
     return _metric_table(
-        records,
+        _layout(records),
         "table4",
         "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
         "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
-        "proxy with its own KDE, then fed to the target; plus the fraction that fooled the "
-        "target (transfer rate). Baseline = CE. Cells: ours (paper).",
+        "proxy with its own KDE, then fed to the target; the proxy success rate is the share of "
+        "the proxy's attacks that fooled the proxy, the transfer rate the share of those "
+        "successful examples, on target-correct images, that also fool the target. "
+        "Baseline = CE. " + _CELLS,
         keys.attack_prefix(keys.BLACKBOX, keys.CW_WB) + "/",
-        [BB_AUC, BB_TRANSFER],
+        [BB_AUC, BB_TRANSFER, BB_PROXY_SUCCESS],
         keys.BLACKBOX,
     )
 
 
-def build_tables(records: Sequence[RunRecord]) -> list[Table]:
-    """Tables 1-4, in order."""
-    return [table1(records), table2(records), table3(records), table4(records)]
+def _layout(records: Sequence[RunRecord] | Layout) -> Layout:
+    return records if isinstance(records, Layout) else layout_of(records)
+
+
+def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
+    """Tables 1-4 and the white-box ratio table (after Table 3), in order."""
+    from robustctl.reporting.ratios import ratio_table
+
+    layout = _layout(records)
+    return [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]

@@ -60,6 +60,7 @@ def make_run(
     tags: dict[str, str] | None = None,
     error: str | None = None,
     command: str = "run",
+    params: dict[str, str] | None = None,
 ) -> str:
     base = {
         "command": command,
@@ -81,6 +82,8 @@ def make_run(
     run_id = run.info.run_id
     client.log_param(run_id, "dataset.name", dataset)
     client.log_param(run_id, "loss.name", loss)
+    for key, value in (params or {}).items():
+        client.log_param(run_id, key, value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value, timestamp=T0 + index * 1000, step=0)
     if error:
@@ -182,7 +185,216 @@ def store(tmp_path_factory) -> Store:
         tags={"mlflow.parentRunId": parent},
     )
     s.ids["stray"] = make_run(client, sweep, 14, "mnist", "rce", {"clean/accuracy": 0.95})
+    add_scoped(client, root, s)
+    add_fingerprints(client, root, s)
+    add_seeds(client, root, s)
     return s
+
+
+def _parent(client, exp: str, index: int, name: str, experiment_tag: str) -> str:
+    tags = {"command": "experiment", "experiment": experiment_tag}
+    run = client.create_run(exp, start_time=T0 + index * 1000, tags=tags, run_name=name)
+    client.set_terminated(run.info.run_id, end_time=T0 + index * 1000 + 900)
+    return run.info.run_id
+
+
+def add_scoped(client, root: Path, s: Store) -> None:
+    """Experiment ``scoped``: two experiments (parent runs) with their children; the second is
+    the latest. Parent A's child trained RCE, parent B's children CE and PDM."""
+    exp = client.create_experiment("scoped", artifact_location=(root / "mlartifacts").as_uri())
+    s.ids["parent_a"] = _parent(client, exp, 20, "experiment-paper_a", "paper_a")
+    child = {"mlflow.parentRunId": s.ids["parent_a"]}
+    s.ids["a_rce"] = make_run(client, exp, 21, "mnist", "rce", {"clean/accuracy": 0.80}, tags=child)
+    s.ids["a_ce"] = make_run(client, exp, 22, "mnist", "ce", {"clean/accuracy": 0.70}, tags=child)
+    s.ids["parent_b"] = _parent(client, exp, 23, "experiment-paper_b", "paper_b")
+    child = {"mlflow.parentRunId": s.ids["parent_b"]}
+    s.ids["b_ce"] = make_run(client, exp, 24, "mnist", "ce", {"clean/accuracy": 0.90}, tags=child)
+    s.ids["b_pdm"] = make_run(client, exp, 25, "mnist", "pdm", {"clean/accuracy": 0.91}, tags=child)
+
+
+WB_PARAMS = {
+    "model.name": "resnet20",
+    "threat_model.num_samples": "500",
+    "threat_model.whitebox.binary_steps": "5",
+    "threat_model.whitebox.steps": "20",
+    "threat_model.whitebox.lr": "0.01",
+    "threat_model.blackbox.proxy_model": "resnet32",
+    "threat_model.blackbox.epochs": "10",
+}
+
+
+def add_fingerprints(client, root: Path, s: Store) -> None:
+    """Experiment ``fingerprints`` (no parent run): three MNIST PDM groups. ``fp_a`` (10 epochs)
+    logged two gray-box attacks and the white-box stage; ``fp_b`` (20 epochs, newer) logged only
+    fgsm-0.05; ``fp_c`` is the centroid-normalized variant. Two old runs without fingerprint tags
+    differ only in seed and device (one fallback group)."""
+    exp = client.create_experiment(
+        "fingerprints", artifact_location=(root / "mlartifacts").as_uri()
+    )
+    a = {"fingerprint": "aaaaaa111111", "variant": ""}
+    s.ids["fp_a"] = make_run(
+        client,
+        exp,
+        30,
+        "mnist",
+        "pdm",
+        {
+            "clean/accuracy": 0.99,
+            "graybox/fgsm-0.05/auc": 0.95,
+            "graybox/fgsm-0.05/pairs": 100,
+            "graybox/bim-0.1/auc": 0.97,
+            "graybox/bim-0.1/pairs": 100,
+            "whitebox/cw_wb/distortion": 0.15,
+        },
+        tags=a,
+        params={**WB_PARAMS, "trainer.epochs": "10"},
+    )
+    s.ids["fp_b"] = make_run(
+        client,
+        exp,
+        31,
+        "mnist",
+        "pdm",
+        {"clean/accuracy": 0.995, "graybox/fgsm-0.05/auc": 0.60, "graybox/fgsm-0.05/pairs": 90},
+        tags={"fingerprint": "bbbbbb222222", "variant": ""},
+        params={**WB_PARAMS, "trainer.epochs": "20"},
+    )
+    s.ids["fp_c"] = make_run(
+        client,
+        exp,
+        32,
+        "mnist",
+        "pdm",
+        {"clean/accuracy": 0.97},
+        tags={"fingerprint": "cccccc333333", "variant": "rvl_normalization=centroid"},
+        params={**WB_PARAMS, "trainer.epochs": "10", "loss.rvl_normalization": "centroid"},
+    )
+    old = {"trainer.epochs": "5", "trainer.seed": "0", "trainer.device": "cpu"}
+    s.ids["old_ce_0"] = make_run(
+        client, exp, 33, "mnist", "ce", {"clean/accuracy": 0.90}, params=old
+    )
+    s.ids["old_ce_1"] = make_run(
+        client,
+        exp,
+        34,
+        "mnist",
+        "ce",
+        {"clean/accuracy": 0.92},
+        tags={"seed": "1"},
+        params={**old, "trainer.seed": "1", "trainer.device": "cuda"},
+    )
+
+
+# experiment ``seeds``: PDM with three seeds, CE with four, RCE with one
+MEDIAN = "whitebox/cw_wb/median_distortion"
+PDM_SEEDS = {  # seed -> metrics
+    "0": {
+        "clean/accuracy": 0.99,
+        "graybox/fgsm-0.05/auc": 0.90,
+        "graybox/fgsm-0.05/pairs": 40,
+        "embed/input_grad_norm": 2.5,
+        "embed/input_grad_norm_ce": 5.0,
+        "whitebox/cw_wb/distortion": 0.16,
+        "whitebox/cw_wb/median_distortion": 0.14,
+    },
+    "1": {
+        "clean/accuracy": 0.98,
+        "graybox/fgsm-0.05/auc": 0.94,
+        "graybox/fgsm-0.05/pairs": 25,
+        "embed/input_grad_norm": 3.5,
+        "embed/input_grad_norm_ce": 6.0,
+        "whitebox/cw_wb/distortion": 0.15,
+        "whitebox/cw_wb/median_distortion": float("nan"),
+    },
+    "2": {
+        "clean/accuracy": 0.97,
+        "graybox/fgsm-0.05/auc": 0.95,
+        "graybox/fgsm-0.05/pairs": 50,
+        "embed/input_grad_norm": 4.5,
+        "embed/input_grad_norm_ce": 7.0,
+        "whitebox/cw_wb/distortion": 0.18,
+        "whitebox/cw_wb/median_distortion": 0.16,
+        # the bootstrap's upper end lies beyond the budget (logged as NaN)
+        "whitebox/cw_wb/median_distortion_ci_low": 0.12,
+        "whitebox/cw_wb/median_distortion_ci_high": float("nan"),
+    },
+}
+CE_SEEDS = {
+    "0": {"clean/accuracy": 0.98, "whitebox/cw_wb/distortion": 0.08, MEDIAN: 0.07},
+    "1": {"clean/accuracy": 0.98, "whitebox/cw_wb/distortion": 0.10, MEDIAN: 0.05},
+    "2": {"clean/accuracy": 0.98, "whitebox/cw_wb/distortion": 0.09, MEDIAN: 0.10},
+    "3": {"clean/accuracy": 0.98, "whitebox/cw_wb/distortion": 0.50, MEDIAN: 0.5},  # no PDM seed 3
+}
+RCE_ONE = {
+    "clean/accuracy": 0.985,
+    "graybox/fgsm-0.05/auc": 0.912,
+    "graybox/fgsm-0.05/auc_ci_low": 0.871,
+    "graybox/fgsm-0.05/auc_ci_high": 0.948,
+    "graybox/fgsm-0.05/pairs": 85,
+    "graybox/bim-0.1/auc": 0.70,
+    "graybox/bim-0.1/pairs": 12,
+    "whitebox/cw_wb/distortion": 0.1,
+    "whitebox/cw_wb/distortion_ci_low": 0.09,
+    "whitebox/cw_wb/distortion_ci_high": 0.11,
+    "whitebox/cw_wb/median_distortion": float("nan"),
+    "blackbox/cw_wb/proxy_success_rate": 0.8,
+}
+# the white-box budget-curve artifacts of PDM seeds 0 and 1 (seed 2 has none)
+CURVES = {"0": [0.1, None, 0.3, 0.2], "1": [0.05, None]}
+
+
+def add_seeds(client, root: Path, s: Store) -> None:
+    """Experiment ``seeds``: one parent run; PDM seeds 0-2 (plus an older seed-0 run and a newer
+    failed seed-1 run), CE seeds 0-3, RCE seed 0; PDM seeds 0 and 1 log budget curves."""
+    import json
+
+    exp = client.create_experiment("seeds", artifact_location=(root / "mlartifacts").as_uri())
+    parent = _parent(client, exp, 40, "experiment-seeds", "seeds")
+    s.ids["seeds_parent"] = parent
+    child = {"mlflow.parentRunId": parent}
+    pdm = child | {
+        "fingerprint": "dddddd444444",
+        "variant": "",
+        "embed/input_grad_norm_loss": "rce",
+    }
+    s.ids["pdm_seed0_old"] = make_run(
+        client, exp, 41, "mnist", "pdm", {"clean/accuracy": 0.10}, tags=pdm
+    )
+    for i, (seed, metrics) in enumerate(PDM_SEEDS.items()):
+        s.ids[f"pdm_{seed}"] = make_run(
+            client,
+            exp,
+            42 + i,
+            "mnist",
+            "pdm",
+            metrics,
+            tags=pdm | {"seed": seed},
+            params={**WB_PARAMS, "trainer.epochs": "10"},
+        )
+        if seed in CURVES:
+            path = root / f"curve_{seed}" / "cw_wb_budget_curve.json"
+            path.parent.mkdir()
+            path.write_text(json.dumps({"distortions": CURVES[seed], "unit": "L2/sqrt(n)"}))
+            client.log_artifact(s.ids[f"pdm_{seed}"], str(path), "whitebox")
+    s.ids["pdm_seed1_failed"] = make_run(
+        client,
+        exp,
+        45,
+        "mnist",
+        "pdm",
+        {},
+        status="FAILED",
+        error="E: boom",
+        tags=pdm | {"seed": "1"},
+    )
+    ce = child | {"fingerprint": "eeeeee555555", "variant": "", "embed/input_grad_norm_loss": "ce"}
+    for i, (seed, metrics) in enumerate(CE_SEEDS.items()):
+        s.ids[f"ce_{seed}"] = make_run(
+            client, exp, 46 + i, "mnist", "ce", metrics, tags=ce | {"seed": seed}
+        )
+    s.ids["rce_0"] = make_run(
+        client, exp, 50, "mnist", "rce", RCE_ONE, tags=child | {"fingerprint": "ffffff666666"}
+    )
 
 
 @pytest.fixture(scope="package")

@@ -1,11 +1,12 @@
-"""Runs read back from the store, and which run answers which cell."""
+"""Runs read back from the store, and which runs of a group answer a cell."""
 
 from __future__ import annotations
 
 import pytest
 
 from robustctl.errors import TrackingError
-from robustctl.reporting.collect import RunRecord, collect_runs, pick_run
+from robustctl.reporting.collect import RunRecord, collect_runs
+from robustctl.reporting.groups import pick_runs
 
 
 def record(run_id: str, start: int, status: str = "FINISHED", metrics=None, **tags) -> RunRecord:
@@ -54,13 +55,10 @@ def test_latest_finished_run_with_the_metric_wins():
         record("newer_train_only", 3, metrics={"train/loss": 0.1}),
         record("newest_failed", 4, status="FAILED", error="boom"),
     ]
-    assert pick_run(runs, "mnist", "ce", "clean/accuracy").run.run_id == "new"
-    assert pick_run(runs, "mnist", "rce", "clean/accuracy").reason == "not run"
+    assert [r.run_id for r in pick_runs(runs, "clean/accuracy").runs] == ["new"]
+    assert pick_runs([], "clean/accuracy").reason == "not run"
     # no finished run logged the gray-box group: the failure explains the gap
-    assert (
-        pick_run(runs, "mnist", "ce", "graybox/fgsm-0.1/", "graybox", "fgsm-0.1").reason
-        == "failed: boom"
-    )
+    assert pick_runs(runs, "graybox/fgsm-0.1/", "graybox", "fgsm-0.1").reason == "failed: boom"
 
 
 def test_only_failures_of_runs_configured_for_the_stage_count():
@@ -70,18 +68,13 @@ def test_only_failures_of_runs_configured_for_the_stage_count():
         record("killed", 1, status="KILLED", error="interrupted", threat_model="all"),
     ]
     assert (
-        pick_run(runs, "mnist", "ce", "graybox/fgsm-0.1/", "graybox", "fgsm-0.1").reason
-        == "killed: interrupted"
+        pick_runs(runs, "graybox/fgsm-0.1/", "graybox", "fgsm-0.1").reason == "killed: interrupted"
     )
-    assert pick_run(runs, "mnist", "ce", "graybox/jsma/", "graybox", "jsma").reason == "failed: b"
-    assert (
-        pick_run(runs, "mnist", "ce", "whitebox/cw_wb/", "whitebox").reason == "killed: interrupted"
-    )
-    assert pick_run(runs, "mnist", "ce", "clean/accuracy").reason == "failed: b"
+    assert pick_runs(runs, "graybox/jsma/", "graybox", "jsma").reason == "failed: b"
+    assert pick_runs(runs, "whitebox/cw_wb/", "whitebox").reason == "killed: interrupted"
+    assert pick_runs(runs, "clean/accuracy").reason == "failed: b"
     running = [record("r", 1, status="RUNNING")]
-    assert pick_run(running, "mnist", "ce", "clean/accuracy").reason.startswith(
-        "unfinished (running"
-    )
+    assert pick_runs(running, "clean/accuracy").reason.startswith("unfinished (running")
 
 
 def test_dataset_and_loss_fall_back_to_params():
