@@ -18,12 +18,19 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from robustctl import metric_keys as keys
 from robustctl.errors import TrackingError
 
-__all__ = ["FINGERPRINT_IGNORED", "RunRecord", "collect_runs", "fallback_fingerprint"]
+__all__ = [
+    "FINGERPRINT_IGNORED",
+    "RunRecord",
+    "collect_runs",
+    "download_artifact",
+    "fallback_fingerprint",
+]
 
 _PAGE = 1000
 _ERROR_CHARS = 200  # an error tag longer than this is cut in table cells
@@ -166,6 +173,25 @@ class RunRecord:
         except (MlflowException, OSError):
             return ()
         return tuple(sorted(found))
+
+
+def download_artifact(client: Any, run_id: str, path: str, dst: str | Path) -> Path:
+    """One artifact of a run into the folder ``dst``, without MLflow's per-file progress bar (a
+    report downloads dozens of small files)."""
+    import os
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        return Path(client.download_artifacts(run_id, path, str(dst)))
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _experiment_ids(client: Any, experiment: str | None, tracking_uri: str) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from robustctl import metric_keys as keys
-from robustctl.reporting.collect import RunRecord
+from robustctl.reporting.collect import RunRecord, download_artifact
 from robustctl.reporting.groups import pick_runs
 from robustctl.reporting.tables import Layout
 
@@ -71,7 +71,7 @@ def _read_curve(client: Any, run: RunRecord, tmp: str) -> list[float | None] | N
     dst = Path(tmp, run.run_id)
     dst.mkdir(exist_ok=True)
     try:
-        local = client.download_artifacts(run.run_id, keys.WHITEBOX_BUDGET_CURVE, str(dst))
+        local = download_artifact(client, run.run_id, keys.WHITEBOX_BUDGET_CURVE, dst)
         data = json.loads(Path(local).read_text(encoding="utf-8"))
         return [None if d is None else float(d) for d in data["distortions"]]
     except (MlflowException, OSError, ValueError, KeyError, TypeError):

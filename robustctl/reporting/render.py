@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from robustctl.reporting.collect import RunRecord
+from robustctl.reporting.collect import RunRecord, download_artifact
 from robustctl.reporting.columns import CSV_FIELDS, ColumnInfo, info_row
 from robustctl.reporting.curves import BudgetFigure
 from robustctl.reporting.reference import PAPER_ATTACKS
@@ -305,7 +305,7 @@ def collect_figures(runs: Sequence[RunRecord], tracking_uri: str) -> list[Figure
                 dst = Path(tmp, str(index))
                 dst.mkdir(exist_ok=True)
                 try:
-                    local = client.download_artifacts(run.run_id, path, str(dst))
+                    local = download_artifact(client, run.run_id, path, dst)
                     figures.append(Figure(run, path, caption, Path(local).read_bytes()))
                 except (MlflowException, OSError):
                     continue

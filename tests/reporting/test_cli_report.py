@@ -22,3 +22,19 @@ def test_report_cli_scopes_to_the_latest_experiment_unless_all(store, tmp_path):
     md = (tmp_path / "all" / "report.md").read_text()
     assert store.ids["a_rce"] in md
     assert "| mnist | clean accuracy (%) | 90.00 (99.33) | 80.00 (99.32) |" in md
+
+
+def test_report_downloads_artifacts_without_progress_bars(store, tmp_path, capfd):
+    """The report reads dozens of figures and curves: MLflow's per-file progress bars stay off,
+    and the user's own setting is restored afterwards."""
+    import os
+
+    from robustctl.reporting import build_report
+
+    os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+    report = build_report(store.uri, experiment="seeds", out_dir=tmp_path)
+    assert report.files  # the curves were downloaded and drawn
+    assert any(p.name.startswith("whitebox_budget_") for p in report.files.values())
+    captured = capfd.readouterr()
+    assert "Downloading artifacts" not in captured.err + captured.out
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
