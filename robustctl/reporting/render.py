@@ -104,12 +104,21 @@ def rich_table(table: Table) -> RichTable:
 
 
 def rich_columns(infos: Sequence[ColumnInfo]) -> RichTable:
-    """The "Columns" section as a rich table."""
+    """The "Columns" section as a three-column rich table that fits a terminal: which column,
+    which fingerprint and seeds, which settings (run ids are in report.md and columns.csv)."""
     out = RichTable(title="Columns: runs and settings", header_style="bold", title_justify="left")
-    for name in CSV_FIELDS:
-        out.add_column(name)
+    for name in ("column", "fingerprint, seeds", "settings"):
+        out.add_column(name, overflow="fold")
     for info in infos:
-        out.add_row(*info_row(info))
+        settings = "; ".join(f"{name} {value}" for name, value in info.settings.items() if value)
+        out.add_row(  # Text: a label such as "PDM [fp 1a2b3c]" is not rich markup
+            Text(f"{info.dataset} / {info.label}"),
+            Text(
+                f"{info.fingerprint} ({info.n_seeds} seed{'' if info.n_seeds == 1 else 's'}: "
+                f"{', '.join(info.seeds) or '-'})"
+            ),
+            Text(settings),
+        )
     return out
 
 

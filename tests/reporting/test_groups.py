@@ -158,3 +158,24 @@ def test_columns_section_lists_runs_and_settings(store, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "Columns: runs and settings" in page and "5 x 20 @ 0.01" in page
     assert [i.key for i in report.columns] == ["ce", A, B, C]
+
+
+def test_columns_section_fits_an_80_column_terminal(store, tmp_path):
+    """The terminal's Columns table keeps fingerprints and settings readable at 80 columns (the
+    14 CSV fields side by side were cut to one or two characters each)."""
+    import io
+
+    from rich.console import Console
+
+    from robustctl.reporting.render import rich_columns
+
+    report = build_report(store.uri, experiment="fingerprints", out_dir=tmp_path, figures=False)
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, no_color=True).print(rich_columns(report.columns))
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    # each cell folds inside its own column: the fingerprint and the budget stay whole
+    ce = next(i for i in report.columns if i.key == "ce")  # old runs: a fallback fingerprint
+    assert "aaaaaa111111 (1 seed: 0)" in text and f"{ce.fingerprint} (2 seeds:" in text
+    assert "mnist / PDM [fp aaaaaa]" in text  # the label is text, not rich markup
