@@ -83,7 +83,8 @@ def rich_table(table: Table) -> RichTable:
     """A rich table: loss cells ``ours (paper)``, reasons dimmed (failures in red),
     footnotes as caption."""
     marks, notes = table.footnotes()
-    caption = "\n".join([table.caption, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))])
+    # Text, not markup: labels like "PDM [fp 1a2b3c]" and notes must print as written
+    caption = Text("\n".join([table.caption, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]))
     out = RichTable(
         title=table.title,
         caption=caption,
@@ -92,7 +93,9 @@ def rich_table(table: Table) -> RichTable:
         caption_justify="left",
     )
     for j, column in enumerate(table.columns):
-        out.add_column(header(table, column), justify="right" if j >= table.labels else "left")
+        out.add_column(
+            Text(header(table, column)), justify="right" if j >= table.labels else "left"
+        )
     for i, row in enumerate(table.rows):
         out.add_row(
             *[

@@ -167,7 +167,7 @@ def test_columns_section_fits_an_80_column_terminal(store, tmp_path):
 
     from rich.console import Console
 
-    from robustctl.reporting.render import rich_columns
+    from robustctl.reporting.render import rich_columns, rich_table
 
     report = build_report(store.uri, experiment="fingerprints", out_dir=tmp_path, figures=False)
     buffer = io.StringIO()
@@ -179,3 +179,7 @@ def test_columns_section_fits_an_80_column_terminal(store, tmp_path):
     ce = next(i for i in report.columns if i.key == "ce")  # old runs: a fallback fingerprint
     assert "aaaaaa111111 (1 seed: 0)" in text and f"{ce.fingerprint} (2 seeds:" in text
     assert "mnist / PDM [fp aaaaaa]" in text  # the label is text, not rich markup
+    # the tables' headers too
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, no_color=True).print(rich_table(report.table("table1")))
+    assert "PDM [fp aaaaaa]" in buffer.getvalue()
