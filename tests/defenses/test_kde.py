@@ -388,7 +388,7 @@ def test_backprop_to_images_through_a_resnet() -> None:
     assert torch.isfinite(xa.grad).all() and xa.grad.abs().sum() > 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     z, y = blobs(3, 100, 16, seed=20)
     q, qy = blobs(3, 30, 16, seed=21)
