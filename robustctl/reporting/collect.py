@@ -23,9 +23,9 @@ from typing import Any
 
 from robustctl import metric_keys as keys
 from robustctl.errors import TrackingError
+from robustctl.tracking.provenance import FINGERPRINT_IGNORED
 
 __all__ = [
-    "FINGERPRINT_IGNORED",
     "RunRecord",
     "collect_runs",
     "download_artifact",
@@ -35,35 +35,18 @@ __all__ = [
 _PAGE = 1000
 _ERROR_CHARS = 200  # an error tag longer than this is cut in table cells
 
-# params that change neither what is trained nor what is measured (the seed, the machine, where
-# files go, how the run is tracked): left out of :func:`fallback_fingerprint`. A trailing "."
-# names a whole group.
-FINGERPRINT_IGNORED: tuple[str, ...] = (
-    "trainer.seed",
-    "trainer.device",
-    "trainer.resume",
-    "trainer.checkpoint_dir",
-    "trainer.num_threads",
-    "trainer.eval_batch_size",
-    "threat_model.batch_size",
-    "work_dir",
-    "debug",
-    "tracking.",
-    "evaluate.",
-)
 PARENT_TAG = "mlflow.parentRunId"
 
 
 def _ignored(param: str) -> bool:
-    return any(
-        param.startswith(name) if name.endswith(".") else param == name
-        for name in FINGERPRINT_IGNORED
-    )
+    """Whether a flattened param is (or lies in a group) of ``FINGERPRINT_IGNORED``."""
+    return any(param == name or param.startswith(f"{name}.") for name in FINGERPRINT_IGNORED)
 
 
 def fallback_fingerprint(params: Mapping[str, str]) -> str:
     """The fingerprint of a run without a ``fingerprint`` tag: the first 12 hex digits of the
-    SHA-256 of its params (sorted ``key: value`` JSON) minus :data:`FINGERPRINT_IGNORED`, so two
+    SHA-256 of its params (sorted ``key: value`` JSON) minus the keys a fingerprint ignores
+    (:data:`robustctl.tracking.provenance.FINGERPRINT_IGNORED`), so two
     old runs that differ only in seed or machine settings share it."""
     kept = {k: v for k, v in params.items() if not _ignored(k)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]

@@ -56,18 +56,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# keys that do not change what a run computes (where it is logged, whether it resumes)
-_HASH_EXCLUDED = (
+# keys that change neither what is trained nor what is measured: where files go, how the run is
+# tracked, whether it resumes
+_WHERE_AND_HOW = (
     "tracking",
     "trainer.resume",
     "trainer.checkpoint_dir",
     "work_dir",
     "debug",
     "evaluate",
-    "attack",
-    "defense",
-    "threat_model",
 )
+EVALUATION_GROUPS = ("attack", "defense", "threat_model")
+# ... and those that change only how fast or on which machine (or the seed, which the report
+# averages over)
+_SEED_AND_MACHINE = (
+    "trainer.seed",
+    "trainer.device",
+    "trainer.num_threads",
+    "trainer.eval_batch_size",
+    "threat_model.batch_size",
+)
+# the config keys (a group name covers the group) a fingerprint leaves out; the report applies the
+# same list to the flattened params of runs logged before fingerprints existed
+FINGERPRINT_IGNORED = (*_WHERE_AND_HOW, *_SEED_AND_MACHINE)
+_HASH_EXCLUDED = (*_WHERE_AND_HOW, *EVALUATION_GROUPS)
 
 
 def _hash_without(data: dict[str, Any], excluded: tuple[str, ...]) -> str:
@@ -86,27 +98,17 @@ def config_hash(container: dict[str, Any]) -> str:
     return _hash_without(container, _HASH_EXCLUDED)
 
 
-# keys that change neither what is trained nor what is measured, only where and how fast
-_SEED_AND_MACHINE = (
-    "trainer.seed",
-    "trainer.device",
-    "trainer.num_threads",
-    "trainer.eval_batch_size",
-)
-EVALUATION_GROUPS = ("attack", "defense", "threat_model")
-
-
 def training_fingerprint(container: dict[str, Any]) -> str:
     """:func:`config_hash` without the seed and machine settings: equal for the seeds of one
     training configuration."""
-    return _hash_without(container, _HASH_EXCLUDED + _SEED_AND_MACHINE)
+    return _hash_without(container, _HASH_EXCLUDED + FINGERPRINT_IGNORED)
 
 
 def evaluation_fingerprint(container: dict[str, Any]) -> str:
     """Short hash of what is measured: the attack, defense and threat-model groups (the attack
     budgets, the attacked subset, the detector), without the batch size."""
     part = {group: container.get(group) for group in EVALUATION_GROUPS}
-    return _hash_without(part, ("threat_model.batch_size",))
+    return _hash_without(part, FINGERPRINT_IGNORED)
 
 
 def run_fingerprint(training: str, evaluation: str) -> str:
