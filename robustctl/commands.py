@@ -161,23 +161,20 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
     model = model_from_checkpoint(state, resolve_device(cfg.trainer.device), expect_model=None)
     data = load_dataset(cfg.dataset, cfg.work_dir)
     check_split(meta, data, path)
-    with tracked_run(cfg, raw, "evaluate") as tracker:
-        tracker.set_tags(
-            {
-                "source_checkpoint": str(path),
-                "source_run": source_run or meta.get("run_id") or "",
-                "model": meta.get("model", {}).get("name", cfg.model.name),
-                "loss": str(meta.get("loss", "")),
-                # the checkpoint's training identity (an old checkpoint: its seeded config hash)
-                **identity_tags(
-                    config_container(raw),
-                    training=meta.get(keys.TRAINING_FINGERPRINT_TAG)
-                    or meta.get("config_hash")
-                    or "unknown",
-                    variant=meta.get(keys.VARIANT_TAG, ""),
-                ),
-            }
-        )
+    trained = meta.get(keys.TRAINING_FINGERPRINT_TAG) or meta.get("config_hash") or "unknown"
+    source = {
+        "source_checkpoint": str(path),
+        "source_run": source_run or meta.get("run_id") or "",
+        "model": meta.get("model", {}).get("name", cfg.model.name),
+        "loss": str(meta.get("loss", "")),
+        # the checkpoint's training identity (an old checkpoint: its seeded config hash)
+        **identity_tags(
+            config_container(raw),
+            training=trained,
+            variant=meta.get(keys.VARIANT_TAG, ""),
+        ),
+    }
+    with tracked_run(cfg, raw, "evaluate", tags=source) as tracker:
         log_run_context(tracker, cfg, data)
         trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
         metrics, notes = evaluate_model(cfg, model, data, tracker, trained_with)

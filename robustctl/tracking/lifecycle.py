@@ -128,16 +128,24 @@ def existing_run(cfg: RunConfig, run_id: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(
-    cfg: RunConfig, raw: Any, command: str, *, resume_run_id: str | None = None
+    cfg: RunConfig,
+    raw: Any,
+    command: str,
+    *,
+    resume_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[RunTracker]:
-    """Open the MLflow run for ``command`` and close it with the right status whatever happens."""
+    """Open the MLflow run for ``command`` and close it with the right status whatever happens.
+
+    ``tags`` are set at the start over the base tags (``evaluate``: the checkpoint's model, loss
+    and training identity instead of the config's)."""
     from omegaconf import OmegaConf
 
     container = config_container(raw)
     tracker = open_tracker(cfg)
     tracker.start(
         run_name(cfg, command),
-        base_tags(cfg, command, config_hash(container), container),
+        base_tags(cfg, command, config_hash(container), container) | (tags or {}),
         run_id=resume_run_id,
     )
     console.print(f"MLflow run [bold]{tracker.run_id}[/] in {tracker.uri}")
