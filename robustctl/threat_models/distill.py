@@ -6,8 +6,9 @@ as it predicts):
 - ``soft``: p = softmax(Z_t / T); the proxy minimizes -sum_k p_k log softmax(Z_p / T)_k, times T^2
   (Hinton et al. 2015: keeps gradient magnitudes comparable across temperatures);
 - ``hard``: y = argmax Z_t; the proxy minimizes cross-entropy on y.
-Targets are queried per training batch, on the batch exactly as the proxy sees it (after
-augmentation when the dataset augments), so soft labels always describe the image trained on.
+Targets describe the image the proxy trains on: with augmentation they are queried per batch, on
+the batch as the proxy sees it (cropped, flipped); without it they are computed once per training
+image and reused every epoch.
 The proxy is trained with plain cross-entropy semantics (logit_sign +1), SGD + momentum and a
 cosine schedule; agreement = fraction of test inputs where both models predict the same class.
 """
@@ -88,11 +89,21 @@ def distill(
     )
     generator = torch.Generator().manual_seed(seed)
     steps = math.ceil(len(data.y_train) / batch_size)
+    fixed = (  # un-augmented images: one query per training image, not one per epoch
+        None
+        if data.augment
+        else torch.cat(
+            [
+                distillation_targets(target, data.x_train[i : i + 512], mode, temperature).cpu()
+                for i in range(0, len(data.y_train), 512)
+            ]
+        )
+    )
     with progress() as bar:
         task = bar.add_task(f"distil {model_cfg.name}", total=epochs * steps, status="")
         for epoch in range(epochs):
             proxy.train()
-            for b, (xb, _, _) in enumerate(
+            for b, (xb, _, idx) in enumerate(
                 iterate_batches(
                     data.x_train,
                     data.y_train,
@@ -105,7 +116,11 @@ def distill(
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, epochs * steps, base_lr=lr, schedule="cosine")
                 xb = xb.to(device)
-                tb = distillation_targets(target, xb, mode, temperature).to(device)
+                tb = (
+                    distillation_targets(target, xb, mode, temperature)
+                    if fixed is None
+                    else fixed[idx]
+                ).to(device)
                 loss = distillation_loss(proxy(xb).logits, tb, mode, temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
