@@ -525,7 +525,6 @@ class KDEDetector(torch.nn.Module):
         scores = [t / held_z.shape[0] + c for t, c in zip(total.tolist(), norm, strict=True)]
         best = max(range(len(grid)), key=scores.__getitem__)
         self.bandwidth_grid_, self.bandwidth_scores_ = grid, scores
-        self.grid_edge_ = None
         if len(grid) > 1 and best in (0, len(grid) - 1):
             self.grid_edge_ = "low" if best == 0 else "high"
             warnings.warn(

@@ -159,11 +159,7 @@ class Column:
     @property
     def label(self) -> str:
         """The header: :data:`LOSS_LABELS` name, then the variant and (split) the fingerprint."""
-        return (
-            LOSS_LABELS.get(self.loss, self.loss)
-            + (f" ({self.variant})" if self.variant else "")
-            + (f" [fp {self.short_fingerprint}]" if self.split else "")
-        )
+        return LOSS_LABELS.get(self.loss, self.loss) + self.key.removeprefix(self.loss)
 
 
 def columns_of(records: Sequence[RunRecord], dataset: str) -> list[Column]:

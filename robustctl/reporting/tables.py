@@ -48,7 +48,7 @@ from robustctl.reporting.uncertainty import Estimate, seeds_estimate
 
 __all__ = [
     "LOSS_LABELS",
-    "MIN_PAIRS",
+    "RELIABLE_PAIRS",
     "NOT_RUN",
     "Cell",
     "Layout",
@@ -64,8 +64,8 @@ __all__ = [
 ]
 
 SHORT_REASON_MAX = 28  # longer reasons show their head in the cell and the whole text as a footnote
-MIN_PAIRS = 30  # an AUC from fewer (clean, adversarial) pairs is marked with a footnote
-FEW_PAIRS_NOTE = f"AUC from fewer than {MIN_PAIRS} pairs"
+RELIABLE_PAIRS = 30  # an AUC from fewer (clean, adversarial) pairs is marked with a footnote
+FEW_PAIRS_NOTE = f"AUC from fewer than {RELIABLE_PAIRS} pairs"
 
 _FORMATS: dict[str, Callable[[float], str]] = {
     "percent": lambda v: f"{100 * v:.2f}",
@@ -314,7 +314,7 @@ def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tup
     seeds have a NaN value (their mean is NaN too)."""
     tag = metric.note_tag or ""
     texts = [metric.note_text(r.tags[tag]) for r in runs if r.tags.get(tag)]
-    if pairs is not None and pairs < MIN_PAIRS:
+    if pairs is not None and pairs < RELIABLE_PAIRS:
         texts.append(FEW_PAIRS_NOTE)
     nans = sum(math.isnan(r.metrics[metric.key]) for r in runs)
     if len(runs) > 1 and nans:

@@ -90,11 +90,11 @@ def budget_metrics(distortions: np.ndarray, seed: int = 0) -> dict[str, float]:
 def budget_curve_figure(distortions: np.ndarray, title: str) -> Any:
     """Success rate over the clean-correct examples as a function of the L2 budget."""
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
-    finite = np.sort(distortions[np.isfinite(distortions)])
+    breached = np.sort(distortions[np.isfinite(distortions)])
     n = max(distortions.size, 1)
-    if finite.size:
-        steps = np.concatenate([[0.0], finite])
-        ax.step(steps, np.arange(finite.size + 1) / n, where="post")
+    if breached.size:
+        steps = np.concatenate([[0.0], breached])
+        ax.step(steps, np.arange(breached.size + 1) / n, where="post")
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("L2 budget (L2 / sqrt(n))")
     ax.set_ylabel("success rate (clean-correct)")
