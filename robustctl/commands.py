@@ -100,6 +100,7 @@ def train_model(
             cfg, data, chash=chash, tracker=tracker, resume_state=state, provenance=provenance
         )
         tracker.log_metrics({keys.TRAIN_WALL_TIME: trained.wall_time_s})
+        tracker.set_tags(trained.meta["step_settings"])
         metrics = {
             k: v
             for k, v in trained.final.items()

@@ -137,6 +137,7 @@ MODEL_OPTIONS: dict[str, ModelConfig] = {
 # --------------------------------------------------------------------------------------- trainer
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -160,6 +161,12 @@ class TrainerConfig:
     resume: bool = False
     checkpoint_dir: str = "checkpoints"
     eval_batch_size: int = 512
+    # speed only (robustctl/training/speed.py): autocast dtype of the training step (auto = bf16 on
+    # CUDA, fp32 elsewhere; evaluation is always fp32), channels_last memory format (null = on for
+    # CUDA), torch.compile of the training forward pass
+    precision: str = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", f"must be >= 1, got {self.epochs}")
@@ -196,6 +203,11 @@ class TrainerConfig:
             self.device in DEVICES,
             "trainer.device",
             f"must be one of {', '.join(DEVICES)}; got {self.device!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            "trainer.precision",
+            f"must be one of {', '.join(PRECISIONS)}; got {self.precision!r}",
         )
         _require(
             self.num_threads is None or self.num_threads >= 1,

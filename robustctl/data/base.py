@@ -101,24 +101,24 @@ def split_train_val(
     return x[train], y[train], x[val], y[val]
 
 
-def crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+def crop_flip(x: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
     """Standard CIFAR augmentation: random crop after ``pad`` px zero padding, random horizontal
-    flip."""
+    flip. Runs on ``x``'s device (``generator`` must live there too) without a host sync."""
     n, _, h, w = x.shape
+    dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = dy.view(n, 1) + torch.arange(h).view(1, h)  # [n, h]
-    cols = dx.view(n, 1) + torch.arange(w).view(1, w)  # [n, w]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    rows = dy.view(n, 1) + torch.arange(h, device=dev).view(1, h)  # [n, h]
+    cols = dx.view(n, 1) + torch.arange(w, device=dev).view(1, w)  # [n, w]
     out = padded[
-        torch.arange(n).view(n, 1, 1, 1),
-        torch.arange(x.shape[1]).view(1, -1, 1, 1),
+        torch.arange(n, device=dev).view(n, 1, 1, 1),
+        torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1),
         rows.view(n, 1, h, 1),
         cols.view(n, 1, 1, w),
     ]
-    flip = torch.rand(n, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
 
 
 def iterate_batches(
@@ -131,9 +131,13 @@ def iterate_batches(
     max_batches: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(images, labels, indices)``; shuffled when a generator is given, in order
-    otherwise."""
+    otherwise. Shuffling and augmentation run on ``x``'s device (the generator's device)."""
     n = len(y)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = (
+        torch.randperm(n, generator=generator, device=x.device)
+        if generator is not None
+        else torch.arange(n, device=x.device)
+    )
     for b, start in enumerate(range(0, n, batch_size)):
         if max_batches is not None and b >= max_batches:
             return

@@ -13,7 +13,8 @@ A sample is never its own partner. The sampler sorts the training indices by cla
 then costs three uniform numbers per sample and index arithmetic that skips the sample itself
 (same class) or its own class (other classes). All randomness comes from the ``generator`` passed to
 :meth:`PairSampler.sample`; the trainer passes its shuffle generator, which the checkpoint saves,
-so a resumed run draws the same partners as an uninterrupted one.
+so a resumed run draws the same partners as an uninterrupted one. :meth:`PairSampler.to` moves the
+index tables to the training device, where a draw runs without a host sync.
 """
 
 from __future__ import annotations
@@ -52,15 +53,23 @@ class PairSampler:
         self.rank = torch.empty_like(labels)  # position of each sample in its block
         self.rank[self.order] = torch.arange(self.n) - self.offsets[labels[self.order]]
 
+    def to(self, device: torch.device | str) -> PairSampler:
+        """Move the index tables to ``device`` (where :meth:`sample` then draws); returns self."""
+        for name in ("labels", "counts", "offsets", "order", "present", "slot", "rank"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def sample(
         self, idx: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Partners for the training indices ``idx`` [B]:
-        ``(partner_idx [B] int64, same [B] float)``."""
-        idx = idx.cpu().long()
+        """Partners for the training indices ``idx`` [B]: ``(partner_idx [B] int64, same [B]
+        float)``, on the sampler's device (``generator`` must live there too)."""
+        idx = idx.to(self.labels.device, torch.long)
         y = self.labels[idx]
         n_c, start = self.counts[y], self.offsets[y]
-        u = torch.rand(3, len(idx), generator=generator, dtype=torch.float64)
+        u = torch.rand(
+            3, len(idx), generator=generator, dtype=torch.float64, device=self.labels.device
+        )
         same = (u[0] < self.q) & (n_c > 1)
         # same class: r uniform in [0, N_c - 2], shifted past the sample itself
         span = (n_c - 1).clamp_min(1)
@@ -68,7 +77,7 @@ class PairSampler:
         r_same = r_same + (r_same >= self.rank[idx]).long()
         # other class: slot j uniform in [0, K' - 2], shifted past c's slot; then a uniform sample
         k_other = len(self.present) - 1
-        j = torch.minimum((u[2] * k_other).long(), torch.tensor(k_other - 1))
+        j = (u[2] * k_other).long().clamp(max=k_other - 1)
         d = self.present[j + (j >= self.slot[y]).long()]
         r_other = torch.minimum((u[1] * self.counts[d]).long(), self.counts[d] - 1)
         position = torch.where(same, start + r_same, self.offsets[d] + r_other)

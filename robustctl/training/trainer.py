@@ -26,11 +26,12 @@ from robustctl.data.base import ImageData, crop_flip, iterate_batches
 from robustctl.errors import CheckpointError, TrainingDiverged
 from robustctl.inference import accuracy
 from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
-from robustctl.models import ResNet, build_model
+from robustctl.models import ModelOutput, ResNet, build_model
 from robustctl.training.checkpoint import save_checkpoint
 from robustctl.training.device import resolve_device, seed_everything
 from robustctl.training.faults import kill_step, maybe_kill
 from robustctl.training.schedule import learning_rate
+from robustctl.training.speed import StepSettings
 
 
 @dataclass
@@ -82,11 +83,25 @@ def model_meta(
     }
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """The training split where the step runs: images [N, C, H, W] and labels [N] on the training
+    device (moved once per run), and whether batches are augmented (crop + flip, on the device)."""
+
+    x: Tensor
+    y: Tensor
+    augment: bool
+
+    @classmethod
+    def on(cls, data: ImageData, device: torch.device) -> TrainingSet:
+        return cls(data.x_train.to(device), data.y_train.to(device), data.augment)
+
+
 def train_epoch(
     model: ResNet,
     loss_fn: TrainingLoss,
     optimizer: torch.optim.Optimizer,
-    data: ImageData,
+    train: TrainingSet,
     generator: torch.Generator,
     *,
     cfg: RunConfig,
@@ -97,31 +112,40 @@ def train_epoch(
     bar: Any = None,
     task: Any = None,
     pair_sampler: PairSampler | None = None,
+    settings: StepSettings | None = None,
+    forward: Any = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
 
     With a ``pair_sampler`` (losses with ``needs_pairs``, PDM Algorithm 1) each batch also draws a
     Siamese partner per sample from the training set, forwards samples and partners in one pass,
     and hands the partners' outputs to the loss; statistics count the batch's own samples only.
+
+    Everything stays on ``device``: shuffling, augmentation and partners draw from ``generator``
+    (on the device), statistics accumulate in device tensors and are read once at the end, and the
+    divergence check and the progress bar's loss read the device every ``settings.sync_every``
+    steps. ``forward`` is the module the step calls (the model, or its compiled wrapper).
     """
     tr = cfg.trainer
+    settings = settings or StepSettings.resolve(tr, device)
+    forward = forward or model
     model.train()
     sums: dict[str, Tensor] = {}
-    correct = seen = 0
-    norm_sum = torch.zeros((), device=device)
-    spread_sum = torch.zeros((), device=device)
+    zero = torch.zeros((), device=device)
+    correct, norm_sum, spread_sum = zero.clone(), zero.clone(), zero.clone()  # correct: a count
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite batch
+    seen = 0
     lr = tr.lr
     fault_at = kill_step()
-    for b, (xb, yb, idx) in enumerate(
-        iterate_batches(
-            data.x_train,
-            data.y_train,
-            tr.batch_size,
-            generator=generator,
-            augment=data.augment,
-            max_batches=tr.max_batches,
-        )
-    ):
+    batches = iterate_batches(
+        train.x,
+        train.y,
+        tr.batch_size,
+        generator=generator,
+        augment=train.augment,
+        max_batches=tr.max_batches,
+    )
+    for b, (xb, yb, idx) in enumerate(batches):
         step = step0 + b
         maybe_kill(step, fault_at)
         lr = learning_rate(
@@ -135,37 +159,23 @@ def train_epoch(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        if pair_sampler is None:
-            out = model(xb)
-            loss = loss_fn(out, yb)
-        else:
+        pairs_x = None
+        if pair_sampler is not None:
             partner, same = pair_sampler.sample(idx, generator)
-            xp = (
-                crop_flip(data.x_train[partner], generator)
-                if data.augment
-                else data.x_train[partner]
-            )
-            out, out_p = split_output(
-                model(torch.cat([xb, xp.to(device, non_blocking=True)])), len(yb)
-            )
-            pairs = Pairs(
-                out_p, data.y_train[partner].to(device, non_blocking=True), same.to(device)
-            )
-            loss = loss_fn(out, yb, pairs=pairs)
-        if not torch.isfinite(loss.total):
-            raise TrainingDiverged(
-                f"loss became {loss.total.item()} at epoch {epoch + 1}, batch {b + 1}",
-                hint="lower trainer.lr (or a loss weight); the last good checkpoint is kept",
-            )
+            xp = crop_flip(train.x[partner], generator) if train.augment else train.x[partner]
+            pairs_x = (xp, train.y[partner], same)
+        out, loss = train_step(forward, loss_fn, settings, device, xb, yb, pairs_x)
+        first_bad = torch.where(
+            (first_bad < 0) & ~torch.isfinite(loss.total.detach()), b, first_bad
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         optimizer.step()
         with torch.no_grad():
             n = len(yb)
             for name, value in {"loss": loss.total, **loss.terms}.items():
-                sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach() * n
-            correct += int(((model.logit_sign * out.logits).argmax(1) == yb).sum())
+                sums[name] = sums.get(name, zero) + value.detach() * n
+            correct += ((model.logit_sign * out.logits).argmax(1) == yb).sum()
             z = out.embedding.detach()
             norm_sum += z.norm(dim=1).sum()
             # relative spread: within-batch variance over mean squared norm (0 = every z identical)
@@ -173,18 +183,58 @@ def train_epoch(
                 n * (z - z.mean(0)).pow(2).sum(1).mean() / z.pow(2).sum(1).mean().clamp_min(1e-12)
             )
             seen += n
+        if (b + 1) % settings.sync_every == 0:
+            check_finite(first_bad, epoch, sums["loss"])
+            if bar is not None:
+                bar.update(task, status=f"loss {loss.total.item():.3f}")
         if bar is not None:
-            bar.update(task, advance=1, status=f"loss {loss.total.item():.3f}")
-    stats = {keys.train_term(k): (v / max(seen, 1)).item() for k, v in sums.items()}
+            bar.update(task, advance=1)
+    check_finite(first_bad, epoch, sums.get("loss", zero))
+    names = list(sums)
+    means = torch.stack([*(sums[k] for k in names), norm_sum, spread_sum]) / max(seen, 1)
+    values = torch.cat([means, correct.view(1)]).tolist()  # the epoch's one read of the device
+    stats = {keys.train_term(k): v for k, v in zip(names, values, strict=False)}
     stats.update(
         {
-            keys.TRAIN_ACCURACY: correct / max(seen, 1),
+            keys.TRAIN_ACCURACY: int(values[-1]) / max(seen, 1),
             keys.LEARNING_RATE: lr,
-            keys.EMBED_MEAN_NORM: (norm_sum / max(seen, 1)).item(),
-            keys.EMBED_SPREAD: (spread_sum / max(seen, 1)).item(),
+            keys.EMBED_MEAN_NORM: values[-3],
+            keys.EMBED_SPREAD: values[-2],
         }
     )
     return stats
+
+
+def train_step(
+    forward: Any,
+    loss_fn: TrainingLoss,
+    settings: StepSettings,
+    device: torch.device,
+    xb: Tensor,
+    yb: Tensor,
+    pairs_x: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> tuple[ModelOutput, Any]:
+    """Forward pass (under the step's autocast and memory format) and loss in fp32: returns the
+    batch's own outputs and the loss value. ``pairs_x`` = (partner images, partner labels, same)
+    forwards the partners in the same pass (PDM)."""
+    x = xb if pairs_x is None else torch.cat([xb, pairs_x[0]])
+    with settings.autocast(device):
+        raw = forward(settings.images(x))
+    out_all = ModelOutput(raw.logits.float(), raw.embedding.float())
+    if pairs_x is None:
+        return out_all, loss_fn(out_all, yb)
+    out, out_p = split_output(out_all, len(yb))
+    return out, loss_fn(out, yb, pairs=Pairs(out_p, pairs_x[1], pairs_x[2].to(out_p.logits)))
+
+
+def check_finite(first_bad: Tensor, epoch: int, loss_sum: Tensor) -> None:
+    """Raise :class:`TrainingDiverged` when a batch's loss was not finite (a device read)."""
+    bad = int(first_bad)
+    if bad >= 0:
+        raise TrainingDiverged(
+            f"loss became {float(loss_sum)} at epoch {epoch + 1}, batch {bad + 1}",
+            hint="lower trainer.lr (or a loss weight); the last good checkpoint is kept",
+        )
 
 
 def fit(
@@ -216,8 +266,13 @@ def fit(
         std=std,
         logit_sign=loss_fn.logit_sign,
     ).to(device)
+    settings = StepSettings.resolve(tr, device)
+    forward = settings.prepare(model)
+    train = TrainingSet.on(data, device)
     pair_sampler = (
-        PairSampler(data.y_train, q=loss_fn.same_class_probability) if loss_fn.needs_pairs else None
+        PairSampler(data.y_train, q=loss_fn.same_class_probability).to(device)
+        if loss_fn.needs_pairs
+        else None
     )
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -226,13 +281,14 @@ def fit(
         nesterov=tr.nesterov,
         weight_decay=tr.weight_decay,
     )
-    generator = torch.Generator().manual_seed(tr.seed)
+    generator = torch.Generator(device=device).manual_seed(tr.seed)
     steps_per_epoch = math.ceil(len(data.y_train) / tr.batch_size)
     if tr.max_batches is not None:
         steps_per_epoch = min(steps_per_epoch, tr.max_batches)
     total_steps = steps_per_epoch * tr.epochs
     meta = model_meta(cfg, data, loss_fn, chash, tracker.run_id if tracker else None)
     meta.update(provenance or {})
+    meta["step_settings"] = settings.tags()
     path = checkpoint_path(cfg, chash)
 
     start_epoch, history = 0, []
@@ -245,6 +301,14 @@ def fit(
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         loss_fn.load_state_dict(resume_state.get("loss", {}))
+        saved_on = resume_state["rng"].get("device", "cpu")
+        if saved_on != device.type:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on {saved_on}; its shuffle generator cannot "
+                f"continue on {device.type}",
+                hint=f"resume with trainer.device={saved_on}, or start afresh "
+                "(trainer.resume=false)",
+            )
         generator.set_state(resume_state["rng"]["shuffle"])
         torch.set_rng_state(resume_state["rng"]["torch"])
         start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
@@ -259,7 +323,7 @@ def fit(
                 model,
                 loss_fn,
                 optimizer,
-                data,
+                train,
                 generator,
                 cfg=cfg,
                 epoch=epoch,
@@ -269,6 +333,8 @@ def fit(
                 bar=bar,
                 task=batch_task,
                 pair_sampler=pair_sampler,
+                settings=settings,
+                forward=forward,
             )
             bar.remove_task(batch_task)
             stats[keys.VAL_ACCURACY] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
@@ -284,7 +350,11 @@ def fit(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "loss": loss_fn.state_dict(),
-                    "rng": {"shuffle": generator.get_state(), "torch": torch.get_rng_state()},
+                    "rng": {
+                        "shuffle": generator.get_state(),
+                        "torch": torch.get_rng_state(),
+                        "device": device.type,
+                    },
                 },
                 path,
             )
