@@ -61,13 +61,15 @@ def evaluate_model(
     """Clean evaluation, then the ``threat_model`` stages against the ``defense``; each stage is
     logged as soon as it finishes. Returns (metrics, notes) for the summary."""
     from robustctl.evaluation.clean_stage import clean_stage
+    from robustctl.inference import ModelOutputs
     from robustctl.threat_models import run_threat_model
 
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}
-    results = [clean_stage(cfg, model, data, classification)]
+    outputs = ModelOutputs(model, data, cfg.evaluate.batch_size)  # one pass per split, shared
+    results = [clean_stage(cfg, model, data, classification, outputs)]
     tracker.log_result(results[0])
-    for result in run_threat_model(cfg, model, data):
+    for result in run_threat_model(cfg, model, data, outputs=outputs):
         tracker.log_result(result)
         results.append(result)
     for result in results:

@@ -7,6 +7,9 @@
   ``model(x)`` (any images -> logits module, e.g. a third-party classifier).
 - :func:`predict` (logits and embeddings), :func:`predict_labels` and :func:`accuracy`: batched,
   in eval mode, on the model's device, results on the CPU.
+- :class:`ModelOutputs`: one evaluation's single pass over each split (train, val, test), computed
+  on first use and shared by clean accuracy, the diagnostics, the detector fit and the threat
+  stages.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -76,3 +81,40 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> f
     if len(y) == 0:
         return float("nan")
     return (predict_labels(model, x, batch_size) == y.cpu()).float().mean().item()
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """A model's outputs on one split, on the CPU: prediction logits [N, K], embeddings [N, D]."""
+
+    logits: Tensor
+    embeddings: Tensor
+
+    @property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(1)
+
+    def subset(self, idx: Tensor) -> SplitOutputs:
+        return SplitOutputs(self.logits[idx], self.embeddings[idx])
+
+
+class ModelOutputs:
+    """One evaluation's outputs of a trained model on ``data``'s splits, each computed once.
+
+    ``outputs.split("train")`` (or ``"val"``, ``"test"``) runs :func:`predict` over
+    ``data.x_<split>`` on first use and returns the cached :class:`SplitOutputs` afterwards. The
+    model must not change while an instance is in use (evaluation never trains it)."""
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(self, model: nn.Module, data: Any, batch_size: int = 512) -> None:
+        self.model, self.data, self.batch_size = model, data, batch_size
+        self._cache: dict[str, SplitOutputs] = {}
+
+    def split(self, name: str) -> SplitOutputs:
+        if name not in self.SPLITS:
+            raise ValueError(f"unknown split {name!r}; one of {', '.join(self.SPLITS)}")
+        if name not in self._cache:
+            x = getattr(self.data, f"x_{name}")
+            self._cache[name] = SplitOutputs(*predict(self.model, x, self.batch_size))
+        return self._cache[name]

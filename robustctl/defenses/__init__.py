@@ -59,19 +59,21 @@ def build_detector(
 
 
 def fit_detector(
-    cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512
+    cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512, outputs: Any = None
 ) -> KDEDetector | None:
     """The ``defense`` detector fitted on ``model``'s clean training embeddings of ``data``, with
     the validation split as held-out data (automatic bandwidth); None for ``defense=none``.
+    ``outputs``: the evaluation's :class:`~robustctl.inference.ModelOutputs` (a new one if None).
 
     The detector is returned on the model's device (the device rule: a detector lives where the
     model it watches lives, so C&W-wb can add its density term to the model's logits there)."""
-    from robustctl.inference import model_device, predict
+    from robustctl.inference import ModelOutputs, model_device
 
     if getattr(cfg, "name", None) == "none":
         return None
-    _, train_emb = predict(model, data.x_train, batch_size)
-    held_out = (predict(model, data.x_val, batch_size)[1], data.y_val) if len(data.y_val) else None
+    outputs = outputs or ModelOutputs(model, data, batch_size)
+    train_emb = outputs.split("train").embeddings
+    held_out = (outputs.split("val").embeddings, data.y_val) if len(data.y_val) else None
     detector = build_detector(cfg, train_emb, data.y_train, held_out=held_out)
     return None if detector is None else detector.to(model_device(model))
 

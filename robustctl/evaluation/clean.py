@@ -13,7 +13,7 @@ from torch import Tensor
 
 from robustctl import metric_keys as keys
 from robustctl.evaluation.figures import confusion_matrix
-from robustctl.inference import predict
+from robustctl.inference import SplitOutputs, predict
 
 
 @dataclass
@@ -28,9 +28,16 @@ class CleanResult:
 
 
 def evaluate_clean(
-    model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 512
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = 512,
+    outputs: SplitOutputs | None = None,
 ) -> CleanResult:
-    logits, embeddings = predict(model, x, batch_size)
+    """Accuracy and confusion of ``model`` on (x, y); ``outputs``: its outputs on x, if known."""
+    logits, embeddings = (
+        (outputs.logits, outputs.embeddings) if outputs else predict(model, x, batch_size)
+    )
     pred = logits.argmax(1)
     conf = confusion_matrix(y, pred, logits.shape[1])
     acc = float(np.trace(conf) / max(conf.sum(), 1))

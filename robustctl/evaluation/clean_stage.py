@@ -14,6 +14,7 @@ from robustctl.evaluation.clean import evaluate_clean
 from robustctl.evaluation.embedding import embedding_diagnostics, tsne_figure
 from robustctl.evaluation.figures import plot_confusion
 from robustctl.evaluation.result import StageResult
+from robustctl.inference import ModelOutputs
 
 
 def classification_loss(name: str) -> Any:
@@ -26,11 +27,17 @@ def classification_loss(name: str) -> Any:
 
 
 def clean_stage(
-    cfg: RunConfig, model: torch.nn.Module, data: ImageData, classification: str
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    data: ImageData,
+    classification: str,
+    outputs: ModelOutputs | None = None,
 ) -> StageResult:
-    """Clean accuracy + confusion matrix, embedding diagnostics + t-SNE, and ``metrics.json``."""
+    """Clean accuracy + confusion matrix, embedding diagnostics + t-SNE, and ``metrics.json``;
+    the test split's logits and embeddings come from ``outputs`` (one pass per evaluation)."""
     batch = cfg.evaluate.batch_size
-    clean = evaluate_clean(model, data.x_test, data.y_test, batch)
+    outputs = outputs or ModelOutputs(model, data, batch)
+    clean = evaluate_clean(model, data.x_test, data.y_test, batch, outputs.split("test"))
     metrics = clean.metrics()
     out = StageResult()
     out.figures["plots/confusion_matrix.png"] = plot_confusion(
@@ -38,7 +45,12 @@ def clean_stage(
     )
     metrics.update(
         embedding_diagnostics(
-            model, data.x_test, data.y_test, classification_loss(classification), batch
+            model,
+            data.x_test,
+            data.y_test,
+            classification_loss(classification),
+            batch,
+            embeddings=clean.embeddings,
         )
     )
     out.figures["plots/tsne.png"] = tsne_figure(

@@ -217,15 +217,16 @@ def embedding_diagnostics(
     jacobian_samples: int = 512,
     n_proj: int = 16,
     seed: int = 0,
+    embeddings: Tensor | None = None,
 ) -> dict[str, float]:
     """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names.
 
     ``loss_fn``: the training loss (its ``sample_losses`` is the loss whose input gradient
     ``embed/input_grad_norm`` measures), or None for CE of the prediction logits. The Jacobian
     estimate uses the first ``jacobian_samples`` inputs with ``n_proj`` projections each, seeded by
-    ``seed``.
+    ``seed``. ``embeddings``: the model's embeddings of x when already computed (else one pass).
     """
-    _, emb = predict(model, x, batch_size)
+    emb = predict(model, x, batch_size)[1] if embeddings is None else embeddings
     y_cpu = y.cpu()
     sample_loss = getattr(loss_fn, "sample_losses", None) if loss_fn is not None else None
     generator = torch.Generator().manual_seed(seed)

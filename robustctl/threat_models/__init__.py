@@ -23,6 +23,7 @@ from robustctl.config.schema import RunConfig
 from robustctl.console import console
 from robustctl.data.base import ImageData
 from robustctl.evaluation.result import StageResult
+from robustctl.inference import ModelOutputs
 from robustctl.threat_models import blackbox, graybox, whitebox
 from robustctl.threat_models.context import ThreatContext, prepare
 
@@ -34,15 +35,20 @@ STAGES: dict[str, Callable[[ThreatContext], StageResult]] = {
 
 
 def run_threat_model(
-    cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    data: ImageData,
+    detector: Any | None = None,
+    outputs: ModelOutputs | None = None,
 ) -> Iterator[StageResult]:
     """The detector's own numbers first, then one result per stage of ``threat_model.stages``
-    (each with its wall time ``time/<stage>_s``); nothing for ``threat_model=none``.
+    (each with its wall time ``time/<stage>_s``); nothing for ``threat_model=none``. ``outputs``:
+    the evaluation's outputs of ``model`` (shared with the clean stage).
 
     A generator, so the caller can log each stage as soon as it finishes."""
     if cfg.threat_model.name == "none":
         return
-    ctx = prepare(cfg, model, data, detector)
+    ctx = prepare(cfg, model, data, detector, outputs)
     if ctx.detector is not None:
         caveats = ctx.detector.caveats()
         yield StageResult(

@@ -3,7 +3,9 @@
 :func:`prepare` builds the :class:`ThreatContext`: a seeded subset of ``threat_model.num_samples``
 test images, the target model's clean predictions on it, and the ``defense``
 detector fitted on clean training embeddings (bandwidth chosen on the validation split) with its
-scores of the clean subset. Stages read the context and never change it.
+scores of the clean subset. Every clean quantity comes from the evaluation's one pass over each
+split (:class:`~robustctl.inference.ModelOutputs`, kept in the context). Stages read the context
+and never change it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from robustctl.config.schema import RunConfig
 from robustctl.data.base import ImageData, seeded_permutation
 from robustctl.defenses import fit_detector
 from robustctl.evaluation.detection import DetectionResult, detection_auc
-from robustctl.inference import predict, predict_labels
+from robustctl.inference import ModelOutputs, SplitOutputs, predict
 
 
 @dataclass(frozen=True)
@@ -31,40 +33,49 @@ class ThreatContext:
     clean_pred: Tensor  # target model's predictions on x
     detector: Any | None  # fitted detector (defense), or None for defense=none
     clean_scores: Tensor | None
+    outputs: ModelOutputs  # the target model's outputs on every split (one pass each)
 
 
-def attack_subset(data: ImageData, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """``n`` test images chosen by a seeded permutation (all of them when n is 0 or too large)."""
+def attack_subset(data: ImageData, n: int, seed: int) -> Tensor:
+    """Indices of ``n`` test images chosen by a seeded permutation (all of them when n is 0 or too
+    large)."""
     if n == 0 or n >= len(data.y_test):
-        return data.x_test, data.y_test
-    idx = seeded_permutation(len(data.y_test), seed)[:n]
-    return data.x_test[idx], data.y_test[idx]
+        return torch.arange(len(data.y_test))
+    return seeded_permutation(len(data.y_test), seed)[:n]
 
 
 def prepare(
-    cfg: RunConfig, model: torch.nn.Module, data: ImageData, detector: Any | None = None
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    data: ImageData,
+    detector: Any | None = None,
+    outputs: ModelOutputs | None = None,
 ) -> ThreatContext:
-    """The shared context; ``detector`` is fitted from ``cfg.defense`` unless given."""
+    """The shared context; ``detector`` is fitted from ``cfg.defense`` unless given; ``outputs``
+    are the evaluation's outputs of ``model`` (computed here when not given)."""
+    outputs = outputs or ModelOutputs(model, data, cfg.evaluate.batch_size)
     if detector is None:
-        detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size)
+        detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size, outputs)
     tm = cfg.threat_model
-    x, y = attack_subset(data, tm.num_samples, tm.seed)
-    if detector is None:
-        clean_pred, scores = predict_labels(model, x, cfg.evaluate.batch_size), None
-    else:
-        clean_pred, scores = detector_scores(model, detector, x, cfg.evaluate.batch_size)
-    return ThreatContext(cfg, model, data, x, y, clean_pred, detector, scores)
+    idx = attack_subset(data, tm.num_samples, tm.seed)
+    clean = outputs.split("test").subset(idx)
+    scores = None if detector is None else split_scores(detector, clean)
+    x, y = data.x_test[idx], data.y_test[idx]
+    return ThreatContext(cfg, model, data, x, y, clean.predictions, detector, scores, outputs)
+
+
+def split_scores(detector: Any, outputs: SplitOutputs) -> Tensor:
+    """The detector's scores (CPU) of images whose outputs are known, under their predictions."""
+    with torch.no_grad():
+        return detector.score(outputs.embeddings, outputs.predictions).detach().cpu()
 
 
 def detector_scores(
     model: torch.nn.Module, detector: Any, x: Tensor, batch_size: int
 ) -> tuple[Tensor, Tensor]:
     """(predictions, detector scores) of ``model`` + ``detector`` on a batch of images (CPU)."""
-    logits, emb = predict(model, x, batch_size)
-    pred = logits.argmax(1)
-    with torch.no_grad():
-        scores = detector.score(emb, pred).detach().cpu()
-    return pred, scores
+    outputs = SplitOutputs(*predict(model, x, batch_size))
+    return outputs.predictions, split_scores(detector, outputs)
 
 
 def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:

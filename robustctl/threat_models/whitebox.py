@@ -38,15 +38,22 @@ from robustctl.evaluation.attack_runner import AttackOutcome, run_attack
 from robustctl.evaluation.figures import pyplot
 from robustctl.evaluation.intervals import bootstrap_interval, breach_median
 from robustctl.evaluation.result import StageResult
-from robustctl.threat_models.context import ThreatContext, detect, detector_scores
+from robustctl.inference import ModelOutputs
+from robustctl.threat_models.context import ThreatContext, detect, split_scores
 
 
 def cw_wb_attack(
-    wb: CwWbConfig, model: torch.nn.Module, detector: Any, data: ImageData, batch_size: int = 512
+    wb: CwWbConfig,
+    model: torch.nn.Module,
+    detector: Any,
+    data: ImageData,
+    batch_size: int = 512,
+    outputs: ModelOutputs | None = None,
 ) -> CWWhiteBox:
     """C&W-wb with the ``threat_model.whitebox`` config ``wb``: ``per_example`` compares each
     image with its own clean score; ``detector`` uses one global T, the threshold at false-positive
-    rate ``wb.fpr`` of ``model`` + ``detector``'s scores of the clean *validation* images."""
+    rate ``wb.fpr`` of ``model`` + ``detector``'s scores of the clean *validation* images
+    (``outputs``: ``model``'s outputs, if already computed)."""
     if wb.threshold != "detector":
         return CWWhiteBox(model, detector, wb)
     if not len(data.y_val):
@@ -55,7 +62,8 @@ def cw_wb_attack(
             "but it is empty",
             hint="set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
         )
-    _, val_scores = detector_scores(model, detector, data.x_val, batch_size)
+    outputs = outputs or ModelOutputs(model, data, batch_size)
+    val_scores = split_scores(detector, outputs.split("val"))
     return CWWhiteBox(model, detector, wb, thresholds=float(threshold_at(val_scores, wb.fpr)))
 
 
@@ -121,7 +129,9 @@ def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
 def run(ctx: ThreatContext) -> StageResult:
     detector = require_detector(ctx.detector, "threat_model stage whitebox")
     wb = ctx.cfg.threat_model.whitebox
-    attack = cw_wb_attack(wb, ctx.model, detector, ctx.data, ctx.cfg.evaluate.batch_size)
+    attack = cw_wb_attack(
+        wb, ctx.model, detector, ctx.data, ctx.cfg.evaluate.batch_size, ctx.outputs
+    )
     outcome = run_attack(
         attack,
         ctx.x,
