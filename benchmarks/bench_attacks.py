@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from common import write_record
 from torch import Tensor, nn
 
 from robustctl.attacks import build
@@ -102,6 +103,7 @@ def parse_args() -> argparse.Namespace:
         help="seconds after which an attack stops repeating (quick 4, full 60)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="record path (default reports/bench/...)")
     args = p.parse_args()
     quick = args.quick
     args.batch_size = args.batch_size or (32 if quick else 128)
@@ -361,6 +363,13 @@ def main() -> None:
             f"{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}"
         )
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
+    columns = ("ours_images_per_s", "reference_images_per_s", "ratio", "success_ours")
+    record = {
+        row[0]: dict(zip((*columns, "success_reference"), row[1:], strict=True))
+        | {"reference": reference_name(row[0])}
+        for row in rows
+    }
+    write_record("bench_attacks", {**vars(args), "device": args.device}, record, args.json)
 
 
 if __name__ == "__main__":

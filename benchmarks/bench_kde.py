@@ -39,6 +39,7 @@ import time
 import numpy as np
 import sklearn
 import torch
+from common import write_record
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 from sklearn.neighbors import KernelDensity
@@ -60,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="calls of ours per round (best counts)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--bandwidth", type=float, default=None, help="fixed sigma (default: auto)")
+    p.add_argument("--json", default=None, help="record path (default reports/bench/...)")
     args = p.parse_args()
     if args.quick:
         args.queries, args.rounds, args.repeat = 2000, 2, 3
@@ -180,6 +182,16 @@ def main() -> None:
         f"speed-up vs sklearn: float32 {med_sk / med32:.1f}x, float64 {med_sk / med64:.1f}x "
         "(target >= 20x)"
     )
+    results = {
+        "sklearn_s": med_sk,
+        "ours_float32_s": med32,
+        "ours_float64_s": med64,
+        "ours_score_backward_float32_s": t_bwd,
+        "speedup_float32": med_sk / med32,
+        "speedup_float64": med_sk / med64,
+        "sigma": sigma,
+    }
+    write_record("bench_kde", {**vars(args), "device": str(device)}, results, args.json)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+from common import write_record
 
 from robustctl.config.loss_schema import LossConfig, PDMLossConfig
 from robustctl.data.base import iterate_batches
@@ -54,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="record path (default reports/bench/...)")
     args = p.parse_args()
     if args.quick:
         args.depth, args.batch_size, args.image_size, args.channels = 20, 32, 16, 1
@@ -189,6 +191,15 @@ def main() -> None:
         f"PDM/CE step-time ratio: {pdm / ce:.2f}  (target <= ~2.0: PDM forwards twice the images; "
         f"wall {time.perf_counter() - started:.1f} s)"
     )
+    results = {
+        "ce_step_s": ce,
+        "pdm_step_s": pdm,
+        "ce_double_batch_step_s": ce_2b,
+        "pdm_machinery_s": overhead,
+        "pdm_over_ce": pdm / ce,
+        "pdm_over_ce_double_batch": pdm / ce_2b,
+    }
+    write_record("bench_losses", {**vars(args), "device": str(device)}, results, args.json)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """The benchmarks run (tiny sizes) and print their headline ratio: `make bench` must not rot.
 
 Timings are not asserted (they belong to the benchmarks, not the tests); only that each script
-finishes and reports the ratio it exists to report, with a finite positive value.
+finishes, reports the ratio it exists to report with a finite positive value, and writes its JSON
+record (settings, machine, results).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -44,6 +46,44 @@ CASES = {
         ["--per-class", "40", "--queries", "200", "--dim", "8", "--rounds", "1", "--repeat", "1"],
         r"speed-up vs sklearn: float32 ([0-9.]+)x",
     ),
+    "bench_training.py": (
+        [
+            "--depths",
+            "8",
+            "--train-size",
+            "64",
+            "--image-size",
+            "8",
+            "--channels",
+            "1",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+        ],
+        r"ResNet-8\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x",
+    ),
+    "bench_memory.py": (
+        ["--images", "1", "--gamma", "0.001", "--queries", "200"],
+        r"\nkde\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x",
+    ),
+    "bench_pipeline.py": (
+        [
+            "--overrides",
+            "dataset=synthetic",
+            "dataset.num_samples=200",
+            "trainer.epochs=1",
+            "threat_model=graybox",
+            "threat_model.attacks=[fgsm-0.1]",
+            "threat_model.num_samples=20",
+            "threat_model.min_pairs=2",
+        ],
+        r"\ntotal\s+([0-9.]+)",
+    ),
     # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a
     "bench_attacks.py": (
         ["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],
@@ -53,10 +93,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("script", sorted(CASES))
-def test_benchmark_runs_and_reports_its_ratio(script: str) -> None:
+def test_benchmark_runs_and_reports_its_ratio(script: str, tmp_path: Path) -> None:
     args, pattern = CASES[script]
+    record = tmp_path / "record.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(record)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -67,3 +108,6 @@ def test_benchmark_runs_and_reports_its_ratio(script: str) -> None:
     assert match, proc.stdout[-2000:]
     ratio = float(match.group(1))
     assert math.isfinite(ratio) and ratio > 0
+    written = json.loads(record.read_text())
+    assert written["benchmark"] == script.removesuffix(".py")
+    assert written["machine"]["torch"] and written["results"]
