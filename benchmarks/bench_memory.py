@@ -12,7 +12,8 @@ memory the operation needed at its worst moment. References, same inputs, same r
   :meth:`robustctl.defenses.KDEDetector.score`, 10 classes x 1000 kernel points (the paper's
   per-class count), 64-d embeddings, 10,000 queries (the CIFAR-10 test set).
 
-The ratio is ours / reference (below 1: ours needs less). CPU only: ``ru_maxrss`` measures host
+The ratio is ours / reference (below 1: ours needs less); ``n/a`` where the reference's peak
+stayed below the set-up's (no measurable extra memory). CPU only: ``ru_maxrss`` measures host
 memory (on a GPU, ``torch.cuda.max_memory_allocated`` is the figure to read).
 
     .venv/bin/python benchmarks/bench_memory.py --quick     # ~1 min on 2 CPU cores
@@ -146,9 +147,11 @@ def main() -> None:
             results[f"{name}-ours"]["extra_mib"],
             results[f"{name}-{reference}"]["extra_mib"],
         )
-        ratio = ours / theirs if theirs > 0 else float("nan")
+        # a reference that never rose above the process's set-up peak has no measurable extra
+        ratio = ours / theirs if theirs > 0 else None
         rows[name] = {"ours_mib": ours, "reference_mib": theirs, "ratio": ratio}
-        print(f"{name:<10}{ours:>10.1f}{theirs:>15.1f}{ratio:>15.2f}x  {reference}")
+        shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+        print(f"{name:<10}{ours:>10.1f}{theirs:>15.1f}{shown:>16}  {reference}")
     write_record("bench_memory", {**vars(args), "device": "cpu"}, rows, args.json)
 
 

@@ -68,8 +68,8 @@ CASES = {
         r"ResNet-8\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x",
     ),
     "bench_memory.py": (
-        ["--images", "1", "--gamma", "0.001", "--queries", "200"],
-        r"\nkde\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x",
+        ["--images", "2", "--gamma", "0.001", "--queries", "200"],
+        r"\njsma\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x",
     ),
     "bench_pipeline.py": (
         [
