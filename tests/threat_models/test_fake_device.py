@@ -52,6 +52,7 @@ def test_the_clean_stage_reports_the_cpu_numbers_from_the_device(target):
     with FakeAccelerator():
         accel = clean_stage(cfg, copy.deepcopy(model).to(ACCEL), data, "ce")
     assert accel.metrics == pytest.approx(cpu.metrics, rel=0, abs=0, nan_ok=True)
-    assert accel.documents["metrics.json"]["confusion_matrix"] == (
-        cpu.documents["metrics.json"]["confusion_matrix"]
+    assert (
+        accel.documents["metrics.json"]["confusion_matrix"]
+        == (cpu.documents["metrics.json"]["confusion_matrix"])
     )
