@@ -71,6 +71,7 @@ def run(ctx: ThreatContext) -> StageResult:
         lr=bb.lr,
         seed=tm.seed,
         device=model_device(ctx.model),
+        target_outputs=ctx.outputs,
     )
     batch = cfg.evaluate.batch_size
     proxy_outputs = ModelOutputs(proxy.proxy, ctx.data, batch)  # the proxy's one pass per split

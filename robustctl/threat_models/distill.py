@@ -26,9 +26,10 @@ from robustctl.config.schema import ModelConfig
 from robustctl.config.threat_model_schema import DISTILL_MODES
 from robustctl.console import progress
 from robustctl.data.base import ImageData, iterate_batches
-from robustctl.inference import eval_mode, model_device, predict
+from robustctl.inference import ModelOutputs, eval_mode, model_device, predict
 from robustctl.models import ResNet, build_model
 from robustctl.training.schedule import learning_rate
+from robustctl.training.speed import sync_interval
 
 
 @dataclass
@@ -73,6 +74,7 @@ def distill(
     weight_decay: float = 5e-4,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    target_outputs: ModelOutputs | None = None,
 ) -> DistillResult:
     if mode not in DISTILL_MODES:
         raise ValueError(f"mode must be one of {DISTILL_MODES}, got {mode!r}")
@@ -87,26 +89,30 @@ def distill(
     optimizer = torch.optim.SGD(
         proxy.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
-    generator = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    # the training split, its shuffling and augmentation live on the device, as in training
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     steps = math.ceil(len(data.y_train) / batch_size)
     fixed = (  # un-augmented images: one query per training image, not one per epoch
         None
         if data.augment
         else torch.cat(
             [
-                distillation_targets(target, data.x_train[i : i + 512], mode, temperature).cpu()
+                distillation_targets(target, x_train[i : i + 512], mode, temperature).to(device)
                 for i in range(0, len(data.y_train), 512)
             ]
         )
     )
+    every = sync_interval(device)
     with progress() as bar:
         task = bar.add_task(f"distil {model_cfg.name}", total=epochs * steps, status="")
         for epoch in range(epochs):
             proxy.train()
             for b, (xb, _, idx) in enumerate(
                 iterate_batches(
-                    data.x_train,
-                    data.y_train,
+                    x_train,
+                    y_train,
                     batch_size,
                     generator=generator,
                     augment=data.augment,
@@ -115,20 +121,25 @@ def distill(
                 step = epoch * steps + b
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, epochs * steps, base_lr=lr, schedule="cosine")
-                xb = xb.to(device)
                 tb = (
-                    distillation_targets(target, xb, mode, temperature)
+                    distillation_targets(target, xb, mode, temperature).to(device)
                     if fixed is None
                     else fixed[idx]
-                ).to(device)
+                )
                 loss = distillation_loss(proxy(xb).logits, tb, mode, temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                bar.update(task, advance=1, status=f"loss {loss.item():.3f}")
+                bar.update(task, advance=1)
+                if (b + 1) % every == 0:  # a host read: every step on the CPU only
+                    bar.update(task, status=f"loss {loss.item():.3f}")
     proxy.eval()
     proxy_pred = predict(proxy, data.x_test)[0].argmax(1)
-    target_pred = predict(target, data.x_test)[0].argmax(1)
+    target_pred = (
+        target_outputs.split("test").predictions
+        if target_outputs is not None
+        else predict(target, data.x_test)[0].argmax(1)
+    )
     return DistillResult(
         proxy,
         (proxy_pred == target_pred).float().mean().item(),

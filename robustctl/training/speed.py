@@ -31,6 +31,11 @@ ACCELERATOR_SYNC_EVERY = 50
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 
 
+def sync_interval(device: torch.device) -> int:
+    """Steps between host reads of device values: 1 on the CPU, where reading is free."""
+    return 1 if device.type == "cpu" else ACCELERATOR_SYNC_EVERY
+
+
 @dataclass(frozen=True)
 class StepSettings:
     precision: str  # fp32 | bf16 (resolved)
@@ -45,8 +50,7 @@ class StepSettings:
         if precision == "auto":
             precision = "bf16" if on_cuda else "fp32"
         channels_last = on_cuda if trainer.channels_last is None else bool(trainer.channels_last)
-        sync_every = 1 if device.type == "cpu" else ACCELERATOR_SYNC_EVERY
-        return cls(precision, channels_last, bool(trainer.compile), sync_every)
+        return cls(precision, channels_last, bool(trainer.compile), sync_interval(device))
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """The forward pass's autocast context (a no-op for fp32)."""
