@@ -128,7 +128,7 @@ def train_epoch(
     """
     tr = cfg.trainer
     settings = settings or StepSettings.resolve(tr, device)
-    forward = forward or model
+    forward = model if forward is None else forward
     model.train()
     sums: dict[str, Tensor] = {}
     zero = torch.zeros((), device=device)
