@@ -91,6 +91,41 @@ def test_run_logs_everything_and_evaluate_reads_it_back(tiny, tmp_path):
     assert len(runs(tmp_path)[1]) == 2  # no run was opened for the refused evaluation
 
 
+def test_a_full_disk_keeps_the_last_checkpoint_and_fails_the_run_in_one_line(
+    tiny, tmp_path, monkeypatch
+):
+    """Epoch 2's checkpoint write runs out of space half-way: the run ends FAILED with a one-line
+    reason (and a hint line), epoch 1's checkpoint is intact and no partial file is left behind."""
+    import errno
+
+    import torch
+
+    from robustctl.training import load_checkpoint
+
+    real_save, calls = torch.save, []
+
+    def save_until_full(obj, fh, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_save(obj, fh, *args, **kwargs)
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+    result = runner.invoke(app, ["train", *tiny, "trainer.epochs=3"])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert "previous checkpoint is intact" in result.output
+    (checkpoint,) = tmp_path.glob("checkpoints/*/last.pt")
+    assert load_checkpoint(checkpoint)["epoch"] == 1
+    assert not list(tmp_path.glob("checkpoints/*/*.tmp"))
+    _, found = runs(tmp_path)
+    assert found[0].info.status == "FAILED"
+    reason, hint = found[0].data.tags["error"].splitlines()  # the reason, then how to fix it
+    assert reason.startswith("CheckpointError: could not write checkpoint")
+    assert "No space left on device" in reason and "trainer.resume=true" in hint
+
+
 def test_failed_training_marks_the_run_failed_with_the_reason(tiny, tmp_path, monkeypatch):
     from tests.training.test_trainer import NanAfter
 

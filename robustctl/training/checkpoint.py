@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no pickled objects),
 so ``torch.load(..., weights_only=True)`` reads it and refuses a file crafted to run code.
 Saving writes ``<name>.tmp`` in the same folder, flushes it to disk, then renames it over the
-target: a crash leaves either the old or the new checkpoint, never half of one.
+target: a crash leaves either the old or the new checkpoint, never half of one. A write that fails
+(disk full, a read-only or vanished folder) removes its partial ``.tmp`` and raises a
+:class:`CheckpointError` that says the previous checkpoint is intact.
 """
 
 from __future__ import annotations
@@ -22,14 +24,24 @@ FORMAT = "robustctl-checkpoint/1"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save({"format": FORMAT, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was kept"
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; {kept}",
+            hint=f"free disk space or make {path.parent} writable, then resume "
+            "(trainer.resume=true)",
+        ) from exc
     return path
 
 
