@@ -41,3 +41,10 @@ class TrainingDiverged(RobustctlError):
     """The loss became NaN or infinite."""
 
     exit_code = 3
+
+
+class TrainingOutOfMemory(RobustctlError):
+    """Training ran out of device memory (never retried with smaller batches: that changes the
+    results)."""
+
+    exit_code = 3

@@ -7,6 +7,8 @@
   ``model(x)`` (any images -> logits module, e.g. a third-party classifier).
 - :func:`predict` (logits and embeddings), :func:`predict_labels` and :func:`accuracy`: batched,
   in eval mode, on the model's device, results on the CPU.
+- :class:`MemoryBackoff`: halve a batch (or block) size when the device runs out of memory, and
+  say so once; attacks and KDE scoring retry with it (training does not: it would change results).
 - :class:`ModelOutputs`: one evaluation's single pass over each split (train, val, test), computed
   on first use and shared by clean accuracy, the diagnostics, the detector fit and the threat
   stages.
@@ -118,3 +120,31 @@ class ModelOutputs:
             x = getattr(self.data, f"x_{name}")
             self._cache[name] = SplitOutputs(*predict(self.model, x, self.batch_size))
         return self._cache[name]
+
+
+class MemoryBackoff:
+    """The size to use for ``what`` (an attack's batch, the detector's block), halved each time
+    the device runs out of memory, down to ``floor``; the first halving is reported on the console
+    (once), since smaller batches can change round-off (and C&W's batch-level early stop)."""
+
+    def __init__(self, what: str, size: int, floor: int = 1) -> None:
+        self.what, self.size, self.floor = what, size, floor
+        self.halvings = 0
+
+    def shrink(self, error: BaseException) -> int:
+        """The halved size after ``error`` (a ``torch.OutOfMemoryError``); re-raises it at the
+        floor."""
+        if self.size <= self.floor:
+            raise error
+        from robustctl.console import console
+
+        old, self.size = self.size, max(self.size // 2, self.floor)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if not self.halvings:
+            console.print(
+                f"[yellow]out of device memory[/] in {self.what} at size {old}: "
+                f"retrying with {self.size} (halved again if needed)"
+            )
+        self.halvings += 1
+        return self.size

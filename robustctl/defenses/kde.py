@@ -47,7 +47,9 @@ the kernel points are merged with logaddexp. The computation runs on the kernel 
 (``.to(device)`` moves them; embeddings are moved there). Each block uses the expansion
 -||z - z'||^2 = -||z||^2 + 2 z.z' - ||z'||^2 with the ||z||^2 term taken out of the logsumexp,
 after centring queries and points on the class mean (which keeps the expansion accurate in
-float32 for embeddings far from the origin).
+float32 for embeddings far from the origin). Scoring that runs out of device memory halves
+``chunk_size`` (down to ``MIN_CHUNK_SIZE``, said once on the console) and retries: the blocks
+change, the values only by round-off.
 
 Gradient. ``log_density`` is differentiable w.r.t. the embeddings (not the kernel points) with the
 analytic gradient
@@ -82,12 +84,14 @@ from torch import Tensor
 
 from robustctl import metric_keys as keys
 from robustctl.config.validation import configured, require
+from robustctl.inference import MemoryBackoff
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "KDEConfig", "KDEDetector", "threshold_at"]
 
 DEFAULT_CHUNK_SIZE = 2**22  # (query, kernel point) entries in one block: 16 MiB in float32
+MIN_CHUNK_SIZE = 2**12  # out of device memory, blocks halve down to this (16 KiB in float32)
 _MEDIAN_POINTS = 256  # points per class that enter the median pairwise distance (grid scale)
 
 
@@ -601,6 +605,22 @@ class KDEDetector(torch.nn.Module):
         if z.shape[0] == 0:
             return z.sum(1)
         cls = self._class_index(classes)
+        backoff = MemoryBackoff("KDE scoring blocks", self.chunk_size, floor=MIN_CHUNK_SIZE)
+        while True:
+            try:
+                out = self._grouped_log_kernel_sums(z, cls, sigma, dtype)
+                break
+            except torch.OutOfMemoryError as error:
+                self.chunk_size = backoff.shrink(error)  # smaller blocks, same values
+        if normalized:
+            out = out - (dim * math.log(sigma) + 0.5 * dim * math.log(math.pi))
+        return out
+
+    def _grouped_log_kernel_sums(
+        self, z: Tensor, cls: Tensor, sigma: float, dtype: torch.dtype
+    ) -> Tensor:
+        """log KDE of each row of ``z`` under the points of its class index ``cls`` (unnormalized):
+        queries grouped by class, each group against its class's points, block by block."""
         order = torch.argsort(cls, stable=True)
         q_counts = torch.bincount(cls, minlength=len(self._counts)).tolist()
         zs = z.index_select(0, order)
@@ -616,10 +636,7 @@ class KDEDetector(torch.nn.Module):
                 )
                 pieces.append(lse - math.log(p.shape[0]))
             q0 += n_q
-        out = torch.cat(pieces).index_select(0, torch.argsort(order))
-        if normalized:
-            out = out - (dim * math.log(sigma) + 0.5 * dim * math.log(math.pi))
-        return out
+        return torch.cat(pieces).index_select(0, torch.argsort(order))
 
     def score(self, embeddings: Tensor, predicted_classes: Tensor) -> Tensor:
         """Adversarial-ness -log KDE_t(z) under the predicted class t, [M]; larger = more

@@ -34,7 +34,7 @@ from robustctl.attacks import Attack, build, build_from_config
 from robustctl.attacks.metrics import per_example_distortions
 from robustctl.evaluation.figures import adversarial_confusion_figure
 from robustctl.evaluation.intervals import bootstrap_interval, wilson_interval
-from robustctl.inference import predict_labels
+from robustctl.inference import MemoryBackoff, predict_labels
 
 
 @dataclass
@@ -136,15 +136,28 @@ def run_attack(
     clean_pred: Tensor | None = None,
     stage: str = keys.GRAYBOX,
 ) -> AttackOutcome:
-    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``."""
+    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``.
+
+    A batch that runs out of device memory is retried in halves (:class:`MemoryBackoff`)."""
     clean_pred = predict_labels(attack.model, x, batch_size) if clean_pred is None else clean_pred
     n_batches = max(math.ceil(len(x) / batch_size), 1)
     task = bar.add_task(attack.name, total=n_batches, status="") if bar is not None else None
     parts: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []
     started = time.perf_counter()
     hits = done = 0
-    for start in range(0, len(x), batch_size):
-        result = attack(x[start : start + batch_size], y[start : start + batch_size])
+    backoff = MemoryBackoff(f"{attack.name} batches", batch_size)
+    start = 0
+    while start < len(x):
+        end = start + backoff.size
+        try:
+            result = attack(x[start:end], y[start:end])
+        except torch.OutOfMemoryError as error:
+            backoff.shrink(error)  # retry the same images in smaller batches
+            if bar is not None:
+                remaining = math.ceil((len(x) - start) / backoff.size)
+                bar.update(task, total=len(parts) + remaining)
+            continue
+        start += len(result.success)
         parts.append(
             (
                 result.x_adv.cpu(),

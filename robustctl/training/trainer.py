@@ -23,7 +23,7 @@ from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.console import console, progress
 from robustctl.data.base import ImageData, crop_flip, iterate_batches
-from robustctl.errors import CheckpointError, TrainingDiverged
+from robustctl.errors import CheckpointError, TrainingDiverged, TrainingOutOfMemory
 from robustctl.inference import accuracy
 from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
 from robustctl.models import ModelOutput, ResNet, build_model
@@ -319,23 +319,31 @@ def fit(
         for epoch in range(start_epoch, tr.epochs):
             t0 = time.perf_counter()
             batch_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
-            stats = train_epoch(
-                model,
-                loss_fn,
-                optimizer,
-                train,
-                generator,
-                cfg=cfg,
-                epoch=epoch,
-                step0=epoch * steps_per_epoch,
-                total_steps=total_steps,
-                device=device,
-                bar=bar,
-                task=batch_task,
-                pair_sampler=pair_sampler,
-                settings=settings,
-                forward=forward,
-            )
+            try:
+                stats = train_epoch(
+                    model,
+                    loss_fn,
+                    optimizer,
+                    train,
+                    generator,
+                    cfg=cfg,
+                    epoch=epoch,
+                    step0=epoch * steps_per_epoch,
+                    total_steps=total_steps,
+                    device=device,
+                    bar=bar,
+                    task=batch_task,
+                    pair_sampler=pair_sampler,
+                    settings=settings,
+                    forward=forward,
+                )
+            except torch.OutOfMemoryError as exc:
+                raise TrainingOutOfMemory(
+                    f"out of device memory in epoch {epoch + 1} at "
+                    f"trainer.batch_size={tr.batch_size} ({device})",
+                    hint="lower trainer.batch_size (runs with another batch size are another "
+                    "experiment), or use trainer.precision=bf16; the last checkpoint is kept",
+                ) from exc
             bar.remove_task(batch_task)
             stats[keys.VAL_ACCURACY] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
             stats[keys.EPOCH_TIME] = time.perf_counter() - t0
