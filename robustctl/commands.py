@@ -59,23 +59,45 @@ def evaluate_model(
     cfg: RunConfig, model: Any, data: Any, tracker: RunTracker, classification: str
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Clean evaluation, then the ``threat_model`` stages against the ``defense``; each stage is
-    logged as soon as it finishes. Returns (metrics, notes) for the summary."""
+    logged as soon as it finishes and added to the run's ``completed_stages`` tag. A reopened run
+    (``trainer.resume=true`` after a crash during evaluation) skips the stages that tag lists and
+    reads their metrics back from the run. Returns (metrics, notes) for the summary."""
     from robustctl.evaluation.clean_stage import clean_stage
     from robustctl.inference import ModelOutputs
     from robustctl.threat_models import run_threat_model
 
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}
+    done = completed_stages(tracker)
+    if done:
+        notes["resumed"] = f"not recomputed (logged by an earlier attempt): {', '.join(done)}"
     outputs = ModelOutputs(model, data, cfg.evaluate.batch_size)  # one pass per split, shared
-    results = [clean_stage(cfg, model, data, classification, outputs)]
-    tracker.log_result(results[0])
-    for result in run_threat_model(cfg, model, data, outputs=outputs):
-        tracker.log_result(result)
+    results = []
+    if keys.CLEAN_STAGE not in done:
+        results.append(clean_stage(cfg, model, data, classification, outputs))
+        record_stage(tracker, results[-1], done)
+    for result in run_threat_model(cfg, model, data, outputs=outputs, skip=frozenset(done)):
+        record_stage(tracker, result, done)
         results.append(result)
+    if len(results) < len(done):  # some stages came from an earlier attempt
+        metrics.update(tracker.client.get_run(tracker.run_id).data.metrics)
     for result in results:
         metrics.update(result.metrics)
         notes.update(result.notes)
     return metrics, notes
+
+
+def completed_stages(tracker: RunTracker) -> list[str]:
+    """The evaluation stages the run has logged in full (its ``completed_stages`` tag)."""
+    tags = tracker.client.get_run(tracker.run_id).data.tags
+    return [s for s in tags.get(keys.COMPLETED_STAGES_TAG, "").split(",") if s]
+
+
+def record_stage(tracker: RunTracker, result: Any, done: list[str]) -> None:
+    """Log a stage's result, then mark it completed (a crash in between recomputes it)."""
+    tracker.log_result(result)
+    done.append(result.stage)
+    tracker.set_tags({keys.COMPLETED_STAGES_TAG: ",".join(done)})
 
 
 def train_model(

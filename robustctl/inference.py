@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -124,11 +124,14 @@ class ModelOutputs:
 
 class MemoryBackoff:
     """The size to use for ``what`` (an attack's batch, the detector's block), halved each time
-    the device runs out of memory, down to ``floor``; the first halving is reported on the console
-    (once), since smaller batches can change round-off (and C&W's batch-level early stop)."""
+    the device runs out of memory, down to ``floor``; the first halving is passed to ``announce``
+    (once; callers pass the console's print), since smaller batches can change round-off (and
+    C&W's batch-level early stop)."""
 
-    def __init__(self, what: str, size: int, floor: int = 1) -> None:
-        self.what, self.size, self.floor = what, size, floor
+    def __init__(
+        self, what: str, size: int, announce: Callable[[str], Any], floor: int = 1
+    ) -> None:
+        self.what, self.size, self.floor, self.announce = what, size, floor, announce
         self.halvings = 0
 
     def shrink(self, error: BaseException) -> int:
@@ -136,13 +139,11 @@ class MemoryBackoff:
         floor."""
         if self.size <= self.floor:
             raise error
-        from robustctl.console import console
-
         old, self.size = self.size, max(self.size // 2, self.floor)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if not self.halvings:
-            console.print(
+            self.announce(
                 f"[yellow]out of device memory[/] in {self.what} at size {old}: "
                 f"retrying with {self.size} (halved again if needed)"
             )

@@ -201,6 +201,9 @@ WHITEBOX_THRESHOLD_TAG = f"{WHITEBOX}/{CW_WB}/threshold"
 # trainer.seed, so the report may average them; VARIANT names the loss options that depart from
 # the loss's defaults (the paper's settings), "" when none do.
 FINGERPRINT_TAG = "fingerprint"
+# the evaluation stages logged in full, comma-separated in order: a resumed run skips them
+COMPLETED_STAGES_TAG = "completed_stages"
+CLEAN_STAGE, DETECTOR_STAGE = "clean", "detector"
 TRAINING_FINGERPRINT_TAG = "training_fingerprint"
 VARIANT_TAG = "variant"
 SEED_TAG = "seed"

@@ -375,3 +375,66 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
     assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["error"]
     (checkpoint,) = tmp_path.glob("checkpoints/*/last.pt")
     assert 1 <= load_checkpoint(checkpoint)["epoch"] < 200
+
+
+def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
+    tiny, tmp_path, monkeypatch
+):
+    """The white-box stage crashes: the run ends FAILED with clean, detector and gray-box logged.
+    ``trainer.resume=true`` reopens the same run, trains no epoch, runs only the white-box and
+    black-box stages, and ends with the metrics of an uninterrupted run."""
+    import robustctl.threat_models as threat_models
+
+    args = [a for a in tiny if not a.startswith(("defense=", "threat_model="))] + [
+        "defense=kde",
+        "threat_model=all",
+        "threat_model.num_samples=20",
+        "threat_model.attacks=[fgsm-0.1]",
+        "threat_model.resiliency_attacks=[fgsm]",
+        "threat_model.resiliency_eps=[0.1]",
+        "threat_model.whitebox.steps=10",
+        "threat_model.blackbox.epochs=1",
+        "threat_model.blackbox.proxy_model=resnet20",
+    ]
+    calls: list[str] = []
+    real = dict(threat_models.STAGES)
+    for name, stage in real.items():
+        monkeypatch.setitem(
+            threat_models.STAGES, name, lambda ctx, n=name, s=stage: calls.append(n) or s(ctx)
+        )
+
+    def crash(ctx):
+        raise RuntimeError("lost the node")
+
+    monkeypatch.setitem(threat_models.STAGES, "whitebox", crash)
+    first = runner.invoke(app, ["run", *args])
+    assert first.exit_code != 0 and "lost the node" in first.output
+    client, (run,) = runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["completed_stages"] == "clean,detector,graybox"
+
+    def whitebox(ctx):
+        calls.append("whitebox")
+        return real["whitebox"](ctx)
+
+    monkeypatch.setitem(threat_models.STAGES, "whitebox", whitebox)
+    resumed = runner.invoke(app, ["run", *args, "trainer.resume=true"])
+    assert resumed.exit_code == 0, resumed.output
+    assert calls == ["graybox", "whitebox", "blackbox"]  # gray-box ran once, in the first attempt
+    client, (run,) = runs(tmp_path)  # the same run, reopened
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["completed_stages"] == "clean,detector,graybox,whitebox,blackbox"
+    epochs = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in epochs] == [1, 2]  # no epoch was trained again
+
+    fresh = tmp_path / "fresh"
+    whole = runner.invoke(app, ["run", *args, f"work_dir={fresh}"])
+    assert whole.exit_code == 0, whole.output
+    _, (uninterrupted,) = runs(fresh)
+
+    def timeless(metrics):
+        return {k: v for k, v in metrics.items() if "seconds" not in k and "time" not in k}
+
+    assert timeless(run.data.metrics) == pytest.approx(
+        timeless(uninterrupted.data.metrics), rel=0, abs=0, nan_ok=True
+    )

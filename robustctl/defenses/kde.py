@@ -84,6 +84,7 @@ from torch import Tensor
 
 from robustctl import metric_keys as keys
 from robustctl.config.validation import configured, require
+from robustctl.console import console
 from robustctl.inference import MemoryBackoff
 
 log = logging.getLogger(__name__)
@@ -605,7 +606,9 @@ class KDEDetector(torch.nn.Module):
         if z.shape[0] == 0:
             return z.sum(1)
         cls = self._class_index(classes)
-        backoff = MemoryBackoff("KDE scoring blocks", self.chunk_size, floor=MIN_CHUNK_SIZE)
+        backoff = MemoryBackoff(
+            "KDE scoring blocks", self.chunk_size, console.print, floor=MIN_CHUNK_SIZE
+        )
         while True:
             try:
                 out = self._grouped_log_kernel_sums(z, cls, sigma, dtype)

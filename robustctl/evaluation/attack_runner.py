@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from robustctl import metric_keys as keys
 from robustctl.attacks import Attack, build, build_from_config
 from robustctl.attacks.metrics import per_example_distortions
+from robustctl.console import console
 from robustctl.evaluation.figures import adversarial_confusion_figure
 from robustctl.evaluation.intervals import bootstrap_interval, wilson_interval
 from robustctl.inference import MemoryBackoff, predict_labels
@@ -145,7 +146,7 @@ def run_attack(
     parts: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []
     started = time.perf_counter()
     hits = done = 0
-    backoff = MemoryBackoff(f"{attack.name} batches", batch_size)
+    backoff = MemoryBackoff(f"{attack.name} batches", batch_size, console.print)
     start = 0
     while start < len(x):
         end = start + backoff.size

@@ -39,7 +39,7 @@ def clean_stage(
     outputs = outputs or ModelOutputs(model, data, batch)
     clean = evaluate_clean(model, data.x_test, data.y_test, batch, outputs.split("test"))
     metrics = clean.metrics()
-    out = StageResult()
+    out = StageResult(stage=keys.CLEAN_STAGE)
     out.figures["plots/confusion_matrix.png"] = plot_confusion(
         clean.confusion, data.class_names, f"{data.name} test, accuracy {clean.accuracy:.4f}"
     )

@@ -16,7 +16,8 @@ class StageResult:
     """metrics: ``{key: value}`` logged at step 0; step_metrics: ``{key: [v0, v1, ...]}`` logged
     with step = list index; figures: ``{artifact path: matplotlib Figure}``; tags: run tags;
     notes: ``{key: why a value is missing or what qualifies it}`` (shown in the summary);
-    documents: ``{artifact path: JSON-serializable dict}``."""
+    documents: ``{artifact path: JSON-serializable dict}``; stage: its name in the
+    ``completed_stages`` tag (``clean``, ``detector``, or a threat-model stage)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     step_metrics: dict[str, list[float]] = field(default_factory=dict)
@@ -24,3 +25,4 @@ class StageResult:
     tags: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage: str = ""

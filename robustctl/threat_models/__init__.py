@@ -40,26 +40,34 @@ def run_threat_model(
     data: ImageData,
     detector: Any | None = None,
     outputs: ModelOutputs | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[StageResult]:
     """The detector's own numbers first, then one result per stage of ``threat_model.stages``
     (each with its wall time ``time/<stage>_s``); nothing for ``threat_model=none``. ``outputs``:
-    the evaluation's outputs of ``model`` (shared with the clean stage).
+    the evaluation's outputs of ``model`` (shared with the clean stage). Stages named in ``skip``
+    (``detector`` for the detector's numbers) were finished by an earlier attempt of the run and
+    are neither run nor yielded; the context is built only when a stage is left to run.
 
     A generator, so the caller can log each stage as soon as it finishes."""
     if cfg.threat_model.name == "none":
         return
+    stages = [stage for stage in cfg.threat_model.stages if stage not in skip]
+    if not stages and keys.DETECTOR_STAGE in skip:
+        return
     ctx = prepare(cfg, model, data, detector, outputs)
-    if ctx.detector is not None:
+    if ctx.detector is not None and keys.DETECTOR_STAGE not in skip:
         caveats = ctx.detector.caveats()
         yield StageResult(
             metrics=ctx.detector.metrics(),
             tags={tag: value for tag, (value, _) in caveats.items()},
             notes={tag: text for tag, (_, text) in caveats.items()},
+            stage=keys.DETECTOR_STAGE,
         )
-    for stage in cfg.threat_model.stages:
+    for stage in stages:
         console.rule(f"[bold]{stage}")
         started = time.perf_counter()
         result = STAGES[stage](ctx)
+        result.stage = stage
         result.metrics[keys.stage_time(stage)] = time.perf_counter() - started
         console.print(f"{stage}: {result.metrics[keys.stage_time(stage)]:.1f}s")
         yield result

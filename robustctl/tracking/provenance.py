@@ -74,6 +74,9 @@ _SEED_AND_MACHINE = (
     "trainer.device",
     "trainer.num_threads",
     "trainer.eval_batch_size",
+    "trainer.precision",  # auto resolves per machine, like trainer.device (tag: train_precision)
+    "trainer.channels_last",
+    "trainer.compile",
     "threat_model.batch_size",
 )
 # the config keys (a group name covers the group) a fingerprint leaves out; the report applies the
