@@ -209,12 +209,25 @@ def experiment(
         ),
     ],
     overrides: Overrides = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Reopen the latest run of this experiment: finished children are kept, "
+            "interrupted or failed ones resume from their checkpoints, the rest run.",
+        ),
+    ] = False,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", help="With --resume: the parent run id to resume."),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     def body() -> int:
         from robustctl.experiments import run_experiment
 
-        return run_experiment(name, [*(overrides or []), *(["debug=true"] if debug else [])])
+        extra = [*(overrides or []), *(["debug=true"] if debug else [])]
+        return run_experiment(name, extra, resume=resume or parent is not None, parent=parent)
 
     failed = _guarded(body, debug)
     if failed:

@@ -114,7 +114,8 @@ def train_model(
     identity = identity_tags(container)
     provenance = {key: identity[key] for key in (keys.TRAINING_FINGERPRINT_TAG, keys.VARIANT_TAG)}
     state = resume_state(cfg, chash)
-    resume_run_id = state["meta"].get("run_id") if state else None
+    # the run to reopen: the one an experiment resume names, else the checkpoint's own
+    resume_run_id = cfg.tracking.resume_run_id or (state["meta"].get("run_id") if state else None)
     if resume_run_id:
         resume_run_id = existing_run(cfg, resume_run_id)
     data = load_dataset(cfg.dataset, cfg.work_dir)

@@ -67,22 +67,31 @@ def load_experiment(name: str) -> Experiment:
     return exp
 
 
-def run_experiment(name: str, extra: list[str]) -> int:
+def run_experiment(
+    name: str, extra: list[str], resume: bool = False, parent: str | None = None
+) -> int:
     """Run the experiment's sweep under a parent run, log the report to it, and end it; returns
-    the number of child runs that failed."""
+    the number of child runs that failed. ``resume``: reopen the latest parent run of this
+    experiment (or ``parent``) and skip or resume each child (:mod:`robustctl.sweep`)."""
     import tempfile
 
     from robustctl.console import console
     from robustctl.reporting import build_report
-    from robustctl.sweep import finish_parent, run_sweep
+    from robustctl.sweep import finish_parent, latest_parent, run_sweep
 
     exp = load_experiment(name)
     overrides = [*exp.overrides, f"tracking.experiment_tag={name}", *extra, *exp.sweep_overrides()]
+    if resume and parent is None:
+        fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
+        parent = latest_parent(fixed, name)
+    if parent is not None:
+        console.print(f"[green]resuming[/] experiment {name} under parent run {parent}")
     parent = run_sweep(
         exp.command,
         overrides,
         name=f"experiment-{name}",
         tags={"command": "experiment", "description": exp.description},
+        resume_parent=parent,
     )
     with tempfile.TemporaryDirectory() as tmp:
         report = build_report(

@@ -10,6 +10,12 @@ A sweep is one parent MLflow run with every job's run nested under it (``trackin
   created for a job that failed before its run was opened), and the sweep goes on;
 - :func:`finish_parent` counts the children's final states in MLflow (so failures of jobs in other
   processes count too) and ends the parent FAILED when any child failed.
+
+Resuming (``robustctl experiment NAME --resume``): the parent run is reopened and every job first
+looks for its earlier child, the parent's child with the same ``fingerprint`` and ``seed`` tags.
+A FINISHED one is kept and the job skipped; any other (interrupted, failed) is reopened with
+``trainer.resume=true``, so training continues from the config's checkpoint and evaluation skips
+the stages the run completed; a job without an earlier child runs as usual.
 """
 
 from __future__ import annotations
@@ -30,15 +36,24 @@ class SweepJob:
     parent_run_id: str
     tracking_uri: str  # the parent's store and experiment: where a job that fails before
     experiment: str  # its own run opens is recorded
+    resume: bool = False  # an earlier attempt of the sweep ran under the same parent
 
     def __call__(self, raw: Any) -> dict[str, float] | None:
         import hydra
 
         from robustctl.commands import execute, print_summary
         from robustctl.config import validate
-        from robustctl.console import err_console
+        from robustctl.console import console, err_console
         from robustctl.tracking.lifecycle import run_id_of
 
+        if self.resume:
+            earlier = self.earlier_child(raw)
+            if earlier is not None and earlier.info.status == "FINISHED":
+                console.print(f"[green]already finished[/] in run {earlier.info.run_id}: skipped")
+                return dict(earlier.data.metrics)
+            raw.trainer.resume = True  # continue from this config's checkpoint, if any
+            if earlier is not None:
+                raw.tracking.resume_run_id = earlier.info.run_id
         try:
             cfg = validate(raw, cwd=hydra.utils.get_original_cwd())
             result = execute(self.command, cfg, raw)
@@ -51,6 +66,27 @@ class SweepJob:
             return None
         print_summary(result)
         return result.metrics
+
+    def earlier_child(self, raw: Any) -> Any | None:
+        """The parent's child run of this job's config (same fingerprint and seed): a FINISHED
+        one if there is any, else the latest; None when the job never ran."""
+        from mlflow.tracking import MlflowClient
+
+        from robustctl import metric_keys as keys
+        from robustctl.tracking.lifecycle import config_container, identity_tags
+
+        fingerprint = identity_tags(config_container(raw))[keys.FINGERPRINT_TAG]
+        client = MlflowClient(self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment)
+        found = client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+            f"and tags.{keys.FINGERPRINT_TAG} = '{fingerprint}' "
+            f"and tags.{keys.SEED_TAG} = '{raw.trainer.seed}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        finished = [run for run in found if run.info.status == "FINISHED"]
+        return (finished or found or [None])[0]
 
     def record_failure(self, exc: BaseException) -> None:
         """A FAILED child run for a job that failed before its own run was opened
@@ -72,8 +108,11 @@ class SweepJob:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
 
 
-def open_parent(overrides: list[str], name: str, tags: dict[str, str]) -> Any:
-    """Create the MLflow store and experiment once and start the parent run of the sweep."""
+def open_parent(
+    overrides: list[str], name: str, tags: dict[str, str], run_id: str | None = None
+) -> Any:
+    """Create the MLflow store and experiment once and start the parent run of the sweep (or
+    reopen ``run_id``, an earlier parent being resumed)."""
     from robustctl.config import compose
     from robustctl.tracking.lifecycle import open_tracker
 
@@ -81,8 +120,31 @@ def open_parent(overrides: list[str], name: str, tags: dict[str, str]) -> Any:
     tracker = open_tracker(cfg)
     if cfg.tracking.experiment_tag:
         tags = {**tags, "experiment": cfg.tracking.experiment_tag}
-    tracker.start(f"{name}-{time.strftime('%m%d-%H%M%S')}", tags)
+    tracker.start(f"{name}-{time.strftime('%m%d-%H%M%S')}", tags, run_id=run_id)
     return tracker
+
+
+def latest_parent(overrides: list[str], experiment_tag: str) -> str:
+    """The run id of the latest parent run of the experiment named ``experiment_tag`` in the
+    store the overrides configure; a :class:`~robustctl.errors.TrackingError` when none."""
+    from robustctl.config import compose
+    from robustctl.errors import TrackingError
+    from robustctl.tracking.lifecycle import open_tracker
+
+    _, cfg = compose(overrides)
+    tracker = open_tracker(cfg)
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"tags.command = 'experiment' and tags.experiment = '{experiment_tag}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        raise TrackingError(
+            f"no earlier run of experiment {experiment_tag!r} in {tracker.uri}",
+            hint="run it without --resume first (or pass the store's work_dir / tracking.uri)",
+        )
+    return found[0].info.run_id
 
 
 def launch(job: SweepJob, overrides: list[str]) -> None:
@@ -132,10 +194,15 @@ def finish_parent(parent: Any, what: str = "job") -> int:
 
 
 def run_sweep(
-    command: str, overrides: list[str], name: str | None = None, tags: dict[str, str] | None = None
+    command: str,
+    overrides: list[str],
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+    resume_parent: str | None = None,
 ) -> Any:
     """Run the sweep under one parent MLflow run; returns the parent tracker, still open for the
-    caller to log to (e.g. a report) before :func:`finish_parent`."""
+    caller to log to (e.g. a report) before :func:`finish_parent`. ``resume_parent``: reopen that
+    parent and let each job skip or resume its earlier child (module docstring)."""
     from robustctl.config.composition import check_group_overrides
 
     fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
@@ -144,9 +211,12 @@ def run_sweep(
         fixed,
         name or f"sweep-{command}",
         {"command": f"sweep-{command}", **(tags or {}), "sweep": " ".join(overrides)[:5000]},
+        run_id=resume_parent,
     )
     try:
-        job = SweepJob(command, parent.run_id, parent.uri, parent.experiment)
+        job = SweepJob(
+            command, parent.run_id, parent.uri, parent.experiment, resume=bool(resume_parent)
+        )
         launch(job, [f"tracking.parent_run_id={parent.run_id}", *overrides])
     except BaseException as exc:
         parent.finish(

@@ -352,7 +352,11 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
 
     from robustctl.training import load_checkpoint
 
-    args = [a for a in tiny if not a.startswith("trainer.epochs")] + ["trainer.epochs=200"]
+    # epochs of ~1 s, so that the signal lands in training, not in between (MLflow logging)
+    args = [a for a in tiny if not a.startswith(("trainer.epochs", "dataset.num_samples"))] + [
+        "trainer.epochs=200",
+        "dataset.num_samples=2000",
+    ]
     # A shell without job control starts background commands with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal
     # does.

@@ -52,3 +52,70 @@ def test_smoke_experiment_end_to_end_through_the_report(tmp_path, monkeypatch):
         assert (
             f"{100 * child.data.metrics['clean/accuracy']:.2f}" in report
         )  # Table 1 shows percent
+
+
+SMALL = ["threat_model=graybox", "threat_model.attacks=[fgsm-0.1]"]  # the smoke sweep, cheaper
+
+
+def children_by_loss(work):
+    client, everything = runs(work)
+    parents = [r for r in everything if r.data.tags["command"] == "experiment"]
+    children = {
+        r.data.tags["loss"]: r
+        for r in everything
+        if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}
+    }
+    return client, parents, children
+
+
+def test_an_interrupted_experiment_resumes_without_training_a_child_twice(tmp_path, monkeypatch):
+    """Ctrl-C right after the second child's first epoch: the experiment stops (parent KILLED,
+    ce FINISHED, rce KILLED, pdm never started). ``--resume`` reopens the same parent, skips ce,
+    continues rce from its epoch-1 checkpoint in the same run, runs pdm, and ends with the
+    numbers of an uninterrupted experiment; every epoch of every child is logged once."""
+    import robustctl.training.trainer as trainer
+
+    monkeypatch.chdir(tmp_path)
+    real_save, stopped = trainer.save_checkpoint, []
+
+    def save_then_interrupt(state, path):
+        out = real_save(state, path)
+        if state["meta"]["loss"] == "rce" and state["epoch"] == 1 and not stopped:
+            stopped.append(path)
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    work = tmp_path / "resumed"
+    first = CliRunner().invoke(app, ["experiment", "smoke", *SMALL, f"work_dir={work}"])
+    assert first.exit_code != 0 and stopped
+    _, parents, children = children_by_loss(work)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert {k: r.info.status for k, r in children.items()} == {"ce": "FINISHED", "rce": "KILLED"}
+    ce_run, rce_run = children["ce"].info.run_id, children["rce"].info.run_id
+
+    again = CliRunner().invoke(app, ["experiment", "smoke", "--resume", *SMALL, f"work_dir={work}"])
+    assert again.exit_code == 0, again.output
+    assert "already finished" in again.output
+    client, parents, children = children_by_loss(work)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {k: r.info.status for k, r in children.items()} == dict.fromkeys(
+        ("ce", "rce", "pdm"), "FINISHED"
+    )
+    assert (children["ce"].info.run_id, children["rce"].info.run_id) == (ce_run, rce_run)
+    for child in children.values():  # no epoch trained twice
+        history = client.get_metric_history(child.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == [1, 2]
+
+    fresh = tmp_path / "uninterrupted"
+    whole = CliRunner().invoke(app, ["experiment", "smoke", *SMALL, f"work_dir={fresh}"])
+    assert whole.exit_code == 0, whole.output
+    _, _, reference = children_by_loss(fresh)
+
+    def timeless(run):
+        return {k: v for k, v in run.data.metrics.items() if "time" not in k and "second" not in k}
+
+    for loss, child in children.items():
+        assert timeless(child) == pytest.approx(
+            timeless(reference[loss]), rel=0, abs=0, nan_ok=True
+        ), loss

@@ -233,6 +233,7 @@ class TrackingConfig:
     log_checkpoints: bool = True
     parent_run_id: str | None = None  # nest this run under a parent (sweeps and experiments set it)
     experiment_tag: str | None = None  # the `experiment` tag (set by `robustctl experiment NAME`)
+    resume_run_id: str | None = None  # reopen this run (experiment --resume: an unfinished child)
 
 
 # -------------------------------------------------------------------------------------- evaluate
