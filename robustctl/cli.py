@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -232,6 +233,34 @@ def experiment(
     failed = _guarded(body, debug)
     if failed:
         _fail(f"{failed} child run(s) failed (see the report)", 1)
+
+
+@app.command()
+def sync(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="A run's folder under <work_dir>/tracking-fallback (or that folder itself)."
+        ),
+    ],
+    uri: Annotated[
+        str | None, typer.Option(help="Send to this tracking server instead of the original.")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Send the writes a run kept locally while its tracking server was unreachable."""
+
+    def body() -> None:
+        from robustctl.console import console
+        from robustctl.errors import RobustctlError
+        from robustctl.tracking.fallback import sync as replay
+
+        if not folder.exists():
+            raise RobustctlError(f"{folder} does not exist", hint="see the run's last message")
+        count = replay(folder, uri)
+        console.print(f"synced {count} writes from {folder}")
+
+    _guarded(body, debug)
 
 
 @app.command(

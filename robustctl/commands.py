@@ -79,8 +79,9 @@ def evaluate_model(
     for result in run_threat_model(cfg, model, data, outputs=outputs, skip=frozenset(done)):
         record_stage(tracker, result, done)
         results.append(result)
-    if len(results) < len(done):  # some stages came from an earlier attempt
-        metrics.update(tracker.client.get_run(tracker.run_id).data.metrics)
+    logged = tracker.read_run() if len(results) < len(done) else None
+    if logged is not None:  # some stages came from an earlier attempt
+        metrics.update(logged.metrics)
     for result in results:
         metrics.update(result.metrics)
         notes.update(result.notes)
@@ -89,7 +90,8 @@ def evaluate_model(
 
 def completed_stages(tracker: RunTracker) -> list[str]:
     """The evaluation stages the run has logged in full (its ``completed_stages`` tag)."""
-    tags = tracker.client.get_run(tracker.run_id).data.tags
+    data = tracker.read_run()
+    tags = data.tags if data is not None else {}
     return [s for s in tags.get(keys.COMPLETED_STAGES_TAG, "").split(",") if s]
 
 

@@ -234,6 +234,9 @@ class TrackingConfig:
     parent_run_id: str | None = None  # nest this run under a parent (sweeps and experiments set it)
     experiment_tag: str | None = None  # the `experiment` tag (set by `robustctl experiment NAME`)
     resume_run_id: str | None = None  # reopen this run (experiment --resume: an unfinished child)
+    # seconds before each retry of a write the server did not take; then the run logs offline to
+    # <work_dir>/tracking-fallback/<run id> (robustctl sync replays it)
+    retry_delays: list[float] = field(default_factory=lambda: [1.0, 4.0, 16.0])
 
 
 # -------------------------------------------------------------------------------------- evaluate

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from robustctl import metric_keys as keys
@@ -42,12 +43,19 @@ def run_id_of(exc: BaseException) -> str | None:
     return getattr(exc, RUN_ID_ATTR, None)
 
 
+FALLBACK_DIR = "tracking-fallback"  # under work_dir: journals of runs whose server went away
+
+
 def open_tracker(cfg: RunConfig) -> RunTracker:
     """A tracker on the configured store and experiment (created when missing)."""
     uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
     check_reachable(uri)
     return RunTracker(
-        uri, cfg.tracking.experiment, resolve_artifact_location(cfg.tracking, uri, cfg.work_dir)
+        uri,
+        cfg.tracking.experiment,
+        resolve_artifact_location(cfg.tracking, uri, cfg.work_dir),
+        fallback_dir=Path(cfg.work_dir, FALLBACK_DIR),
+        retry_delays=tuple(cfg.tracking.retry_delays),
     )
 
 

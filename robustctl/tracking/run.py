@@ -2,7 +2,8 @@
 
 A :class:`RunTracker` is opened on a store and an experiment, then starts (or, for a resumed
 training, reopens) one run. It ends the run exactly once: FINISHED, FAILED or KILLED, with the
-reason as the ``error`` tag.
+reason as the ``error`` tag. Every write after the start is retried when the tracking server does
+not answer, and kept in a local journal when it stays away (:mod:`robustctl.tracking.fallback`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
+from robustctl.tracking.fallback import Journal, server_down
 
 if TYPE_CHECKING:
     from robustctl.evaluation.result import StageResult
@@ -22,13 +24,26 @@ _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
 
 class RunTracker:
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    """``fallback_dir``: where an unreachable server's writes are journaled (None: raise);
+    ``retry_delays``: seconds to wait before each retry of a failed write."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_location: str | None = None,
+        *,
+        fallback_dir: Path | None = None,
+        retry_delays: tuple[float, ...] = (1.0, 4.0, 16.0),
+    ) -> None:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri, self.experiment = uri, experiment
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id: str | None = None
+        self.fallback_dir, self.retry_delays = fallback_dir, tuple(retry_delays)
+        self.journal: Journal | None = None  # set when the server went away mid-run
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
@@ -71,9 +86,85 @@ class RunTracker:
         if self.run_id is None:
             return
         if reason:
-            self.client.set_tag(self.run_id, "error", reason[:5000])
-        self.client.set_terminated(self.run_id, status=status)
+            self._write("set_tag", key="error", value=reason[:5000])
+        self._write("set_terminated", status=status)
+        if self.journal is not None:
+            from robustctl.console import console
+
+            console.print(
+                f"[yellow]tracking server {self.uri} was unreachable:[/] {self.journal.entries} "
+                f"writes of run {self.run_id} are kept in {self.journal.folder}; once the server "
+                f"is back: robustctl sync {self.journal.folder}"
+            )
         self.run_id = None
+
+    # ------------------------------------------------------------------ writes, retried
+    def _send(self, op: str, run_id: str, payload: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param
+
+        if op == "log_batch":
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(**m) for m in payload.get("metrics", [])],
+                params=[Param(p["key"], p["value"]) for p in payload.get("params", [])],
+            )
+        elif op == "set_tag":
+            self.client.set_tag(run_id, payload["key"], payload["value"])
+        elif op == "log_artifact":
+            self.client.log_artifact(run_id, payload["local_path"], payload["artifact_path"])
+        elif op == "log_text":
+            self.client.log_text(run_id, payload["text"], payload["artifact_file"])
+        elif op == "set_terminated":
+            self.client.set_terminated(run_id, status=payload["status"])
+        else:  # pragma: no cover - a programming error
+            raise ValueError(op)
+
+    def _write(self, op: str, **payload: Any) -> None:
+        """Send one write; on failure retry after each of ``retry_delays`` while the server is
+        down, then journal this and every later write of the run (module docstring)."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = self._id()
+        if self.journal is not None:
+            self.journal.append(op, **payload)
+            return
+        for delay in (*self.retry_delays, None):
+            try:
+                self._send(op, run_id, payload)
+                return
+            except (MlflowException, OSError) as exc:
+                if self.fallback_dir is None or not server_down(self.uri):
+                    raise
+                if delay is None:
+                    self._go_offline(exc)
+                    self.journal.append(op, **payload)
+                    return
+                time.sleep(delay)
+
+    def _go_offline(self, error: BaseException) -> None:
+        from robustctl.console import console
+
+        folder = Path(self.fallback_dir, self._id())
+        self.journal = Journal(folder, self.uri, self._id())
+        console.print(
+            f"[yellow]tracking server {self.uri} unreachable[/] after {len(self.retry_delays)} "
+            f"retries ({str(error).splitlines()[0][:200]}); the run goes on and logs to {folder}"
+        )
+
+    def read_run(self) -> Any | None:
+        """The run's data (metrics, params, tags) from the store; None while it is unreachable
+        (offline runs read nothing back)."""
+        from mlflow.exceptions import MlflowException
+
+        if self.journal is not None:
+            return None
+        try:
+            return self.client.get_run(self._id()).data
+        except (MlflowException, OSError) as exc:
+            if self.fallback_dir is None or not server_down(self.uri):
+                raise
+            self._go_offline(exc)
+            return None
 
     # ------------------------------------------------------------------ logging
     def _id(self) -> str:
@@ -82,31 +173,31 @@ class RunTracker:
         return self.run_id
 
     def log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        run_id = self._id()
-        existing = self.client.get_run(run_id).data.params
-        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        data = self.read_run()
+        existing = data.params if data is not None else {}
+        items = [{"key": k, "value": str(v)[:6000]} for k, v in params.items() if k not in existing]
         for start in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + _PARAM_BATCH])
+            self._write("log_batch", params=items[start : start + _PARAM_BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        batch = [
+            {"key": k, "value": float(v), "timestamp": now, "step": step or 0}
+            for k, v in metrics.items()
+            if v is not None
+        ]
         if batch:
-            self.client.log_batch(self._id(), metrics=batch)
+            self._write("log_batch", metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(self._id(), key, str(value))
+            self._write("set_tag", key=key, value=str(value))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self._id(), str(path), artifact_path)
+        self._write("log_artifact", local_path=str(path), artifact_path=artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self._id(), text, name)
+        self._write("log_text", text=text, artifact_file=name)
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)

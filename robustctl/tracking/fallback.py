@@ -1,0 +1,118 @@
+"""When the tracking server goes away mid-run: a local journal of every write, replayed later.
+
+:class:`~robustctl.tracking.run.RunTracker` sends each write (metrics, params, tags, artifacts,
+the run's end) to MLflow, retrying after ``tracking.retry_delays`` seconds. When the last retry
+fails and the server does not answer its ``/health`` check, the run goes on *offline*: this and
+every later write of the run is appended to ``<work_dir>/tracking-fallback/<run id>/journal.jsonl``
+(artifacts are copied beside it), and the run's end prints how to sync. ``robustctl sync DIR``
+replays a journal into the server (``--uri`` another one) in order, then renames it
+``journal.synced.jsonl``, so nothing measured is lost and nothing is sent twice.
+
+Only an unreachable HTTP server counts as an outage: any other error (a bad value, a local store
+that fails) is raised as before.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+JOURNAL = "journal.jsonl"
+SYNCED = "journal.synced.jsonl"
+
+
+def server_down(uri: str) -> bool:
+    """True when ``uri`` is an HTTP(S) tracking server that does not answer ``/health``."""
+    if not uri.startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+            return False
+    except OSError:
+        return True
+
+
+class Journal:
+    """The offline writes of one run, in order, under ``folder``."""
+
+    def __init__(self, folder: Path, uri: str, run_id: str) -> None:
+        self.folder, self.uri, self.run_id = folder, uri, run_id
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.entries = 0
+
+    def append(self, op: str, **payload: Any) -> None:
+        if op in ("log_artifact", "log_text"):  # keep the file: the original may be temporary
+            payload = self._keep_file(op, payload)
+            op = "log_artifact"
+        record = {"op": op, "uri": self.uri, "run_id": self.run_id, **payload}
+        with open(self.folder / JOURNAL, "a") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+        self.entries += 1
+
+    def _keep_file(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if op == "log_text":
+            name = Path(payload["artifact_file"])
+            target = self.folder / "files" / f"{self.entries:05d}" / name.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(payload["text"])
+            parent = str(name.parent)
+            return {"local_path": str(target), "artifact_path": None if parent == "." else parent}
+        source = Path(payload["local_path"])
+        target = self.folder / "files" / f"{self.entries:05d}" / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        return {"local_path": str(target), "artifact_path": payload.get("artifact_path")}
+
+
+def metric_dict(metric: Any) -> dict[str, Any]:
+    return {
+        "key": metric.key,
+        "value": metric.value,
+        "timestamp": metric.timestamp,
+        "step": metric.step,
+    }
+
+
+def sync(folder: str | Path, uri: str | None = None) -> int:
+    """Replay the journal in ``folder`` (a run's fallback folder, or a folder of them) into its
+    tracking server (or ``uri``); returns the number of writes replayed."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(folder)
+    journals = (
+        [folder / JOURNAL] if (folder / JOURNAL).is_file() else sorted(folder.glob(f"*/{JOURNAL}"))
+    )
+    replayed = 0
+    for journal in journals:
+        records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        for record in records:
+            client = MlflowClient(uri or record["uri"])
+            op, run_id = record["op"], record["run_id"]
+            if op == "log_batch":
+                existing = client.get_run(run_id).data.params if record.get("params") else {}
+                client.log_batch(
+                    run_id,
+                    metrics=[Metric(**m) for m in record.get("metrics", [])],
+                    params=[
+                        Param(p["key"], p["value"])
+                        for p in record.get("params", [])
+                        if p["key"] not in existing
+                    ],
+                )
+            elif op == "set_tag":
+                client.set_tag(run_id, record["key"], record["value"])
+            elif op == "log_artifact":
+                client.log_artifact(run_id, record["local_path"], record["artifact_path"])
+            elif op == "set_terminated":
+                client.set_terminated(run_id, status=record["status"])
+            elif op == "update_run":
+                client.update_run(run_id, status=record["status"])
+            else:
+                raise ValueError(f"{journal}: unknown journal entry {op!r}")
+            replayed += 1
+        journal.rename(journal.with_name(SYNCED))
+    return replayed

@@ -1,0 +1,43 @@
+"""The offline journal without a server: what counts as an outage, and a journal replayed into a
+store gives the run exactly the writes it recorded, once."""
+
+from __future__ import annotations
+
+import socket
+
+from mlflow.tracking import MlflowClient
+
+from robustctl.tracking.fallback import SYNCED, Journal, server_down, sync
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_only_an_unanswering_http_server_is_an_outage(tmp_path):
+    assert server_down(f"http://127.0.0.1:{closed_port()}")
+    assert not server_down(f"sqlite:///{tmp_path / 'x.db'}")  # a local store's errors are raised
+
+
+def test_a_journal_replays_its_writes_in_order_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    journal = Journal(tmp_path / "fallback" / run_id, "http://gone:5000", run_id)
+    metric = {"key": "train/loss", "timestamp": 0}
+    journal.append("log_batch", metrics=[{**metric, "value": 0.5, "step": 1}])
+    journal.append("log_batch", metrics=[{**metric, "value": 0.25, "step": 2}])
+    journal.append("set_tag", key="completed_stages", value="clean")
+    journal.append("log_text", text="{}", artifact_file="docs/metrics.json")
+    journal.append("set_terminated", status="FINISHED")
+
+    assert sync(tmp_path / "fallback", uri) == 5  # the parent folder: every run's journal
+    run = client.get_run(run_id)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
+    assert run.data.tags["completed_stages"] == "clean" and run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run_id, "docs")] == ["docs/metrics.json"]
+    assert (tmp_path / "fallback" / run_id / SYNCED).is_file()
+    assert sync(tmp_path / "fallback", uri) == 0  # already synced: nothing is sent twice
