@@ -38,6 +38,15 @@ Multirun = Annotated[
     ),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+ResumeSweep = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="PARENT_RUN_ID",
+        help="With -m: reopen this sweep's parent run; finished jobs are skipped, interrupted or "
+        "failed ones resume from their checkpoints.",
+    ),
+]
 
 
 def _fail(message: str, code: int) -> None:
@@ -85,28 +94,45 @@ def _single(command: str, overrides: list[str], debug: bool) -> None:
     _guarded(body, debug or "debug=true" in overrides)
 
 
-def _multirun(command: str, overrides: list[str], debug: bool) -> None:
+def _multirun(command: str, overrides: list[str], debug: bool, resume: str | None = None) -> None:
     """Run a Hydra sweep; each job's errors are reported and its MLflow run marked FAILED, the
-    sweep goes on."""
+    sweep goes on. ``resume``: the parent run of an earlier attempt of the sweep."""
 
     def body() -> int:
         from robustctl.sweep import finish_parent, run_sweep
 
-        return finish_parent(run_sweep(command, [*overrides, *(["debug=true"] if debug else [])]))
+        extra = ["debug=true"] if debug else []
+        return finish_parent(run_sweep(command, [*overrides, *extra], resume_parent=resume))
 
     failed = _guarded(body, debug)
     if failed:
         _fail(f"{failed} sweep job(s) failed", 1)
 
 
-def _dispatch(command: str, overrides: list[str] | None, multirun: bool, debug: bool) -> None:
-    (_multirun if multirun else _single)(command, list(overrides or []), debug)
+def _dispatch(
+    command: str,
+    overrides: list[str] | None,
+    multirun: bool,
+    debug: bool,
+    resume: str | None = None,
+) -> None:
+    if resume and not multirun:
+        _fail("--resume PARENT_RUN_ID resumes a sweep: add -m (one run: trainer.resume=true)", 2)
+    if multirun:
+        _multirun(command, list(overrides or []), debug, resume)
+    else:
+        _single(command, list(overrides or []), debug)
 
 
 @app.command()
-def train(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
+def train(
+    overrides: Overrides = None,
+    multirun: Multirun = False,
+    resume: ResumeSweep = None,
+    debug: Debug = False,
+) -> None:
     """Train a model (checkpoint each epoch; resume with [bold]trainer.resume=true[/])."""
-    _dispatch("train", overrides, multirun, debug)
+    _dispatch("train", overrides, multirun, debug, resume)
 
 
 @app.command(
@@ -115,14 +141,24 @@ def train(overrides: Overrides = None, multirun: Multirun = False, debug: Debug 
         "or the latest training run."
     )
 )
-def evaluate(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
-    _dispatch("evaluate", overrides, multirun, debug)
+def evaluate(
+    overrides: Overrides = None,
+    multirun: Multirun = False,
+    resume: ResumeSweep = None,
+    debug: Debug = False,
+) -> None:
+    _dispatch("evaluate", overrides, multirun, debug, resume)
 
 
 @app.command()
-def run(overrides: Overrides = None, multirun: Multirun = False, debug: Debug = False) -> None:
+def run(
+    overrides: Overrides = None,
+    multirun: Multirun = False,
+    resume: ResumeSweep = None,
+    debug: Debug = False,
+) -> None:
     """Train, then evaluate, in one MLflow run (the main job; [bold]make run[/])."""
-    _dispatch("run", overrides, multirun, debug)
+    _dispatch("run", overrides, multirun, debug, resume)
 
 
 @app.command()

@@ -347,6 +347,41 @@ def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
         assert "checkpoints/last.pt" in artifact_paths(client, run.info.run_id)
 
 
+def test_a_joblib_sweep_resumes_under_its_parent_run(tiny, tmp_path):
+    """``train -m ... --resume PARENT`` through the joblib launcher (jobs in worker processes):
+    the FINISHED job is skipped, the job whose run was killed reopens that run and continues from
+    its checkpoint (here: already at the last epoch, so it trains nothing), no run is added."""
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
+        "trainer.epochs=1",
+        "trainer.seed=0,1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    first = subprocess.run(
+        [*ROBUSTCTL, "train", "-m", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    client, everything = runs(tmp_path)
+    (parent,) = [r for r in everything if r.data.tags["command"] == "sweep-train"]
+    killed = next(r for r in everything if r.data.params.get("trainer.seed") == "1")
+    client.set_terminated(killed.info.run_id, status="KILLED")  # as a pre-empted job leaves it
+    client.set_terminated(parent.info.run_id, status="KILLED")
+
+    again = subprocess.run(
+        [*ROBUSTCTL, "train", "-m", *args, "--resume", parent.info.run_id],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already finished" in again.stdout
+    client, after = runs(tmp_path)
+    assert len(after) == len(everything) == 3  # the parent and its two children, reopened
+    assert all(r.info.status == "FINISHED" for r in after)
+    history = client.get_metric_history(killed.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1]  # its epoch was not trained again
+
+
 def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_path):
     import time
 
