@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -119,3 +121,14 @@ def test_an_interrupted_experiment_resumes_without_training_a_child_twice(tmp_pa
         assert timeless(child) == pytest.approx(
             timeless(reference[loss]), rel=0, abs=0, nan_ok=True
         ), loss
+    # the report logged to the parent is the uninterrupted experiment's (but for the run ids each
+    # cell is traced to)
+    client, (parent,), _ = children_by_loss(work)
+    ref_client, (ref_parent,), _ = children_by_loss(fresh)
+    for table in ("report/table1.csv", "report/table2.csv"):
+        ours = client.download_artifacts(parent.info.run_id, table, str(tmp_path / "a"))
+        theirs = ref_client.download_artifacts(ref_parent.info.run_id, table, str(tmp_path / "b"))
+        run_ids = re.compile(r"\b[0-9a-f]{32}\b")
+        assert run_ids.sub("<run>", open(ours).read()) == run_ids.sub(
+            "<run>", open(theirs).read()
+        ), table
