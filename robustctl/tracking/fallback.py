@@ -67,19 +67,32 @@ class Journal:
         return {"local_path": str(target), "artifact_path": payload.get("artifact_path")}
 
 
-def metric_dict(metric: Any) -> dict[str, Any]:
-    return {
-        "key": metric.key,
-        "value": metric.value,
-        "timestamp": metric.timestamp,
-        "step": metric.step,
-    }
+def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
+    """Apply one write to an ``MlflowClient``: the tracker's live writes and a journal's replay
+    both go through here. Metrics and params are plain dicts (JSON in the journal)."""
+    from mlflow.entities import Metric, Param
+
+    if op == "log_batch":
+        client.log_batch(
+            run_id,
+            metrics=[Metric(**m) for m in payload.get("metrics", [])],
+            params=[Param(p["key"], p["value"]) for p in payload.get("params", [])],
+        )
+    elif op == "set_tag":
+        client.set_tag(run_id, payload["key"], payload["value"])
+    elif op == "log_artifact":
+        client.log_artifact(run_id, payload["local_path"], payload["artifact_path"])
+    elif op == "log_text":
+        client.log_text(run_id, payload["text"], payload["artifact_file"])
+    elif op == "set_terminated":
+        client.set_terminated(run_id, status=payload["status"])
+    else:
+        raise ValueError(f"unknown tracking write {op!r}")
 
 
 def sync(folder: str | Path, uri: str | None = None) -> int:
     """Replay the journal in ``folder`` (a run's fallback folder, or a folder of them) into its
     tracking server (or ``uri``); returns the number of writes replayed."""
-    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     folder = Path(folder)
@@ -91,28 +104,10 @@ def sync(folder: str | Path, uri: str | None = None) -> int:
         records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
         for record in records:
             client = MlflowClient(uri or record["uri"])
-            op, run_id = record["op"], record["run_id"]
-            if op == "log_batch":
-                existing = client.get_run(run_id).data.params if record.get("params") else {}
-                client.log_batch(
-                    run_id,
-                    metrics=[Metric(**m) for m in record.get("metrics", [])],
-                    params=[
-                        Param(p["key"], p["value"])
-                        for p in record.get("params", [])
-                        if p["key"] not in existing
-                    ],
-                )
-            elif op == "set_tag":
-                client.set_tag(run_id, record["key"], record["value"])
-            elif op == "log_artifact":
-                client.log_artifact(run_id, record["local_path"], record["artifact_path"])
-            elif op == "set_terminated":
-                client.set_terminated(run_id, status=record["status"])
-            elif op == "update_run":
-                client.update_run(run_id, status=record["status"])
-            else:
-                raise ValueError(f"{journal}: unknown journal entry {op!r}")
+            if record.get("params"):  # params are write-once: skip those the run already has
+                existing = client.get_run(record["run_id"]).data.params
+                record["params"] = [p for p in record["params"] if p["key"] not in existing]
+            send(client, record["op"], record["run_id"], record)
             replayed += 1
         journal.rename(journal.with_name(SYNCED))
     return replayed

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
-from robustctl.tracking.fallback import Journal, server_down
+from robustctl.tracking.fallback import Journal, send, server_down
 
 if TYPE_CHECKING:
     from robustctl.evaluation.result import StageResult
@@ -99,26 +99,6 @@ class RunTracker:
         self.run_id = None
 
     # ------------------------------------------------------------------ writes, retried
-    def _send(self, op: str, run_id: str, payload: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, Param
-
-        if op == "log_batch":
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric(**m) for m in payload.get("metrics", [])],
-                params=[Param(p["key"], p["value"]) for p in payload.get("params", [])],
-            )
-        elif op == "set_tag":
-            self.client.set_tag(run_id, payload["key"], payload["value"])
-        elif op == "log_artifact":
-            self.client.log_artifact(run_id, payload["local_path"], payload["artifact_path"])
-        elif op == "log_text":
-            self.client.log_text(run_id, payload["text"], payload["artifact_file"])
-        elif op == "set_terminated":
-            self.client.set_terminated(run_id, status=payload["status"])
-        else:  # pragma: no cover - a programming error
-            raise ValueError(op)
-
     def _write(self, op: str, **payload: Any) -> None:
         """Send one write; on failure retry after each of ``retry_delays`` while the server is
         down, then journal this and every later write of the run (module docstring)."""
@@ -130,7 +110,7 @@ class RunTracker:
             return
         for delay in (*self.retry_delays, None):
             try:
-                self._send(op, run_id, payload)
+                send(self.client, op, run_id, payload)
                 return
             except (MlflowException, OSError) as exc:
                 if self.fallback_dir is None or not server_down(self.uri):
