@@ -70,24 +70,41 @@ def children_by_loss(work):
     return client, parents, children
 
 
-def test_an_interrupted_experiment_resumes_without_training_a_child_twice(tmp_path, monkeypatch):
-    """Ctrl-C right after the second child's first epoch: the experiment stops (parent KILLED,
-    ce FINISHED, rce KILLED, pdm never started). ``--resume`` reopens the same parent, skips ce,
-    continues rce from its epoch-1 checkpoint in the same run, runs pdm, and ends with the
-    numbers of an uninterrupted experiment; every epoch of every child is logged once."""
+@pytest.mark.parametrize("during", ["training", "evaluation"])
+def test_an_interrupted_experiment_resumes_without_training_a_child_twice(
+    during, tmp_path, monkeypatch
+):
+    """Ctrl-C in the second child, right after its first epoch or in its gray-box stage: the
+    experiment stops (parent KILLED, ce FINISHED, rce KILLED, pdm never started). ``--resume``
+    reopens the same parent, skips ce, continues rce in the same run from its checkpoint (and,
+    after training, past its completed stages), runs pdm, and ends with the numbers and report of
+    an uninterrupted experiment; every epoch of every child is logged once."""
+    import robustctl.threat_models as threat_models
     import robustctl.training.trainer as trainer
 
     monkeypatch.chdir(tmp_path)
-    real_save, stopped = trainer.save_checkpoint, []
+    stopped: list[str] = []
+    if during == "training":
+        real_save = trainer.save_checkpoint
 
-    def save_then_interrupt(state, path):
-        out = real_save(state, path)
-        if state["meta"]["loss"] == "rce" and state["epoch"] == 1 and not stopped:
-            stopped.append(path)
-            raise KeyboardInterrupt
-        return out
+        def save_then_interrupt(state, path):
+            out = real_save(state, path)
+            if state["meta"]["loss"] == "rce" and state["epoch"] == 1 and not stopped:
+                stopped.append("epoch 1")
+                raise KeyboardInterrupt
+            return out
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+        monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    else:
+        real_stage = threat_models.STAGES["graybox"]
+
+        def interrupt_rce(ctx):
+            if ctx.cfg.loss.name == "rce" and not stopped:
+                stopped.append("graybox")
+                raise KeyboardInterrupt
+            return real_stage(ctx)
+
+        monkeypatch.setitem(threat_models.STAGES, "graybox", interrupt_rce)
     work = tmp_path / "resumed"
     first = CliRunner().invoke(app, ["experiment", "smoke", *SMALL, f"work_dir={work}"])
     assert first.exit_code != 0 and stopped
