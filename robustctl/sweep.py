@@ -46,6 +46,7 @@ class SweepJob:
         from robustctl.console import console, err_console
         from robustctl.tracking.lifecycle import run_id_of
 
+        earlier = None
         if self.resume:
             earlier = self.earlier_child(raw)
             if earlier is not None and earlier.info.status == "FINISHED":
@@ -62,7 +63,7 @@ class SweepJob:
                 traceback.print_exc()
             err_console.print(f"[bold red]job failed:[/] {exc}")
             if run_id_of(exc) is None:
-                self.record_failure(exc)
+                self.record_failure(exc, raw, None if earlier is None else earlier.info.run_id)
             return None
         print_summary(result)
         return result.metrics
@@ -88,23 +89,29 @@ class SweepJob:
         finished = [run for run in found if run.info.status == "FINISHED"]
         return (finished or found or [None])[0]
 
-    def record_failure(self, exc: BaseException) -> None:
-        """A FAILED child run for a job that failed before its own run was opened
-        (bad config, data)."""
+    def record_failure(self, exc: BaseException, raw: Any, earlier: str | None = None) -> None:
+        """A FAILED child run for a job that failed before its own run was opened (bad config,
+        data), tagged with the job's fingerprint and seed when its config gets that far, so a
+        resumed sweep finds it (and reuses it: ``earlier``) instead of adding another."""
         from hydra.core.hydra_config import HydraConfig
 
+        from robustctl import metric_keys as keys
+        from robustctl.tracking.lifecycle import config_container, identity_tags
         from robustctl.tracking.run import RunTracker
 
         overrides = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+        tags = {
+            "command": self.command,
+            "mlflow.parentRunId": self.parent_run_id,
+            "sweep_job": overrides[:5000],
+        }
+        try:
+            tags |= identity_tags(config_container(raw))
+            tags[keys.SEED_TAG] = str(raw.trainer.seed)
+        except Exception:  # noqa: BLE001 - a config too broken to identify stays untagged
+            pass
         tracker = RunTracker(self.tracking_uri, self.experiment)
-        tracker.start(
-            f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}",
-            {
-                "command": self.command,
-                "mlflow.parentRunId": self.parent_run_id,
-                "sweep_job": overrides[:5000],
-            },
-        )
+        tracker.start(f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}", tags, earlier)
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
 
 

@@ -242,6 +242,44 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, m
     assert "trainer.lr: must be > 0" in errors and "RuntimeError: simulated crash" in errors
 
 
+def test_a_job_that_failed_before_its_run_opened_is_retried_in_place_on_resume(
+    tiny, tmp_path, monkeypatch
+):
+    """The second job's data fails to load (before its run opens): it is recorded FAILED with its
+    fingerprint and seed. ``--resume`` skips the first job and retries the second into that same
+    record, so the sweep ends FINISHED with two children, not a stale failure beside a success."""
+    import robustctl.data
+
+    real_load, calls = robustctl.data.load_dataset, []
+
+    def flaky_load(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("the data disk is not mounted")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(robustctl.data, "load_dataset", flaky_load)
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
+        "trainer.epochs=1",
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    first = runner.invoke(app, ["train", "-m", *args])
+    assert first.exit_code == 1, first.output
+    _, everything = runs(tmp_path)
+    (parent,) = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    (failed,) = [r for r in everything if r.info.status == "FAILED" and r is not parent]
+    assert failed.data.tags["seed"] == "1" and len(failed.data.tags["fingerprint"]) == 12
+
+    again = runner.invoke(app, ["train", "-m", *args, "--resume", parent.info.run_id])
+    assert again.exit_code == 0, again.output
+    _, after = runs(tmp_path)
+    assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after)
+    retried = next(r for r in after if r.info.run_id == failed.info.run_id)
+    assert "train/loss" in retried.data.metrics and "error" not in retried.data.tags
+
+
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     """A real process killed with SIGKILL mid-epoch 2 resumes to the same final metrics."""
     args = [*tiny, "trainer.epochs=3"]

@@ -64,15 +64,18 @@ class RunTracker:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
-        """Create a run, or reopen ``run_id`` (resume) and mark it RUNNING again."""
+        """Create a run, or reopen ``run_id`` (resume): RUNNING again, without the earlier
+        attempt's ``error`` tag."""
         from mlflow.exceptions import MlflowException
 
         if run_id is not None:
             try:
-                self.client.get_run(run_id)
+                earlier = self.client.get_run(run_id)
             except MlflowException as exc:
                 raise TrackingError(f"MLflow run {run_id} does not exist in {self.uri}") from exc
             self.client.update_run(run_id, status="RUNNING")
+            if "error" in earlier.data.tags:  # why the earlier attempt ended; this one may not
+                self.client.delete_tag(run_id, "error")
             self.run_id = run_id
         else:
             self.run_id = self.client.create_run(
