@@ -69,8 +69,9 @@ def evaluate_model(
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}
     done = completed_stages(tracker)
-    if done:
-        notes["resumed"] = f"not recomputed (logged by an earlier attempt): {', '.join(done)}"
+    earlier = list(done)  # logged by an earlier attempt of this run: not recomputed
+    if earlier:
+        notes["resumed"] = f"not recomputed (logged by an earlier attempt): {', '.join(earlier)}"
     outputs = ModelOutputs(model, data, cfg.evaluate.batch_size)  # one pass per split, shared
     results = []
     if keys.CLEAN_STAGE not in done:
@@ -79,8 +80,8 @@ def evaluate_model(
     for result in run_threat_model(cfg, model, data, outputs=outputs, skip=frozenset(done)):
         record_stage(tracker, result, done)
         results.append(result)
-    logged = tracker.read_run() if len(results) < len(done) else None
-    if logged is not None:  # some stages came from an earlier attempt
+    logged = tracker.read_run() if earlier else None
+    if logged is not None:  # the earlier stages' metrics, read back from the run
         metrics.update(logged.metrics)
     for result in results:
         metrics.update(result.metrics)

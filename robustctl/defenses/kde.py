@@ -606,14 +606,15 @@ class KDEDetector(torch.nn.Module):
         if z.shape[0] == 0:
             return z.sum(1)
         cls = self._class_index(classes)
-        backoff = MemoryBackoff(
-            "KDE scoring blocks", self.chunk_size, console.print, floor=MIN_CHUNK_SIZE
-        )
+        backoff = None  # built on the first out-of-memory error only (C&W-wb calls this a lot)
         while True:
             try:
                 out = self._grouped_log_kernel_sums(z, cls, sigma, dtype)
                 break
             except torch.OutOfMemoryError as error:
+                backoff = backoff or MemoryBackoff(
+                    "KDE scoring blocks", self.chunk_size, console.print, floor=MIN_CHUNK_SIZE
+                )
                 self.chunk_size = backoff.shrink(error)  # smaller blocks, same values
         if normalized:
             out = out - (dim * math.log(sigma) + 0.5 * dim * math.log(math.pi))

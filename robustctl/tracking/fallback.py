@@ -53,18 +53,20 @@ class Journal:
         self.entries += 1
 
     def _keep_file(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Copy the artifact (or write the text) into the journal's folder; an artifact entry."""
         if op == "log_text":
             name = Path(payload["artifact_file"])
-            target = self.folder / "files" / f"{self.entries:05d}" / name.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(payload["text"])
             parent = str(name.parent)
-            return {"local_path": str(target), "artifact_path": None if parent == "." else parent}
-        source = Path(payload["local_path"])
-        target = self.folder / "files" / f"{self.entries:05d}" / source.name
+            artifact_path = None if parent == "." else parent
+        else:
+            name, artifact_path = Path(payload["local_path"]), payload.get("artifact_path")
+        target = self.folder / "files" / f"{self.entries:05d}" / name.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-        return {"local_path": str(target), "artifact_path": payload.get("artifact_path")}
+        if op == "log_text":
+            target.write_text(payload["text"])
+        else:
+            shutil.copy2(name, target)
+        return {"local_path": str(target), "artifact_path": artifact_path}
 
 
 def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
@@ -100,10 +102,14 @@ def sync(folder: str | Path, uri: str | None = None) -> int:
         [folder / JOURNAL] if (folder / JOURNAL).is_file() else sorted(folder.glob(f"*/{JOURNAL}"))
     )
     replayed = 0
+    clients: dict[str, Any] = {}  # one client per store (a SQL store opens an engine per client)
     for journal in journals:
         records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
         for record in records:
-            client = MlflowClient(uri or record["uri"])
+            target = uri or record["uri"]
+            if target not in clients:
+                clients[target] = MlflowClient(target)
+            client = clients[target]
             if record.get("params"):  # params are write-once: skip those the run already has
                 existing = client.get_run(record["run_id"]).data.params
                 record["params"] = [p for p in record["params"] if p["key"] not in existing]
