@@ -5,6 +5,10 @@
 - white-box C&W-wb (Table 3) and black-box transfer (Table 4);
 - resiliency (Figure 3): accuracy under attack, one row per attack, one column per eps.
 A value the run could not compute shows its reason (``notes``) instead of a number.
+
+Each table is a :class:`~robustctl.table_fit.FittedTable`: laid out for the console's width when
+printed, numbers whole (a table too wide for the console is split into several), metric names and
+headers folded when space runs out.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console
 
 from robustctl import metric_keys as keys
-from robustctl.console import console
+from robustctl.console import console as shared_console
+from robustctl.table_fit import FittedTable
+
+TABLE_OPTIONS = {"header_style": "bold", "title_justify": "left"}
 
 
 def _fmt(value: Any) -> str:
@@ -41,22 +48,22 @@ def _auc_cell(metrics: Mapping[str, float], stage: str, attack: str) -> str:
 
 def stage_table(
     title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]
-) -> Table | None:
+) -> FittedTable | None:
+    """One row per attack of ``stage``: the ``(header, metric)`` columns, then AUC (pairs)."""
     rows = keys.attacks_in(metrics, stage)
     if not rows:
         return None
-    table = Table(title=title, header_style="bold", title_justify="left")
-    table.add_column("attack")
-    for header, _ in columns:
-        table.add_column(header, justify="right")
-    table.add_column("AUC (pairs)", justify="right")
+    headers = ["attack", *(header for header, _ in columns), "AUC (pairs)"]
+    table = FittedTable(title, headers, options=TABLE_OPTIONS)
     for name in rows:
         cells = [_fmt(metrics.get(keys.attack_key(stage, name, metric))) for _, metric in columns]
         table.add_row(name, *cells, _auc_cell(metrics, stage, name))
     return table
 
 
-def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
+def resiliency_table(metrics: Mapping[str, float]) -> FittedTable | None:
+    """Accuracy under attack: one row per attack, one column per eps (split into several tables
+    when the eps columns do not fit the console side by side)."""
     curves: dict[str, dict[float, float]] = {}
     for key, value in metrics.items():
         parsed = keys.parse_resiliency(key)
@@ -65,14 +72,11 @@ def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
     if not curves:
         return None
     eps = sorted({e for c in curves.values() for e in c})
-    table = Table(
-        title="Resiliency: accuracy under attack (Figure 3)",
-        header_style="bold",
-        title_justify="left",
+    table = FittedTable(
+        "Resiliency: accuracy under attack (Figure 3)",
+        ["attack \\ eps", *(f"{e:g}" for e in eps)],
+        options=TABLE_OPTIONS,
     )
-    table.add_column("attack \\ eps")
-    for e in eps:
-        table.add_column(f"{e:g}", justify="right")
     for attack, curve in curves.items():
         table.add_row(attack, *[_fmt(curve.get(e)) for e in eps])
     return table
@@ -80,10 +84,9 @@ def resiliency_table(metrics: Mapping[str, float]) -> Table | None:
 
 def overview_table(
     command: str, metrics: Mapping[str, float], info: Mapping[str, str], run_id: str
-) -> Table:
-    table = Table(title=f"robustctl {command}", header_style="bold", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+) -> FittedTable:
+    """The metrics outside the stage tables, then the command's ``info`` and the run id."""
+    table = FittedTable(f"robustctl {command}", ["metric", "value"], options=TABLE_OPTIONS)
     for key, value in metrics.items():
         if keys.is_stage_family(key):
             continue
@@ -101,7 +104,11 @@ def print_summary(
     run_id: str,
     tracking_uri: str,
     notes: Mapping[str, str] | None = None,
+    console: Console | None = None,
 ) -> None:
+    """Print the summary tables, the notes and where to see the run, to ``console`` (default:
+    the shared one)."""
+    console = console or shared_console
     notes = notes or {}
     tables = [
         overview_table(command, metrics, info, run_id),

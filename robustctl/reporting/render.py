@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table as RichTable
 from rich.text import Text
 
 from robustctl.reporting.collect import RunRecord, download_artifact
@@ -30,6 +29,7 @@ from robustctl.reporting.columns import CSV_FIELDS, ColumnInfo, info_row
 from robustctl.reporting.curves import BudgetFigure
 from robustctl.reporting.reference import PAPER_ATTACKS
 from robustctl.reporting.tables import Cell, Table
+from robustctl.table_fit import FittedTable
 
 __all__ = [
     "FIGURES",
@@ -79,23 +79,20 @@ def _rich_cell(cell: Cell, mark: tuple[int, ...] | None) -> Text:
     return text
 
 
-def rich_table(table: Table) -> RichTable:
-    """A rich table: loss cells ``ours (paper)``, reasons dimmed (failures in red),
-    footnotes as caption."""
+def rich_table(table: Table) -> FittedTable:
+    """The terminal table: loss cells ``ours (paper)``, reasons dimmed (failures in red),
+    footnotes as caption; laid out for the console's width when printed (numbers whole, headers
+    and labels folded, the loss columns split over several tables when they do not fit)."""
     marks, notes = table.footnotes()
     # Text, not markup: labels like "PDM [fp 1a2b3c]" and notes must print as written
     caption = Text("\n".join([table.caption, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]))
-    out = RichTable(
-        title=table.title,
+    out = FittedTable(
+        table.title,
+        [Text(header(table, column)) for column in table.columns],
+        labels=table.labels,
         caption=caption,
-        header_style="bold",
-        title_justify="left",
-        caption_justify="left",
+        options={"header_style": "bold", "title_justify": "left", "caption_justify": "left"},
     )
-    for j, column in enumerate(table.columns):
-        out.add_column(
-            Text(header(table, column)), justify="right" if j >= table.labels else "left"
-        )
     for i, row in enumerate(table.rows):
         out.add_row(
             *[
@@ -106,12 +103,15 @@ def rich_table(table: Table) -> RichTable:
     return out
 
 
-def rich_columns(infos: Sequence[ColumnInfo]) -> RichTable:
-    """The "Columns" section as a three-column rich table that fits a terminal: which column,
+def rich_columns(infos: Sequence[ColumnInfo]) -> FittedTable:
+    """The "Columns" section as a three-column table that fits a terminal: which column,
     which fingerprint and seeds, which settings (run ids are in report.md and columns.csv)."""
-    out = RichTable(title="Columns: runs and settings", header_style="bold", title_justify="left")
-    for name in ("column", "fingerprint, seeds", "settings"):
-        out.add_column(name, overflow="fold")
+    out = FittedTable(
+        "Columns: runs and settings",
+        ["column", "fingerprint, seeds", "settings"],
+        justify="left",
+        options={"header_style": "bold", "title_justify": "left"},
+    )
     for info in infos:
         settings = "; ".join(f"{name} {value}" for name, value in info.settings.items() if value)
         out.add_row(  # Text: a label such as "PDM [fp 1a2b3c]" is not rich markup
@@ -131,6 +131,8 @@ def print_tables(
     columns: Sequence[ColumnInfo] = (),
     subtitle: str = "",
 ) -> None:
+    """Print the subtitle, the Columns section and each table to ``console`` (default: the
+    shared one), every table laid out for the console's width."""
     from robustctl.console import console as default
 
     target = console or default
