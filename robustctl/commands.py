@@ -40,7 +40,9 @@ class CommandResult:
 
 # ---------------------------------------------------------------------------- steps
 def log_run_context(tracker: RunTracker, cfg: RunConfig, data: Any) -> None:
-    """The device, the data split sizes and the dataset's content hash."""
+    """The device, the data split sizes, the dataset's content hash, and the splits as MLflow
+    dataset inputs."""
+    from robustctl.tracking.inputs import dataset_inputs
     from robustctl.training.device import resolve_device
 
     tracker.set_tags(
@@ -53,18 +55,57 @@ def log_run_context(tracker: RunTracker, cfg: RunConfig, data: Any) -> None:
             "data.image_shape": "x".join(map(str, data.image_shape)),
         }
     )
+    tracker.log_inputs(dataset_inputs(data))
+
+
+def run_title(command: str, cfg: RunConfig, model: str, loss: str) -> str:
+    """The first line of the run description: what ran, on what, with which seed."""
+    parts = [f"robustctl {command}", cfg.dataset.name, model, loss, f"seed {cfg.trainer.seed}"]
+    if command != "train":
+        parts += [f"defense {cfg.defense.name}", f"threat model {cfg.threat_model.name}"]
+    return " · ".join(parts)
+
+
+def log_trained_model(cfg: RunConfig, tracker: RunTracker, trained: Any, data: Any) -> None:
+    """The trained network as the run's MLflow model (``tracking.log_model``), registered as
+    ``robustctl-<dataset>-<model>-<loss>`` when ``tracking.register_model``."""
+    from robustctl.tracking.models import log_model, registered_name
+
+    if not cfg.tracking.log_model:
+        return
+    register_as = (
+        registered_name(cfg.dataset.name, cfg.model.name, cfg.loss.name)
+        if cfg.tracking.register_model
+        else None
+    )
+    tags = {
+        keys.SEED_TAG: str(cfg.trainer.seed),
+        keys.TRAINING_FINGERPRINT_TAG: trained.meta.get(keys.TRAINING_FINGERPRINT_TAG, ""),
+        keys.VARIANT_TAG: trained.meta.get(keys.VARIANT_TAG, ""),
+        "run_name": tracker.run_name or "",
+    }
+    if cfg.tracking.experiment_tag:
+        tags["experiment"] = cfg.tracking.experiment_tag
+    log_model(tracker, trained.model, data.x_test[:2], trained.meta, register_as, tags)
 
 
 def evaluate_model(
-    cfg: RunConfig, model: Any, data: Any, tracker: RunTracker, classification: str
+    cfg: RunConfig,
+    model: Any,
+    data: Any,
+    tracker: RunTracker,
+    classification: str,
+    title: str | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Clean evaluation, then the ``threat_model`` stages against the ``defense``; each stage is
-    logged as soon as it finishes and added to the run's ``completed_stages`` tag. A reopened run
+    logged as soon as it finishes and added to the run's ``completed_stages`` tag, and the run
+    description (``title``, then the summary table) is rewritten with it. A reopened run
     (``trainer.resume=true`` after a crash during evaluation) skips the stages that tag lists and
     reads their metrics back from the run. Returns (metrics, notes) for the summary."""
     from robustctl.evaluation.clean_stage import clean_stage
     from robustctl.inference import ModelOutputs
     from robustctl.threat_models import run_threat_model
+    from robustctl.tracking.description import run_description
 
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}
@@ -72,20 +113,23 @@ def evaluate_model(
     earlier = list(done)  # logged by an earlier attempt of this run: not recomputed
     if earlier:
         notes["resumed"] = f"not recomputed (logged by an earlier attempt): {', '.join(earlier)}"
-    outputs = ModelOutputs(model, data, cfg.evaluate.batch_size)  # one pass per split, shared
-    results = []
-    if keys.CLEAN_STAGE not in done:
-        results.append(clean_stage(cfg, model, data, classification, outputs))
-        record_stage(tracker, results[-1], done)
-    for result in run_threat_model(cfg, model, data, outputs=outputs, skip=frozenset(done)):
-        record_stage(tracker, result, done)
-        results.append(result)
+    title = title or run_title("run", cfg, cfg.model.name, cfg.loss.name)
     logged = tracker.read_run() if earlier else None
     if logged is not None:  # the earlier stages' metrics, read back from the run
         metrics.update(logged.metrics)
-    for result in results:
+    outputs = ModelOutputs(model, data, cfg.evaluate.batch_size)  # one pass per split, shared
+    skip = frozenset(done)
+
+    def stages() -> Any:
+        if keys.CLEAN_STAGE not in skip:
+            yield clean_stage(cfg, model, data, classification, outputs)
+        yield from run_threat_model(cfg, model, data, outputs=outputs, skip=skip)
+
+    for result in stages():
+        record_stage(tracker, result, done)
         metrics.update(result.metrics)
         notes.update(result.notes)
+        tracker.set_description(run_description(title, metrics))
     return metrics, notes
 
 
@@ -109,6 +153,7 @@ def train_model(
     """Train in a new (or, on resume, the reopened) MLflow run; ``then(cfg, model, data, tracker,
     classification)`` continues in the same run (``run`` passes :func:`evaluate_model`)."""
     from robustctl.data import load_dataset
+    from robustctl.tracking.description import run_description
     from robustctl.training import fit
     from robustctl.training.locate import resume_state
 
@@ -129,6 +174,7 @@ def train_model(
         )
         tracker.log_metrics({keys.TRAIN_WALL_TIME: trained.wall_time_s})
         tracker.set_tags(trained.meta["step_settings"])
+        log_trained_model(cfg, tracker, trained, data)
         metrics = {
             k: v
             for k, v in trained.final.items()
@@ -136,9 +182,12 @@ def train_model(
         }
         metrics[keys.TRAIN_WALL_TIME] = trained.wall_time_s
         notes: dict[str, str] = {}
+        title = run_title(command, cfg, cfg.model.name, cfg.loss.name)
         if then is not None:
-            more, notes = then(cfg, trained.model, data, tracker, cfg.loss.classification)
+            more, notes = then(cfg, trained.model, data, tracker, cfg.loss.classification, title)
             metrics.update(more)
+        else:
+            tracker.set_description(run_description(title, metrics))
         epochs = str(len(trained.history))
         if trained.resumed_from_epoch:
             epochs += f" (resumed at {trained.resumed_from_epoch})"
@@ -147,14 +196,14 @@ def train_model(
 
 
 def check_split(meta: dict[str, Any], data: Any, path: Any) -> None:
-    """Refuse to evaluate a checkpoint on a split other than the one it was trained with: another
+    """Refuse to evaluate a model on a split other than the one it was trained with: another
     ``split_seed``, ``val_fraction`` or ``train_limit`` can move training images into the
     validation split that selects the detector's bandwidth, or into the test split."""
     trained_on = meta.get("dataset_hash")
     current = data.content_hash()
     if trained_on is not None and trained_on != current:
         raise ConfigError(
-            f"the checkpoint {path} was trained on another split of {data.name} "
+            f"{path} was trained on another split of {data.name} "
             f"(dataset hash {trained_on}, this config gives {current})",
             hint="use the dataset.* settings of its training run "
             "(split_seed, val_fraction, train_limit, test_limit)",
@@ -172,30 +221,52 @@ def run(cfg: RunConfig, raw: Any) -> CommandResult:
     return train_model(cfg, raw, "run", then=evaluate_model)
 
 
-def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
-    """Evaluate a located checkpoint in a new MLflow run tagged with its source."""
-    from robustctl.data import load_dataset
+def model_to_evaluate(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """(model on the configured device, its checkpoint description ``meta``, source tags): from
+    ``evaluate.model_uri`` (an MLflow model), else the checkpoint
+    :func:`~robustctl.training.locate.locate_checkpoint` finds."""
     from robustctl.training import load_checkpoint, model_from_checkpoint
     from robustctl.training.device import resolve_device
     from robustctl.training.locate import locate_checkpoint
 
+    device = resolve_device(cfg.trainer.device)
+    if cfg.evaluate.model_uri:
+        from robustctl.tracking.models import load_logged_model
+        from robustctl.tracking.store import check_reachable, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+        check_reachable(uri)
+        model, meta, source_run = load_logged_model(cfg.evaluate.model_uri, uri, device)
+        return model, meta, {"source_model": cfg.evaluate.model_uri, "source_run": source_run or ""}
     path, source_run = locate_checkpoint(cfg)
     state = load_checkpoint(path)
     meta = state.get("meta", {})
+    model = model_from_checkpoint(state, device, expect_model=None)
+    return model, meta, {"source_checkpoint": str(path), "source_run": source_run or ""}
+
+
+def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
+    """Evaluate a trained model (checkpoint or MLflow model) in a new MLflow run tagged with its
+    source."""
+    from robustctl.data import load_dataset
+
+    model, meta, source = model_to_evaluate(cfg)
+    where = source.get("source_model") or source["source_checkpoint"]
     if meta.get("dataset") not in (None, cfg.dataset.name):
         raise ConfigError(
-            f"the checkpoint was trained on {meta['dataset']!r} but dataset={cfg.dataset.name}",
+            f"{where} was trained on {meta['dataset']!r} but dataset={cfg.dataset.name}",
             hint=f"add dataset={meta['dataset']}",
         )
-    model = model_from_checkpoint(state, resolve_device(cfg.trainer.device), expect_model=None)
     data = load_dataset(cfg.dataset, cfg.work_dir)
-    check_split(meta, data, path)
+    check_split(meta, data, where)
     trained = meta.get(keys.TRAINING_FINGERPRINT_TAG) or meta.get("config_hash") or "unknown"
-    source = {
-        "source_checkpoint": str(path),
-        "source_run": source_run or meta.get("run_id") or "",
-        "model": meta.get("model", {}).get("name", cfg.model.name),
-        "loss": str(meta.get("loss", "")),
+    source["source_run"] = source["source_run"] or str(meta.get("run_id") or "")
+    model_name = meta.get("model", {}).get("name", cfg.model.name)
+    loss = str(meta.get("loss", ""))
+    tags = {
+        **source,
+        "model": model_name,
+        "loss": loss,
         # the checkpoint's training identity (an old checkpoint: its seeded config hash)
         **identity_tags(
             config_container(raw),
@@ -203,16 +274,17 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
             variant=meta.get(keys.VARIANT_TAG, ""),
         ),
     }
-    with tracked_run(cfg, raw, "evaluate", tags=source) as tracker:
+    with tracked_run(cfg, raw, "evaluate", tags=tags) as tracker:
         log_run_context(tracker, cfg, data)
         trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
-        metrics, notes = evaluate_model(cfg, model, data, tracker, trained_with)
+        title = run_title("evaluate", cfg, model_name, loss)
+        metrics, notes = evaluate_model(cfg, model, data, tracker, trained_with, title)
         return CommandResult(
             "evaluate",
             tracker.run_id,
             tracker.uri,
             metrics,
-            {"checkpoint": str(path), "source run": source_run or str(meta.get("run_id"))},
+            {"model": where, "source run": source["source_run"]},
             notes,
         )
 

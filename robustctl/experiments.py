@@ -5,7 +5,8 @@ key -> list of values: one child run per combination) and ``overrides`` (applied
 ``robustctl experiment NAME [extra overrides]`` runs the sweep through Hydra (so
 ``hydra/launcher=joblib`` parallelizes it), nests every child under a parent run tagged
 ``experiment=NAME``, then renders the report of the children and logs it to the parent
-(``report/``).
+(``report/``; its figures also under ``plots/``, its tables as the parent's description). Every
+child registers its trained network in the Model Registry (``tracking.register_model=true``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ def run_experiment(
     from robustctl.sweep import finish_parent, latest_parent, run_sweep
 
     exp = load_experiment(name)
-    overrides = [*exp.overrides, f"tracking.experiment_tag={name}", *extra, *exp.sweep_overrides()]
+    overrides = [
+        *exp.overrides,
+        f"tracking.experiment_tag={name}",
+        "tracking.register_model=true",
+        *extra,
+        *exp.sweep_overrides(),
+    ]
     if resume and parent is None:
         fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
         parent = latest_parent(fixed, name)
@@ -104,4 +111,20 @@ def run_experiment(
         report.print(console)
         for path in report.files.values():
             parent.log_artifact(path, "report")
+        for figure in report.budget_figures:  # where the MLflow UI's artifact view looks first
+            parent.log_artifact(figure.path, "plots")
+    parent.set_description(experiment_description(exp, report.markdown()))
     return finish_parent(parent, "child run")
+
+
+def experiment_description(exp: Experiment, report_markdown: str) -> str:
+    """The parent run's description: the experiment's name and purpose, then its report (cut
+    to MLflow's tag limit, with a pointer to the whole report artifact)."""
+    from robustctl.tracking.run import MAX_TAG_LENGTH
+
+    head = f"**robustctl experiment {exp.name}**: {exp.description}".rstrip(": ") + "\n\n"
+    cut = "\n\n… (cut here: the whole report is the artifact report/report.md)\n"
+    body = report_markdown
+    if len(head) + len(body) > MAX_TAG_LENGTH:
+        body = body[: MAX_TAG_LENGTH - len(head) - len(cut)] + cut
+    return head + body

@@ -47,9 +47,19 @@ def test_smoke_experiment_end_to_end_through_the_report(tmp_path, monkeypatch):
     assert {"report/report.md", "report/report.html", "report/table2.csv"} <= artifact_paths(
         client, parent.info.run_id
     )
+    # the parent's page: its figures under plots/, its report tables as the description
+    assert "plots/whitebox_budget_synthetic.png" in artifact_paths(client, parent.info.run_id)
+    description = parent.data.tags["mlflow.note.content"]
+    assert description.startswith("**robustctl experiment smoke**: smoke test")
+    # each child's network is a version of its registered model, found by a readable name
+    for child in children:
+        name = f"robustctl-synthetic-resnet20-{child.data.tags['loss']}"
+        (version,) = client.search_model_versions(f"name='{name}'")
+        assert version.run_id == child.info.run_id and version.tags["experiment"] == "smoke"
     # the report's Table 1 shows each child's clean accuracy
     text = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))
     report = open(text).read()
+    assert "Table 1" in description and report.startswith(description.split("\n\n", 1)[1][:200])
     for child in children:
         assert (
             f"{100 * child.data.metrics['clean/accuracy']:.2f}" in report

@@ -231,6 +231,10 @@ class TrackingConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_checkpoints: bool = True
+    # the trained network as an MLflow model (runs:/<run id>/model), and a version of the
+    # registered model robustctl-<dataset>-<model>-<loss> (every `robustctl experiment` registers)
+    log_model: bool = True
+    register_model: bool = False
     parent_run_id: str | None = None  # nest this run under a parent (sweeps and experiments set it)
     experiment_tag: str | None = None  # the `experiment` tag (set by `robustctl experiment NAME`)
     resume_run_id: str | None = None  # reopen this run (experiment --resume: an unfinished child)
@@ -242,15 +246,23 @@ class TrackingConfig:
 # -------------------------------------------------------------------------------------- evaluate
 @dataclass
 class EvaluateConfig:
-    """Which model ``robustctl evaluate`` loads: a checkpoint path, a run id, or the latest run."""
+    """Which model ``robustctl evaluate`` loads: a checkpoint path, an MLflow model URI
+    (``models:/NAME/VERSION``, ``runs:/ID/model``), a run id, or the latest training run."""
 
     checkpoint: str | None = None
+    model_uri: str | None = None
     run_id: str | None = None
     batch_size: int = 512
 
     def __post_init__(self) -> None:
         _require(
             self.batch_size >= 1, "evaluate.batch_size", f"must be >= 1, got {self.batch_size}"
+        )
+        chosen = [k for k in ("checkpoint", "model_uri", "run_id") if getattr(self, k)]
+        _require(
+            len(chosen) <= 1,
+            f"evaluate.{chosen[-1] if chosen else 'checkpoint'}",
+            f"choose one model source, got {', '.join('evaluate.' + k for k in chosen)}",
         )
 
 

@@ -60,6 +60,7 @@ def load_dataset(cfg: DatasetConfig, work_dir: str | Path = ".") -> ImageData:
         y_test,
         raw.class_names,
         augment=cfg.augment,
+        source=raw.source,
     )
 
 

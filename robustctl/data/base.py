@@ -28,6 +28,7 @@ class RawSplit:
     x_test: Tensor
     y_test: Tensor
     class_names: tuple[str, ...]
+    source: str = ""  # where the images were read from (a folder, a package's bundled data)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ImageData:
     y_test: Tensor
     class_names: tuple[str, ...]
     augment: bool = False
+    source: str = ""  # the loader's RawSplit.source: logged as the MLflow dataset source
 
     @property
     def num_classes(self) -> int:

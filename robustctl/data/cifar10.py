@@ -124,4 +124,5 @@ def load_cifar10(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
         to_float(x_test),
         torch.from_numpy(y_test),
         CLASS_NAMES,
+        source=str(found.resolve()),
     )

@@ -29,5 +29,10 @@ def load_digits_split(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
     )
     train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
     return RawSplit(
-        x[train_idx], y[train_idx], x[test_idx], y[test_idx], tuple(str(d) for d in range(10))
+        x[train_idx],
+        y[train_idx],
+        x[test_idx],
+        y[test_idx],
+        tuple(str(d) for d in range(10)),
+        source="scikit-learn:sklearn.datasets.load_digits",
     )

@@ -113,7 +113,9 @@ def load_mnist_family(family: MnistFamily, cfg: DatasetConfig, work_dir: str | P
             f"{found}: labels exceed the {len(family.class_names)} classes "
             f"of {family.torchvision_name}"
         )
-    return RawSplit(x_train, y_train, x_test, y_test, family.class_names)
+    return RawSplit(
+        x_train, y_train, x_test, y_test, family.class_names, source=str(found.resolve())
+    )
 
 
 def load_fashion_mnist(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:

@@ -32,4 +32,5 @@ def load_synthetic_split(cfg: SyntheticDatasetConfig, work_dir: str | Path) -> R
         x[:n_test].contiguous(),
         y[:n_test].contiguous(),
         tuple(f"class{i}" for i in range(k)),
+        source=f"robustctl:synthetic(split_seed={cfg.split_seed})",
     )

@@ -86,6 +86,10 @@ def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
         client.log_artifact(run_id, payload["local_path"], payload["artifact_path"])
     elif op == "log_text":
         client.log_text(run_id, payload["text"], payload["artifact_file"])
+    elif op == "log_inputs":
+        from robustctl.tracking.inputs import to_mlflow
+
+        client.log_inputs(run_id, datasets=to_mlflow(payload["datasets"]))
     elif op == "set_terminated":
         client.set_terminated(run_id, status=payload["status"])
     else:

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
+from robustctl.tracking.experiment import open_experiment
 from robustctl.tracking.fallback import Journal, send, server_down
 
 if TYPE_CHECKING:
     from robustctl.evaluation.result import StageResult
 
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+NOTE_TAG = "mlflow.note.content"  # the run description the UI shows on the run page
+MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 
 
 class RunTracker:
@@ -42,21 +45,11 @@ class RunTracker:
         self.uri, self.experiment = uri, experiment
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id: str | None = None
+        self.run_name: str | None = None
         self.fallback_dir, self.retry_delays = fallback_dir, tuple(retry_delays)
         self.journal: Journal | None = None  # set when the server went away mid-run
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                try:
-                    self.experiment_id = self.client.create_experiment(
-                        experiment, artifact_location=artifact_location
-                    )
-                except MlflowException:  # created meanwhile by a parallel job
-                    self.experiment_id = self.client.get_experiment_by_name(
-                        experiment
-                    ).experiment_id
-            else:
-                self.experiment_id = found.experiment_id
+            self.experiment_id = open_experiment(self.client, experiment, artifact_location)
         except MlflowException as exc:
             raise TrackingError(
                 f"cannot open MLflow experiment {experiment!r} at {uri}: {exc.message}"
@@ -76,11 +69,10 @@ class RunTracker:
             self.client.update_run(run_id, status="RUNNING")
             if "error" in earlier.data.tags:  # why the earlier attempt ended; this one may not
                 self.client.delete_tag(run_id, "error")
-            self.run_id = run_id
+            self.run_id, self.run_name = run_id, earlier.info.run_name
         else:
-            self.run_id = self.client.create_run(
-                self.experiment_id, run_name=run_name, tags=tags
-            ).info.run_id
+            created = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            self.run_id, self.run_name = created.info.run_id, created.info.run_name
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
         return self.run_id
@@ -178,6 +170,14 @@ class RunTracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._write("log_artifact", local_path=str(path), artifact_path=artifact_path)
+
+    def log_inputs(self, datasets: list[dict[str, Any]]) -> None:
+        """Dataset inputs (:func:`robustctl.tracking.inputs.dataset_inputs`)."""
+        self._write("log_inputs", datasets=datasets)
+
+    def set_description(self, markdown: str) -> None:
+        """The run page's description (MLflow's ``mlflow.note.content`` tag), in Markdown."""
+        self._write("set_tag", key=NOTE_TAG, value=markdown[:MAX_TAG_LENGTH])
 
     def log_text(self, text: str, name: str) -> None:
         self._write("log_text", text=text, artifact_file=name)

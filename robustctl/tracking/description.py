@@ -1,0 +1,101 @@
+"""The run description (the run page's "Description", MLflow's ``mlflow.note.content`` tag): the
+numbers the run exists for, as a Markdown table, so the MLflow UI tells the story without
+opening the metrics list.
+
+Rows, each with the examples it is computed over:
+
+- clean accuracy on the test split (with its 95% interval when logged);
+- per gray-box attack: success rate, mean distortion, detection AUC with its pair count;
+- white-box C&W-wb: success rate, mean minimal distortion, AUC with pairs;
+- black-box C&W-wb: transfer rate (over its candidates), AUC with pairs;
+- a training-only run: final train and validation accuracy.
+
+An AUC the run could not compute (too few pairs) shows "n/a" with the pair count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from robustctl import metric_keys as keys
+
+
+def _value(metrics: Mapping[str, float], key: str, digits: int = 4) -> str:
+    if key not in metrics:
+        return "—"
+    text = f"{metrics[key]:.{digits}f}"
+    low, high = metrics.get(keys.ci_low(key)), metrics.get(keys.ci_high(key))
+    if low is not None and high is not None:
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def _auc(metrics: Mapping[str, float], stage: str, attack: str) -> tuple[str, str]:
+    auc = keys.attack_key(stage, attack, keys.AUC)
+    pairs = metrics.get(keys.attack_key(stage, attack, keys.PAIRS))
+    shown = "n/a (too few pairs)" if auc not in metrics and pairs is not None else None
+    return shown or _value(metrics, auc, 3), "—" if pairs is None else str(int(pairs))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def run_description(title: str, metrics: Mapping[str, float]) -> str:
+    """Markdown: ``title``, then one table per stage the metrics cover (module docstring)."""
+    lines = [f"**{title}**", ""]
+    if keys.CLEAN_ACCURACY in metrics:
+        lines += _table(
+            ["clean", "accuracy"], [["test split", _value(metrics, keys.CLEAN_ACCURACY)]]
+        )
+        lines.append("")
+    elif keys.VAL_ACCURACY in metrics:
+        rows = [
+            ["train accuracy (last epoch)", _value(metrics, keys.TRAIN_ACCURACY)],
+            ["validation accuracy (last epoch)", _value(metrics, keys.VAL_ACCURACY)],
+        ]
+        lines += [*_table(["training", "value"], rows), ""]
+    gray = keys.attacks_in(metrics, keys.GRAYBOX)
+    if gray:
+        rows = []
+        for attack in gray:
+            auc, pairs = _auc(metrics, keys.GRAYBOX, attack)
+            rows.append(
+                [
+                    attack,
+                    _value(metrics, keys.graybox(attack, keys.SUCCESS_RATE)),
+                    _value(metrics, keys.graybox(attack, "distortion")),
+                    auc,
+                    pairs,
+                ]
+            )
+        header = ["gray-box attack", "success rate", "mean distortion", "detection AUC", "pairs"]
+        lines += [*_table(header, rows), ""]
+    if keys.attacks_in(metrics, keys.WHITEBOX):
+        auc, pairs = _auc(metrics, keys.WHITEBOX, keys.CW_WB)
+        row = [
+            "C&W-wb (model + detector)",
+            _value(metrics, keys.whitebox(keys.SUCCESS_RATE)),
+            _value(metrics, keys.whitebox("distortion")),
+            auc,
+            pairs,
+        ]
+        header = ["white-box", "success rate", "mean distortion", "detection AUC", "pairs"]
+        lines += [*_table(header, [row]), ""]
+    if keys.attacks_in(metrics, keys.BLACKBOX):
+        auc, pairs = _auc(metrics, keys.BLACKBOX, keys.CW_WB)
+        candidates = metrics.get(keys.BLACKBOX_TRANSFER_CANDIDATES)
+        row = [
+            "C&W-wb from a proxy",
+            _value(metrics, keys.BLACKBOX_TRANSFER_RATE),
+            "—" if candidates is None else str(int(candidates)),
+            auc,
+            pairs,
+        ]
+        header = ["black-box", "transfer rate", "candidates", "detection AUC", "pairs"]
+        lines += [*_table(header, [row]), ""]
+    return "\n".join(lines).rstrip() + "\n"
