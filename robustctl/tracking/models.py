@@ -93,9 +93,11 @@ def log_model(
     """Log ``model``'s prediction view to the tracker's run (see the module docstring), with
     ``tags`` on the logged model and on its registered version; returns the model URI
     (``models:/<model id>``), or None when the run is offline or already has a model."""
-    import mlflow.pytorch
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.exceptions import MlflowException
+
+    from robustctl.console import console
+    from robustctl.tracking.fallback import server_down
 
     if tracker.journal is not None:  # the server is away: the checkpoint artifact still is kept
         return None
@@ -105,11 +107,38 @@ def log_model(
     example = example.detach().cpu()
     with torch.no_grad():
         logits = view(example)
-    signature = infer_signature(example.numpy(), logits.numpy())
     metadata = json.loads(json.dumps(meta, default=str))
     version_tags = {key: str(value) for key, value in (tags or {}).items()}
+    try:
+        info = _log(tracker, view, example, logits, metadata, register_as, version_tags)
+    except (MlflowException, OSError):
+        if not server_down(tracker.uri):
+            raise
+        console.print(
+            f"[yellow]the trained model was not logged:[/] tracking server {tracker.uri} is "
+            "unreachable; the run's checkpoint artifact keeps the weights"
+        )
+        return None
+    return info.model_uri
+
+
+def _log(
+    tracker: RunTracker,
+    view: torch.nn.Module,
+    example: torch.Tensor,
+    logits: torch.Tensor,
+    metadata: dict[str, Any],
+    register_as: str | None,
+    tags: dict[str, str],
+) -> Any:
+    """The MLflow calls of :func:`log_model`: the logged model in the run's experiment, its
+    files, and the registered version with ``tags``."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
     logged = tracker.client.create_logged_model(
-        tracker.experiment_id, name=MODEL_NAME, source_run_id=tracker.run_id, tags=version_tags
+        tracker.experiment_id, name=MODEL_NAME, source_run_id=tracker.run_id, tags=tags
     )
     with _tracking_uri(tracker.uri), _quiet_pickle_warning():
         info = mlflow.pytorch.log_model(
@@ -117,7 +146,7 @@ def log_model(
             name=MODEL_NAME,
             model_id=logged.model_id,
             run_id=tracker.run_id,
-            signature=signature,
+            signature=infer_signature(example.numpy(), logits.numpy()),
             input_example=example.numpy(),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             metadata={METADATA_KEY: metadata},
@@ -125,11 +154,11 @@ def log_model(
             registered_model_name=register_as,
         )
     if register_as and info.registered_model_version is not None:
-        for key, value in version_tags.items():
+        for key, value in tags.items():
             tracker.client.set_model_version_tag(
                 register_as, str(info.registered_model_version), key, value
             )
-    return info.model_uri
+    return info
 
 
 def load_logged_model(

@@ -31,13 +31,23 @@ def test_a_journal_replays_its_writes_in_order_once(tmp_path):
     journal.append("log_batch", metrics=[{**metric, "value": 0.25, "step": 2}])
     journal.append("set_tag", key="completed_stages", value="clean")
     journal.append("log_text", text="{}", artifact_file="docs/metrics.json")
+    split = {"name": "digits-test", "digest": "abc", "source_type": "code", "source": "{}"}
+    journal.append(
+        "log_inputs", datasets=[{**split, "schema": "", "profile": "{}", "context": "test"}]
+    )
     journal.append("set_terminated", status="FINISHED")
 
-    assert sync(tmp_path / "fallback", uri) == 5  # the parent folder: every run's journal
+    assert sync(tmp_path / "fallback", uri) == 6  # the parent folder: every run's journal
     run = client.get_run(run_id)
     history = client.get_metric_history(run_id, "train/loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
     assert run.data.tags["completed_stages"] == "clean" and run.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run_id, "docs")] == ["docs/metrics.json"]
+    (logged,) = run.inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest, logged.tags[0].value) == (
+        "digits-test",
+        "abc",
+        "test",
+    )
     assert (tmp_path / "fallback" / run_id / SYNCED).is_file()
     assert sync(tmp_path / "fallback", uri) == 0  # already synced: nothing is sent twice

@@ -140,6 +140,8 @@ def test_a_server_outage_mid_run_loses_no_metric(tiny, tmp_path):
                 6,
             ]
         assert "train/wall_time_s" in run.data.metrics  # logged after training, offline
+        assert "| validation accuracy (last epoch) |" in run.data.tags["mlflow.note.content"]
+        assert not run.outputs.model_outputs  # offline: no model; the checkpoint keeps it
         assert any(a.path == "checkpoints" for a in client.list_artifacts(run_id))
         assert (folder / "journal.synced.jsonl").is_file()  # nothing is sent twice
     finally:
