@@ -82,6 +82,8 @@ _FORMATS: dict[str, Callable[[float], str]] = {
 _NAN_TEXT: dict[str, str] = {
     # the median breach distortion is undefined when fewer than half the examples were breached
     "breach": "> max budget",
+    # a rate over no trials (no clean-correct example, no transfer candidate): 0/0
+    "rate": "n/a (0 examples)",
 }
 
 

@@ -15,6 +15,7 @@ An AUC the run could not compute (too few pairs) shows "n/a" with the pair count
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from robustctl import metric_keys as keys
@@ -23,6 +24,8 @@ from robustctl import metric_keys as keys
 def _value(metrics: Mapping[str, float], key: str, digits: int = 4) -> str:
     if key not in metrics:
         return "—"
+    if math.isnan(metrics[key]):  # a rate over no trials (0/0)
+        return "n/a (0 examples)"
     text = f"{metrics[key]:.{digits}f}"
     low, high = metrics.get(keys.ci_low(key)), metrics.get(keys.ci_high(key))
     if low is not None and high is not None:

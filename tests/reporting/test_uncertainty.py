@@ -94,6 +94,8 @@ def test_new_rows_of_tables_1_3_4(seeds_report):
     estimate = run_estimate(run, "whitebox/cw_wb/median_distortion")
     assert Cell.of(estimate, kind="breach").text() == "0.16 [0.12, > max budget]"
     assert t4.cell("mnist", "proxy success rate", column="rce").value == 0.8
+    # a rate over no trials (0/0, e.g. no transfer candidate) says so, not "nan"
+    assert Cell(float("nan"), kind="rate").text() == "n/a (0 examples)"
 
 
 def test_ratio_table_pairs_runs_by_seed(seeds_report):

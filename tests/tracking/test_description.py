@@ -20,8 +20,8 @@ def test_every_stage_becomes_a_table_with_intervals_and_pair_counts():
         "whitebox/cw_wb/distortion": 0.25,
         "whitebox/cw_wb/auc": 0.5,
         "whitebox/cw_wb/pairs": 50.0,
-        "blackbox/cw_wb/transfer_rate": 0.75,
-        "blackbox/cw_wb/transfer_candidates": 20.0,
+        "blackbox/cw_wb/transfer_rate": float("nan"),  # no candidates: 0/0
+        "blackbox/cw_wb/transfer_candidates": 0.0,
         "blackbox/cw_wb/auc": 0.875,
         "blackbox/cw_wb/pairs": 15.0,
     }
@@ -42,7 +42,7 @@ def test_every_stage_becomes_a_table_with_intervals_and_pair_counts():
 
 | black-box | transfer rate | candidates | detection AUC | pairs |
 |---|---:|---:|---:|---:|
-| C&W-wb from a proxy | 0.7500 | 20 | 0.875 | 15 |
+| C&W-wb from a proxy | n/a (0 examples) | 0 | 0.875 | 15 |
 """
     assert run_description("T", metrics) == expected
 
