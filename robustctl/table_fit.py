@@ -4,9 +4,9 @@ Given a table wider than the console, rich shrinks its columns until cells end i
 ("0.40…") or a number folds across two lines. :class:`FittedTable` decides the layout itself,
 when it is printed, from the width it is given (``console.width`` for a plain ``console.print``):
 
-- a value column is never narrower than its longest number (a word with a digit: ``0.4012``,
-  ``[0.871,``), so a cell wraps only between words and a number is never cut; its header and
-  other words may fold;
+- a value column is never narrower than its longest number (``0.4012``, ``[0.871,``, ``n=85``),
+  so a cell wraps only between words and a number is never cut; its header and other words
+  (a path, a run id) may fold;
 - the leading label columns (``labels`` of them) may fold down to LABEL_FOLD characters;
 - when the value columns do not fit side by side, they are split into several tables of balanced
   size, each repeating the label columns, titled ``<title> (1/2)``, ``(2/2)``, ...;
@@ -33,7 +33,9 @@ Cell = str | Text  # a str cell is rich markup, as in ``Table.add_row``
 
 # a label column may fold down to this many characters (fewer when its words are shorter)
 LABEL_FOLD = 10
-NUMBER = re.compile(r"\d")  # a word with a digit is a number: never cut
+# a number as a cell shows it: 0.4012, -1234.5678, 1e-05, 98.7%, 0.91x; is_number() also takes
+# it wrapped in brackets or punctuation ("[0.871,", "(512)") or named ("n=85")
+NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?[%x]?")
 
 
 def as_text(cell: Cell) -> Text:
@@ -41,12 +43,18 @@ def as_text(cell: Cell) -> Text:
     return cell if isinstance(cell, Text) else Text.from_markup(cell)
 
 
+def is_number(word: str) -> bool:
+    """Whether a whitespace-separated word is a number (module constant NUMBER); a path or a
+    run id holds digits but is not one."""
+    return NUMBER.fullmatch(word.strip("()[]{},;:").rpartition("=")[2]) is not None
+
+
 def longest_word(text: Text, numbers_only: bool = False) -> int:
-    """Width of the widest whitespace-separated word (with ``numbers_only``, of the widest word
-    holding a digit): the narrowest width that cuts none."""
+    """Width of the widest whitespace-separated word (with ``numbers_only``, of the widest
+    number): the narrowest width that cuts none."""
     words = text.plain.split()
     if numbers_only:
-        words = [w for w in words if NUMBER.search(w)]
+        words = [w for w in words if is_number(w)]
     return max((cell_len(w) for w in words), default=0)
 
 

@@ -8,8 +8,11 @@ wider than the console.
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
+import subprocess
+import sys
 
 from rich.console import Console
 
@@ -67,7 +70,9 @@ def summary_metrics() -> tuple[dict[str, float], list[str]]:
 def printed_summary(width: int) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
     metrics, _ = summary_metrics()
-    info = {"checkpoint": "/tmp/work/checkpoints/9faa55114198/last.pt", "epochs": "20"}
+    # a path longer than the console (pytest's tmp folders): it folds, the metric names do not
+    path = "/tmp/pytest-of-someone/pytest-112/test_run_logs_everything_and_e0/checkpoints/9faa5511"
+    info = {"checkpoint": f"{path}/last.pt", "epochs": "20"}
     print_summary(
         "run", metrics, info, "bb9c6e163e4d4047aec47c1aec5ff4e4", "sqlite:///x.db", {}, console
     )
@@ -81,6 +86,7 @@ def test_the_summary_keeps_every_value_whole_in_80_columns():
     assert not missing, f"cut or missing: {missing}\n{text}"
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert keys.CLEAN_ACCURACY in text and keys.EMBED_INPUT_GRAD_NORM_CE in text
     for attack in ATTACKS:  # the split resiliency tables repeat the attack column
         assert attack in text
     for eps in EPS:
@@ -132,3 +138,68 @@ def test_report_tables_keep_every_number_whole_in_80_columns():
     missing = [v for v in shown if not words & {v, f"{v},", f"[{v},", f"{v}],", f"({v})"}]
     assert not missing, f"cut or missing: {missing}\n{text}"
     assert "n=85" in words and "[1]" in words and "TrainingDiverged" in text
+
+
+# ----------------------------------------------------------------------------- plain output
+COLOUR = re.compile(r"\x1b\[([0-9;]*)m")
+TERMINAL_ENV = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+
+
+def colour_codes(text: str) -> list[str]:
+    """The SGR escape sequences of ``text`` that set a foreground or background colour."""
+
+    def sets_colour(params: str) -> bool:
+        codes = [int(p) for p in params.split(";") if p]
+        return any(
+            30 <= c <= 38 or 40 <= c <= 48 or 90 <= c <= 97 or 100 <= c <= 107 for c in codes
+        )
+
+    return [m.group(0) for m in COLOUR.finditer(text) if sets_colour(m.group(1))]
+
+
+def robustctl_train(tiny: list[str], **env: str) -> subprocess.CompletedProcess:
+    """A real one-epoch ``robustctl train`` with stdout and stderr piped, under ``env``."""
+    base = {k: v for k, v in os.environ.items() if k not in TERMINAL_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustctl", "train", *tiny, "trainer.epochs=1"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "robustctl train" in proc.stdout and "see it in the UI" in proc.stdout
+    return proc
+
+
+# a progress-bar row: "epochs ━━━━╸━━━ 1/2  0:00:01 0:00:03" (done/total, elapsed, remaining)
+PROGRESS_ROW = re.compile(r"\s\d+/\d+\s.*\s\d+:\d\d:\d\d\s+(\d+:\d\d:\d\d|-:--:--)")
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_piped_output_is_plain_text(tiny):
+    """Piped (CI, `| tee`): no escape code, no carriage return, no progress-bar row."""
+    proc = robustctl_train(tiny)
+    for stream in (proc.stdout, proc.stderr):
+        assert "\x1b[" not in stream and "\r" not in stream
+        assert not PROGRESS_ROW.search(stream), stream
+    assert "…" not in proc.stdout
+
+
+def test_no_color_keeps_a_forced_terminal_colourless(tiny):
+    """FORCE_COLOR makes rich treat the pipe as a terminal (escape codes appear); NO_COLOR then
+    keeps every colour out. The control: the same summary under FORCE_COLOR alone has colours."""
+    proc = robustctl_train(tiny, FORCE_COLOR="1", NO_COLOR="1")
+    assert "\x1b[" in proc.stdout  # forced: a terminal's output (bold, cursor control)
+    assert PROGRESS_ROW.search(ESCAPE.sub("", proc.stdout))  # with its progress bars
+    assert colour_codes(proc.stdout) == [] and colour_codes(proc.stderr) == []
+
+    metrics, _ = summary_metrics()
+    notes = {"graybox/jsma/auc": "too few pairs"}
+    for env, coloured in (
+        ({"FORCE_COLOR": "1"}, True),
+        ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+    ):
+        console = Console(file=io.StringIO(), width=80, _environ=env)
+        print_summary("run", metrics, {}, "run-id", "sqlite:///x.db", notes, console)
+        assert bool(colour_codes(console.file.getvalue())) is coloured, env
