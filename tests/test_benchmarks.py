@@ -84,6 +84,11 @@ CASES = {
         ],
         r"\ntotal\s+([0-9.]+)",
     ),
+    "bench_progress.py": (
+        ["--batch-size", "2", "--cw-steps", "4", "--binary-steps", "1", "--jsma-steps", "2"]
+        + ["--rounds", "1"],
+        r"iteration-bar slowdown \(inner / outer, median; best\): cw_hc ([0-9.]+)x",
+    ),
     # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a
     "bench_attacks.py": (
         ["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],

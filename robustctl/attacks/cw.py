@@ -46,11 +46,13 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.attacks.progress import LoopProgress
 from robustctl.config.validation import require
 
 NO_BOUND = 1e10
@@ -92,6 +94,9 @@ def margins(logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
 class CW(Attack):
     method = "cw"
     config_type = CwConfig
+    # show the binary step and iteration while a batch runs (robustctl.attacks.progress): the
+    # long variants (C&W-hc, C&W-wb) do; plain C&W's 9 x 10 iterations are over too soon
+    loop_progress: ClassVar[bool] = False
 
     def objective(self, logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
         """(f per example, confident-success mask) from the logits of the current iterate."""
@@ -121,29 +126,41 @@ class CW(Attack):
         best_l2 = torch.full((n,), float("inf"), device=x.device)
         best_adv = x.clone()
         check_every = max(self.steps // 10, 1)
-        for _ in range(self.binary_steps):
-            w = w0.clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([w], lr=self.lr)
-            succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
-            prev = float("inf")
-            for it in range(self.steps):
-                x_adv = (torch.tanh(w) + 1) / 2
-                l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-                f, ok = self.iteration_terms(x_adv, label, target is not None, state)
-                loss = (l2sq + c * f).sum()
-                (w.grad,) = torch.autograd.grad(loss, w)
-                optimizer.step()
-                with torch.no_grad():
-                    improved = ok & (l2sq < best_l2)
-                    best_l2 = torch.where(improved, l2sq, best_l2)
-                    best_adv = torch.where(improved.view(view), x_adv, best_adv)
-                    succeeded |= ok
-                if self.abort_early and it % check_every == 0:
-                    value = loss.item()
-                    if value > prev * 0.9999:
-                        break
-                    prev = value
-            hi = torch.where(succeeded, torch.minimum(hi, c), hi)
-            lo = torch.where(succeeded, lo, torch.maximum(lo, c))
-            c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
+        total, steps, binary = self.binary_steps * self.steps, self.steps, self.binary_steps
+        with LoopProgress(f"  {self.name} batch", total, self.loop_progress) as bar:
+            for step in range(binary):
+                w = w0.clone().requires_grad_(True)
+                optimizer = torch.optim.Adam([w], lr=self.lr)
+                succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
+                prev = float("inf")
+                for it in range(steps):
+                    x_adv = (torch.tanh(w) + 1) / 2
+                    l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
+                    f, ok = self.iteration_terms(x_adv, label, target is not None, state)
+                    loss = (l2sq + c * f).sum()
+                    (w.grad,) = torch.autograd.grad(loss, w)
+                    optimizer.step()
+                    with torch.no_grad():
+                        improved = ok & (l2sq < best_l2)
+                        best_l2 = torch.where(improved, l2sq, best_l2)
+                        best_adv = torch.where(improved.view(view), x_adv, best_adv)
+                        succeeded |= ok
+                    bar.update(
+                        step * steps + it + 1, ("step", step + 1, binary), ("iter", it + 1, steps)
+                    )
+                    if self.abort_early and it % check_every == 0:
+                        value = loss.item()
+                        if value > prev * 0.9999:
+                            break
+                        prev = value
+                # an early abort skips the rest of the step's iterations
+                bar.update(
+                    (step + 1) * steps,
+                    ("step", step + 1, binary),
+                    ("iter", it + 1, steps),
+                    force=True,
+                )
+                hi = torch.where(succeeded, torch.minimum(hi, c), hi)
+                lo = torch.where(succeeded, lo, torch.maximum(lo, c))
+                c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
         return best_adv

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from robustctl.attacks.cw import CW, CwConfig
 
@@ -28,3 +29,4 @@ class CwHcConfig(CwConfig):
 class CWHighConfidence(CW):
     method = "cw_hc"
     config_type = CwHcConfig
+    loop_progress: ClassVar[bool] = True  # 9 x 1000 iterations: show step and iteration

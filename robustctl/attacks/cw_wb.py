@@ -27,7 +27,7 @@ The model must expose ``embed(x)`` and ``head(z)`` (and optionally ``logit_sign`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,7 @@ class CWWhiteBox(CW):
 
     method = "cw_wb"
     config_type = CwWbConfig
+    loop_progress: ClassVar[bool] = True  # 3 x 1000 iterations: show step and iteration
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.attacks.progress import LoopProgress
 from robustctl.config.validation import require
 
 
@@ -73,6 +74,7 @@ class JsmaConfig(AttackConfig):
 class JSMA(Attack):
     method = "jsma"
     config_type = JsmaConfig
+    loop_progress: ClassVar[bool] = True  # show the iteration (robustctl.attacks.progress)
 
     def saliency_pairs(
         self, alpha: Tensor, beta: Tensor, domain: Tensor
@@ -108,26 +110,29 @@ class JSMA(Attack):
         xf = x.flatten(1).clone()
         domain = xf < 1 if self.theta > 0 else xf > 0
         active = torch.arange(len(x), device=x.device)
-        for _ in range(min(self.steps, math.floor(self.gamma * n / 2))):
-            xa = xf[active].view(-1, *shape).requires_grad_(True)
-            logits = self.logits(xa)
-            t = target[active]
-            (alpha,) = torch.autograd.grad(
-                logits.gather(1, t[:, None]).sum(), xa, retain_graph=True
-            )
-            (total,) = torch.autograd.grad(logits.sum(), xa)
-            alpha, beta = alpha.flatten(1), (total - alpha.view_as(total)).flatten(1)
-            keep = logits.detach().argmax(1) != t  # not yet at the target
-            if not keep.any():
-                break
-            active = active[keep]
-            p, q, found = self.saliency_pairs(alpha[keep], beta[keep], domain[active])
-            active = active[found]
-            if active.numel() == 0:
-                break
-            p, q = p[found], q[found]
-            for idx in (p, q):
-                value = (xf[active, idx] + self.theta).clamp(0.0, 1.0)
-                xf[active, idx] = value
-                domain[active, idx] = (value < 1) if self.theta > 0 else (value > 0)
+        iterations = min(self.steps, math.floor(self.gamma * n / 2))
+        with LoopProgress(f"  {self.name} batch", iterations, self.loop_progress) as bar:
+            for i in range(iterations):
+                xa = xf[active].view(-1, *shape).requires_grad_(True)
+                logits = self.logits(xa)
+                t = target[active]
+                (alpha,) = torch.autograd.grad(
+                    logits.gather(1, t[:, None]).sum(), xa, retain_graph=True
+                )
+                (total,) = torch.autograd.grad(logits.sum(), xa)
+                alpha, beta = alpha.flatten(1), (total - alpha.view_as(total)).flatten(1)
+                keep = logits.detach().argmax(1) != t  # not yet at the target
+                if not keep.any():
+                    break
+                active = active[keep]
+                p, q, found = self.saliency_pairs(alpha[keep], beta[keep], domain[active])
+                active = active[found]
+                if active.numel() == 0:
+                    break
+                p, q = p[found], q[found]
+                for idx in (p, q):
+                    value = (xf[active, idx] + self.theta).clamp(0.0, 1.0)
+                    xf[active, idx] = value
+                    domain[active, idx] = (value < 1) if self.theta > 0 else (value > 0)
+                bar.update(i + 1, ("iter", i + 1, iterations))
         return xf.view(-1, *shape)
