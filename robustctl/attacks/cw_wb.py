@@ -1,27 +1,30 @@
-"""C&W-wb: the white-box Carlini-Wagner L2 attack against a classifier *and* its KDE detector
+"""C&W-wb: the white-box Carlini-Wagner L2 attack against a classifier *and* its detector
 (Carlini & Wagner 2017, "Adversarial examples are not easily detected", section 5.2;
-docs/method.md section 4.7).
+docs/method.md section 4.7): the adaptive attack, for every detector of the ``defense`` group.
 
 Same tanh change of variables, Adam and per-example binary search over c as :class:`CW`, with the
 detector's score added to the misclassification term::
 
     ||x' - x||_2^2 + c * ( f(x') + lambda * max(s_t(x') - T, 0) )
     f(x')    = max(Z(x')_y - max_{i != y} Z(x')_i, -kappa)          (untargeted C&W margin)
-    s_t(x')  = -log KDE_t(z(x'))                                       (detector score,
-                                                                        docs/method.md section 5)
+    s_t(x')  = the detector's score of x' under class t (KDE: -log KDE_t(z(x')),
+               docs/method.md section 5)
 
-where z is the embedding, Z the prediction-view logits computed from the same forward pass, and
-t the class the attack moves toward: the runner-up class while x' is still classified as y, the
-predicted class once it is not (scoring under the current prediction gives no useful gradient
+where Z are the prediction-view logits and s is read from the same forward pass (a
+:class:`~robustctl.defenses.base.Probe` with the layers the detector reads; a detector with a
+non-differentiable step scores through its stated surrogate: straight-through for feature
+squeezing, the Monte-Carlo expectation for Bayesian uncertainty), and t the class the attack
+moves toward: the runner-up class while x' is still classified as y, the predicted class once it
+is not (scoring under the current prediction gives no useful gradient
 before the flip). The threshold T is per example by default, T_i = s(x_i) (the clean image's own
 score under its prediction: "per_example", which is what breaches the AUC), or one global value
 (``thresholds`` given as a scalar, e.g. the detector's threshold at a chosen false-positive rate:
 "detector"). An iterate succeeds when it is misclassified by more than kappa *and* s_pred(x') <= T;
 each example keeps its smallest-L2 successful iterate across iterations and binary steps.
 
-The model must expose ``embed(x)`` and ``head(z)`` (and optionally ``logit_sign``), as
-:class:`robustctl.models.ResNet` does; the detector must be differentiable in z
-(:class:`robustctl.defenses.KDEDetector` is).
+The model must expose ``layer_outputs``, ``embed(x)`` and ``head(z)`` (and ``logit_sign``), as
+:class:`robustctl.models.ResNet` does; the detector is a
+:class:`~robustctl.defenses.base.Detector`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from torch import Tensor, nn
 
 from robustctl.attacks.cw import CW, CwConfig, margins
 from robustctl.config.validation import require
-from robustctl.defenses import require_detector
+from robustctl.defenses import Probe, require_detector
 from robustctl.errors import ConfigError
 
 
@@ -108,17 +111,15 @@ class CWWhiteBox(CW):
         super().__init__(model, config, **params)
         self.detector, self.thresholds = detector, thresholds
 
-    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(embedding z, prediction logits) from one forward pass."""
-        z = self.model.embed(x)
-        sign = getattr(self.model, "logit_sign", 1.0)
-        return z, sign * self.model.head(z)
+    def probe(self, x: Tensor) -> Probe:
+        """The model's view of ``x`` with the layers the detector reads (one forward pass)."""
+        return Probe(self.model, x, self.detector.layers)
 
     def clean_thresholds(self, x: Tensor) -> Tensor:
         """T_i: the clean image's own detector score under its predicted class."""
         with torch.no_grad():
-            z, logits = self.forward_parts(x)
-            return self.detector.score(z, logits.argmax(1)).detach()
+            probe = self.probe(x)
+            return self.detector.score_probe(probe, probe.predictions).detach()
 
     def _thresholds(self, x: Tensor) -> Tensor:
         if self.thresholds is None:
@@ -130,7 +131,8 @@ class CWWhiteBox(CW):
         """(per-example thresholds T, one-hot mask of the true labels)."""
         if target is not None:
             raise ValueError("cw_wb is untargeted")
-        num_classes = self.forward_parts(x[:1])[1].shape[1]
+        with torch.no_grad():
+            num_classes = self.probe(x[:1]).logits.shape[1]
         return self._thresholds(x), F.one_hot(y, num_classes=num_classes).bool()
 
     def iteration_terms(
@@ -139,13 +141,14 @@ class CWWhiteBox(CW):
         """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and
         s <= T."""
         threshold, y_mask = state
-        z, logits = self.forward_parts(x_adv)
+        probe = self.probe(x_adv)
+        logits = probe.logits
         z_y, z_other = margins(logits, label)
         gap = z_other - z_y
         f = (-gap).clamp(min=-self.confidence)
         toward = torch.where(
             gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
         )
-        score = self.detector.score(z, toward)
+        score = self.detector.score_probe(probe, toward)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)

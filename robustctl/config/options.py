@@ -41,7 +41,7 @@ def group_configs() -> dict[str, dict[str, Any]]:
         TrainerConfig,
     )
     from robustctl.config.threat_model_schema import ThreatModelConfig
-    from robustctl.defenses.kde import KDEConfig
+    from robustctl.defenses import defense_configs
 
     return {
         "dataset": dict(DATASET_OPTIONS),
@@ -51,7 +51,7 @@ def group_configs() -> dict[str, dict[str, Any]]:
         "tracking": {"default": TrackingConfig()},
         "evaluate": {"default": EvaluateConfig()},
         "attack": {"none": NoneConfig(), **method_configs()},
-        "defense": {"none": NoneConfig(), "kde": KDEConfig()},
+        "defense": {"none": NoneConfig(), **defense_configs()},
         "threat_model": {"none": NoneConfig(), "graybox": ThreatModelConfig()},
     }
 

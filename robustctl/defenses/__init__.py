@@ -1,8 +1,10 @@
 """Defenses: the ``defense`` config group's options and their implementations.
 
-``DEFENSES`` maps each option of ``conf/defense/`` to the class that implements it, or to None
-for ``none``. Detectors (today: ``kde``) have ``from_config(cfg)`` and ``fit(...)``;
-:func:`build_detector` builds and fits the configured one.
+``DEFENSES`` maps each option to the :class:`~robustctl.defenses.base.Detector` class that
+implements it (its ``config_type`` is the option's config), or to None for ``none``.
+:func:`fit_detector` builds the configured detector and fits it on a model and its data
+(:class:`~robustctl.defenses.base.FitInputs`); :func:`build_detector` fits an embedding detector
+(``kde``) on given embeddings.
 
 Example (the gray-box protocol):
     >>> from robustctl.inference import predict
@@ -18,13 +20,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustctl.defenses.base import Detector, FitInputs, Probe, score_images, score_outputs
 from robustctl.defenses.kde import KDEConfig, KDEDetector, threshold_at
 from robustctl.errors import ConfigError
 
-DEFENSES: dict[str, type[KDEDetector] | None] = {
+DEFENSES: dict[str, type[Detector] | None] = {
     "none": None,
     "kde": KDEDetector,
 }
+
+
+def defense_configs() -> dict[str, Any]:
+    """Every option of the ``defense`` group with its default config (``none`` aside): the
+    registry :mod:`robustctl.config.options` stores in Hydra."""
+    return {name: cls.config_type() for name, cls in DEFENSES.items() if cls is not None}
+
+
+def detector_class(name: str | None) -> type[Detector] | None:
+    """The class of defense option ``name`` (None for ``none``); unknown names are refused with
+    the valid ones."""
+    if name not in DEFENSES:
+        raise ConfigError(
+            f"defense: unknown option {name!r} — "
+            f"valid defense options: {', '.join(sorted(DEFENSES))}"
+        )
+    return DEFENSES[name]
 
 
 def build_detector(
@@ -45,50 +65,65 @@ def build_detector(
         held_out: optional clean ([H, D], [H]) data for the ``"auto"`` bandwidth.
         generator: subset/split randomness (default: seeded with ``cfg.seed``).
     """
-    name = getattr(cfg, "name", None)
-    if name not in DEFENSES:
-        raise ConfigError(
-            f"defense: unknown option {name!r} — "
-            f"valid defense options: {', '.join(sorted(DEFENSES))}"
-        )
-    cls = DEFENSES[name]
+    cls = detector_class(getattr(cfg, "name", None))
     if cls is None:
         return None
+    if not hasattr(cls, "fit"):
+        raise ConfigError(f"defense={cfg.name} is not fitted on embeddings alone: use fit_detector")
     gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
     return cls.from_config(cfg).fit(embeddings, labels, generator=gen, held_out=held_out)
 
 
 def fit_detector(
-    cfg: Any, model: torch.nn.Module, data: Any, batch_size: int = 512, outputs: Any = None
-) -> KDEDetector | None:
-    """The ``defense`` detector fitted on ``model``'s clean training embeddings of ``data``, with
-    the validation split as held-out data (automatic bandwidth); None for ``defense=none``.
-    ``outputs``: the evaluation's :class:`~robustctl.inference.ModelOutputs` (a new one if None).
+    cfg: Any,
+    model: torch.nn.Module,
+    data: Any,
+    batch_size: int = 512,
+    outputs: Any = None,
+    craft: Any = None,
+) -> Detector | None:
+    """The ``defense`` detector fitted on ``model`` and the clean training (and, where the method
+    asks, validation) data of ``data``; None for ``defense=none``. ``outputs``: the evaluation's
+    :class:`~robustctl.inference.ModelOutputs` (a new one if None); ``craft``: how to make
+    adversarial examples of training or validation images, for detectors fitted on them
+    (:class:`~robustctl.defenses.base.FitInputs`).
 
     The detector is returned on the model's device (the device rule: a detector lives where the
-    model it watches lives, so C&W-wb can add its density term to the model's logits there)."""
+    model it watches lives, so C&W-wb can add its score to the model's logits there)."""
     from robustctl.inference import ModelOutputs, model_device
 
-    if getattr(cfg, "name", None) == "none":
+    cls = detector_class(getattr(cfg, "name", None))
+    if cls is None:
         return None
-    outputs = outputs or ModelOutputs(model, data, batch_size)
-    train_emb = outputs.split("train").embeddings
-    held_out = (outputs.split("val").embeddings, data.y_val) if len(data.y_val) else None
-    detector = build_detector(cfg, train_emb, data.y_train, held_out=held_out)
-    return None if detector is None else detector.to(model_device(model))
+    inputs = FitInputs(
+        model,
+        data,
+        outputs or ModelOutputs(model, data, batch_size),
+        batch_size,
+        torch.Generator().manual_seed(int(getattr(cfg, "seed", 0))),
+        craft,
+    )
+    return cls.from_config(cfg).fit_on(inputs).to(model_device(model))
 
 
 def require_detector(detector: Any | None, needed_by: str) -> Any:
     """``detector`` itself; a :class:`ConfigError` naming ``needed_by`` when there is none."""
     if detector is None:
         raise ConfigError(
-            f"{needed_by} attacks a detector, but defense=none", hint="add defense=kde"
+            f"{needed_by} attacks a detector, but defense=none",
+            hint=f"add a detector: defense={' or '.join(n for n in DEFENSES if n != 'none')}",
         )
     return detector
 
 
 __all__ = [
     "DEFENSES",
+    "Detector",
+    "FitInputs",
+    "Probe",
+    "detector_class",
+    "score_images",
+    "score_outputs",
     "KDEConfig",
     "KDEDetector",
     "build_detector",

@@ -85,6 +85,7 @@ from torch import Tensor
 from robustctl import metric_keys as keys
 from robustctl.config.validation import configured, require
 from robustctl.console import console
+from robustctl.defenses.base import Detector, FitInputs, Probe
 from robustctl.inference import MemoryBackoff
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ def _offsets(counts: Sequence[int]) -> list[int]:
 
 
 # -------------------------------------------------------------------------------------- module
-class KDEDetector(torch.nn.Module):
+class KDEDetector(Detector):
     """Per-class Gaussian KDE on embeddings; ``score`` = -log KDE_t(z), larger = more adversarial.
 
     Build with a :class:`KDEConfig` or its fields as keywords (``KDEDetector(bandwidth=1.0)``):
@@ -304,6 +305,7 @@ class KDEDetector(torch.nn.Module):
     Shapes: embeddings [M, D] floating; classes [M] integer (normally the predicted class).
     """
 
+    config_type = KDEConfig
     points: Tensor
     classes: Tensor
     counts: Tensor
@@ -650,6 +652,19 @@ class KDEDetector(torch.nn.Module):
     def forward(self, embeddings: Tensor, predicted_classes: Tensor) -> Tensor:
         """Same as :meth:`score`."""
         return self.score(embeddings, predicted_classes)
+
+    # ------------------------------------------------------------------------------- Detector
+    def fit_on(self, inputs: FitInputs) -> KDEDetector:
+        """Fit on the training split's clean embeddings; the validation split (when not empty)
+        is the held-out data of the ``"auto"`` bandwidth."""
+        data = inputs.data
+        held_out = (inputs.outputs.split("val").embeddings, data.y_val) if len(data.y_val) else None
+        train = inputs.layers("train", ("embedding",))["embedding"]
+        return self.fit(train, data.y_train, generator=inputs.generator, held_out=held_out)
+
+    def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
+        """:meth:`score` of the probe's embeddings."""
+        return self.score(probe.embedding, classes)
 
     @staticmethod
     def threshold_at(clean_scores: Tensor, fpr: float) -> float:

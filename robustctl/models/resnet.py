@@ -103,8 +103,34 @@ class ResNet(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """The embedding z: [N, C, H, W] in [0, 1] -> [N, 4 * width]."""
-        x = (x - self.mean) / self.std
-        return self.pool(self.blocks(self.stem(x))).flatten(1)
+        return self.layer_outputs(x, ("embedding",))["embedding"]
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Layers :meth:`layer_outputs` can return, input side first."""
+        return ("stem", "stage1", "stage2", "stage3", "embedding")
+
+    def layer_outputs(self, x: Tensor, layers: tuple[str, ...] | list[str]) -> dict[str, Tensor]:
+        """One forward pass up to the embedding, returning the asked ``layers`` as [N, C] vectors:
+        ``stem`` and ``stage1``..``stage3`` (the output of the stem and of each stage's last
+        block) averaged over their spatial positions, and ``embedding`` (z). The single
+        definition of the forward pass: :meth:`embed` is its ``embedding``."""
+        unknown = set(layers) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: {self.layer_names}")
+        out: dict[str, Tensor] = {}
+        h = self.stem((x - self.mean) / self.std)
+        if "stem" in layers:
+            out["stem"] = h.mean((2, 3))
+        per_stage = len(self.blocks) // 3
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            name = f"stage{(i + 1) // per_stage}"
+            if (i + 1) % per_stage == 0 and name in layers:
+                out[name] = h.mean((2, 3))
+        if "embedding" in layers:
+            out["embedding"] = self.pool(h).flatten(1)
+        return out
 
     def forward(self, x: Tensor) -> ModelOutput:
         z = self.embed(x)

@@ -25,7 +25,7 @@ from robustctl.defenses import fit_detector, require_detector
 from robustctl.evaluation.attack_runner import rate_metrics, run_attack
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs, model_device, predict_labels
-from robustctl.threat_models.context import ThreatContext, detect
+from robustctl.threat_models.context import ThreatContext, crafter, detect
 from robustctl.threat_models.distill import distill
 from robustctl.threat_models.whitebox import cw_wb_attack
 
@@ -75,7 +75,14 @@ def run(ctx: ThreatContext) -> StageResult:
     )
     batch = cfg.evaluate.batch_size
     proxy_outputs = ModelOutputs(proxy.proxy, ctx.data, batch)  # the proxy's one pass per split
-    proxy_detector = fit_detector(cfg.defense, proxy.proxy, ctx.data, batch, proxy_outputs)
+    proxy_detector = fit_detector(
+        cfg.defense,
+        proxy.proxy,
+        ctx.data,
+        batch,
+        proxy_outputs,
+        crafter(proxy.proxy, tm.batch_size),  # the attacker's detector learns from the proxy
+    )
     proxy_pred = predict_labels(proxy.proxy, ctx.x, batch)
     attack = cw_wb_attack(tm.whitebox, proxy.proxy, proxy_detector, ctx.data, batch, proxy_outputs)
     outcome = run_attack(attack, ctx.x, ctx.y, tm.batch_size, None, proxy_pred, stage=keys.BLACKBOX)

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from robustctl.config.schema import RunConfig
 from robustctl.data.base import ImageData, seeded_permutation
-from robustctl.defenses import fit_detector
+from robustctl.defenses import fit_detector, score_images, score_outputs
 from robustctl.evaluation.detection import DetectionResult, detection_auc
-from robustctl.inference import ModelOutputs, SplitOutputs, predict
+from robustctl.inference import ModelOutputs, SplitOutputs
 
 
 @dataclass(frozen=True)
@@ -53,29 +53,45 @@ def prepare(
 ) -> ThreatContext:
     """The shared context; ``detector`` is fitted from ``cfg.defense`` unless given; ``outputs``
     are the evaluation's outputs of ``model`` (computed here when not given)."""
-    outputs = outputs or ModelOutputs(model, data, cfg.evaluate.batch_size)
+    batch = cfg.evaluate.batch_size
+    outputs = outputs or ModelOutputs(model, data, batch)
     if detector is None:
-        detector = fit_detector(cfg.defense, model, data, cfg.evaluate.batch_size, outputs)
+        craft = crafter(model, cfg.threat_model.batch_size)
+        detector = fit_detector(cfg.defense, model, data, batch, outputs, craft)
     tm = cfg.threat_model
     idx = attack_subset(data, tm.num_samples, tm.seed)
     clean = outputs.split("test").subset(idx)
-    scores = None if detector is None else split_scores(detector, clean)
     x, y = data.x_test[idx], data.y_test[idx]
+    scores = None if detector is None else split_scores(detector, model, x, clean, batch)
     return ThreatContext(cfg, model, data, x, y, clean.predictions, detector, scores, outputs)
 
 
-def split_scores(detector: Any, outputs: SplitOutputs) -> Tensor:
-    """The detector's scores (CPU) of images whose outputs are known, under their predictions."""
-    with torch.no_grad():
-        return detector.score(outputs.embeddings, outputs.predictions).detach().cpu()
+def crafter(model: torch.nn.Module, batch_size: int) -> Any:
+    """``craft(attack, params, x, y)``: adversarial examples of ``x`` against ``model`` with the
+    attack option ``attack`` and its ``params``, for detectors fitted on adversarial examples of
+    training or validation images (:meth:`robustctl.defenses.FitInputs.adversarial_examples`)."""
+    from robustctl.attacks import build
+    from robustctl.evaluation.attack_runner import run_attack
+
+    def craft(attack: str, params: dict[str, Any], x: Tensor, y: Tensor) -> Tensor:
+        return run_attack(build(attack, model, **params), x, y, batch_size).x_adv
+
+    return craft
+
+
+def split_scores(
+    detector: Any, model: torch.nn.Module, x: Tensor, outputs: SplitOutputs, batch_size: int
+) -> Tensor:
+    """The detector's scores (CPU) of images ``x`` whose outputs are known, under their
+    predictions (:func:`robustctl.defenses.score_outputs`)."""
+    return score_outputs(detector, model, x, outputs, batch_size)
 
 
 def detector_scores(
     model: torch.nn.Module, detector: Any, x: Tensor, batch_size: int
 ) -> tuple[Tensor, Tensor]:
-    """(predictions, detector scores) of ``model`` + ``detector`` on a batch of images (CPU)."""
-    outputs = SplitOutputs(*predict(model, x, batch_size))
-    return outputs.predictions, split_scores(detector, outputs)
+    """(predictions, detector scores) of ``model`` + ``detector`` on images (CPU)."""
+    return score_images(detector, model, x, batch_size)
 
 
 def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:

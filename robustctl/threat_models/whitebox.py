@@ -63,7 +63,7 @@ def cw_wb_attack(
             hint="set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
         )
     outputs = outputs or ModelOutputs(model, data, batch_size)
-    val_scores = split_scores(detector, outputs.split("val"))
+    val_scores = split_scores(detector, model, data.x_val, outputs.split("val"), batch_size)
     return CWWhiteBox(model, detector, wb, thresholds=float(threshold_at(val_scores, wb.fpr)))
 
 

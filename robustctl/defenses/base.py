@@ -1,0 +1,190 @@
+"""What every detector of the ``defense`` group shares: the :class:`Probe` it reads, the
+:class:`FitInputs` it is fitted on, and the :class:`Detector` interface.
+
+A detector flags inputs as adversarial with a score (larger = more adversarial). It is fitted on
+clean *training* data only (and, where the method needs adversarial examples, on adversarial
+examples crafted from training or validation images: :meth:`FitInputs.adversarial_examples`),
+never on the attacked test images; held-out choices (bandwidths, combination weights) use the
+validation split.
+
+A :class:`Probe` is one batch of images as the model sees them, from one forward pass: the
+prediction logits, the embedding z and the intermediate layers the detector declared
+(``Detector.layers``; spatially averaged, :meth:`robustctl.models.ResNet.layer_outputs`).
+``score_probe(probe, classes)`` scores it under ``classes`` (the predicted classes, or, inside a
+white-box attack, the class the attack moves toward). Scores are differentiable with respect to
+``probe.x`` wherever the method allows, so a white-box attack optimizes through the detector
+(C&W-wb); a detector with a non-differentiable step scores through a differentiable surrogate
+(straight-through / BPDA, or an expectation over its randomness) and says which in its docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from robustctl.inference import eval_mode, model_device
+
+
+class Probe:
+    """``model``'s view of images ``x`` (on the model's device): ``logits`` (prediction view,
+    ``logit_sign * Z``), ``embedding`` and ``layers[name]`` for each asked layer. Gradients flow
+    back to ``x`` unless built under ``torch.no_grad()``."""
+
+    def __init__(self, model: nn.Module, x: Tensor, layers: tuple[str, ...] = ()) -> None:
+        names = tuple(dict.fromkeys((*layers, "embedding")))
+        self.model, self.x = model, x
+        self.layers: dict[str, Tensor] = model.layer_outputs(x, names)
+        self.embedding = self.layers["embedding"]
+        self.logits = model.logit_sign * model.head(self.embedding)
+
+    @classmethod
+    def known(cls, model: nn.Module, x: Tensor, embedding: Tensor, logits: Tensor) -> Probe:
+        """A probe whose embedding and prediction logits were computed already (an evaluation's
+        one pass over a split): nothing is recomputed."""
+        probe = cls.__new__(cls)
+        probe.model, probe.x = model, x
+        probe.embedding, probe.logits = embedding, logits
+        probe.layers = {"embedding": embedding}
+        return probe
+
+    @property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(1)
+
+
+class Detector(nn.Module):
+    """Base of every detector (module docstring). Subclasses set ``config_type`` and implement
+    :meth:`fit_on` and :meth:`score_probe`.
+
+    ``layers``: the :class:`Probe` layers ``score_probe`` reads besides the embedding and the
+    logits. ``reads_images``: ``score_probe`` runs the model again on transformed images (feature
+    squeezing), so scores cannot come from an evaluation's stored outputs alone.
+    """
+
+    config_type: ClassVar[type]
+    layers: ClassVar[tuple[str, ...]] = ()
+    reads_images: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Detector:
+        return cls(cfg)
+
+    @property
+    def needs_forward(self) -> bool:
+        """Whether scoring needs a new forward pass (layers beyond the embedding, or images)."""
+        return self.reads_images or bool(set(self.layers) - {"embedding"})
+
+    def fit_on(self, inputs: FitInputs) -> Detector:
+        """Fit on clean training data (and the other inputs the method needs); returns self."""
+        raise NotImplementedError
+
+    def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
+        """[N] adversarial-ness of the probe's images under ``classes`` (larger = more
+        adversarial)."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, float]:
+        """The fitted detector's own numbers, to log (``<name>/<quantity>``)."""
+        return {}
+
+    def caveats(self) -> dict[str, tuple[str, str]]:
+        """Warnings on the fit: tag key -> (tag value, message)."""
+        return {}
+
+
+@dataclass
+class FitInputs:
+    """What a detector may be fitted on: the model, the data, the evaluation's outputs of each
+    split (:class:`~robustctl.inference.ModelOutputs`), the batch size for new forward passes,
+    the seeded generator of the fit's randomness (subsets, held-out splits, noise), and
+    ``craft`` to make adversarial examples of training images."""
+
+    model: nn.Module
+    data: Any  # ImageData
+    outputs: Any  # ModelOutputs
+    batch_size: int = 512
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    # (attack option, its params, clean images, labels) -> adversarial images against ``model``;
+    # given by the threat-model layer (robustctl.threat_models.context), which runs attacks
+    craft: Callable[[str, dict[str, Any], Tensor, Tensor], Tensor] | None = None
+
+    def layers(self, split: str, names: tuple[str, ...]) -> dict[str, Tensor]:
+        """``names`` layer outputs [N, C] of every image of ``split`` (CPU, no gradient)."""
+        x = getattr(self.data, f"x_{split}")
+        if set(names) <= {"embedding"}:
+            return {"embedding": self.outputs.split(split).embeddings}
+        return layer_outputs(self.model, x, names, self.batch_size)
+
+    def adversarial_examples(
+        self, split: str, attack: str, params: dict[str, Any], n: int, seed: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(clean images, their adversarial examples, labels) for a seeded subset of at most
+        ``n`` images of ``split`` (``train`` or ``val``: never the test images the evaluation
+        attacks), crafted with the attack option ``attack`` and its ``params`` against the model
+        through ``craft``: the adversarial side of a detector fitted to tell them apart."""
+        from robustctl.data.base import seeded_permutation
+        from robustctl.errors import ConfigError
+
+        if split not in ("train", "val"):
+            raise ValueError(f"detectors are fitted on train or val images, not {split!r}")
+        if self.craft is None:
+            raise ConfigError("this detector is fitted on adversarial examples; none can be made")
+        labels = getattr(self.data, f"y_{split}")
+        idx = seeded_permutation(len(labels), seed)[:n]
+        x, y = getattr(self.data, f"x_{split}")[idx], labels[idx]
+        return x, self.craft(attack, params, x, y), y
+
+
+def batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]
+
+
+@torch.no_grad()
+def layer_outputs(
+    model: nn.Module, x: Tensor, names: tuple[str, ...], batch_size: int = 512
+) -> dict[str, Tensor]:
+    """``model``'s ``names`` layers for images ``x``, batch by batch in eval mode (CPU results)."""
+    device = model_device(model)
+    parts: dict[str, list[Tensor]] = {name: [] for name in names}
+    with eval_mode(model):
+        for xb in batches(x, batch_size):
+            out = model.layer_outputs(xb.to(device), names)
+            for name in names:
+                parts[name].append(out[name].cpu())
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+@torch.no_grad()
+def score_images(
+    detector: Detector, model: nn.Module, x: Tensor, batch_size: int = 512
+) -> tuple[Tensor, Tensor]:
+    """(predictions, scores under them) of ``model`` + ``detector`` on images ``x``, batch by
+    batch in eval mode; CPU results."""
+    device = model_device(model)
+    predictions, scores = [], []
+    with eval_mode(model):
+        for xb in batches(x, batch_size):
+            probe = Probe(model, xb.to(device), detector.layers)
+            predictions.append(probe.predictions.cpu())
+            scores.append(detector.score_probe(probe, probe.predictions).detach().cpu())
+    return torch.cat(predictions), torch.cat(scores)
+
+
+@torch.no_grad()
+def score_outputs(
+    detector: Detector, model: nn.Module, x: Tensor, outputs: Any, batch_size: int = 512
+) -> Tensor:
+    """Scores (CPU) of images ``x`` whose evaluation outputs (``SplitOutputs``: embeddings and
+    prediction logits) are known, under their predictions. A detector of the embedding and logits
+    alone scores them all at once, with no new forward pass (the images stay where they are); one
+    that reads other layers or the images runs :func:`score_images`."""
+    if detector.needs_forward:
+        return score_images(detector, model, x, batch_size)[1]
+    device = model_device(model)
+    probe = Probe.known(model, x, outputs.embeddings.to(device), outputs.logits.to(device))
+    return detector.score_probe(probe, probe.predictions).detach().cpu()
