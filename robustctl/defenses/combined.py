@@ -1,0 +1,347 @@
+"""A detector combining others by logistic regression on their scores; ``kde_bu`` is Feinman et
+al.'s KD+BU (Feinman et al. 2017, "Detecting adversarial samples from artifacts",
+arXiv:1703.00410, section 5.3: kernel density and Bayesian uncertainty combined).
+
+Members. ``members`` names detector options (default ``["kde", "bu"]``); each is built from its
+own default config by ``member_factory`` (default: the ``DEFENSES`` registry of
+:mod:`robustctl.defenses`, looked up when the detector is built, not when this module is
+imported) and held as a submodule (``.to(device)`` moves it). ``layers`` and ``reads_images``
+are the union of the members'.
+
+Fit. Every member is fitted with ``fit_on(inputs)`` (on clean training data). The combination is
+then fitted on a held-out split: n = ``fit_samples`` (default 1000) validation images, a seeded
+subset (``seed``), and their adversarial examples crafted with the attack option ``fit_attack``
+and its ``fit_attack_params`` (default FGSM, eps 0.1), by
+:meth:`~robustctl.defenses.base.FitInputs.adversarial_examples` ("val"). Neither the training
+images the members were fitted on nor test images enter it. With ``successful_only`` (default),
+as Feinman et al. did, only the pairs whose clean image the model classifies correctly and whose
+adversarial example it misclassifies are kept (when fewer than ``MIN_FIT_PAIRS`` are, all pairs
+are used and a caveat says so). Each member scores each image under the model's prediction for it
+(as :func:`~robustctl.defenses.base.score_images` does), giving feature vectors s in R^M (M
+members); clean images get label 0, adversarial ones label 1. Features are standardized with the
+fit set's mean mu and standard deviation sd (ddof 0; a constant feature gets sd = 1, as
+scikit-learn's StandardScaler), f = (s - mu) / sd, and an L2-penalized logistic regression
+
+    minimize_{w, b}  sum_i [log(1 + exp(w.f_i + b)) - y_i (w.f_i + b)] + ||w||^2 / (2 C),
+
+C = ``lr_c`` (default 1.0; the intercept b is not penalized), is solved by Newton's method in
+float64 (the same objective as ``sklearn.linear_model.LogisticRegression(C=C)``).
+
+Score. The regression's logit, score(x) = w . (s(x) - mu) / sd + b (larger = more adversarial):
+linear in the members' scores, so it is differentiable wherever they are (through their own
+surrogates: BPDA, EOT), and a white-box attack optimizes through all members at once.
+
+Departures from Feinman et al.: they fitted the regression (LogisticRegressionCV, C chosen by
+cross-validation) on features of the test set's images, adding Gaussian-noised images to the
+negatives, and reported cross-validated AUCs; here it is fitted on validation images only, without
+noisy images, with a fixed C. The features are the members' scores as they are: the KDE score is
+-log density (Feinman et al. use the density), BU's the MC-dropout variance of this project's BU
+detector (dropout on the embedding, :mod:`robustctl.defenses.uncertainty`).
+
+Metrics: the members' own, ``combined/weight_<member>`` (w on the standardized score),
+``combined/lr_val_accuracy`` (the regression's accuracy at logit 0 on its fit set: clean vs
+adversarial validation images, in-sample) and ``combined/fit_pairs`` (pairs in the fit set).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustctl.config.validation import configured, require
+from robustctl.defenses.base import Detector, FitInputs, Probe, batches
+from robustctl.errors import ConfigError
+from robustctl.inference import eval_mode, model_device
+
+__all__ = [
+    "MIN_FIT_PAIRS",
+    "CombinedConfig",
+    "CombinedDetector",
+    "KDEBUConfig",
+    "KDEBUDetector",
+    "default_member_factory",
+    "fit_logistic_regression",
+]
+
+MIN_FIT_PAIRS = 10  # fewer successful (clean-correct, adversarial-wrong) pairs: use all pairs
+PREFIX = "combined"  # metric and caveat keys: combined/<quantity>, for every option of this class
+
+
+@dataclass
+class CombinedConfig:
+    """The ``defense=combined`` option (module docstring for the fit and the score).
+
+    ``members``: the detector options combined; ``fit_attack`` / ``fit_attack_params``: the
+    attack option (and its parameter overrides) that crafts the adversarial side of the fit set
+    from ``fit_samples`` validation images (seeded by ``seed``); ``successful_only``: keep only
+    pairs whose attack succeeded on a correctly classified image; ``lr_c``: the regression's
+    inverse L2 strength (scikit-learn's C).
+    """
+
+    name: str = "combined"
+    members: list[str] = field(default_factory=lambda: ["kde", "bu"])
+    fit_attack: str = "fgsm"
+    fit_attack_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1})
+    fit_samples: int = 1000
+    successful_only: bool = True
+    lr_c: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        members = list(self.members)
+        require(bool(members), "defense.members", "must name at least one detector")
+        require(
+            len(set(members)) == len(members),
+            "defense.members",
+            f"must not repeat a detector, got {members}",
+        )
+        require(
+            self.fit_samples >= 2, "defense.fit_samples", f"must be >= 2, got {self.fit_samples}"
+        )
+        require(
+            math.isfinite(self.lr_c) and self.lr_c > 0,
+            "defense.lr_c",
+            f"must be a positive float, got {self.lr_c}",
+        )
+        # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
+        from robustctl.attacks import attack_config, attack_options
+
+        require(
+            self.fit_attack in attack_options(),
+            "defense.fit_attack",
+            f"unknown attack option {self.fit_attack!r} — valid: {', '.join(attack_options())}",
+        )
+        attack_config(
+            self.fit_attack, dict(self.fit_attack_params), key="defense.fit_attack_params"
+        )
+
+
+@dataclass
+class KDEBUConfig(CombinedConfig):
+    """The ``defense=kde_bu`` option: Feinman et al.'s KD+BU, a :class:`CombinedConfig` with
+    members ``["kde", "bu"]``."""
+
+    name: str = "kde_bu"
+    members: list[str] = field(default_factory=lambda: ["kde", "bu"])
+
+
+def default_member_factory(name: str) -> Detector:
+    """The detector of option ``name`` of :data:`robustctl.defenses.DEFENSES`, built from its
+    default config (the registry is imported on first use: it imports this module)."""
+    from robustctl.defenses import DEFENSES
+
+    cls = DEFENSES.get(name)
+    if cls is None:
+        valid = sorted(k for k, v in DEFENSES.items() if v is not None)
+        raise ConfigError(f"defense.members: {name!r} is not a detector — valid: {valid}")
+    return cls.from_config(cls.config_type())
+
+
+def fit_logistic_regression(
+    features: Tensor, labels: Tensor, c: float, max_iter: int = 100, tol: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """(w [M], b []) minimizing sum_i logloss(w.f_i + b, y_i) + ||w||^2 / (2 c) (b unpenalized),
+    by Newton's method with step halving, in float64. Stops when the largest gradient entry is
+    below ``tol`` times the number of samples, or after ``max_iter`` steps."""
+    f = features.detach().to(torch.float64).cpu()
+    y = labels.detach().to(torch.float64).cpu()
+    n, m = f.shape
+    x = torch.cat([f, torch.ones(n, 1, dtype=torch.float64)], 1)
+    penalty = torch.full((m + 1,), 1.0 / c, dtype=torch.float64)
+    penalty[-1] = 0.0
+    theta = torch.zeros(m + 1, dtype=torch.float64)
+
+    def objective(t: Tensor) -> float:
+        s = x @ t
+        return float((nn.functional.softplus(s) - y * s).sum() + 0.5 * (penalty * t * t).sum())
+
+    for _ in range(max_iter):
+        p = torch.sigmoid(x @ theta)
+        grad = x.T @ (p - y) + penalty * theta
+        if float(grad.abs().max()) < tol * max(n, 1):
+            break
+        hess = x.T @ ((p * (1 - p)).unsqueeze(1) * x) + torch.diag(penalty)
+        hess += 1e-12 * torch.eye(m + 1, dtype=torch.float64)  # a separable fit: keep it solvable
+        step = torch.linalg.solve(hess, grad)
+        current, t = objective(theta), 1.0
+        while objective(theta - t * step) > current and t > 1e-12:
+            t /= 2
+        theta = theta - t * step
+    return theta[:m].clone(), theta[m].clone()
+
+
+class CombinedDetector(Detector):
+    """Logistic regression on member detectors' standardized scores (module docstring).
+
+    Build with a :class:`CombinedConfig` (or :class:`KDEBUConfig`) or its fields as keywords;
+    ``member_factory(name) -> Detector`` builds each member (default:
+    :func:`default_member_factory`). ``members``: an ``nn.ModuleDict`` name -> detector.
+    Buffers (float64): ``score_mean`` [M], ``score_std`` [M], ``weight`` [M], ``bias`` [].
+    """
+
+    config_type = CombinedConfig
+    score_mean: Tensor
+    score_std: Tensor
+    weight: Tensor
+    bias: Tensor
+
+    def __init__(
+        self,
+        config: CombinedConfig | None = None,
+        /,
+        member_factory: Callable[[str], Detector] | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__()
+        config = configured(type(self).config_type, config, params)
+        self.config = config
+        factory = member_factory or default_member_factory
+        self.member_names = [str(name) for name in config.members]
+        self.members = nn.ModuleDict({name: factory(name) for name in self.member_names})
+        detectors = list(self.members.values())
+        # instance values shadowing the class defaults of Detector: the union of the members'
+        self.layers = tuple(dict.fromkeys(layer for d in detectors for layer in d.layers))
+        self.reads_images = any(d.reads_images for d in detectors)
+        m = len(self.member_names)
+        self.register_buffer("score_mean", torch.zeros(m, dtype=torch.float64))
+        self.register_buffer("score_std", torch.ones(m, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(m, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
+        self._fitted = False
+        self.lr_val_accuracy_ = math.nan
+        self.fit_pairs_ = 0
+        self.fit_fallback_: str | None = None  # why all pairs were used, when they were
+
+    @classmethod
+    def from_config(cls, cfg: CombinedConfig) -> CombinedDetector:
+        return cls(cfg)
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    # ----------------------------------------------------------------------------------- fit
+    def member_scores(
+        self, model: nn.Module, x: Tensor, batch_size: int = 512
+    ) -> tuple[Tensor, Tensor]:
+        """(predictions [N], member scores [N, M] under them) of images ``x``, batch by batch in
+        eval mode without gradients; CPU results."""
+        device = model_device(model)
+        preds, scores = [], []
+        with torch.no_grad(), eval_mode(model):
+            for xb in batches(x, batch_size):
+                probe = Probe(model, xb.to(device), self.layers)
+                classes = probe.predictions
+                preds.append(classes.cpu())
+                scores.append(self._stacked(probe, classes).cpu())
+        if not preds:
+            m = len(self.member_names)
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, m)
+        return torch.cat(preds), torch.cat(scores)
+
+    def fit_on(self, inputs: FitInputs) -> CombinedDetector:
+        """Fit every member on ``inputs``, then the regression on clean vs adversarial validation
+        images (module docstring)."""
+        cfg = self.config
+        for member in self.members.values():
+            member.fit_on(inputs)
+        clean, adv, y = inputs.adversarial_examples(
+            "val", cfg.fit_attack, dict(cfg.fit_attack_params), int(cfg.fit_samples), cfg.seed
+        )
+        if len(y) == 0:
+            raise ConfigError(
+                f"defense={cfg.name}: the combination is fitted on validation images; there are "
+                "none (dataset.val_fraction)"
+            )
+        pred_clean, s_clean = self.member_scores(inputs.model, clean, inputs.batch_size)
+        pred_adv, s_adv = self.member_scores(inputs.model, adv, inputs.batch_size)
+        keep = torch.ones(len(y), dtype=torch.bool)
+        self.fit_fallback_ = None
+        if cfg.successful_only:
+            y_cpu = y.cpu()
+            ok = (pred_clean == y_cpu) & (pred_adv != y_cpu)
+            if int(ok.sum()) >= MIN_FIT_PAIRS:
+                keep = ok
+            else:
+                self.fit_fallback_ = (
+                    f"only {int(ok.sum())} of {len(y)} validation pairs have a correctly "
+                    f"classified image and a successful {cfg.fit_attack} example (< "
+                    f"{MIN_FIT_PAIRS}): the regression was fitted on all {len(y)} pairs"
+                )
+        features = torch.cat([s_clean[keep], s_adv[keep]]).to(torch.float64)
+        labels = torch.cat([torch.zeros(int(keep.sum())), torch.ones(int(keep.sum()))])
+        if not torch.isfinite(features).all():
+            raise ValueError(f"defense={cfg.name}: a member gave a NaN or infinite score")
+        mean = features.mean(0)
+        std = features.std(0, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        w, b = fit_logistic_regression((features - mean) / std, labels, float(cfg.lr_c))
+        device = self.weight.device
+        self.score_mean, self.score_std = mean.to(device), std.to(device)
+        self.weight, self.bias = w.to(device), b.to(device)
+        self._fitted = True
+        logits = ((features - mean) / std) @ w + b
+        self.lr_val_accuracy_ = float(((logits > 0).double() == labels.double()).double().mean())
+        self.fit_pairs_ = int(keep.sum())
+        return self
+
+    # ------------------------------------------------------------------------------- scoring
+    def _stacked(self, probe: Probe, classes: Tensor) -> Tensor:
+        """[N, M] the members' scores of the probe, on the probe's device."""
+        device = probe.embedding.device
+        return torch.stack(
+            [m.score_probe(probe, classes).to(device) for m in self.members.values()], 1
+        )
+
+    def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
+        """The regression's logit w . (s - mu) / sd + b of the members' scores s ([N])."""
+        if not self._fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit_on(inputs) first")
+        s = self._stacked(probe, classes)
+        dtype = s.dtype
+        mean, std = self.score_mean.to(s.device, dtype), self.score_std.to(s.device, dtype)
+        return ((s - mean) / std) @ self.weight.to(s.device, dtype) + self.bias.to(s.device, dtype)
+
+    # ------------------------------------------------------------------------------- reports
+    def metrics(self) -> dict[str, float]:
+        """The members' metrics, ``combined/weight_<member>``, ``combined/lr_val_accuracy`` and
+        ``combined/fit_pairs``."""
+        out: dict[str, float] = {}
+        for member in self.members.values():
+            out.update(member.metrics())
+        for name, w in zip(self.member_names, self.weight.tolist(), strict=True):
+            out[f"{PREFIX}/weight_{name}"] = float(w)
+        out[f"{PREFIX}/lr_val_accuracy"] = self.lr_val_accuracy_
+        out[f"{PREFIX}/fit_pairs"] = float(self.fit_pairs_)
+        return out
+
+    def caveats(self) -> dict[str, tuple[str, str]]:
+        """The members' caveats, and ``combined/fit_pairs`` (value ``all``) when too few attacks
+        succeeded to keep only the successful pairs."""
+        out: dict[str, tuple[str, str]] = {}
+        for member in self.members.values():
+            out.update(member.caveats())
+        if self.fit_fallback_ is not None:
+            out[f"{PREFIX}/fit_pairs"] = ("all", self.fit_fallback_)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "weight" in state_dict:
+            self._fitted = True
+
+    def extra_repr(self) -> str:
+        state = "fitted" if self._fitted else "unfitted"
+        return f"name={self.config.name}, {state}"
+
+
+class KDEBUDetector(CombinedDetector):
+    """The ``kde_bu`` option: :class:`CombinedDetector` whose default config is
+    :class:`KDEBUConfig` (members ``kde`` and ``bu``)."""
+
+    config_type = KDEBUConfig

@@ -1,0 +1,137 @@
+"""FeatureSqueezingDetector: squeezers against numpy and scipy.ndimage, the score against a direct
+computation with a real ResNet, and the straight-through (BPDA) gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import median_filter
+
+from robustctl.defenses.base import Probe
+from robustctl.defenses.squeezing import (
+    FeatureSqueezingDetector,
+    SqueezeConfig,
+    bit_depth,
+    median_smooth,
+)
+from robustctl.errors import ConfigError
+from robustctl.models import ResNet
+
+
+def tiny_model(logit_sign: float = 1.0, channels: int = 3) -> ResNet:
+    torch.manual_seed(0)
+    return ResNet(
+        depth=8, num_classes=5, in_channels=channels, width=2, logit_sign=logit_sign
+    ).eval()
+
+
+def softmax_np(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# -------------------------------------------------------------------------------- squeezers
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
+def test_bit_depth_matches_numpy_rint(bits: int) -> None:
+    levels = 2**bits - 1
+    g = torch.Generator().manual_seed(bits)
+    x = torch.rand(3, 3, 6, 6, generator=g)
+    # exact midpoints between two levels (k + 1/2) / levels: numpy rounds them half to even
+    mid = torch.tensor([(k + 0.5) / levels for k in range(min(levels, 36))], dtype=torch.float32)
+    x.view(-1)[: len(mid)] = mid
+    got = bit_depth(x, bits)
+    want = np.rint(x.numpy() * np.float32(levels)) / np.float32(levels)
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert len(torch.unique(got)) <= levels + 1
+    if bits == 1:  # 1 bit: a threshold at 1/2 (0.5 itself rounds down, to the even 0)
+        assert set(torch.unique(got).tolist()) <= {0.0, 1.0}
+        assert float(bit_depth(torch.tensor([0.5]), 1)) == 0.0
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 6), (1, 2, 2, 3), (1, 1, 1, 4)])
+def test_median_matches_scipy_reflect(size: int, shape: tuple[int, int, int, int]) -> None:
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(shape, generator=g)
+    for img in (x, torch.randint(0, 4, shape, generator=g).float() / 3):  # with many ties
+        got = median_smooth(img, size)
+        want = median_filter(img.numpy(), size=(1, 1, size, size), mode="reflect")
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_median_two_by_two_by_hand() -> None:
+    # one row [5, 1, 9, 3, 7]: the 2-wide window of output i covers inputs i-1 and i (input -1
+    # mirrors to input 0) and of two values the larger is the median (scipy's rank 1 of 2)
+    x = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0]).view(1, 1, 1, 5)
+    assert median_smooth(x, 2).flatten().tolist() == [5.0, 5.0, 9.0, 9.0, 7.0]
+
+
+# -------------------------------------------------------------------------------- the score
+@pytest.mark.parametrize("logit_sign", [1.0, -1.0])
+def test_score_matches_a_direct_computation(logit_sign: float) -> None:
+    model = tiny_model(logit_sign).double()
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    probe = Probe(model, x)
+    det = FeatureSqueezingDetector(bits=3, median_size=2)
+    got = det.score_probe(probe, probe.predictions)
+
+    def probs(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return softmax_np(model.predict_logits(torch.from_numpy(images)).numpy())
+
+    xs = x.numpy()
+    p0 = probs(xs)
+    d_bits = np.abs(probs(np.rint(xs * 7.0) / 7.0) - p0).sum(1)
+    d_median = np.abs(probs(median_filter(xs, size=(1, 1, 2, 2), mode="reflect")) - p0).sum(1)
+    np.testing.assert_allclose(got.detach().numpy(), np.maximum(d_bits, d_median), rtol=1e-10)
+    assert (d_bits != d_median).all()  # the max really chooses
+    only_bits = FeatureSqueezingDetector(bits=3, median_size=None).score_probe(probe, None)
+    only_median = FeatureSqueezingDetector(bits=None, median_size=2).score_probe(probe, None)
+    np.testing.assert_allclose(only_bits.detach().numpy(), d_bits, rtol=1e-10)
+    np.testing.assert_allclose(only_median.detach().numpy(), d_median, rtol=1e-10)
+    assert ((got >= 0) & (got <= 2)).all()
+
+
+def test_defaults_and_interface() -> None:
+    cfg = SqueezeConfig()
+    assert (cfg.name, cfg.bits, cfg.median_size) == ("feature_squeezing", 5, 2)
+    det = FeatureSqueezingDetector()
+    assert det.reads_images and det.needs_forward and det.layers == ()
+    assert det.squeezer_names == ["bits5", "median2x2"]
+    assert det.fit_on(None) is det and det.metrics() == {} and det.caveats() == {}  # type: ignore[arg-type]
+    assert FeatureSqueezingDetector(SqueezeConfig(bits=1)).bits == 1
+    for bad in ({"bits": 0}, {"bits": 17}, {"median_size": 1}, {"bits": None, "median_size": None}):
+        with pytest.raises(ConfigError, match=r"defense\.(bits|median_size)"):
+            SqueezeConfig(**bad)
+    model = tiny_model()
+    empty = Probe(model, torch.zeros(0, 3, 8, 8))
+    assert det.score_probe(empty, empty.predictions).shape == (0,)
+
+
+# -------------------------------------------------------------------------------------- BPDA
+def test_bpda_gradient_is_the_gradient_at_the_squeezed_image() -> None:
+    model = tiny_model().double()
+    x0 = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    det = FeatureSqueezingDetector(bits=2, median_size=3)
+    weights = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    plain = det.squeeze(x0)
+    for k, (branch, value) in enumerate(zip(det.squeeze_bpda(x0), plain, strict=True)):
+        assert torch.equal(branch, value)  # straight-through changes no value
+        x = x0.clone().requires_grad_(True)
+        out = (weights * torch.softmax(model.predict_logits(det.squeeze_bpda(x)[k]), 1)).sum()
+        (g_bpda,) = torch.autograd.grad(out, x)
+        at = value.clone().requires_grad_(True)  # f differentiated at squeeze(x) itself
+        (g_at,) = torch.autograd.grad(
+            (weights * torch.softmax(model.predict_logits(at), 1)).sum(), at
+        )
+        torch.testing.assert_close(g_bpda, g_at, rtol=1e-12, atol=1e-15)
+        assert g_at.abs().sum() > 0 and not torch.equal(value, x0)
+
+
+def test_score_gradient_reaches_the_images() -> None:
+    model = tiny_model()
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    probe = Probe(model, x)
+    FeatureSqueezingDetector().score_probe(probe, probe.predictions).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
