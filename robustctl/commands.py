@@ -97,12 +97,14 @@ def evaluate_model(
     classification: str,
     title: str | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Clean evaluation, then the ``threat_model`` stages against the ``defense``; each stage is
+    """Clean evaluation, then the ``threat_model`` stages against the ``defense``, then the
+    sanity checks on all their metrics (:mod:`robustctl.evaluation.sanity`); each stage is
     logged as soon as it finishes and added to the run's ``completed_stages`` tag, and the run
     description (``title``, then the summary table) is rewritten with it. A reopened run
     (``trainer.resume=true`` after a crash during evaluation) skips the stages that tag lists and
     reads their metrics back from the run. Returns (metrics, notes) for the summary."""
     from robustctl.evaluation.clean_stage import clean_stage
+    from robustctl.evaluation.sanity import sanity_stage
     from robustctl.inference import ModelOutputs
     from robustctl.threat_models import run_threat_model
     from robustctl.tracking.description import run_description
@@ -124,12 +126,16 @@ def evaluate_model(
         if keys.CLEAN_STAGE not in skip:
             yield clean_stage(cfg, model, data, classification, outputs)
         yield from run_threat_model(cfg, model, data, outputs=outputs, skip=skip)
+        if cfg.threat_model.name != "none" and keys.SANITY_STAGE not in skip:
+            yield sanity_stage(metrics)  # on every stage's metrics, earlier attempts' included
 
+    tags: dict[str, str] = dict(logged.tags) if logged is not None else {}
     for result in stages():
         record_stage(tracker, result, done)
         metrics.update(result.metrics)
         notes.update(result.notes)
-        tracker.set_description(run_description(title, metrics))
+        tags.update(result.tags)
+        tracker.set_description(run_description(title, metrics, tags))
     return metrics, notes
 
 

@@ -81,6 +81,12 @@ CLEAN_CORRECT = "clean_correct"  # the success rate's denominator
 TARGET_RATE = "target_rate"  # targeted attacks: adv_pred == target, over clean-correct examples
 DISTORTIONS = ("distortion", "l2", "linf", "l0")
 PAIRS, AUC, SECONDS = "pairs", "auc", "seconds"
+# gray-box: misclassification rate (over clean-correct examples) of Gaussian noise with each
+# example's attack perturbation norm: the attack must beat it (robustctl.evaluation.sanity)
+NOISE_SUCCESS_RATE = "noise_success_rate"
+# white-box iteration check on a subset: C&W-wb as configured vs with twice the iterations
+CHECK_SUCCESS_RATE = "check_success_rate"
+MORE_ITERATIONS_SUCCESS_RATE = "more_iterations_success_rate"
 # white-box: the L2 budget (normalized, like ``distortion``) at which half the clean-correct
 # examples are breached; the whole curve is the artifact WHITEBOX_BUDGET_CURVE
 MEDIAN_DISTORTION = "median_distortion"
@@ -203,10 +209,17 @@ WHITEBOX_THRESHOLD_TAG = f"{WHITEBOX}/{CW_WB}/threshold"
 FINGERPRINT_TAG = "fingerprint"
 # the evaluation stages logged in full, comma-separated in order: a resumed run skips them
 COMPLETED_STAGES_TAG = "completed_stages"
-CLEAN_STAGE, DETECTOR_STAGE = "clean", "detector"
+CLEAN_STAGE, DETECTOR_STAGE, SANITY_STAGE = "clean", "detector", "sanity"
 TRAINING_FINGERPRINT_TAG = "training_fingerprint"
 VARIANT_TAG = "variant"
 SEED_TAG = "seed"
+
+
+def sanity_tag(check: str) -> str:
+    """``sanity/<check>``: ``passed``, ``failed: ...`` or ``not checked: ...``
+    (robustctl.evaluation.sanity)."""
+    return f"sanity/{check}"
+
 
 # keys shown in the overview of the end-of-command summary (the stage tables show the rest)
 STAGE_FAMILIES = (*STAGES, RESILIENCY, BIM_PATH)

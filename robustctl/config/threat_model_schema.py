@@ -66,6 +66,9 @@ class ThreatModelConfig:
     resiliency_attacks: list[str] = field(default_factory=lambda: ["fgsm", "bim"])
     resiliency_eps: list[float] = field(default_factory=lambda: list(RESILIENCY_EPS))
     seed: int = 0
+    # white-box sanity check: C&W-wb rerun with twice the iterations on this many attacked images
+    # (0: off); it must not succeed less often (robustctl.evaluation.sanity)
+    sanity_samples: int = 16
     whitebox: CwWbConfig = field(default_factory=CwWbConfig)
     blackbox: BlackboxConfig = field(default_factory=BlackboxConfig)
 

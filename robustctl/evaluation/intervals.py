@@ -44,7 +44,10 @@ def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); round-off would leave 1e-17
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:

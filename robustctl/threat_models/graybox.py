@@ -6,7 +6,10 @@ the detector: success rate and distortions per attack (:mod:`robustctl.evaluatio
 the detection AUC over (clean-correct, attack-succeeded) pairs with its pair count
 (:mod:`robustctl.evaluation.detection`), the resiliency curves (accuracy under FGSM/BIM per eps,
 PDM Figure 3) and the gradient norms along BIM's path (PDM section 4.2). Figures: ROC curves,
-origin-vs-adversarial confusion matrices, example grids, resiliency curves.
+origin-vs-adversarial confusion matrices, example grids, resiliency curves. Per attack, the
+noise baseline: how often Gaussian noise of the attack's per-image L2 norm fools the classifier
+(``graybox/<attack>/noise_success_rate``; the attack must beat it:
+:mod:`robustctl.evaluation.sanity`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from robustctl.evaluation.figures import example_grid_figure
 from robustctl.evaluation.gradient_path import bim_gradient_norms
 from robustctl.evaluation.resiliency import resiliency_curve, resiliency_figure
 from robustctl.evaluation.result import StageResult
+from robustctl.evaluation.sanity import noise_baseline
 from robustctl.threat_models.context import ThreatContext, detect
 
 # the BIM-path diagnostic's budget (PDM section 4.2: BIM, eps 0.1, 10 iterations)
@@ -46,6 +50,18 @@ def run(ctx: ThreatContext) -> StageResult:
     for name, outcome in outcomes.items():
         out.metrics.update(outcome.metrics)
         out.metrics[keys.graybox(name, keys.SECONDS)] = outcome.seconds
+        out.metrics.update(
+            noise_baseline(
+                ctx.model,
+                ctx.x,
+                outcome.x_adv,
+                ctx.y,
+                outcome.clean_pred,
+                keys.graybox(name, keys.NOISE_SUCCESS_RATE),
+                tm.batch_size,
+                tm.seed,
+            )
+        )
         console.print(f"  {name}: {outcome.seconds:.1f}s")
         if ctx.detector is not None:
             _, result = detect(ctx, outcome.x_adv)

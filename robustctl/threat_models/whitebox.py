@@ -14,12 +14,17 @@ succeeded) as the artifact ``whitebox/cw_wb_budget_curve.json`` with its plot, a
 ``whitebox/cw_wb/median_distortion``: the budget at which half of the clean-correct examples are
 breached (infinite, logged as NaN with a note, when fewer than half are), with a bootstrap interval.
 
+Sanity check (:mod:`robustctl.evaluation.sanity`): C&W-wb is rerun with twice the iterations on
+``threat_model.sanity_samples`` attacked images; both success rates there are logged
+(``whitebox/cw_wb/check_success_rate``, ``whitebox/cw_wb/more_iterations_success_rate``).
+
 ``threshold=detector`` takes its global threshold from the *validation* split's clean scores, never
 from the attacked test images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -126,6 +131,27 @@ def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
     )
 
 
+def iteration_check(
+    ctx: ThreatContext, detector: Any, outcome: AttackOutcome, wb: CwWbConfig
+) -> dict[str, float]:
+    """C&W-wb rerun with twice the iterations per binary step on the first
+    ``threat_model.sanity_samples`` attacked images: its success rate there beside the configured
+    attack's (robustctl.evaluation.sanity: more iterations must not succeed less often)."""
+    n = min(ctx.cfg.threat_model.sanity_samples, len(ctx.x))
+    if n == 0:
+        return {}
+    longer = dataclasses.replace(wb, steps=2 * wb.steps)
+    attack = cw_wb_attack(
+        longer, ctx.model, detector, ctx.data, ctx.cfg.evaluate.batch_size, ctx.outputs
+    )
+    console.print(f"  sanity: C&W-wb with {longer.steps} iterations on {n} images")
+    again = attack(ctx.x[:n], ctx.y[:n])
+    return {
+        keys.whitebox(keys.CHECK_SUCCESS_RATE): float(outcome.success[:n].float().mean()),
+        keys.whitebox(keys.MORE_ITERATIONS_SUCCESS_RATE): float(again.success.float().mean()),
+    }
+
+
 def run(ctx: ThreatContext) -> StageResult:
     detector = require_detector(ctx.detector, "threat_model stage whitebox")
     wb = ctx.cfg.threat_model.whitebox
@@ -149,6 +175,7 @@ def run(ctx: ThreatContext) -> StageResult:
             **result.metrics(keys.attack_prefix(keys.WHITEBOX, keys.CW_WB)),
             **budget_metrics(distortions, ctx.cfg.threat_model.seed),
             keys.whitebox(keys.SECONDS): outcome.seconds,
+            **iteration_check(ctx, detector, outcome, wb),
         },
         tags={keys.WHITEBOX_THRESHOLD_TAG: wb.threshold},
         figures={

@@ -8,7 +8,9 @@ Rows, each with the examples it is computed over:
 - per gray-box attack: success rate, mean distortion, detection AUC with its pair count;
 - white-box C&W-wb: success rate, mean minimal distortion, AUC with pairs;
 - black-box C&W-wb: transfer rate (over its candidates), AUC with pairs;
-- a training-only run: final train and validation accuracy.
+- a training-only run: final train and validation accuracy;
+- the sanity checks (:mod:`robustctl.evaluation.sanity`): passed, failed (possible gradient
+  masking) or not checked.
 
 An AUC the run could not compute (too few pairs) shows "n/a" with the pair count.
 """
@@ -48,8 +50,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def run_description(title: str, metrics: Mapping[str, float]) -> str:
-    """Markdown: ``title``, then one table per stage the metrics cover (module docstring)."""
+def run_description(
+    title: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+) -> str:
+    """Markdown: ``title``, then one table per stage the metrics cover (module docstring), then
+    the sanity checks' results found in ``tags`` (``sanity/<check>``)."""
     lines = [f"**{title}**", ""]
     if keys.CLEAN_ACCURACY in metrics:
         lines += _table(
@@ -101,4 +106,8 @@ def run_description(title: str, metrics: Mapping[str, float]) -> str:
         ]
         header = ["black-box", "transfer rate", "candidates", "detection AUC", "pairs"]
         lines += [*_table(header, [row]), ""]
+    checks = {k.split("/", 1)[1]: v for k, v in (tags or {}).items() if k.startswith("sanity/")}
+    if checks:
+        rows = [[name, value] for name, value in checks.items()]
+        lines += [*_table(["sanity check (gradient masking)", "result"], rows), ""]
     return "\n".join(lines).rstrip() + "\n"

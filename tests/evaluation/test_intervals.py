@@ -25,6 +25,8 @@ def test_wilson_interval_textbook_values():
     # 0 of 10: [0, 0.2775]; the interval never leaves [0, 1]
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=5e-4)
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    # exactly, not up to round-off: a rate of 0 (1) never has an interval above 0 (below 1)
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(4, 3)

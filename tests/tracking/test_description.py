@@ -52,3 +52,17 @@ def test_a_training_only_run_shows_its_last_epoch():
     assert "| train accuracy (last epoch) | 0.9000 |" in text
     assert "| validation accuracy (last epoch) | 0.8500 |" in text
     assert "gray-box" not in text
+
+
+def test_sanity_checks_close_the_description():
+    tags = {
+        "sanity/unbounded_attack_succeeds": "failed: unbounded attack below ~100% success",
+        "sanity/attack_beats_noise": "passed",
+        "seed": "0",  # other tags stay out
+    }
+    text = run_description("T", {"clean/accuracy": 0.5}, tags)
+    assert text.endswith(
+        "| sanity check (gradient masking) | result |\n|---|---:|\n"
+        "| unbounded_attack_succeeds | failed: unbounded attack below ~100% success |\n"
+        "| attack_beats_noise | passed |\n"
+    )

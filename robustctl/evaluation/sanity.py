@@ -1,0 +1,214 @@
+"""Automatic checks that an evaluation's attacks really attacked (Carlini et al. 2019, "On
+evaluating adversarial robustness", section 5): each failed check is a symptom of gradient
+masking or a broken attack, so the numbers beside it may overstate robustness.
+
+Checks, read from a run's metrics (:func:`sanity_checks`), each ``passed``, ``failed`` (with the
+numbers that failed it) or ``not checked`` (its metrics are missing):
+
+``unbounded_attack_succeeds``
+    An attack without a distortion bound (gray-box ``cw``, ``cw_hc``, ``deepfool``) must fool the
+    classifier on (nearly) every clean-correct image: fails when the upper end of its success
+    rate's 95% Wilson interval is below ``UNBOUNDED_SUCCESS_MIN`` (or, without an interval, when
+    the rate is).
+``success_grows_with_eps``
+    Along each resiliency curve (accuracy under attack per eps), accuracy must not rise with the
+    budget: fails when it rises by more than ``MONOTONE_TOLERANCE`` between two budgets.
+``transfer_not_stronger_than_whitebox``
+    Examples transferred from a proxy (black-box) must not beat the white-box attack that knows
+    the target: fails when the black-box transfer rate's interval lies wholly above the white-box
+    success rate's, or the black-box detection AUC's interval wholly below the white-box AUC's.
+``attack_beats_noise``
+    Each gray-box attack must fool the classifier more often than random noise with the same L2
+    norm per image (``graybox/<attack>/noise_success_rate``, :func:`noise_baseline`): fails when
+    the attack's success rate is not above the noise's (an attack that succeeds everywhere
+    passes).
+``more_iterations_not_weaker``
+    C&W-wb rerun with twice the iterations per binary step on a subset
+    (``whitebox/cw_wb/check_success_rate`` vs ``whitebox/cw_wb/more_iterations_success_rate``)
+    must not succeed less often: fails when it succeeds on fewer images.
+
+Each check becomes the tag ``sanity/<check>`` (``passed``, ``failed: ...``, ``not checked: ...``);
+a failure is shown in the summary and the report as possible gradient masking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from robustctl import metric_keys as keys
+from robustctl.evaluation.attack_runner import rate_metrics
+from robustctl.evaluation.result import StageResult
+from robustctl.inference import predict_labels
+
+UNBOUNDED_ATTACKS = ("cw", "cw_hc", "deepfool")
+UNBOUNDED_SUCCESS_MIN = 0.99  # "~100%": the success rate's interval must reach this
+MONOTONE_TOLERANCE = 0.02  # accuracy may rise this much with eps (sampling noise) before failing
+PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    name: str
+    status: str  # PASSED, FAILED or NOT_CHECKED
+    detail: str = ""
+
+    @property
+    def tag(self) -> str:
+        """The run tag's value: ``passed``, ``failed: <detail>`` or ``not checked: <detail>``."""
+        return self.status if self.status == PASSED else f"{self.status}: {self.detail}"
+
+
+def _interval(metrics: Mapping[str, float], key: str) -> tuple[float, float]:
+    value = metrics[key]
+    return metrics.get(keys.ci_low(key), value), metrics.get(keys.ci_high(key), value)
+
+
+def unbounded_attack_succeeds(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "unbounded_attack_succeeds"
+    rates = {
+        attack: keys.graybox(attack, keys.SUCCESS_RATE)
+        for attack in keys.attacks_in(metrics, keys.GRAYBOX)
+        if attack in UNBOUNDED_ATTACKS and keys.graybox(attack, keys.SUCCESS_RATE) in metrics
+    }
+    if not rates:
+        return SanityCheck(name, NOT_CHECKED, "no unbounded gray-box attack (cw, cw_hc, deepfool)")
+    low = [
+        f"{attack} {metrics[key]:.3f} (95% CI up to {_interval(metrics, key)[1]:.3f})"
+        for attack, key in rates.items()
+        if _interval(metrics, key)[1] < UNBOUNDED_SUCCESS_MIN
+    ]
+    if low:
+        return SanityCheck(name, FAILED, "unbounded attack below ~100% success: " + ", ".join(low))
+    return SanityCheck(name, PASSED)
+
+
+def success_grows_with_eps(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "success_grows_with_eps"
+    curves: dict[str, dict[float, float]] = {}
+    for key, value in metrics.items():
+        parsed = keys.parse_resiliency(key)
+        if parsed is not None:
+            curves.setdefault(parsed[0], {})[parsed[1]] = value
+    if not curves:
+        return SanityCheck(name, NOT_CHECKED, "no resiliency curve")
+    rises = []
+    for attack, curve in curves.items():
+        eps = sorted(curve)
+        for i, small in enumerate(eps):
+            for large in eps[i + 1 :]:
+                if curve[large] > curve[small] + MONOTONE_TOLERANCE:
+                    rises.append(
+                        f"{attack}: accuracy {curve[small]:.3f} at eps {small:g} but "
+                        f"{curve[large]:.3f} at eps {large:g}"
+                    )
+    if rises:
+        return SanityCheck(name, FAILED, "; ".join(rises))
+    return SanityCheck(name, PASSED)
+
+
+def transfer_not_stronger_than_whitebox(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "transfer_not_stronger_than_whitebox"
+    wb_rate, bb_rate = keys.whitebox(keys.SUCCESS_RATE), keys.BLACKBOX_TRANSFER_RATE
+    if wb_rate not in metrics or bb_rate not in metrics or metrics[bb_rate] != metrics[bb_rate]:
+        return SanityCheck(name, NOT_CHECKED, "needs the white-box and black-box stages")
+    problems = []
+    if _interval(metrics, bb_rate)[0] > _interval(metrics, wb_rate)[1]:
+        problems.append(
+            f"black-box transfer rate {metrics[bb_rate]:.3f} above white-box success rate "
+            f"{metrics[wb_rate]:.3f}"
+        )
+    wb_auc, bb_auc = keys.whitebox(keys.AUC), keys.blackbox(keys.AUC)
+    if wb_auc in metrics and bb_auc in metrics:
+        if _interval(metrics, bb_auc)[1] < _interval(metrics, wb_auc)[0]:
+            problems.append(
+                f"black-box AUC {metrics[bb_auc]:.3f} below white-box AUC {metrics[wb_auc]:.3f}"
+            )
+    if problems:
+        return SanityCheck(name, FAILED, "; ".join(problems))
+    return SanityCheck(name, PASSED)
+
+
+def attack_beats_noise(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "attack_beats_noise"
+    weaker = []
+    checked = 0
+    for attack in keys.attacks_in(metrics, keys.GRAYBOX):
+        rate = metrics.get(keys.graybox(attack, keys.SUCCESS_RATE))
+        noise = metrics.get(keys.graybox(attack, keys.NOISE_SUCCESS_RATE))
+        if rate is None or noise is None or rate != rate:
+            continue
+        checked += 1
+        if rate < 1.0 and rate <= noise:
+            weaker.append(f"{attack} {rate:.3f} vs noise {noise:.3f}")
+    if not checked:
+        return SanityCheck(name, NOT_CHECKED, "no gray-box attack with its noise baseline")
+    if weaker:
+        return SanityCheck(
+            name, FAILED, "attack no stronger than same-norm noise: " + ", ".join(weaker)
+        )
+    return SanityCheck(name, PASSED)
+
+
+def more_iterations_not_weaker(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "more_iterations_not_weaker"
+    base = metrics.get(keys.whitebox(keys.CHECK_SUCCESS_RATE))
+    more = metrics.get(keys.whitebox(keys.MORE_ITERATIONS_SUCCESS_RATE))
+    if base is None or more is None:
+        return SanityCheck(name, NOT_CHECKED, "no white-box iteration check (sanity_samples=0)")
+    if more < base:
+        return SanityCheck(
+            name,
+            FAILED,
+            f"C&W-wb with twice the iterations succeeds less often ({more:.3f} < {base:.3f})",
+        )
+    return SanityCheck(name, PASSED)
+
+
+CHECKS = (
+    unbounded_attack_succeeds,
+    success_grows_with_eps,
+    transfer_not_stronger_than_whitebox,
+    attack_beats_noise,
+    more_iterations_not_weaker,
+)
+
+
+def sanity_checks(metrics: Mapping[str, float]) -> list[SanityCheck]:
+    """Every check of the module docstring on one run's metrics."""
+    return [check(metrics) for check in CHECKS]
+
+
+def sanity_stage(metrics: Mapping[str, float]) -> StageResult:
+    """The checks as a stage result: one ``sanity/<check>`` tag each, and a note per failure."""
+    out = StageResult(stage=keys.SANITY_STAGE)
+    for check in sanity_checks(metrics):
+        out.tags[keys.sanity_tag(check.name)] = check.tag
+        if check.status == FAILED:
+            out.notes[keys.sanity_tag(check.name)] = f"possible gradient masking: {check.detail}"
+    return out
+
+
+@torch.no_grad()
+def noise_baseline(
+    model: nn.Module,
+    x: Tensor,
+    x_adv: Tensor,
+    labels: Tensor,
+    clean_pred: Tensor,
+    key: str,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``key`` = the share of clean-correct images that Gaussian noise with the same per-image L2
+    norm as the attack's perturbation (``x_adv - x``) makes the model misclassify (clipped to
+    [0, 1]; seeded), with its Wilson interval."""
+    delta = (x_adv - x).flatten(1)
+    direction = torch.randn(delta.shape, generator=torch.Generator().manual_seed(seed))
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    noise = (direction * delta.norm(dim=1, keepdim=True)).view_as(x)
+    noisy_pred = predict_labels(model, (x + noise).clamp(0, 1), batch_size)
+    return rate_metrics(key, noisy_pred != labels, clean_pred == labels)
