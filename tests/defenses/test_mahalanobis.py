@@ -1,0 +1,305 @@
+"""MahalanobisDetector against scikit-learn's EmpiricalCovariance, a direct computation of the
+preprocessing step, finite differences (gradcheck), and scikit-learn's LogisticRegression for the
+layer combination; end to end through FitInputs with a tiny ResNet and an FGSM written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from robustctl.data.base import ImageData
+from robustctl.defenses.base import FitInputs, Probe, score_images
+from robustctl.defenses.mahalanobis import (
+    LogisticCombiner,
+    MahalanobisConfig,
+    MahalanobisDetector,
+)
+from robustctl.errors import ConfigError
+from robustctl.inference import ModelOutputs, predict_labels
+from robustctl.models import ResNet
+
+
+# ------------------------------------------------------------------------------------ helpers
+def features(n: int = 150, d: int = 5, k: int = 3, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """k classes with distinct means and a shared, correlated (non-identity) covariance."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(k).repeat_interleave(n // k)
+    mix = torch.randn(d, d, generator=g, dtype=torch.float64)
+    mu = 3.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    f = mu[y] + torch.randn(len(y), d, generator=g, dtype=torch.float64) @ mix
+    return f, y
+
+
+def fgsm_craft(model: torch.nn.Module):
+    """(attack, params, x, y) -> x_adv: one signed-gradient step on the cross-entropy."""
+
+    def craft(attack: str, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert attack == "fgsm"
+        xr = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model.predict_logits(xr), y)
+        (g,) = torch.autograd.grad(loss, xr)
+        return (x + params["eps"] * g.sign()).clamp(0, 1).detach()
+
+    return craft
+
+
+def tiny_inputs(
+    n_train: int = 90, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[ResNet, FitInputs]:
+    """A depth-8 ResNet (untrained, eval mode) on random 8x8 one-channel images, 3 classes."""
+    torch.manual_seed(seed)
+    model = ResNet(depth=8, num_classes=3, in_channels=1, width=4).eval().to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(n_train + 30, 1, 8, 8, generator=g, dtype=dtype)
+    y = torch.arange(len(x)) % 3
+    data = ImageData(
+        "tiny", x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0], ("a", "b", "c")
+    )
+    inputs = FitInputs(
+        model,
+        data,
+        ModelOutputs(model, data, 128),
+        batch_size=128,
+        generator=torch.Generator().manual_seed(7),
+        craft=fgsm_craft(model),
+    )
+    return model, inputs
+
+
+def sklearn_min_distance(f: np.ndarray, y: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Lee et al.'s score by scikit-learn: tied covariance of the class-centred features,
+    squared Mahalanobis distance to each class mean, minimum over classes."""
+    mu = np.stack([f[y == c].mean(0) for c in np.unique(y)])
+    cov = EmpiricalCovariance(assume_centered=True).fit(f - mu[y])
+    return np.stack([cov.mahalanobis(q - m) for m in mu], 1).min(1)
+
+
+# ---------------------------------------------------------------------------- fitting, scores
+def test_distance_matches_sklearn() -> None:
+    f, y = features()
+    q, _ = features(n=30, seed=1)
+    det = MahalanobisDetector().fit_features({"embedding": f}, y)
+    got = det.distance(q, "embedding")
+    want = sklearn_min_distance(f.numpy(), y.numpy(), q.numpy())
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
+    # the minimum is over classes, not under the given class: score_probe ignores ``classes``
+    probe = Probe.known(None, q, q, torch.zeros(len(q), 3))  # type: ignore[arg-type]
+    for classes in (torch.zeros(30, dtype=torch.long), torch.full((30,), 2)):
+        torch.testing.assert_close(det.score_probe(probe, classes), got)
+    assert det.caveats() == {}
+    assert det.metrics() == {"mahalanobis/layers": 1.0, "mahalanobis/noise": 0.0}
+
+
+def test_rank_deficient_covariance_uses_the_pseudo_inverse() -> None:
+    f, y = features(d=4)
+    f = torch.cat([f, f[:, :2].sum(1, keepdim=True), torch.zeros(len(f), 1)], 1)  # rank 4 of 6
+    q, _ = features(n=30, d=4, seed=1)
+    q = torch.cat([q, q[:, :2].sum(1, keepdim=True), torch.zeros(len(q), 1)], 1)
+    det = MahalanobisDetector().fit_features({"embedding": f}, y)
+    # sklearn's EmpiricalCovariance.precision_ is the pseudo-inverse (pinvh) as well
+    want = sklearn_min_distance(f.numpy(), y.numpy(), q.numpy())
+    np.testing.assert_allclose(det.distance(q, "embedding").numpy(), want, rtol=1e-6)
+    assert torch.isfinite(det.precision("embedding")).all()
+    value, text = det.caveats()["mahalanobis/rank_deficient_covariance"]
+    assert value == "embedding" and "(4/6)" in text
+
+
+def test_preprocessing_is_the_sign_step_and_bpda_gradient() -> None:
+    model, inputs = tiny_inputs(dtype=torch.float64)
+    layers = ["stage2", "embedding"]
+    det = MahalanobisDetector(layers=layers, noise=0.01)
+    det.fit_features(inputs.layers("train", tuple(layers)), inputs.data.y_train)
+    x = inputs.data.x_val[:6]
+    means = {n: det.means(n).numpy() for n in layers}
+    precs = {n: det.precision(n).numpy() for n in layers}
+
+    def direct_m(xx: torch.Tensor, name: str) -> torch.Tensor:
+        """M^l by an explicit loop over classes (own code, not the detector's)."""
+        f = model.layer_outputs(xx, (name,))[name]
+        per_class = []
+        for mu in means[name]:
+            d = f - torch.from_numpy(mu)
+            per_class.append(torch.einsum("ni,ij,nj->n", d, torch.from_numpy(precs[name]), d))
+        return torch.stack(per_class, 1).min(1).values
+
+    with torch.no_grad():  # the sign is computed even when the caller disables gradients
+        x_hats = det.preprocessed(model, x)
+    for name in layers:
+        xr = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(direct_m(xr, name).sum(), xr)
+        want = (x - 0.01 * g.sign()).clamp(0, 1)
+        assert (g != 0).float().mean() > 0.9  # the step is not vacuous
+        torch.testing.assert_close(x_hats[name], want, rtol=0, atol=1e-15)
+        assert not x_hats[name].requires_grad
+    # scored at x_hat, one column per layer; preprocessing lowers the (clean) distances
+    probe = Probe(model, x, det.layers)
+    cols = det.layer_scores(probe)
+    for j, name in enumerate(layers):
+        torch.testing.assert_close(cols[:, j], direct_m(x_hats[name], name))
+        assert (cols[:, j] < direct_m(x, name).detach()).all()
+    # BPDA: the gradient of the score in x is the gradient of M^l at x_hat (step held constant)
+    det1 = MahalanobisDetector(layers=["stage2"], noise=0.01)
+    det1.fit_features(inputs.layers("train", ("stage2",)), inputs.data.y_train)
+    xr = x.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(det1.score_probe(Probe(model, xr), None).sum(), xr)
+    xh = x_hats["stage2"].clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(direct_m(xh, "stage2").sum(), xh)
+    torch.testing.assert_close(got, want)
+
+
+def test_gradcheck_single_layer_score() -> None:
+    model, inputs = tiny_inputs(dtype=torch.float64)
+    det = MahalanobisDetector(layers=["stage1"])
+    det.fit_features(inputs.layers("train", ("stage1",)), inputs.data.y_train)
+    x = inputs.data.x_val[:1].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda xx: det.score_probe(Probe(model, xx, det.layers), None), (x,), fast_mode=True
+    )
+
+
+# ----------------------------------------------------------------------------- combination
+def test_logistic_combiner_matches_sklearn() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2])
+    x = x + torch.tensor([2.0, -1.0, 10.0])
+    y = (x[:, 0] + 0.3 * x[:, 1] + torch.randn(300, generator=g, dtype=torch.float64) > 1.5).long()
+    lr = LogisticCombiner().fit(x, y, c=0.5)
+    xs = StandardScaler().fit_transform(x.numpy())
+    sk = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(xs, y.numpy())
+    np.testing.assert_allclose(lr.weight.numpy(), sk.coef_[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(lr.bias), sk.intercept_[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        lr(x).numpy(), sk.decision_function(xs), rtol=1e-4, atol=1e-4
+    )  # the score is the logit, in the caller's dtype
+    assert float(lr.train_accuracy) == pytest.approx(sk.score(xs, y.numpy()))
+    with pytest.raises(ValueError, match="labels 0 and 1"):
+        LogisticCombiner().fit(x, torch.zeros(300))
+
+
+def test_separable_scores_rank_adversarial_above_clean() -> None:
+    # per-layer scores: adversarial examples are further in two of three layers
+    g = torch.Generator().manual_seed(4)
+
+    def draw(n: int, adv: bool) -> torch.Tensor:
+        s = torch.randn(n, 3, generator=g).abs() * 3
+        return s + torch.tensor([4.0, 0.0, 2.5]) * adv
+
+    clean, adv = draw(200, False), draw(200, True)
+    lr = LogisticCombiner().fit(torch.cat([clean, adv]), torch.arange(400) >= 200)
+    tc, ta = draw(200, False), draw(200, True)
+    scores = lr(torch.cat([tc, ta]))
+    auc = roc_auc_score(np.r_[np.zeros(200), np.ones(200)], scores.numpy())
+    assert auc > 0.9
+    assert lr.weight[0] > 0 and lr.weight[2] > 0 and abs(lr.weight[1]) < lr.weight[2]
+
+
+# -------------------------------------------------------------------------------- end to end
+def test_fit_on_end_to_end_and_successful_only() -> None:
+    model, inputs = tiny_inputs()
+    det = MahalanobisDetector(
+        layers=["stage1", "stage3", "embedding"],
+        noise=0.002,
+        fit_attack_params={"eps": 0.3},
+        fit_samples=60,
+    ).fit_on(inputs)
+    # the pairs kept: clean image correct and adversarial example wrong, by the model itself
+    clean, adv, y = inputs.adversarial_examples("train", "fgsm", {"eps": 0.3}, 60, 0)
+    ok = (predict_labels(model, clean) == y) & (predict_labels(model, adv) != y)
+    assert 10 <= int(ok.sum()) < 60  # enough to filter (MIN_FIT_PAIRS), and the filter bites
+    m = det.metrics()
+    assert m["mahalanobis/fit_pairs"] == int(ok.sum())
+    assert float(det.combiner.train_examples) == 2 * int(ok.sum())
+    assert "mahalanobis/fit_pairs" not in det.caveats()
+    assert 0.0 <= m["mahalanobis/lr_train_accuracy"] <= 1.0 and m["mahalanobis/layers"] == 3.0
+    assert det.reads_images and det.needs_forward and det.layers == ()
+    preds, scores = score_images(det, model, inputs.data.x_val, batch_size=16)
+    assert scores.shape == (30,) and torch.isfinite(scores).all()
+    torch.testing.assert_close(preds, predict_labels(model, inputs.data.x_val))
+
+
+def test_fit_pairs_without_the_filter_or_too_few_successes() -> None:
+    model, inputs = tiny_inputs()
+    # every pair kept without the filter
+    all_pairs = MahalanobisDetector(
+        layers=["stage3", "embedding"], fit_samples=40, successful_only=False
+    ).fit_on(inputs)
+    assert all_pairs.metrics()["mahalanobis/fit_pairs"] == 40.0
+    # and, with a caveat, when fewer than 10 attacks succeed on correctly classified images
+    weak = MahalanobisDetector(
+        layers=["stage3", "embedding"], fit_samples=40, fit_attack_params={"eps": 0.005}
+    ).fit_on(inputs)
+    clean, adv, y = inputs.adversarial_examples("train", "fgsm", {"eps": 0.005}, 40, 0)
+    ok = (predict_labels(model, clean) == y) & (predict_labels(model, adv) != y)
+    assert int(ok.sum()) < 10 and weak.metrics()["mahalanobis/fit_pairs"] == 40.0
+    value, text = weak.caveats()["mahalanobis/fit_pairs"]
+    assert value == "all" and f"only {int(ok.sum())} of 40" in text
+
+
+def test_single_layer_needs_no_adversarial_examples() -> None:
+    model, inputs = tiny_inputs()
+    inputs.craft = None  # adversarial_examples would raise
+    det = MahalanobisDetector().fit_on(inputs)
+    assert not det.needs_forward and not det.combiner.fitted
+    z = inputs.outputs.split("val").embeddings
+    want = sklearn_min_distance(
+        inputs.outputs.split("train").embeddings.double().numpy(),
+        inputs.data.y_train.numpy(),
+        z.double().numpy(),
+    )
+    _, scores = score_images(det, model, inputs.data.x_val)
+    np.testing.assert_allclose(scores.numpy(), want, rtol=1e-4)
+
+
+def test_state_dict_roundtrip() -> None:
+    model, inputs = tiny_inputs()
+    cfg = MahalanobisConfig(layers=["stage2", "embedding"], fit_samples=40, successful_only=False)
+    det = MahalanobisDetector(cfg).fit_on(inputs)
+    state = det.state_dict()
+    assert {
+        "means_stage2",
+        "precision_stage2",
+        "means_embedding",
+        "precision_embedding",
+        "ranks",
+        "combiner.weight",
+        "combiner.bias",
+        "combiner.mean",
+        "combiner.scale",
+    } <= set(state)
+    fresh = MahalanobisDetector(cfg)
+    fresh.load_state_dict(state)
+    assert fresh.metrics() == det.metrics()
+    x = inputs.data.x_val
+    torch.testing.assert_close(
+        score_images(fresh, model, x)[1], score_images(det, model, x)[1], rtol=0, atol=0
+    )
+
+
+# ------------------------------------------------------------------------------------ config
+def test_config_and_errors() -> None:
+    cfg = MahalanobisConfig()
+    assert (cfg.name, cfg.layers, cfg.noise) == ("mahalanobis", ["embedding"], 0.0)
+    assert (cfg.fit_attack, cfg.fit_attack_params, cfg.fit_samples) == ("fgsm", {"eps": 0.1}, 1000)
+    assert MahalanobisDetector(noise=0.001).config.noise == 0.001
+    for bad, key in [
+        ({"layers": []}, "defense.layers"),
+        ({"layers": ["embedding", "embedding"]}, "defense.layers"),
+        ({"noise": -0.1}, "defense.noise"),
+        ({"fit_samples": 1}, "defense.fit_samples"),
+        ({"lr_c": 0.0}, "defense.lr_c"),
+        ({"fit_attack": "nope"}, "defense.fit_attack"),
+        ({"fit_attack_params": {"eps": -1.0}}, "defense.fit_attack_params"),
+        ({"fit_attack_params": {"steps": 3}}, "defense.fit_attack_params"),
+    ]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            MahalanobisConfig(**bad)
+    _, inputs = tiny_inputs()
+    with pytest.raises(ConfigError, match="unknown layer"):
+        MahalanobisDetector(layers=["stage9"]).fit_on(inputs)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MahalanobisDetector().metrics()
