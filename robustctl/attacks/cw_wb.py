@@ -149,6 +149,6 @@ class CWWhiteBox(CW):
         toward = torch.where(
             gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
         )
-        score = self.detector.score_probe(probe, toward)
+        score = self.detector.attack_score(probe, toward)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)

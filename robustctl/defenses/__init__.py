@@ -21,12 +21,23 @@ import torch
 from torch import Tensor
 
 from robustctl.defenses.base import Detector, FitInputs, Probe, score_images, score_outputs
+from robustctl.defenses.combined import CombinedDetector, KDEBUDetector
 from robustctl.defenses.kde import KDEConfig, KDEDetector, threshold_at
+from robustctl.defenses.lid import LIDDetector
+from robustctl.defenses.mahalanobis import MahalanobisDetector
+from robustctl.defenses.squeezing import FeatureSqueezingDetector
+from robustctl.defenses.uncertainty import BUDetector
 from robustctl.errors import ConfigError
 
 DEFENSES: dict[str, type[Detector] | None] = {
     "none": None,
-    "kde": KDEDetector,
+    "kde": KDEDetector,  # Feinman et al. 2017 on the embedding (the PDM detector)
+    "bu": BUDetector,  # Bayesian uncertainty by MC dropout (Feinman et al. 2017)
+    "kde_bu": KDEBUDetector,  # KDE + BU by logistic regression (Feinman's KD+BU)
+    "lid": LIDDetector,  # local intrinsic dimensionality over layers (Ma et al. 2018)
+    "mahalanobis": MahalanobisDetector,  # tied-covariance class Gaussians (Lee et al. 2018)
+    "feature_squeezing": FeatureSqueezingDetector,  # Xu et al. 2018
+    "combined": CombinedDetector,  # logistic regression over any members
 }
 
 

@@ -87,6 +87,12 @@ class Detector(nn.Module):
         adversarial)."""
         raise NotImplementedError
 
+    def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
+        """What a white-box attack minimizes to evade the detector while moving toward the
+        classes ``toward``: :meth:`score_probe` under them, unless the detector knows a better
+        adaptive loss (one that bounds its score from above, e.g. Mahalanobis)."""
+        return self.score_probe(probe, toward)
+
     def metrics(self) -> dict[str, float]:
         """The fitted detector's own numbers, to log (``<name>/<quantity>``)."""
         return {}

@@ -23,9 +23,10 @@ Per-layer score (larger = more adversarial), the squared distance to the *closes
 Lee et al.'s confidence score is max_c -M_c^l; its negative is used here so that a larger score
 means "more adversarial". ``score_probe(probe, classes)`` ignores ``classes``, as Lee et al. do:
 the score is the distance to the closest class whatever class the model predicts (their argument:
-the closest class is the generative classifier's own prediction). Inside a white-box attack it is
-therefore the same score for every target class, and the attack has to move the features close
-to *some* class mean, not to the one it aims at.
+the closest class is the generative classifier's own prediction). A white-box attack minimizes
+:meth:`MahalanobisDetector.attack_score` instead: the distance to the mean of the class it moves
+toward, an upper bound of the score (the closest-class score alone would pull an attack that has
+not yet flipped the prediction back to the true class).
 
 Input preprocessing (``noise`` > 0; Lee et al. search it in {0, 0.0005, 0.001, 0.0014, 0.002,
 0.005, 0.01, ...}): each layer is scored at
@@ -416,10 +417,14 @@ class MahalanobisDetector(Detector):
         return self
 
     # ----------------------------------------------------------------------------- scoring
-    def distance(self, features: Tensor, name: str) -> Tensor:
+    def distance(self, features: Tensor, name: str, classes: Tensor | None = None) -> Tensor:
         """M^l: [N] squared Mahalanobis distance of ``features`` [N, C] of layer ``name`` to the
-        closest class mean (differentiable in the features)."""
-        return _min_distance(features, self.means(name), self.precision(name))
+        closest class mean, or to the mean of ``classes`` when given (differentiable in the
+        features)."""
+        if classes is None:
+            return _min_distance(features, self.means(name), self.precision(name))
+        d = features - self.means(name).to(features.dtype)[classes]
+        return ((d @ self.precision(name).to(features.dtype)) * d).sum(-1)
 
     def preprocessed(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
         """{layer: x_hat^l = clip(x - noise * sign(grad_x M^l(x)), 0, 1)}, each written as
@@ -440,15 +445,16 @@ class MahalanobisDetector(Detector):
             out[name] = x + step
         return out
 
-    def layer_scores(self, probe: Probe) -> Tensor:
-        """[N, L] per-layer scores M^l of the probe's images (at x_hat^l with preprocessing)."""
+    def layer_scores(self, probe: Probe, classes: Tensor | None = None) -> Tensor:
+        """[N, L] per-layer scores M^l of the probe's images (at x_hat^l with preprocessing);
+        distances to the means of ``classes`` instead of the closest when given."""
         self._check_fitted(layers_only=True)
         if self.noise <= 0:
-            cols = [self.distance(probe.layers[name], name) for name in self.layer_names]
+            cols = [self.distance(probe.layers[name], name, classes) for name in self.layer_names]
         else:
             x_hats = self.preprocessed(probe.model, probe.x)
             cols = [
-                self.distance(Probe(probe.model, x_hats[name], (name,)).layers[name], name)
+                self.distance(Probe(probe.model, x_hats[name], (name,)).layers[name], name, classes)
                 for name in self.layer_names
             ]
         return torch.stack(cols, 1)
@@ -468,6 +474,19 @@ class MahalanobisDetector(Detector):
         used (module docstring)."""
         self._check_fitted()
         scores = self.layer_scores(probe)
+        if len(self.layer_names) == 1:
+            return scores[:, 0]
+        return self.combiner(scores)
+
+    def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
+        """The white-box surrogate: the same score with each distance taken to the mean of the
+        class the attack moves toward. The distance to one class bounds the distance to the
+        closest from above, so bringing the surrogate under a threshold brings the score under
+        it (one layer, or combination weights >= 0); aiming at the target's mean gives the
+        attack a gradient toward the class it must reach, where the closest-class score would
+        pull it back to the true class."""
+        self._check_fitted()
+        scores = self.layer_scores(probe, toward)
         if len(self.layer_names) == 1:
             return scores[:, 0]
         return self.combiner(scores)

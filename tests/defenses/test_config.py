@@ -51,8 +51,13 @@ def test_schema_direct_construction() -> None:
 
 
 def test_registries_agree() -> None:
-    assert set(group_configs()["defense"]) == set(DEFENSES) == {"none", "kde"}
+    detectors = {"kde", "bu", "kde_bu", "lid", "mahalanobis", "feature_squeezing", "combined"}
+    assert set(group_configs()["defense"]) == set(DEFENSES) == {"none", *detectors}
     assert DEFENSES["kde"] is KDEDetector and DEFENSES["none"] is None
+    for name in detectors:  # each option composes, its config names it, and its class takes it
+        _, cfg = compose([f"defense={name}"])
+        assert cfg.defense.name == name
+        assert isinstance(cfg.defense, DEFENSES[name].config_type)
 
 
 def test_build_detector_from_the_composed_config() -> None:

@@ -95,6 +95,26 @@ def test_distance_matches_sklearn() -> None:
     assert det.metrics() == {"mahalanobis/layers": 1.0, "mahalanobis/noise": 0.0}
 
 
+def test_the_attack_surrogate_is_the_distance_to_the_target_class() -> None:
+    """What C&W-wb minimizes: the distance to the class it moves toward (scikit-learn's, for that
+    class), never below the detector's closest-class score, equal to it at the closest class."""
+    f, y = features()
+    q, _ = features(n=30, seed=1)
+    det = MahalanobisDetector().fit_features({"embedding": f}, y)
+    probe = Probe.known(None, q, q, torch.zeros(len(q), 3))  # type: ignore[arg-type]
+    mu = np.stack([f.numpy()[y.numpy() == c].mean(0) for c in range(3)])
+    cov = EmpiricalCovariance(assume_centered=True).fit(f.numpy() - mu[y.numpy()])
+    per_class = np.stack([cov.mahalanobis(q.numpy() - m) for m in mu], 1)
+    score = det.score_probe(probe, torch.zeros(30, dtype=torch.long))
+    for target in range(3):
+        toward = torch.full((30,), target)
+        surrogate = det.attack_score(probe, toward)
+        np.testing.assert_allclose(surrogate.numpy(), per_class[:, target], rtol=1e-9)
+        assert (surrogate >= score - 1e-9).all()
+    closest = torch.from_numpy(per_class.argmin(1))
+    torch.testing.assert_close(det.attack_score(probe, closest), score)
+
+
 def test_rank_deficient_covariance_uses_the_pseudo_inverse() -> None:
     f, y = features(d=4)
     f = torch.cat([f, f[:, :2].sum(1, keepdim=True), torch.zeros(len(f), 1)], 1)  # rank 4 of 6
