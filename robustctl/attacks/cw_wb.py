@@ -150,5 +150,6 @@ class CWWhiteBox(CW):
             gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
         )
         score = self.detector.attack_score(probe, toward)
+        threshold = self.detector.attack_threshold(threshold)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)

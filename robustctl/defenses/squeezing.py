@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import Detector, FitInputs, Probe
+from robustctl.defenses.base import Detector, FitInputs, LogScaleAttack, Probe
 from robustctl.inference import prediction_logits
 
 __all__ = [
@@ -125,7 +125,7 @@ def straight_through(x: Tensor, squeezed: Tensor) -> Tensor:
     return squeezed.detach() + (x - x.detach())
 
 
-class FeatureSqueezingDetector(Detector):
+class FeatureSqueezingDetector(LogScaleAttack, Detector):
     """Xu et al.'s joint feature-squeezing detector (module docstring); larger = more adversarial.
 
     Build with a :class:`SqueezeConfig` or its fields as keywords

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import Detector, FitInputs, Probe, batches
+from robustctl.defenses.base import Detector, FitInputs, LogScaleAttack, Probe, batches
 from robustctl.inference import model_device
 
 __all__ = ["BUConfig", "BUDetector", "uncertainty"]
@@ -96,7 +96,7 @@ def uncertainty(probs: Tensor) -> Tensor:
     return (probs - mean).square().sum(-1).mean(0)
 
 
-class BUDetector(Detector):
+class BUDetector(LogScaleAttack, Detector):
     """MC-dropout uncertainty of the prediction (module docstring); larger = more adversarial.
 
     Build with a :class:`BUConfig` or its fields as keywords (``BUDetector(samples=20)``).

@@ -135,3 +135,18 @@ def test_score_gradient_reaches_the_images() -> None:
     probe = Probe(model, x)
     FeatureSqueezingDetector().score_probe(probe, probe.predictions).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_the_attack_compares_log_scores_with_log_thresholds() -> None:
+    """C&W-wb minimizes log(score + floor) against log(T + floor): the same "score <= T"
+    decisions as the score itself, on scores as small as a confident image's."""
+    from robustctl.defenses.base import Probe
+
+    det = FeatureSqueezingDetector()
+    scores = torch.tensor([0.0, 1e-9, 2e-6, 3e-4, 0.5, 2.0], dtype=torch.float64)
+    det.score_probe = lambda probe, classes: scores  # type: ignore[method-assign]
+    probe = Probe.known(None, scores, scores, scores)  # type: ignore[arg-type]
+    surrogate = det.attack_score(probe, torch.zeros(6, dtype=torch.long))
+    torch.testing.assert_close(surrogate, torch.log(scores + det.ATTACK_FLOOR))
+    for t in scores:
+        assert torch.equal(surrogate <= det.attack_threshold(t), scores <= t)
