@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-slow test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 clean
+.PHONY: help install run train test test-slow test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ paper-mnist: install  ## experiments/paper_mnist.yaml: the paper's MNIST setting
 
 paper-cifar10: install  ## experiments/paper_cifar10.yaml: the paper's CIFAR-10 settings (GPU)
 	$(BIN)/robustctl experiment paper_cifar10 $(ARGS)
+
+detectors-digits: install  ## experiments/detectors_digits.yaml: 6 detectors x CE/RCE/PDM on digits, gray-box + adaptive white-box, Table 5 (<1 h, 2 CPU cores)
+	$(BIN)/robustctl experiment detectors_digits $(ARGS)
+
+detectors-cifar10: install  ## experiments/detectors_cifar10.yaml: the detectors comparison on CIFAR-10, paper budgets (GPU)
+	$(BIN)/robustctl experiment detectors_cifar10 $(ARGS)
 
 ui: install  ## open the MLflow UI on the project's tracking store
 	$(BIN)/robustctl ui

@@ -107,6 +107,11 @@ class RunRecord:
         return self.tags.get(keys.VARIANT_TAG, "")
 
     @property
+    def defense(self) -> str:
+        """The ``defense`` option the run was evaluated with (``""`` when unknown)."""
+        return self.tags.get("defense") or self.params.get("defense.name", "")
+
+    @property
     def seed(self) -> str:
         return self.tags.get(keys.SEED_TAG) or self.params.get("trainer.seed", "")
 

@@ -7,7 +7,8 @@ run and says so.
 
 Columns (:func:`columns_of`): per dataset the runs are grouped by fingerprint (equal for runs that
 differ only in ``trainer.seed``). A column is one group, labelled by its loss and, when the loss
-departs from the paper's settings, its variant: ``PDM (rvl_normalization=centroid)``. Two groups
+departs from the paper's settings, its variant: ``PDM (rvl_normalization=centroid)``; a detector
+other than the paper's KDE follows: ``PDM · lid``. Two groups
 of one dataset with the same (loss, variant) stay two columns, each labelled with a short
 fingerprint ``[fp 1a2b3c]``; none is dropped.
 
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 NOT_RUN = "not run"
+PAPER_DETECTOR = "kde"  # columns of other detectors are labelled with theirs
+UNLABELLED_DEFENSES = ("", "none", PAPER_DETECTOR)
 SPLIT = "split by fingerprint"  # the (loss, variant) of this column has [fp] columns instead
 FP_CHARS = 6  # characters of a fingerprint in a column label
 LOSS_LABELS = {
@@ -140,12 +143,20 @@ class Column:
     variant: str
     fingerprint: str
     runs: list[RunRecord] = field(default_factory=list)
-    split: bool = False  # another group of this dataset has the same (loss, variant)
+    split: bool = False  # another group of this dataset has the same (loss, variant, defense)
+    defense: str = ""
+
+    @property
+    def loss_key(self) -> str:
+        """``loss`` or ``loss (variant)``: the training side of the column (Table 5's columns)."""
+        return self.loss + (f" ({self.variant})" if self.variant else "")
 
     @property
     def base(self) -> str:
-        """``loss`` or ``loss (variant)``: the column key when the group is not split."""
-        return self.loss + (f" ({self.variant})" if self.variant else "")
+        """``loss_key``, then `` · <detector>`` for a detector other than KDE: the column key when
+        the group is not split."""
+        suffix = "" if self.defense in UNLABELLED_DEFENSES else f" · {self.defense}"
+        return self.loss_key + suffix
 
     @property
     def short_fingerprint(self) -> str:
@@ -172,13 +183,18 @@ def columns_of(records: Sequence[RunRecord], dataset: str) -> list[Column]:
     columns = []
     for fingerprint, runs in groups.items():
         runs = _newest_first(runs)
-        columns.append(Column(dataset, runs[0].loss, runs[0].variant, fingerprint, runs))
+        first = runs[0]
+        columns.append(
+            Column(dataset, first.loss, first.variant, fingerprint, runs, defense=first.defense)
+        )
     losses = losses_of(records)
     columns.sort(
         key=lambda c: (
             losses.index(c.loss),
             c.variant != "",
             c.variant,
+            c.defense not in UNLABELLED_DEFENSES,
+            c.defense,
             min(r.start_time for r in c.runs),
         )
     )
@@ -201,10 +217,16 @@ def column_keys(by_dataset: dict[str, list[Column]], records: Sequence[RunRecord
         mine = [c for c in seen if c.loss == loss]
         if loss in PAPER_LOSSES or any(c.key == loss for c in mine):
             out.append(loss)
-        for column in sorted(mine, key=lambda c: (c.variant != "", c.variant)):
+        for column in sorted(mine, key=_within_loss):
             if column.key not in out:
                 out.append(column.key)
     return out
+
+
+def _within_loss(column: Column) -> tuple[bool, str, bool, str]:
+    """Columns of one loss: plain first, then variants; KDE's before other detectors'."""
+    unlabelled = column.defense in UNLABELLED_DEFENSES
+    return (column.variant != "", column.variant, not unlabelled, column.defense)
 
 
 def missing_reason(columns: Sequence[Column], key: str) -> str:

@@ -24,6 +24,7 @@ keeps those runs' ids.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -325,8 +326,12 @@ def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tup
     return tuple(dict.fromkeys(texts))
 
 
-def _cell(pick: Pick, dataset: str, loss: str, metric: _Metric) -> Cell:
-    ref = reference(dataset, loss, metric.key)
+def _cell(
+    pick: Pick, dataset: str, loss: str, metric: _Metric, paper: bool = True
+) -> Cell:
+    """``metric``'s cell from the picked runs, beside the paper's value when ``paper`` (the
+    paper's numbers are those of its KDE detector)."""
+    ref = reference(dataset, loss, metric.key) if paper else None
     if not pick.runs:
         return Cell(None, ref, reason=pick.reason, key=metric.key, kind=metric.kind)
     estimate = seeds_estimate(pick.runs, metric.key, metric.pairs_key)
@@ -528,13 +533,87 @@ def table4(records: Sequence[RunRecord] | Layout) -> Table:
     )
 
 
+DETECTOR_ORDER = ("kde", "bu", "kde_bu", "lid", "mahalanobis", "feature_squeezing", "combined")
+
+
+def _detectors_of(columns: Sequence[Column]) -> list[str]:
+    seen = {c.defense for c in columns if c.defense not in ("", "none")}
+    return [*[d for d in DETECTOR_ORDER if d in seen], *sorted(seen - set(DETECTOR_ORDER))]
+
+
+def table5(records: Sequence[RunRecord] | Layout) -> Table:
+    """Table 5: detectors x losses, per dataset: each detector's gray-box AUC per attack and the
+    adaptive white-box attack's distortion, AUC and success rate (empty rows when the runs used
+    one detector only: Tables 2-3 already show it)."""
+    layout = _layout(records)
+    loss_keys: list[str] = []
+    for columns in layout.by_dataset.values():
+        for column in columns:
+            if column.loss_key not in loss_keys:
+                loss_keys.append(column.loss_key)
+    table = Table(
+        "table5",
+        "Table 5: detectors x losses (gray-box AUC per attack; white-box C&W-wb through each "
+        "detector)",
+        ["dataset", "detector: metric", *loss_keys],
+        caption="Each detector fitted on the same model's clean training data (those fitted on "
+        "adversarial examples: on examples crafted from training or validation images only), "
+        "scored on the same attacked test images. Gray-box rows: detection AUC of attacks that "
+        "ignore the detector; white-box rows: C&W-wb through classifier + that detector "
+        "(the adaptive attack: BPDA for squeezing, Monte-Carlo expectation for uncertainty). "
+        "A detector that keeps AUC > 0.5 at 100% white-box success is marked 'not breached at "
+        "this budget'. " + _CELLS,
+        headers={key: LOSS_LABELS.get(key, key) for key in loss_keys},
+    )
+    for dataset, columns in layout.by_dataset.items():
+        detectors = _detectors_of(columns)
+        if len(detectors) < 2:
+            continue
+        attacks = _attacks_of(layout.records, dataset)
+        for detector in detectors:
+            mine = {c.loss_key: c for c in columns if c.defense == detector}
+            groups: list[tuple[str, _Metric, str | None, str | None]] = [
+                (
+                    keys.attack_prefix(keys.GRAYBOX, attack) + "/",
+                    _Metric(
+                        f"gray-box {attack} AUC",
+                        keys.graybox(attack, keys.AUC),
+                        "auc",
+                        reason_tag=keys.auc_reason_tag(keys.GRAYBOX, attack),
+                    ),
+                    keys.GRAYBOX,
+                    attack,
+                )
+                for attack in attacks
+            ]
+            wb_prefix = keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/"
+            for metric in (WB_DISTORTION, WB_AUC, WB_SUCCESS):
+                labelled = dataclasses.replace(metric, label=f"white-box {metric.label}")
+                groups.append((wb_prefix, labelled, keys.WHITEBOX, None))
+            for prefix, metric, stage, attack in groups:
+                row: list[str | Cell] = [dataset, f"{detector}: {metric.label}"]
+                for key in loss_keys:
+                    column = mine.get(key)
+                    if column is None:
+                        row.append(Cell(None, reason=NOT_RUN, key=metric.key, kind=metric.kind))
+                        continue
+                    pick = pick_runs(column.runs, prefix, stage, attack)
+                    row.append(_cell(pick, dataset, column.loss, metric, paper=False))
+                if any(isinstance(c, Cell) and c.reason != NOT_RUN for c in row):
+                    table.rows.append(row)
+    return table
+
+
 def _layout(records: Sequence[RunRecord] | Layout) -> Layout:
     return records if isinstance(records, Layout) else layout_of(records)
 
 
 def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
-    """Tables 1-4 and the white-box ratio table (after Table 3), in order."""
+    """Tables 1-4, the white-box ratio table (after Table 3) and, when the runs compare
+    detectors, Table 5, in order."""
     from robustctl.reporting.ratios import ratio_table
 
     layout = _layout(records)
-    return [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
+    tables = [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
+    detectors = table5(layout)
+    return [*tables, detectors] if detectors.rows else tables

@@ -119,16 +119,17 @@ def budget_curve_figure(distortions: np.ndarray, title: str) -> Any:
 
 def budget_note(metrics: dict[str, float], wb: Any) -> str | None:
     """Why the white-box goal (every example succeeds, AUC <= 0.5) was not reached, if it was
-    not."""
+    not: at 100% success with AUC > 0.5 the detector was "not breached at this budget"; below
+    100% the budget ran out."""
     rate = metrics[keys.whitebox(keys.SUCCESS_RATE)]
     auc = metrics.get(keys.whitebox(keys.AUC))
     if rate >= 1.0 and auc is not None and auc <= 0.5:
         return None
-    return (
-        f"budget exhausted ({wb.binary_steps} binary steps x {wb.steps} iterations): "
-        f"success rate {rate:.3f}, "
-        f"AUC {'n/a' if auc is None else f'{auc:.3f}'}; raise threat_model.whitebox.steps"
-    )
+    budget = f"{wb.binary_steps} binary steps x {wb.steps} iterations"
+    shown = f"success rate {rate:.3f}, AUC {'n/a' if auc is None else f'{auc:.3f}'}"
+    if rate >= 1.0:
+        return f"not breached at this budget ({budget}): {shown}"
+    return f"budget exhausted ({budget}): {shown}; raise threat_model.whitebox.steps"
 
 
 def iteration_check(
