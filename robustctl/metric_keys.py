@@ -171,6 +171,17 @@ def resiliency(attack: str, eps: float) -> str:
     return f"{RESILIENCY}/{attack}/eps_{eps:g}"
 
 
+def resiliency_curves(metrics: object) -> dict[str, dict[float, float]]:
+    """``{attack: {eps: accuracy}}`` from the ``resiliency/<attack>/eps_<eps>`` keys of a
+    metrics mapping."""
+    curves: dict[str, dict[float, float]] = {}
+    for key, value in metrics.items():  # type: ignore[attr-defined]
+        parsed = parse_resiliency(key)
+        if parsed is not None:
+            curves.setdefault(parsed[0], {})[parsed[1]] = value
+    return curves
+
+
 def parse_resiliency(key: str) -> tuple[str, float] | None:
     """``resiliency/fgsm/eps_0.1`` -> ("fgsm", 0.1); None for any other key."""
     parts = key.split("/")

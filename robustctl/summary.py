@@ -64,11 +64,7 @@ def stage_table(
 def resiliency_table(metrics: Mapping[str, float]) -> FittedTable | None:
     """Accuracy under attack: one row per attack, one column per eps (split into several tables
     when the eps columns do not fit the console side by side)."""
-    curves: dict[str, dict[float, float]] = {}
-    for key, value in metrics.items():
-        parsed = keys.parse_resiliency(key)
-        if parsed is not None:
-            curves.setdefault(parsed[0], {})[parsed[1]] = value
+    curves = keys.resiliency_curves(metrics)
     if not curves:
         return None
     eps = sorted({e for c in curves.values() for e in c})

@@ -29,6 +29,54 @@ from torch import Tensor, nn
 from robustctl.inference import eval_mode, model_device
 
 
+@dataclass
+class AdversarialFitConfig:
+    """The fields every detector fitted on adversarial examples shares (``lid``,
+    ``mahalanobis`` with several layers, ``combined``, ``kde_bu``): ``fit_attack`` and
+    ``fit_attack_params``, the attack option and its parameters that craft the adversarial side
+    of the fit set from ``fit_samples`` training or validation images (seeded by ``seed``);
+    ``successful_only``: keep only pairs whose attack succeeded on a correctly classified image;
+    ``lr_c``: the logistic regression's inverse L2 strength (scikit-learn's C)."""
+
+    name: str = ""  # the option's name, set by each subclass (first, as in every group's config)
+    fit_attack: str = "fgsm"
+    fit_attack_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1})
+    fit_samples: int = 1000
+    successful_only: bool = True
+    lr_c: float = 1.0
+    seed: int = 0
+
+    def check_fit_fields(self) -> None:
+        """Range checks of these fields; subclasses call it from ``__post_init__``."""
+        import math
+
+        # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
+        from robustctl.attacks import attack_config, attack_options
+        from robustctl.config.validation import require
+
+        require(
+            self.fit_attack in attack_options(),
+            "defense.fit_attack",
+            f"unknown attack option {self.fit_attack!r} — valid: {', '.join(attack_options())}",
+        )
+        require(
+            hasattr(self.fit_attack_params, "items"),
+            "defense.fit_attack_params",
+            f"must be a mapping of attack parameters, got {self.fit_attack_params!r}",
+        )
+        attack_config(
+            self.fit_attack, dict(self.fit_attack_params), key="defense.fit_attack_params"
+        )
+        require(
+            self.fit_samples >= 2, "defense.fit_samples", f"must be >= 2, got {self.fit_samples}"
+        )
+        require(
+            math.isfinite(self.lr_c) and self.lr_c > 0,
+            "defense.lr_c",
+            f"must be a positive float, got {self.lr_c}",
+        )
+
+
 class Probe:
     """``model``'s view of images ``x`` (on the model's device): ``logits`` (prediction view,
     ``logit_sign * Z``), ``embedding`` and ``layers[name]`` for each asked layer. Gradients flow

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import Detector, FitInputs, Probe, batches
+from robustctl.defenses.base import AdversarialFitConfig, Detector, FitInputs, Probe, batches
 from robustctl.errors import ConfigError
 from robustctl.inference import eval_mode, model_device
 
@@ -73,7 +73,7 @@ PREFIX = "combined"  # metric and caveat keys: combined/<quantity>, for every op
 
 
 @dataclass
-class CombinedConfig:
+class CombinedConfig(AdversarialFitConfig):
     """The ``defense=combined`` option (module docstring for the fit and the score).
 
     ``members``: the detector options combined; ``fit_attack`` / ``fit_attack_params``: the
@@ -85,12 +85,6 @@ class CombinedConfig:
 
     name: str = "combined"
     members: list[str] = field(default_factory=lambda: ["kde", "bu"])
-    fit_attack: str = "fgsm"
-    fit_attack_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1})
-    fit_samples: int = 1000
-    successful_only: bool = True
-    lr_c: float = 1.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
         members = list(self.members)
@@ -100,25 +94,7 @@ class CombinedConfig:
             "defense.members",
             f"must not repeat a detector, got {members}",
         )
-        require(
-            self.fit_samples >= 2, "defense.fit_samples", f"must be >= 2, got {self.fit_samples}"
-        )
-        require(
-            math.isfinite(self.lr_c) and self.lr_c > 0,
-            "defense.lr_c",
-            f"must be a positive float, got {self.lr_c}",
-        )
-        # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
-        from robustctl.attacks import attack_config, attack_options
-
-        require(
-            self.fit_attack in attack_options(),
-            "defense.fit_attack",
-            f"unknown attack option {self.fit_attack!r} — valid: {', '.join(attack_options())}",
-        )
-        attack_config(
-            self.fit_attack, dict(self.fit_attack_params), key="defense.fit_attack_params"
-        )
+        self.check_fit_fields()
 
 
 @dataclass

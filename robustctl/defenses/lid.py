@@ -62,11 +62,17 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import Detector, FitInputs, Probe, batches, layer_outputs
+from robustctl.defenses.base import (
+    AdversarialFitConfig,
+    Detector,
+    FitInputs,
+    Probe,
+    batches,
+    layer_outputs,
+)
 from robustctl.defenses.mahalanobis import (
     LogisticCombiner,
     _adopt_shapes,
-    _check_fit_fields,
     _check_layer_list,
     check_layers,
     crafted_pairs,
@@ -80,7 +86,7 @@ MAX_MEAN_LOG_RATIO = -1e-6  # caps LID at 1e6 (k equidistant neighbours)
 
 
 @dataclass
-class LIDConfig:
+class LIDConfig(AdversarialFitConfig):
     """The ``defense=lid`` option (module docstring for the formulas).
 
     ``layers``: probe layers whose LID enters the feature vector (default all of ResNet's);
@@ -97,13 +103,7 @@ class LIDConfig:
     layers: list[str] = field(default_factory=lambda: list(ALL_LAYERS))
     k: int = 20
     reference_size: int = 100
-    fit_attack: str = "fgsm"
-    fit_attack_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1})
-    fit_samples: int = 1000
     noisy: bool = True
-    successful_only: bool = True
-    lr_c: float = 1.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _check_layer_list(self.layers)
@@ -113,7 +113,7 @@ class LIDConfig:
             "defense.reference_size",
             f"must be > k = {self.k} (leave-one-out), got {self.reference_size}",
         )
-        _check_fit_fields(self)
+        self.check_fit_fields()
 
 
 def lid_estimates(

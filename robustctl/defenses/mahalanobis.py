@@ -71,7 +71,7 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import Detector, FitInputs, Probe, batches
+from robustctl.defenses.base import AdversarialFitConfig, Detector, FitInputs, Probe, batches
 from robustctl.defenses.combined import MIN_FIT_PAIRS, fit_logistic_regression
 from robustctl.errors import ConfigError
 from robustctl.inference import eval_mode, model_device, predict_labels
@@ -85,31 +85,6 @@ __all__ = [
 ]
 
 
-def _check_fit_fields(cfg: Any) -> None:
-    """Range checks of the fields the adversarially fitted detectors share (as
-    :class:`~robustctl.defenses.combined.CombinedConfig` checks them)."""
-    # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
-    from robustctl.attacks import attack_config, attack_options
-
-    require(
-        cfg.fit_attack in attack_options(),
-        "defense.fit_attack",
-        f"unknown attack option {cfg.fit_attack!r} — valid: {', '.join(attack_options())}",
-    )
-    require(
-        hasattr(cfg.fit_attack_params, "items"),
-        "defense.fit_attack_params",
-        f"must be a mapping of attack parameters, got {cfg.fit_attack_params!r}",
-    )
-    attack_config(cfg.fit_attack, dict(cfg.fit_attack_params), key="defense.fit_attack_params")
-    require(cfg.fit_samples >= 2, "defense.fit_samples", f"must be >= 2, got {cfg.fit_samples}")
-    require(
-        math.isfinite(cfg.lr_c) and cfg.lr_c > 0,
-        "defense.lr_c",
-        f"must be a positive float, got {cfg.lr_c}",
-    )
-
-
 def _check_layer_list(layers: Any) -> None:
     names = list(layers)
     require(
@@ -121,7 +96,7 @@ def _check_layer_list(layers: Any) -> None:
 
 
 @dataclass
-class MahalanobisConfig:
+class MahalanobisConfig(AdversarialFitConfig):
     """The ``defense=mahalanobis`` option (module docstring for the formulas).
 
     ``layers``: probe layers scored (any of the model's ``layer_names``; several are combined by
@@ -136,12 +111,6 @@ class MahalanobisConfig:
     name: str = "mahalanobis"
     layers: list[str] = field(default_factory=lambda: ["embedding"])
     noise: float = 0.0
-    fit_attack: str = "fgsm"
-    fit_attack_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1})
-    fit_samples: int = 1000
-    successful_only: bool = True
-    lr_c: float = 1.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _check_layer_list(self.layers)
@@ -150,7 +119,7 @@ class MahalanobisConfig:
             "defense.noise",
             f"must be in [0, 1], got {self.noise}",
         )
-        _check_fit_fields(self)
+        self.check_fit_fields()
 
 
 # ---------------------------------------------------------------------------- shared helpers

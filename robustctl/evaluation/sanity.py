@@ -88,11 +88,7 @@ def unbounded_attack_succeeds(metrics: Mapping[str, float]) -> SanityCheck:
 
 def success_grows_with_eps(metrics: Mapping[str, float]) -> SanityCheck:
     name = "success_grows_with_eps"
-    curves: dict[str, dict[float, float]] = {}
-    for key, value in metrics.items():
-        parsed = keys.parse_resiliency(key)
-        if parsed is not None:
-            curves.setdefault(parsed[0], {})[parsed[1]] = value
+    curves = keys.resiliency_curves(metrics)
     if not curves:
         return SanityCheck(name, NOT_CHECKED, "no resiliency curve")
     rises = []
