@@ -6,8 +6,9 @@ Checks, read from a run's metrics (:func:`sanity_checks`), each ``passed``, ``fa
 numbers that failed it) or ``not checked`` (its metrics are missing):
 
 ``unbounded_attack_succeeds``
-    An attack without a distortion bound (gray-box ``cw``, ``cw_hc``, ``deepfool``) must fool the
-    classifier on (nearly) every clean-correct image: fails when the upper end of its success
+    An attack without a distortion bound that runs to convergence (gray-box ``cw_hc``,
+    ``deepfool``; not ``cw``, whose 10 iterations are a budget) must fool the classifier on
+    (nearly) every clean-correct image: fails when the upper end of its success
     rate's 95% Wilson interval is below ``UNBOUNDED_SUCCESS_MIN`` (or, without an interval, when
     the rate is).
 ``success_grows_with_eps``
@@ -44,7 +45,10 @@ from robustctl.evaluation.attack_runner import rate_metrics
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import predict_labels
 
-UNBOUNDED_ATTACKS = ("cw", "cw_hc", "deepfool")
+# attacks without a distortion bound and with budgets meant to converge; plain ``cw`` is left out:
+# at the paper's 10 iterations it is budget-limited (0.83 success on a digits CE model), so its
+# shortfall says nothing about masking
+UNBOUNDED_ATTACKS = ("cw_hc", "deepfool")
 UNBOUNDED_SUCCESS_MIN = 0.99  # "~100%": the success rate's interval must reach this
 MONOTONE_TOLERANCE = 0.02  # accuracy may rise this much with eps (sampling noise) before failing
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
@@ -75,7 +79,7 @@ def unbounded_attack_succeeds(metrics: Mapping[str, float]) -> SanityCheck:
         if attack in UNBOUNDED_ATTACKS and keys.graybox(attack, keys.SUCCESS_RATE) in metrics
     }
     if not rates:
-        return SanityCheck(name, NOT_CHECKED, "no unbounded gray-box attack (cw, cw_hc, deepfool)")
+        return SanityCheck(name, NOT_CHECKED, "no unbounded gray-box attack (cw_hc, deepfool)")
     low = [
         f"{attack} {metrics[key]:.3f} (95% CI up to {_interval(metrics, key)[1]:.3f})"
         for attack, key in rates.items()

@@ -21,14 +21,16 @@ from robustctl.evaluation.sanity import (
 
 
 def test_an_unbounded_attack_must_reach_nearly_every_image():
-    healthy = {"graybox/cw/success_rate": 0.98, "graybox/cw/success_rate_ci_high": 0.996}
+    healthy = {"graybox/cw_hc/success_rate": 0.98, "graybox/cw_hc/success_rate_ci_high": 0.996}
     assert unbounded_attack_succeeds(healthy).status == PASSED
-    masked = {"graybox/cw/success_rate": 0.4, "graybox/cw/success_rate_ci_high": 0.55}
+    masked = {"graybox/deepfool/success_rate": 0.4, "graybox/deepfool/success_rate_ci_high": 0.55}
     check = unbounded_attack_succeeds(masked)
-    assert check.status == FAILED and "cw 0.400" in check.detail
+    assert check.status == FAILED and "deepfool 0.400" in check.detail
     assert check.tag.startswith("failed: unbounded attack")
     bounded_only = {"graybox/fgsm-0.1/success_rate": 0.3}  # a bounded attack may fail
     assert unbounded_attack_succeeds(bounded_only).status == NOT_CHECKED
+    budgeted = {"graybox/cw/success_rate": 0.83}  # plain C&W: 10 iterations are a budget
+    assert unbounded_attack_succeeds(budgeted).status == NOT_CHECKED
 
 
 def test_accuracy_must_not_rise_with_the_budget():

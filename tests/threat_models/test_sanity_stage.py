@@ -41,7 +41,7 @@ def test_a_gradient_masked_model_trips_a_check(target):
     tm = dataclasses.replace(
         cfg.threat_model,
         stages=["graybox"],
-        attacks=["cw"],
+        attacks=["deepfool"],
         resiliency_attacks=[],
         num_samples=30,
     )
