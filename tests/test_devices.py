@@ -111,6 +111,49 @@ def test_cw_wb_with_a_fitted_detector_runs_on_the_device(model, digits):
     assert torch.equal(out.x_adv, cpu.x_adv)
 
 
+SMALL_DETECTORS = {  # every detector option, at sizes for a test
+    "bu": {"samples": 8},
+    "kde_bu": {"fit_samples": 60},
+    "lid": {"k": 5, "reference_size": 30, "fit_samples": 60},
+    "mahalanobis": {"layers": ["stage3", "embedding"], "noise": 0.01, "fit_samples": 60},
+    "feature_squeezing": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_DETECTORS))
+def test_every_detector_fits_scores_and_is_attacked_on_the_device(name, model, digits):
+    """Each detector fitted (on adversarial examples too, where it learns from them) and attacked
+    by C&W-wb with the model on the device: no tensor left behind, the CPU's numbers."""
+    from robustctl.data.base import ImageData
+    from robustctl.defenses import DEFENSES, score_images
+    from robustctl.threat_models.context import crafter
+
+    data = ImageData(
+        "digits",
+        digits.x_train,
+        digits.y_train,
+        digits.x_val,
+        digits.y_val,
+        digits.x,
+        digits.y,
+        tuple(str(d) for d in range(10)),
+    )
+    cfg = DEFENSES[name].config_type(**SMALL_DETECTORS[name])
+
+    def evaluate(net):
+        detector = fit_detector(cfg, net, data, 64, craft=crafter(net, 64))
+        _, scores = score_images(detector, net, digits.x, 64)
+        return detector, scores, CWWhiteBox(net, detector, **SMALL)(digits.x, digits.y)
+
+    _, cpu_scores, cpu = evaluate(model)
+    with FakeAccelerator():
+        accel = on_accel(model)
+        detector, scores, out = evaluate(accel)
+        assert all(b.device == ACCEL for b in detector.buffers())
+    torch.testing.assert_close(scores, cpu_scores, rtol=0, atol=0)
+    assert torch.equal(out.x_adv, cpu.x_adv)
+
+
 # ---------------------------------------------------------------------------------- training
 def one_epoch(model, device, digits, mode=None):
     """One PDM epoch with augmentation (every random draw of the step) on ``device``; returns
