@@ -135,11 +135,21 @@ class Detector(nn.Module):
         adversarial)."""
         raise NotImplementedError
 
+    def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
+        """An upper bound of :meth:`score_probe` that depends on the class ``toward`` a white-box
+        attack moves to: bringing it under a threshold brings the score under it, and its
+        gradient leads toward that class. The score itself under ``toward`` by default (KDE's
+        score is class-conditional already); a class-agnostic score (uncertainty, squeezing)
+        bounds itself by its distance from a confident ``toward`` prediction, Mahalanobis by the
+        distance to ``toward``'s mean. Without such a bound a class-agnostic score is as low in
+        the true class's confident region as in the target's, and the attack's penalty pulls it
+        back across the decision boundary."""
+        return self.score_probe(probe, toward)
+
     def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
         """What a white-box attack minimizes to evade the detector while moving toward the
-        classes ``toward``: :meth:`score_probe` under them, unless the detector knows a better
-        adaptive loss (one that bounds its score from above, e.g. Mahalanobis)."""
-        return self.score_probe(probe, toward)
+        classes ``toward``: :meth:`score_bound` (in the units of :meth:`attack_threshold`)."""
+        return self.score_bound(probe, toward)
 
     def attack_threshold(self, threshold: Tensor) -> Tensor:
         """A threshold on the score in the units of :meth:`attack_score` (the identity unless
@@ -157,7 +167,8 @@ class Detector(nn.Module):
 
 class LogScaleAttack:
     """Mixin for detectors whose clean scores sit near 0 (probability differences, variances:
-    1e-6 for a confident image): a white-box attack minimizes log(score + ``ATTACK_FLOOR``) and
+    1e-6 for a confident image): a white-box attack minimizes log(bound + ``ATTACK_FLOOR``)
+    (``Detector.score_bound``) and
     compares it with the log of the threshold. The transform is monotone, so "score <= T" is
     unchanged, but the penalty's gradient no longer vanishes as the score approaches a tiny
     clean score (measured: C&W-wb on feature squeezing stalled at 1e-4 against thresholds of
@@ -166,7 +177,8 @@ class LogScaleAttack:
     ATTACK_FLOOR: ClassVar[float] = 1e-12
 
     def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
-        return torch.log(self.score_probe(probe, toward) + self.ATTACK_FLOOR)  # type: ignore[attr-defined]
+        bound = self.score_bound(probe, toward)  # type: ignore[attr-defined]
+        return torch.log(bound + self.ATTACK_FLOOR)
 
     def attack_threshold(self, threshold: Tensor) -> Tensor:
         return torch.log(threshold + self.ATTACK_FLOOR)

@@ -267,18 +267,28 @@ class CombinedDetector(Detector):
         return self
 
     # ------------------------------------------------------------------------------- scoring
-    def _stacked(self, probe: Probe, classes: Tensor) -> Tensor:
-        """[N, M] the members' scores of the probe, on the probe's device."""
+    def _stacked(self, probe: Probe, classes: Tensor, bounds: bool = False) -> Tensor:
+        """[N, M] the members' scores (or their ``score_bound``) of the probe, on its device."""
         device = probe.embedding.device
-        return torch.stack(
-            [m.score_probe(probe, classes).to(device) for m in self.members.values()], 1
-        )
+        parts = [
+            (m.score_bound(probe, classes) if bounds else m.score_probe(probe, classes))
+            for m in self.members.values()
+        ]
+        return torch.stack([p.to(device) for p in parts], 1)
+
+    def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
+        """The regression's logit of the members' bounds: a bound of the score where every
+        weight is >= 0 (the regression learns larger-is-adversarial members with positive
+        weights), a surrogate otherwise."""
+        return self._logit(self._stacked(probe, toward, bounds=True))
 
     def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
         """The regression's logit w . (s - mu) / sd + b of the members' scores s ([N])."""
+        return self._logit(self._stacked(probe, classes))
+
+    def _logit(self, s: Tensor) -> Tensor:
         if not self._fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit_on(inputs) first")
-        s = self._stacked(probe, classes)
         dtype = s.dtype
         mean, std = self.score_mean.to(s.device, dtype), self.score_std.to(s.device, dtype)
         return ((s - mean) / std) @ self.weight.to(s.device, dtype) + self.bias.to(s.device, dtype)

@@ -24,7 +24,7 @@ Lee et al.'s confidence score is max_c -M_c^l; its negative is used here so that
 means "more adversarial". ``score_probe(probe, classes)`` ignores ``classes``, as Lee et al. do:
 the score is the distance to the closest class whatever class the model predicts (their argument:
 the closest class is the generative classifier's own prediction). A white-box attack minimizes
-:meth:`MahalanobisDetector.attack_score` instead: the distance to the mean of the class it moves
+:meth:`MahalanobisDetector.score_bound` instead: the distance to the mean of the class it moves
 toward, an upper bound of the score (the closest-class score alone would pull an attack that has
 not yet flipped the prediction back to the true class).
 
@@ -447,7 +447,7 @@ class MahalanobisDetector(Detector):
             return scores[:, 0]
         return self.combiner(scores)
 
-    def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
+    def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
         """The white-box surrogate: the same score with each distance taken to the mean of the
         class the attack moves toward. The distance to one class bounds the distance to the
         closest from above, so bringing the surrogate under a threshold brings the score under

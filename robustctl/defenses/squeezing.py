@@ -184,5 +184,18 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
         distances = [(torch.softmax(lg, 1) - p).abs().sum(1) for lg in logits]
         return torch.stack(distances).amax(0)
 
+    def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
+        """max over squeezers of ||p - e_t||_1 + ||p_s - e_t||_1 >= ||p - p_s||_1 (triangle
+        inequality through the one-hot e_t of the class the attack moves toward): 0 only when
+        the image and every squeezed copy are classified as t with certainty."""
+        x = probe.x
+        if x.shape[0] == 0:
+            return probe.logits.sum(1)
+        logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
+        target = torch.nn.functional.one_hot(toward, probe.logits.shape[1]).to(probe.logits.dtype)
+        own = (torch.softmax(probe.logits, 1) - target).abs().sum(1)
+        bounds = [own + (torch.softmax(lg, 1) - target).abs().sum(1) for lg in logits]
+        return torch.stack(bounds).amax(0)
+
     def extra_repr(self) -> str:
         return ", ".join(self.squeezer_names)

@@ -164,9 +164,25 @@ class BUDetector(LogScaleAttack, Detector):
         model = probe.model
         return self.uncertainty_of(probe.embedding, model.head, model.logit_sign)
 
+    def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
+        """(1/T) sum_t ||p_t - e_toward||^2 >= U: the variance of the dropout predictions is at
+        most their mean squared distance from any point, here the one-hot of the class the
+        attack moves toward; it is 0 only when every dropout sample predicts that class with
+        certainty, so minimizing it flips the prediction and calms the dropout together."""
+        model = probe.model
+        probs = self.dropout_probabilities(probe.embedding, model.head, model.logit_sign)
+        target = torch.nn.functional.one_hot(toward, probs.shape[-1]).to(probs.dtype)
+        return (probs - target.unsqueeze(0)).square().sum(-1).mean(0)
+
     def uncertainty_of(self, z: Tensor, head: torch.nn.Module, logit_sign: Any = 1.0) -> Tensor:
         """U of embeddings ``z`` [N, D] through ``logit_sign * head(dropout(z))``; differentiable
         w.r.t. ``z`` (module docstring: masks, EOT)."""
+        return uncertainty(self.dropout_probabilities(z, head, logit_sign))
+
+    def dropout_probabilities(
+        self, z: Tensor, head: torch.nn.Module, logit_sign: Any = 1.0
+    ) -> Tensor:
+        """[T, N, K] softmax of ``logit_sign * head(dropout_t(z))`` for the T dropout samples."""
         if not self.fitted:
             raise RuntimeError("BUDetector is not fitted: call fit_on(inputs) first")
         if z.dim() != 2 or z.shape[1] != self.embedding_dim:
@@ -178,7 +194,7 @@ class BUDetector(LogScaleAttack, Detector):
         if keep.dim() == 2:  # [T, D]: the same masks for every image
             keep = keep.unsqueeze(1)
         dropped = z.unsqueeze(0) * keep / (1.0 - self.dropout)  # [T, N, D]
-        return uncertainty(torch.softmax(logit_sign * head(dropped), -1))
+        return torch.softmax(logit_sign * head(dropped), -1)
 
     def metrics(self) -> dict[str, float]:
         """``bu/samples``, ``bu/dropout`` and, when the validation split was not empty,

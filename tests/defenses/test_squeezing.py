@@ -138,15 +138,39 @@ def test_score_gradient_reaches_the_images() -> None:
 
 
 def test_the_attack_compares_log_scores_with_log_thresholds() -> None:
-    """C&W-wb minimizes log(score + floor) against log(T + floor): the same "score <= T"
-    decisions as the score itself, on scores as small as a confident image's."""
+    """C&W-wb minimizes log(bound + floor) against log(T + floor): the same "bound <= T"
+    decisions as the bound itself, on values as small as a confident image's score."""
     from robustctl.defenses.base import Probe
 
     det = FeatureSqueezingDetector()
     scores = torch.tensor([0.0, 1e-9, 2e-6, 3e-4, 0.5, 2.0], dtype=torch.float64)
-    det.score_probe = lambda probe, classes: scores  # type: ignore[method-assign]
+    det.score_bound = lambda probe, toward: scores  # type: ignore[method-assign]
     probe = Probe.known(None, scores, scores, scores)  # type: ignore[arg-type]
     surrogate = det.attack_score(probe, torch.zeros(6, dtype=torch.long))
     torch.testing.assert_close(surrogate, torch.log(scores + det.ATTACK_FLOOR))
     for t in scores:
         assert torch.equal(surrogate <= det.attack_threshold(t), scores <= t)
+
+
+def test_the_attack_bound_passes_through_a_certain_target_prediction() -> None:
+    """What C&W-wb lowers against squeezing: max_s ||p - e_t||_1 + ||p_s - e_t||_1, by numpy;
+    never below the score (triangle inequality)."""
+    model = tiny_model().double()
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    probe = Probe(model, x)
+    det = FeatureSqueezingDetector(bits=3, median_size=2)
+    score = det.score_probe(probe, probe.predictions).detach().numpy()
+
+    def probs(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return softmax_np(model.predict_logits(torch.from_numpy(images)).numpy())
+
+    xs = x.numpy()
+    squeezed = [np.rint(xs * 7.0) / 7.0, median_filter(xs, size=(1, 1, 2, 2), mode="reflect")]
+    for target in range(5):
+        e = np.eye(5)[target]
+        own = np.abs(probs(xs) - e).sum(1)
+        want = np.max([own + np.abs(probs(s) - e).sum(1) for s in squeezed], axis=0)
+        bound = det.score_bound(probe, torch.full((6,), target)).detach().numpy()
+        np.testing.assert_allclose(bound, want, rtol=1e-10)
+        assert (bound >= score - 1e-12).all()

@@ -159,3 +159,25 @@ def test_state_dict_config_and_errors() -> None:
         BUDetector().score_probe(probe, None)
     with pytest.raises(ValueError, match="shape"):
         BUDetector().draw_masks(5, 4).score_probe(probe, None)
+
+
+def test_the_attack_bound_is_the_distance_from_a_certain_target_prediction() -> None:
+    """What C&W-wb lowers against BU: (1/T) sum_t ||p_t - e_t||^2 for the target class t, by
+    numpy with the same masks; never below U; 0 only for certain dropout predictions."""
+    model = tiny_model().double()
+    det = BUDetector(samples=6).draw_masks(model.embedding_dim, 4)
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3
+    probe = Probe.known(model, torch.zeros(5, 1, 8, 8), z, model.head(z))
+    w, b = model.head.weight.detach().numpy(), model.head.bias.detach().numpy()
+    score = det.score_probe(probe, probe.predictions)
+    for target in range(4):
+        toward = torch.full((5,), target)
+        bound = det.score_bound(probe, toward).detach().numpy()
+        want = np.zeros(5)
+        for mask in det.masks.numpy():
+            logits = (z.numpy() * mask / 0.5) @ w.T + b
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            p = e / e.sum(1, keepdims=True)
+            want += ((p - np.eye(4)[target]) ** 2).sum(1) / 6
+        np.testing.assert_allclose(bound, want, rtol=1e-9)
+        assert (bound >= score.detach().numpy() - 1e-12).all()
