@@ -500,7 +500,7 @@ def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
     assert calls == ["graybox", "whitebox", "blackbox"]  # gray-box ran once, in the first attempt
     client, (run,) = runs(tmp_path)  # the same run, reopened
     assert run.info.status == "FINISHED"
-    assert run.data.tags["completed_stages"] == "clean,detector,graybox,whitebox,blackbox"
+    assert run.data.tags["completed_stages"] == "clean,detector,graybox,whitebox,blackbox,sanity"
     epochs = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in epochs] == [1, 2]  # no epoch was trained again
 

@@ -326,9 +326,7 @@ def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tup
     return tuple(dict.fromkeys(texts))
 
 
-def _cell(
-    pick: Pick, dataset: str, loss: str, metric: _Metric, paper: bool = True
-) -> Cell:
+def _cell(pick: Pick, dataset: str, loss: str, metric: _Metric, paper: bool = True) -> Cell:
     """``metric``'s cell from the picked runs, beside the paper's value when ``paper`` (the
     paper's numbers are those of its KDE detector)."""
     ref = reference(dataset, loss, metric.key) if paper else None
