@@ -189,6 +189,7 @@ class CombinedDetector(Detector):
         self.register_buffer("weight", torch.zeros(m, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
         self._fitted = False
+        self._nonnegative: list[bool] = []  # weight >= 0, per member (host copy)
         self.lr_val_accuracy_ = math.nan
         self.fit_pairs_ = 0
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
@@ -260,6 +261,7 @@ class CombinedDetector(Detector):
         device = self.weight.device
         self.score_mean, self.score_std = mean.to(device), std.to(device)
         self.weight, self.bias = w.to(device), b.to(device)
+        self._nonnegative = [float(v) >= 0 for v in w]  # host copy: no device read per attack step
         self._fitted = True
         logits = ((features - mean) / std) @ w + b
         self.lr_val_accuracy_ = float(((logits > 0).double() == labels.double()).double().mean())
@@ -268,18 +270,22 @@ class CombinedDetector(Detector):
 
     # ------------------------------------------------------------------------------- scoring
     def _stacked(self, probe: Probe, classes: Tensor, bounds: bool = False) -> Tensor:
-        """[N, M] the members' scores (or their ``score_bound``) of the probe, on its device."""
+        """[N, M] the members' scores of the probe, on its device; with ``bounds``, each member
+        with a weight >= 0 gives its ``score_bound`` instead."""
         device = probe.embedding.device
+        use_bound = self._nonnegative if bounds else [False] * len(self.members)
         parts = [
-            (m.score_bound(probe, classes) if bounds else m.score_probe(probe, classes))
-            for m in self.members.values()
+            (m.score_bound(probe, classes) if bound else m.score_probe(probe, classes))
+            for m, bound in zip(self.members.values(), use_bound, strict=True)
         ]
         return torch.stack([p.to(device) for p in parts], 1)
 
     def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
-        """The regression's logit of the members' bounds: a bound of the score where every
-        weight is >= 0 (the regression learns larger-is-adversarial members with positive
-        weights), a surrogate otherwise."""
+        """The regression's logit with each member of weight >= 0 replaced by its upper bound,
+        and each of negative weight kept as its score: an upper bound of the combined score
+        (a member the regression learned to read the other way round, e.g. uncertainty on an
+        RCE model whose clean predictions are the uncertain ones, would otherwise be pushed the
+        wrong way by its bound)."""
         return self._logit(self._stacked(probe, toward, bounds=True))
 
     def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
@@ -320,6 +326,7 @@ class CombinedDetector(Detector):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "weight" in state_dict:
             self._fitted = True
+            self._nonnegative = [float(v) >= 0 for v in state_dict[prefix + "weight"]]
 
     def extra_repr(self) -> str:
         state = "fitted" if self._fitted else "unfitted"

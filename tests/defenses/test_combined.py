@@ -303,3 +303,31 @@ def test_kde_bu_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     probe = Probe(model, x, det.layers)
     det.score_probe(probe, probe.predictions).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+class BoundedStub(Stub):
+    """A member whose bound is its score + 10 (so a test can tell which one was used)."""
+
+    def score_bound(self, probe: Probe, toward: torch.Tensor) -> torch.Tensor:
+        return self.score_probe(probe, toward) + 10.0
+
+
+def test_the_attack_bound_replaces_only_members_of_nonnegative_weight() -> None:
+    """A member the regression reads the other way round (negative weight) keeps its score in
+    the attack's bound: its own upper bound would push the combination the wrong way."""
+    model = tiny_model()
+    data = tiny_data(model)
+    inputs = FitInputs(model, data, ModelOutputs(model, data, 64), 32, craft=Recorder(model))
+    members = {"bright": BoundedStub(brightness), "conf": BoundedStub(confidence)}
+    det = CombinedDetector(
+        members=["bright", "conf"], fit_samples=40, member_factory=stub_factory(members)
+    ).fit_on(inputs)
+    state = det.state_dict()
+    state["weight"] = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    det.load_state_dict(state)  # the signs are read back from the saved weights
+    probe = Probe(model, data.x_test[:6])
+    toward = torch.zeros(6, dtype=torch.long)
+    s = torch.stack([brightness(probe) + 10.0, confidence(probe)], 1).double()
+    want = ((s - det.score_mean) / det.score_std) @ det.weight + det.bias
+    torch.testing.assert_close(det.score_bound(probe, toward).double(), want)
+    assert (det.score_bound(probe, toward) >= det.score_probe(probe, toward)).all()
