@@ -128,12 +128,14 @@ class CWWhiteBox(CW):
         return t.expand(len(x)) if t.dim() == 0 else t
 
     def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(per-example thresholds T, one-hot mask of the true labels)."""
+        """(per-example thresholds T in the units of the detector's ``attack_score``, one-hot
+        mask of the true labels): computed once per batch, outside the iterations."""
         if target is not None:
             raise ValueError("cw_wb is untargeted")
         with torch.no_grad():
             num_classes = self.probe(x[:1]).logits.shape[1]
-        return self._thresholds(x), F.one_hot(y, num_classes=num_classes).bool()
+        threshold = self.detector.attack_threshold(self._thresholds(x))
+        return threshold, F.one_hot(y, num_classes=num_classes).bool()
 
     def iteration_terms(
         self, x_adv: Tensor, label: Tensor, targeted: bool, state: tuple[Tensor, Tensor]
@@ -150,6 +152,5 @@ class CWWhiteBox(CW):
             gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
         )
         score = self.detector.attack_score(probe, toward)
-        threshold = self.detector.attack_threshold(threshold)
         penalty = (score - threshold).clamp(min=0)
         return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)

@@ -194,10 +194,6 @@ class CombinedDetector(Detector):
         self.fit_pairs_ = 0
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
 
-    @classmethod
-    def from_config(cls, cfg: CombinedConfig) -> CombinedDetector:
-        return cls(cfg)
-
     @property
     def fitted(self) -> bool:
         return self._fitted

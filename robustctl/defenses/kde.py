@@ -338,11 +338,6 @@ class KDEDetector(Detector):
         self._counts: list[int] = []  # python copies: no device sync per call
         self._sigma = math.nan
 
-    @classmethod
-    def from_config(cls, cfg: KDEConfig) -> KDEDetector:
-        """Build from a ``defense=kde`` config."""
-        return cls(cfg)
-
     # ------------------------------------------------------------------------------- state
     @property
     def fitted(self) -> bool:

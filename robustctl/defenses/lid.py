@@ -172,10 +172,6 @@ class LIDDetector(Detector):
         self.combiner = LogisticCombiner()
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
 
-    @classmethod
-    def from_config(cls, cfg: LIDConfig) -> LIDDetector:
-        return cls(cfg)
-
     # ------------------------------------------------------------------------------- state
     def reference(self, name: str) -> Tensor:
         return self._buffers[f"reference_{name}"]  # type: ignore[return-value]

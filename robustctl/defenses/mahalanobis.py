@@ -273,10 +273,6 @@ class MahalanobisDetector(Detector):
         self.combiner = LogisticCombiner()
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
 
-    @classmethod
-    def from_config(cls, cfg: MahalanobisConfig) -> MahalanobisDetector:
-        return cls(cfg)
-
     # ------------------------------------------------------------------------------- state
     @property
     def fitted(self) -> bool:

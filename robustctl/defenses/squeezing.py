@@ -142,10 +142,6 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
         self.bits = None if config.bits is None else int(config.bits)
         self.median_size = None if config.median_size is None else int(config.median_size)
 
-    @classmethod
-    def from_config(cls, cfg: SqueezeConfig) -> FeatureSqueezingDetector:
-        return cls(cfg)
-
     @property
     def squeezer_names(self) -> list[str]:
         """``bits<b>`` and/or ``median<k>x<k>``, in the order of :meth:`squeeze`."""
@@ -175,27 +171,29 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
     def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
         """max over squeezers of the L1 distance between the softmax of the probe's logits and
         of the model's logits on the squeezed images ([N]; ``classes`` unused)."""
-        x = probe.x
-        if x.shape[0] == 0:
+        if probe.x.shape[0] == 0:
             return probe.logits.sum(1)
-        squeezed = self.squeeze_bpda(x)
-        logits = prediction_logits(probe.model, torch.cat(squeezed)).split(x.shape[0])
         p = torch.softmax(probe.logits, 1)
-        distances = [(torch.softmax(lg, 1) - p).abs().sum(1) for lg in logits]
+        distances = [(p_s - p).abs().sum(1) for p_s in self.squeezed_probabilities(probe)]
         return torch.stack(distances).amax(0)
 
     def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
         """max over squeezers of ||p - e_t||_1 + ||p_s - e_t||_1 >= ||p - p_s||_1 (triangle
         inequality through the one-hot e_t of the class the attack moves toward): 0 only when
         the image and every squeezed copy are classified as t with certainty."""
-        x = probe.x
-        if x.shape[0] == 0:
+        if probe.x.shape[0] == 0:
             return probe.logits.sum(1)
-        logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
         target = torch.nn.functional.one_hot(toward, probe.logits.shape[1]).to(probe.logits.dtype)
         own = (torch.softmax(probe.logits, 1) - target).abs().sum(1)
-        bounds = [own + (torch.softmax(lg, 1) - target).abs().sum(1) for lg in logits]
+        bounds = [own + (p_s - target).abs().sum(1) for p_s in self.squeezed_probabilities(probe)]
         return torch.stack(bounds).amax(0)
+
+    def squeezed_probabilities(self, probe: Probe) -> list[Tensor]:
+        """Per squeezer, the softmax of the model's prediction logits on the squeezed
+        (straight-through) copies of the probe's images: one forward pass for all squeezers."""
+        x = probe.x
+        logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
+        return [torch.softmax(lg, 1) for lg in logits]
 
     def extra_repr(self) -> str:
         return ", ".join(self.squeezer_names)

@@ -122,10 +122,6 @@ class BUDetector(LogScaleAttack, Detector):
         self.num_classes = 0
         self.val_uncertainty_ = float("nan")
 
-    @classmethod
-    def from_config(cls, cfg: BUConfig) -> BUDetector:
-        return cls(cfg)
-
     @property
     def fitted(self) -> bool:
         return self.embedding_dim > 0
