@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 NOTE_TAG = "mlflow.note.content"  # the run description the UI shows on the run page
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
+_CONFLICT_RETRIES = 3  # resends of a write that lost a race on the store's unique key
+# How SQLite, PostgreSQL and MySQL word a broken unique key, as the store reports it.
+_UNIQUE_VIOLATION = ("unique constraint", "duplicate key", "duplicate entry", "integrityerror")
+
+
+def lost_insert_race(error: BaseException) -> bool:
+    """Whether a store refused a write because another writer inserted the same row first."""
+    text = str(error).lower()
+    return any(marker in text for marker in _UNIQUE_VIOLATION)
 
 
 class RunTracker:
@@ -172,8 +181,22 @@ class RunTracker:
         self._write("log_artifact", local_path=str(path), artifact_path=artifact_path)
 
     def log_inputs(self, datasets: list[dict[str, Any]]) -> None:
-        """Dataset inputs (:func:`robustctl.tracking.inputs.dataset_inputs`)."""
-        self._write("log_inputs", datasets=datasets)
+        """Dataset inputs (:func:`robustctl.tracking.inputs.dataset_inputs`).
+
+        MLflow stores a dataset once per experiment, keyed by name and digest, with a look-up
+        then an insert. Two sweep jobs logging the same data at the same moment can both miss the
+        look-up; the later insert then breaks the store's unique key. The dataset exists by then,
+        so the write is sent again and links it (up to ``_CONFLICT_RETRIES`` times)."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            try:
+                self._write("log_inputs", datasets=datasets)
+                return
+            except MlflowException as exc:
+                if attempt == _CONFLICT_RETRIES or not lost_insert_race(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def set_description(self, markdown: str) -> None:
         """The run page's description (MLflow's ``mlflow.note.content`` tag), in Markdown."""

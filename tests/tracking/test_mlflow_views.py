@@ -5,6 +5,7 @@ run's checkpoint, and the run description holds the summary."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import mlflow.pytorch
@@ -87,6 +88,49 @@ def test_the_three_splits_are_the_runs_dataset_inputs(tiny, tmp_path):
         assert profile["images_per_class"] == np.bincount(labels, minlength=4).tolist()
         schema = json.loads(json.loads(item.dataset.schema)["mlflow_tensorspec"]["features"])
         assert schema[0]["tensor-spec"]["shape"] == [-1, 1, 8, 8]
+
+
+def test_a_run_that_loses_the_race_to_insert_a_dataset_still_links_it(tmp_path, monkeypatch):
+    """Two sweep jobs log the same data at once: both look the dataset up, find nothing, and the
+    later insert breaks the store's unique key. Here the first job's insert lands between the
+    second job's look-up and its insert (the look-up is made to miss); the second run must
+    still end up with the three inputs, linked to the one stored dataset."""
+    from sqlalchemy.orm import Query
+
+    from robustctl.tracking.inputs import dataset_inputs
+    from robustctl.tracking.run import RunTracker
+
+    _, cfg = compose(["dataset=synthetic", "dataset.num_samples=120"])
+    data = load_dataset(cfg.dataset, tmp_path)
+    inputs = dataset_inputs(data)
+    first = RunTracker(store_uri(tmp_path), "race")
+    first.start("first", {})
+    second = RunTracker(store_uri(tmp_path), "race")
+    second.start("second", {})
+    first.log_inputs(inputs)
+
+    real_all, missed = Query.all, []
+
+    def look_up_misses_once(query):
+        rows = real_all(query)
+        if not missed and rows and type(rows[0]).__name__ == "SqlDataset":
+            missed.append(len(rows))
+            return []  # what the second job saw before the first job's insert
+        return rows
+
+    monkeypatch.setattr(Query, "all", look_up_misses_once)
+    second.log_inputs(inputs)
+    assert missed == [3]  # the race happened: the look-up missed all three stored datasets
+    client = MlflowClient(store_uri(tmp_path))
+    linked = client.get_run(second.run_id).inputs.dataset_inputs
+    assert sorted(i.dataset.name for i in linked) == [
+        "synthetic-test",
+        "synthetic-train",
+        "synthetic-val",
+    ]
+    with sqlite3.connect(tmp_path / "mlruns.db") as db:
+        (stored,) = db.execute("SELECT COUNT(*) FROM datasets").fetchone()
+    assert stored == 3  # one stored dataset per split, shared by both runs
 
 
 # ---------------------------------------------------------------------- models
