@@ -15,6 +15,11 @@ white-box attack, the class the attack moves toward). Scores are differentiable 
 ``probe.x`` wherever the method allows, so a white-box attack optimizes through the detector
 (C&W-wb); a detector with a non-differentiable step scores through a differentiable surrogate
 (straight-through / BPDA, or an expectation over its randomness) and says which in its docstring.
+
+Detectors fitted on adversarial examples (``lid``, ``mahalanobis`` with several layers,
+``combined``, ``kde_bu``) share their config fields (:class:`AdversarialFitConfig`), their fit
+set (:func:`crafted_pairs`) and their logistic regression
+(:class:`~robustctl.defenses.regression.LogisticCombiner`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustctl.inference import eval_mode, model_device
+from robustctl.config.validation import require
+from robustctl.defenses.regression import MIN_FIT_PAIRS
+from robustctl.errors import ConfigError
+from robustctl.inference import eval_mode, model_device, predict_labels
+
+SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
 @dataclass
@@ -52,7 +62,6 @@ class AdversarialFitConfig:
 
         # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
         from robustctl.attacks import attack_config, attack_options
-        from robustctl.config.validation import require
 
         require(
             self.fit_attack in attack_options(),
@@ -215,7 +224,6 @@ class FitInputs:
         attacks), crafted with the attack option ``attack`` and its ``params`` against the model
         through ``craft``: the adversarial side of a detector fitted to tell them apart."""
         from robustctl.data.base import seeded_permutation
-        from robustctl.errors import ConfigError
 
         if split not in ("train", "val"):
             raise ValueError(f"detectors are fitted on train or val images, not {split!r}")
@@ -225,6 +233,63 @@ class FitInputs:
         idx = seeded_permutation(len(labels), seed)[:n]
         x, y = getattr(self.data, f"x_{split}")[idx], labels[idx]
         return x, self.craft(attack, params, x, y), y
+
+
+def crafted_pairs(
+    inputs: FitInputs, cfg: Any, split: str = "train"
+) -> tuple[Tensor, Tensor, Tensor, str | None]:
+    """(clean, adversarial, labels, fallback) on the CPU: the fit set of a detector fitted on
+    adversarial examples (``cfg``: an :class:`AdversarialFitConfig`). ``cfg.fit_attack`` with
+    ``cfg.fit_attack_params`` on ``cfg.fit_samples`` seeded ``split`` images
+    (:meth:`FitInputs.adversarial_examples`). With ``cfg.successful_only``, only the pairs whose
+    clean image ``inputs.model`` classifies correctly and whose adversarial example it
+    misclassifies, unless fewer than ``MIN_FIT_PAIRS`` are: then all pairs, and ``fallback``
+    says so (None otherwise). A :class:`ConfigError` when ``split`` has no images (nothing is
+    crafted then)."""
+    if len(getattr(inputs.data, f"y_{split}")) == 0:
+        where = SPLIT_NAMES.get(split, split)
+        hint = " (dataset.val_fraction)" if split == "val" else ""
+        raise ConfigError(
+            f"defense={cfg.name}: the regression is fitted on adversarial examples of {where} "
+            f"images; there are none{hint}"
+        )
+    clean, adv, y = inputs.adversarial_examples(
+        split, cfg.fit_attack, dict(cfg.fit_attack_params), int(cfg.fit_samples), int(cfg.seed)
+    )
+    clean, adv, y = clean.detach().cpu(), adv.detach().cpu(), y.cpu()
+    fallback = None
+    if cfg.successful_only:
+        pred = predict_labels(inputs.model, torch.cat([clean, adv]), inputs.batch_size)
+        keep = (pred[: len(y)] == y) & (pred[len(y) :] != y)
+        if int(keep.sum()) >= MIN_FIT_PAIRS:
+            clean, adv, y = clean[keep], adv[keep], y[keep]
+        else:
+            fallback = (
+                f"only {int(keep.sum())} of {len(y)} {SPLIT_NAMES.get(split, split)} pairs have "
+                f"a correctly classified image and a successful {cfg.fit_attack} example "
+                f"(< {MIN_FIT_PAIRS}): the regression was fitted on all {len(y)} pairs"
+            )
+    return clean, adv, y, fallback
+
+
+def check_layer_list(layers: Any) -> None:
+    """A :class:`ConfigError` naming ``defense.layers`` unless ``layers`` is a non-empty list of
+    distinct layer names (a config's ``__post_init__`` check)."""
+    names = list(layers)
+    require(
+        bool(names) and all(isinstance(n, str) for n in names),
+        "defense.layers",
+        f"must be a non-empty list of layer names, got {names}",
+    )
+    require(len(set(names)) == len(names), "defense.layers", f"has duplicates: {names}")
+
+
+def check_layers(model: nn.Module, layers: tuple[str, ...]) -> None:
+    """A :class:`ConfigError` naming ``defense.layers`` when ``model`` has no such layer."""
+    known = tuple(getattr(model, "layer_names", ("embedding",)))
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise ConfigError(f"defense.layers: unknown layer(s) {unknown}; the model has {known}")
 
 
 def batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:

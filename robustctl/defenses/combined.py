@@ -12,12 +12,12 @@ Fit. Every member is fitted with ``fit_on(inputs)`` (on clean training data). Th
 then fitted on a held-out split: n = ``fit_samples`` (default 1000) validation images, a seeded
 subset (``seed``), and their adversarial examples crafted with the attack option ``fit_attack``
 and its ``fit_attack_params`` (default FGSM, eps 0.1), by
-:meth:`~robustctl.defenses.base.FitInputs.adversarial_examples` ("val"). Neither the training
-images the members were fitted on nor test images enter it. With ``successful_only`` (default),
-as Feinman et al. did, only the pairs whose clean image the model classifies correctly and whose
-adversarial example it misclassifies are kept (when fewer than ``MIN_FIT_PAIRS`` are, all pairs
-are used and a caveat says so). Each member scores each image under the model's prediction for it
-(as :func:`~robustctl.defenses.base.score_images` does), giving feature vectors s in R^M (M
+:func:`~robustctl.defenses.base.crafted_pairs` ("val"). Neither the training images the members
+were fitted on nor test images enter it. With ``successful_only`` (default), as Feinman et al.
+did, only the pairs whose clean image the model classifies correctly and whose adversarial
+example it misclassifies are kept (when fewer than ``MIN_FIT_PAIRS`` are, all pairs are used and
+a caveat says so). Each member scores each image under the model's prediction for it (as
+:func:`~robustctl.defenses.base.score_images` does), giving feature vectors s in R^M (M
 members); clean images get label 0, adversarial ones label 1. Features are standardized with the
 fit set's mean mu and standard deviation sd (ddof 0; a constant feature gets sd = 1, as
 scikit-learn's StandardScaler), f = (s - mu) / sd, and an L2-penalized logistic regression
@@ -25,7 +25,8 @@ scikit-learn's StandardScaler), f = (s - mu) / sd, and an L2-penalized logistic 
     minimize_{w, b}  sum_i [log(1 + exp(w.f_i + b)) - y_i (w.f_i + b)] + ||w||^2 / (2 C),
 
 C = ``lr_c`` (default 1.0; the intercept b is not penalized), is solved by Newton's method in
-float64 (the same objective as ``sklearn.linear_model.LogisticRegression(C=C)``).
+float64 (the same objective as ``sklearn.linear_model.LogisticRegression(C=C)``): the
+:class:`~robustctl.defenses.regression.LogisticCombiner` that ``lid`` and ``mahalanobis`` fit too.
 
 Score. The regression's logit, score(x) = w . (s(x) - mu) / sd + b (larger = more adversarial):
 linear in the members' scores, so it is differentiable wherever they are (through their own
@@ -45,7 +46,6 @@ adversarial validation images, in-sample) and ``combined/fit_pairs`` (pairs in t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,21 +54,26 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import AdversarialFitConfig, Detector, FitInputs, Probe, batches
+from robustctl.defenses.base import (
+    AdversarialFitConfig,
+    Detector,
+    FitInputs,
+    Probe,
+    batches,
+    crafted_pairs,
+)
+from robustctl.defenses.regression import LogisticCombiner
 from robustctl.errors import ConfigError
 from robustctl.inference import eval_mode, model_device
 
 __all__ = [
-    "MIN_FIT_PAIRS",
     "CombinedConfig",
     "CombinedDetector",
     "KDEBUConfig",
     "KDEBUDetector",
     "default_member_factory",
-    "fit_logistic_regression",
 ]
 
-MIN_FIT_PAIRS = 10  # fewer successful (clean-correct, adversarial-wrong) pairs: use all pairs
 PREFIX = "combined"  # metric and caveat keys: combined/<quantity>, for every option of this class
 
 
@@ -118,53 +123,17 @@ def default_member_factory(name: str) -> Detector:
     return cls.from_config(cls.config_type())
 
 
-def fit_logistic_regression(
-    features: Tensor, labels: Tensor, c: float, max_iter: int = 100, tol: float = 1e-10
-) -> tuple[Tensor, Tensor]:
-    """(w [M], b []) minimizing sum_i logloss(w.f_i + b, y_i) + ||w||^2 / (2 c) (b unpenalized),
-    by Newton's method with step halving, in float64. Stops when the largest gradient entry is
-    below ``tol`` times the number of samples, or after ``max_iter`` steps."""
-    f = features.detach().to(torch.float64).cpu()
-    y = labels.detach().to(torch.float64).cpu()
-    n, m = f.shape
-    x = torch.cat([f, torch.ones(n, 1, dtype=torch.float64)], 1)
-    penalty = torch.full((m + 1,), 1.0 / c, dtype=torch.float64)
-    penalty[-1] = 0.0
-    theta = torch.zeros(m + 1, dtype=torch.float64)
-
-    def objective(t: Tensor) -> float:
-        s = x @ t
-        return float((nn.functional.softplus(s) - y * s).sum() + 0.5 * (penalty * t * t).sum())
-
-    for _ in range(max_iter):
-        p = torch.sigmoid(x @ theta)
-        grad = x.T @ (p - y) + penalty * theta
-        if float(grad.abs().max()) < tol * max(n, 1):
-            break
-        hess = x.T @ ((p * (1 - p)).unsqueeze(1) * x) + torch.diag(penalty)
-        hess += 1e-12 * torch.eye(m + 1, dtype=torch.float64)  # a separable fit: keep it solvable
-        step = torch.linalg.solve(hess, grad)
-        current, t = objective(theta), 1.0
-        while objective(theta - t * step) > current and t > 1e-12:
-            t /= 2
-        theta = theta - t * step
-    return theta[:m].clone(), theta[m].clone()
-
-
 class CombinedDetector(Detector):
     """Logistic regression on member detectors' standardized scores (module docstring).
 
     Build with a :class:`CombinedConfig` (or :class:`KDEBUConfig`) or its fields as keywords;
     ``member_factory(name) -> Detector`` builds each member (default:
-    :func:`default_member_factory`). ``members``: an ``nn.ModuleDict`` name -> detector.
-    Buffers (float64): ``score_mean`` [M], ``score_std`` [M], ``weight`` [M], ``bias`` [].
+    :func:`default_member_factory`). ``members``: an ``nn.ModuleDict`` name -> detector;
+    ``combiner``: the :class:`~robustctl.defenses.regression.LogisticCombiner` on their scores
+    (buffers ``combiner.*``: float64 mean, scale and weight [M], bias []).
     """
 
     config_type = CombinedConfig
-    score_mean: Tensor
-    score_std: Tensor
-    weight: Tensor
-    bias: Tensor
 
     def __init__(
         self,
@@ -183,20 +152,17 @@ class CombinedDetector(Detector):
         # instance values shadowing the class defaults of Detector: the union of the members'
         self.layers = tuple(dict.fromkeys(layer for d in detectors for layer in d.layers))
         self.reads_images = any(d.reads_images for d in detectors)
-        m = len(self.member_names)
-        self.register_buffer("score_mean", torch.zeros(m, dtype=torch.float64))
-        self.register_buffer("score_std", torch.ones(m, dtype=torch.float64))
-        self.register_buffer("weight", torch.zeros(m, dtype=torch.float64))
-        self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
-        self._fitted = False
-        self._nonnegative: list[bool] = []  # weight >= 0, per member (host copy)
-        self.lr_val_accuracy_ = math.nan
-        self.fit_pairs_ = 0
+        self.combiner = LogisticCombiner()
+        self._nonnegative: list[bool] = []  # combiner.weight >= 0, per member (host copy)
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
 
     @property
     def fitted(self) -> bool:
-        return self._fitted
+        return self.combiner.fitted
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit_on(inputs) first")
 
     # ----------------------------------------------------------------------------------- fit
     def member_scores(
@@ -223,45 +189,17 @@ class CombinedDetector(Detector):
         cfg = self.config
         for member in self.members.values():
             member.fit_on(inputs)
-        clean, adv, y = inputs.adversarial_examples(
-            "val", cfg.fit_attack, dict(cfg.fit_attack_params), int(cfg.fit_samples), cfg.seed
-        )
-        if len(y) == 0:
-            raise ConfigError(
-                f"defense={cfg.name}: the combination is fitted on validation images; there are "
-                "none (dataset.val_fraction)"
-            )
-        pred_clean, s_clean = self.member_scores(inputs.model, clean, inputs.batch_size)
-        pred_adv, s_adv = self.member_scores(inputs.model, adv, inputs.batch_size)
-        keep = torch.ones(len(y), dtype=torch.bool)
-        self.fit_fallback_ = None
-        if cfg.successful_only:
-            y_cpu = y.cpu()
-            ok = (pred_clean == y_cpu) & (pred_adv != y_cpu)
-            if int(ok.sum()) >= MIN_FIT_PAIRS:
-                keep = ok
-            else:
-                self.fit_fallback_ = (
-                    f"only {int(ok.sum())} of {len(y)} validation pairs have a correctly "
-                    f"classified image and a successful {cfg.fit_attack} example (< "
-                    f"{MIN_FIT_PAIRS}): the regression was fitted on all {len(y)} pairs"
-                )
-        features = torch.cat([s_clean[keep], s_adv[keep]]).to(torch.float64)
-        labels = torch.cat([torch.zeros(int(keep.sum())), torch.ones(int(keep.sum()))])
+        # a ConfigError naming dataset.val_fraction when there are no validation images
+        clean, adv, _, self.fit_fallback_ = crafted_pairs(inputs, cfg, "val")
+        _, s_clean = self.member_scores(inputs.model, clean, inputs.batch_size)
+        _, s_adv = self.member_scores(inputs.model, adv, inputs.batch_size)
+        features = torch.cat([s_clean, s_adv]).to(torch.float64)
         if not torch.isfinite(features).all():
             raise ValueError(f"defense={cfg.name}: a member gave a NaN or infinite score")
-        mean = features.mean(0)
-        std = features.std(0, unbiased=False)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        w, b = fit_logistic_regression((features - mean) / std, labels, float(cfg.lr_c))
-        device = self.weight.device
-        self.score_mean, self.score_std = mean.to(device), std.to(device)
-        self.weight, self.bias = w.to(device), b.to(device)
-        self._nonnegative = [float(v) >= 0 for v in w]  # host copy: no device read per attack step
-        self._fitted = True
-        logits = ((features - mean) / std) @ w + b
-        self.lr_val_accuracy_ = float(((logits > 0).double() == labels.double()).double().mean())
-        self.fit_pairs_ = int(keep.sum())
+        labels = torch.cat([torch.zeros(len(s_clean)), torch.ones(len(s_adv))])
+        self.combiner.fit(features, labels, c=float(cfg.lr_c))
+        # host copy of the signs, read once here: the attack loop reads nothing from the device
+        self._nonnegative = [v >= 0 for v in self.combiner.weight.tolist()]
         return self
 
     # ------------------------------------------------------------------------------- scoring
@@ -282,30 +220,26 @@ class CombinedDetector(Detector):
         (a member the regression learned to read the other way round, e.g. uncertainty on an
         RCE model whose clean predictions are the uncertain ones, would otherwise be pushed the
         wrong way by its bound)."""
-        return self._logit(self._stacked(probe, toward, bounds=True))
+        self._check_fitted()
+        return self.combiner(self._stacked(probe, toward, bounds=True))
 
     def score_probe(self, probe: Probe, classes: Tensor) -> Tensor:
         """The regression's logit w . (s - mu) / sd + b of the members' scores s ([N])."""
-        return self._logit(self._stacked(probe, classes))
-
-    def _logit(self, s: Tensor) -> Tensor:
-        if not self._fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit_on(inputs) first")
-        dtype = s.dtype
-        mean, std = self.score_mean.to(s.device, dtype), self.score_std.to(s.device, dtype)
-        return ((s - mean) / std) @ self.weight.to(s.device, dtype) + self.bias.to(s.device, dtype)
+        self._check_fitted()
+        return self.combiner(self._stacked(probe, classes))
 
     # ------------------------------------------------------------------------------- reports
     def metrics(self) -> dict[str, float]:
         """The members' metrics, ``combined/weight_<member>``, ``combined/lr_val_accuracy`` and
-        ``combined/fit_pairs``."""
+        ``combined/fit_pairs`` (the fit set holds each pair's clean and adversarial image)."""
+        self._check_fitted()
         out: dict[str, float] = {}
         for member in self.members.values():
             out.update(member.metrics())
-        for name, w in zip(self.member_names, self.weight.tolist(), strict=True):
+        for name, w in zip(self.member_names, self.combiner.weight.tolist(), strict=True):
             out[f"{PREFIX}/weight_{name}"] = float(w)
-        out[f"{PREFIX}/lr_val_accuracy"] = self.lr_val_accuracy_
-        out[f"{PREFIX}/fit_pairs"] = float(self.fit_pairs_)
+        out[f"{PREFIX}/lr_val_accuracy"] = float(self.combiner.train_accuracy)
+        out[f"{PREFIX}/fit_pairs"] = float(self.combiner.train_examples) / 2
         return out
 
     def caveats(self) -> dict[str, tuple[str, str]]:
@@ -320,12 +254,12 @@ class CombinedDetector(Detector):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "weight" in state_dict:
-            self._fitted = True
-            self._nonnegative = [float(v) >= 0 for v in state_dict[prefix + "weight"]]
+        weight = state_dict.get(prefix + "combiner.weight")
+        if weight is not None:  # the host copy of the signs, read once at load
+            self._nonnegative = [v >= 0 for v in weight.tolist()]
 
     def extra_repr(self) -> str:
-        state = "fitted" if self._fitted else "unfitted"
+        state = "fitted" if self.fitted else "unfitted"
         return f"name={self.config.name}, {state}"
 
 

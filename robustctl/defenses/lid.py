@@ -29,17 +29,17 @@ at fit and at test time, is estimated against it. ``k`` (default 20) must be bel
 Detector. The feature vector is (LID^l(x))_l over ``layers`` (default: all of the model's
 ``layer_names``, stem to embedding; Ma et al. use every layer's flattened activations and the
 logits: here the probe's spatially averaged layers, and no logits). A logistic regression
-(:class:`~robustctl.defenses.mahalanobis.LogisticCombiner`: standardized features, L2 with
+(:class:`~robustctl.defenses.regression.LogisticCombiner`: standardized features, L2 with
 ``lr_c`` = scikit-learn's C, Newton in float64) is fitted on adversarial examples of *training*
-images (label 1: ``fit_attack`` with ``fit_attack_params`` on ``fit_samples`` seeded images; with
-``successful_only``, only pairs with a correctly classified clean image and a misclassified
-adversarial example, unless fewer than 10 are: then all pairs, with a caveat; Ma et al. keep the
-correctly classified images) against their clean images and, with ``noisy`` (default), Ma et al.'s
-noisy examples (both label 0): x + n, Gaussian n rescaled to the L2 norm ||x_adv - x|| of its own
-adversarial example, clipped to [0, 1] (Ma et al. match the *average* L2 norm for some attacks and
-use sign noise of the L-inf budget for FGSM/BIM; one rule for every attack here). The score is the
-regression's logit (larger = more adversarial). ``classes`` is not used: LID does not depend on a
-class.
+images (label 1, :func:`~robustctl.defenses.base.crafted_pairs`: ``fit_attack`` with
+``fit_attack_params`` on ``fit_samples`` seeded images; with ``successful_only``, only pairs with
+a correctly classified clean image and a misclassified adversarial example, unless fewer than 10
+are: then all pairs, with a caveat; Ma et al. keep the correctly classified images) against
+their clean images and, with ``noisy`` (default), Ma et al.'s noisy examples (both label 0): x + n,
+Gaussian n rescaled to the L2 norm ||x_adv - x|| of its own adversarial example, clipped to [0, 1]
+(Ma et al. match the *average* L2 norm for some attacks and use sign noise of the L-inf budget for
+FGSM/BIM; one rule for every attack here). The score is the regression's logit (larger = more
+adversarial). ``classes`` is not used: LID does not depend on a class.
 
 Gradient. The score is differentiable in the features, hence in ``probe.x``: ``torch.topk`` on
 the squared distances passes the gradient to the k selected distances (the neighbour *choice*
@@ -68,15 +68,12 @@ from robustctl.defenses.base import (
     FitInputs,
     Probe,
     batches,
-    layer_outputs,
-)
-from robustctl.defenses.mahalanobis import (
-    LogisticCombiner,
-    _adopt_shapes,
-    _check_layer_list,
+    check_layer_list,
     check_layers,
     crafted_pairs,
+    layer_outputs,
 )
+from robustctl.defenses.regression import LogisticCombiner, adopt_shapes
 from robustctl.inference import model_device
 
 __all__ = ["LIDConfig", "LIDDetector", "lid_estimates", "matching_rows"]
@@ -106,7 +103,7 @@ class LIDConfig(AdversarialFitConfig):
     noisy: bool = True
 
     def __post_init__(self) -> None:
-        _check_layer_list(self.layers)
+        check_layer_list(self.layers)
         require(self.k >= 2, "defense.k", f"must be >= 2, got {self.k}")
         require(
             self.reference_size > self.k,
@@ -154,7 +151,7 @@ class LIDDetector(Detector):
     Build with a :class:`LIDConfig` or its fields as keywords (``LIDDetector(k=10)``).
 
     Buffers (moved by ``.to``, saved in ``state_dict``): ``reference_<layer>`` [R, C] reference
-    features and the :class:`~robustctl.defenses.mahalanobis.LogisticCombiner` ``combiner.*``.
+    features and the :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*``.
     """
 
     config_type = LIDConfig
@@ -206,7 +203,7 @@ class LIDDetector(Detector):
         return {"lid/fit_pairs": ("all", self.fit_fallback_)}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _adopt_shapes(self, state_dict, prefix)
+        adopt_shapes(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

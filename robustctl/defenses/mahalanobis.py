@@ -44,14 +44,15 @@ at x_hat^l, passed straight through the sign and the clip.
 
 Several layers: the per-layer scores are combined by a logistic regression (Lee et al.'s
 "feature ensemble") fitted on clean (label 0) vs adversarial (label 1) examples crafted from the
-*training* split (``fit_attack`` with ``fit_attack_params`` on ``fit_samples`` seeded images;
-with ``successful_only``, only pairs whose clean image the model classifies correctly and whose
-adversarial example it misclassifies; when fewer than ``MIN_FIT_PAIRS`` (10) are, all pairs, and
-a caveat says so, as :mod:`robustctl.defenses.combined` does). The features are standardized
-(training mean and population std) and the score is the regression's logit w . s + b: linear in
-the per-layer scores, hence differentiable. The regression is L2-regularized (scikit-learn's
-objective, C sum_i logloss_i + ||w||^2 / 2, intercept unpenalized; ``lr_c`` = C) and solved by
-Newton's method in float64 (:class:`LogisticCombiner`). Lee et al. fit it on a part of the
+*training* split (:func:`~robustctl.defenses.base.crafted_pairs`: ``fit_attack`` with
+``fit_attack_params`` on ``fit_samples`` seeded images; with ``successful_only``, only pairs
+whose clean image the model classifies correctly and whose adversarial example it
+misclassifies; when fewer than ``MIN_FIT_PAIRS`` (10) are, all pairs, and a caveat says so). The
+score is the regression's logit w . (s - mean) / scale + b of the per-layer scores s: linear in
+them, hence differentiable. The regression is
+:class:`~robustctl.defenses.regression.LogisticCombiner` (features standardized with the fit
+set's mean and population std; L2-penalized, scikit-learn's objective with ``lr_c`` = C,
+intercept unpenalized; Newton's method in float64). Lee et al. fit it on a part of the
 *test* set's adversarial examples (``LogisticRegressionCV``, tuned C, noisy images among the
 negatives); here the test images are never used, there are no noisy images, and C is fixed. One
 layer: the score is M^l itself, no adversarial example is needed.
@@ -71,28 +72,20 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
-from robustctl.defenses.base import AdversarialFitConfig, Detector, FitInputs, Probe, batches
-from robustctl.defenses.combined import MIN_FIT_PAIRS, fit_logistic_regression
-from robustctl.errors import ConfigError
-from robustctl.inference import eval_mode, model_device, predict_labels
+from robustctl.defenses.base import (
+    AdversarialFitConfig,
+    Detector,
+    FitInputs,
+    Probe,
+    batches,
+    check_layer_list,
+    check_layers,
+    crafted_pairs,
+)
+from robustctl.defenses.regression import LogisticCombiner, adopt_shapes
+from robustctl.inference import eval_mode, model_device
 
-__all__ = [
-    "LogisticCombiner",
-    "MahalanobisConfig",
-    "MahalanobisDetector",
-    "check_layers",
-    "crafted_pairs",
-]
-
-
-def _check_layer_list(layers: Any) -> None:
-    names = list(layers)
-    require(
-        bool(names) and all(isinstance(n, str) for n in names),
-        "defense.layers",
-        f"must be a non-empty list of layer names, got {names}",
-    )
-    require(len(set(names)) == len(names), "defense.layers", f"has duplicates: {names}")
+__all__ = ["MahalanobisConfig", "MahalanobisDetector"]
 
 
 @dataclass
@@ -113,123 +106,13 @@ class MahalanobisConfig(AdversarialFitConfig):
     noise: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_layer_list(self.layers)
+        check_layer_list(self.layers)
         require(
             math.isfinite(self.noise) and 0 <= self.noise <= 1,
             "defense.noise",
             f"must be in [0, 1], got {self.noise}",
         )
         self.check_fit_fields()
-
-
-# ---------------------------------------------------------------------------- shared helpers
-def check_layers(model: nn.Module, layers: tuple[str, ...]) -> None:
-    """A :class:`ConfigError` naming ``defense.layers`` when ``model`` has no such layer."""
-    known = tuple(getattr(model, "layer_names", ("embedding",)))
-    unknown = [name for name in layers if name not in known]
-    if unknown:
-        raise ConfigError(f"defense.layers: unknown layer(s) {unknown}; the model has {known}")
-
-
-def crafted_pairs(
-    inputs: FitInputs, cfg: Any, split: str = "train"
-) -> tuple[Tensor, Tensor, Tensor, str | None]:
-    """(clean, adversarial, labels, fallback) on the CPU: ``cfg.fit_attack`` with
-    ``cfg.fit_attack_params`` on ``cfg.fit_samples`` seeded ``split`` images. With
-    ``cfg.successful_only``, only the pairs whose clean image ``inputs.model`` classifies
-    correctly and whose adversarial example it misclassifies, unless fewer than
-    ``MIN_FIT_PAIRS`` are: then all pairs, and ``fallback`` says so (None otherwise), as
-    :class:`~robustctl.defenses.combined.CombinedDetector` does."""
-    clean, adv, y = inputs.adversarial_examples(
-        split, cfg.fit_attack, dict(cfg.fit_attack_params), int(cfg.fit_samples), int(cfg.seed)
-    )
-    clean, adv, y = clean.detach().cpu(), adv.detach().cpu(), y.cpu()
-    if len(y) < 1:
-        raise ConfigError(f"defense={cfg.name}: no {split} images to craft adversarial examples")
-    fallback = None
-    if cfg.successful_only:
-        pred = predict_labels(inputs.model, torch.cat([clean, adv]), inputs.batch_size)
-        keep = (pred[: len(y)] == y) & (pred[len(y) :] != y)
-        if int(keep.sum()) >= MIN_FIT_PAIRS:
-            clean, adv, y = clean[keep], adv[keep], y[keep]
-        else:
-            fallback = (
-                f"only {int(keep.sum())} of {len(y)} {split} pairs have a correctly classified "
-                f"image and a successful {cfg.fit_attack} example (< {MIN_FIT_PAIRS}): the "
-                f"regression was fitted on all {len(y)} pairs"
-            )
-    return clean, adv, y, fallback
-
-
-def _adopt_shapes(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
-    """Resize ``module``'s own buffers to the checkpoint's shapes (fit sizes them)."""
-    for name, cur in list(module._buffers.items()):
-        if cur is not None and prefix + name in state_dict:
-            module._buffers[name] = torch.empty(
-                state_dict[prefix + name].shape, dtype=cur.dtype, device=cur.device
-            )
-
-
-class LogisticCombiner(nn.Module):
-    """Standardized L2-regularized logistic regression; ``forward`` gives the logit.
-
-    ``fit(features [N, F], labels [N] in {0, 1})``: standardize with the training mean and
-    population std (a constant column gets scale 1), then minimize
-    ``C * sum_i logloss_i + ||w||^2 / 2`` (intercept unpenalized; scikit-learn's
-    ``LogisticRegression(C=C)`` objective) by Newton's method in float64
-    (:func:`robustctl.defenses.combined.fit_logistic_regression`).
-    ``forward(features)`` = ``((features - mean) / scale) @ weight + bias``: linear, so
-    differentiable in the features. Buffers: ``mean``, ``scale``, ``weight`` [F], ``bias``,
-    ``train_accuracy`` and ``train_examples`` [] (the fit's accuracy at logit 0 and size).
-    """
-
-    mean: Tensor
-    scale: Tensor
-    weight: Tensor
-    bias: Tensor
-    train_accuracy: Tensor
-    train_examples: Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        for name in ("mean", "scale", "weight"):
-            self.register_buffer(name, torch.zeros(0))
-        self.register_buffer("bias", torch.tensor(0.0))
-        self.register_buffer("train_accuracy", torch.tensor(math.nan))
-        self.register_buffer("train_examples", torch.tensor(0.0))
-
-    @property
-    def fitted(self) -> bool:
-        return self.weight.numel() > 0
-
-    def fit(self, features: Tensor, labels: Tensor, c: float = 1.0) -> LogisticCombiner:
-        x = torch.as_tensor(features).detach().to("cpu", torch.float64)
-        y = torch.as_tensor(labels).detach().to("cpu", torch.float64)
-        if x.dim() != 2 or y.shape != (x.shape[0],):
-            raise ValueError(f"need features [N, F] and labels [N], got {x.shape}, {y.shape}")
-        if not torch.isfinite(x).all():
-            raise ValueError("logistic regression features contain NaN or inf")
-        if not ((y == 0) | (y == 1)).all() or y.min() == y.max():
-            raise ValueError("logistic regression needs labels 0 and 1, both present")
-        mean, std = x.mean(0), x.std(0, correction=0)
-        scale = torch.where(std > 0, std, torch.ones_like(std))
-        xs = (x - mean) / scale
-        weight, bias = fit_logistic_regression(xs, y, float(c))
-        accuracy = float(((xs @ weight + bias > 0).double() == y).double().mean())
-        self.mean, self.scale = mean.float(), scale.float()
-        self.weight, self.bias = weight.float(), bias.float()
-        self.train_accuracy = torch.tensor(accuracy)
-        self.train_examples = torch.tensor(float(len(y)))
-        return self
-
-    def forward(self, features: Tensor) -> Tensor:
-        dt = features.dtype
-        z = (features - self.mean.to(dt)) / self.scale.to(dt)
-        return z @ self.weight.to(dt) + self.bias.to(dt)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _adopt_shapes(self, state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # -------------------------------------------------------------------------------------- module
@@ -249,7 +132,8 @@ class MahalanobisDetector(Detector):
 
     Buffers (moved by ``.to``, saved in ``state_dict``): ``means_<layer>`` [K, C] class means,
     ``precision_<layer>`` [C, C] pseudo-inverse covariances, ``ranks`` [L] covariance ranks, and
-    the :class:`LogisticCombiner` ``combiner.*`` (fitted with more than one layer).
+    the :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*`` (fitted with
+    more than one layer).
     """
 
     config_type = MahalanobisConfig
@@ -326,7 +210,7 @@ class MahalanobisDetector(Detector):
         return out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _adopt_shapes(self, state_dict, prefix)
+        adopt_shapes(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

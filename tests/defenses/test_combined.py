@@ -1,5 +1,7 @@
 """CombinedDetector: the regression against scikit-learn on the same standardized features, the
-fit's use of validation images only, and kde_bu end to end on a tiny ResNet."""
+fit's use of validation images only, and kde_bu end to end on a tiny ResNet. The Newton solver
+itself is tested in tests/defenses/test_regression.py; the config checks and the state_dict round
+trip shared with LID and Mahalanobis in tests/defenses/test_adversarial_fit.py."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from robustctl.defenses.combined import (
     KDEBUConfig,
     KDEBUDetector,
     default_member_factory,
-    fit_logistic_regression,
 )
 from robustctl.defenses.kde import KDEDetector
 from robustctl.defenses.uncertainty import BUDetector
@@ -132,30 +133,33 @@ def test_regression_matches_sklearn_and_touches_validation_images_only() -> None
     assert attack == "fgsm" and params == {"eps": 0.3} and len(clean) == 50
     assert rows_in(clean, data.x_val).all()
     assert not rows_in(clean, torch.cat([data.x_train, data.x_test])).any()
-    # members scored, for the fit, only the validation images and their adversarial examples
+    # successful pairs only (clean images are all correct)
     adv = craft(attack, params, clean, y)
+    flipped = (predict_labels(model, adv) != y).numpy()
+    assert 10 <= flipped.sum() < 50  # the filter is exercised
+    assert float(det.combiner.train_examples) == 2 * flipped.sum()
+    # members scored, for the fit, only the kept validation images and their adversarial examples
+    kept = torch.from_numpy(flipped)
     for m in members.values():
         seen = torch.cat(m.seen)
-        assert len(seen) == 100 and rows_in(seen, torch.cat([clean, adv])).all()
+        assert len(seen) == 2 * flipped.sum()
+        assert rows_in(seen, torch.cat([clean[kept], adv[kept]])).all()
         assert not rows_in(seen, torch.cat([data.x_train, data.x_test])).any()
 
-    # the features, computed directly; successful pairs only (clean images are all correct)
+    # the features, computed directly
     with torch.no_grad():
         feats = [
             torch.stack([brightness(p), confidence(p)], 1).double().numpy()
             for p in (Probe(model, clean), Probe(model, adv))
         ]
-        flipped = (predict_labels(model, adv) != y).numpy()
-    assert 10 <= flipped.sum() < 50  # the filter is exercised
-    assert det.fit_pairs_ == flipped.sum()
     x_fit = np.concatenate([feats[0][flipped], feats[1][flipped]])
     y_fit = np.r_[np.zeros(flipped.sum()), np.ones(flipped.sum())]
     mu, sd = x_fit.mean(0), x_fit.std(0)
     sk = LogisticRegression(C=0.7, tol=1e-12, max_iter=10_000).fit((x_fit - mu) / sd, y_fit)
-    np.testing.assert_allclose(det.score_mean.numpy(), mu, rtol=1e-6)
-    np.testing.assert_allclose(det.score_std.numpy(), sd, rtol=1e-5)
-    np.testing.assert_allclose(det.weight.numpy(), sk.coef_[0], rtol=1e-5, atol=1e-7)
-    assert float(det.bias) == pytest.approx(sk.intercept_[0], rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(det.combiner.mean.numpy(), mu, rtol=1e-6)
+    np.testing.assert_allclose(det.combiner.scale.numpy(), sd, rtol=1e-5)
+    np.testing.assert_allclose(det.combiner.weight.numpy(), sk.coef_[0], rtol=1e-5, atol=1e-7)
+    assert float(det.combiner.bias) == pytest.approx(sk.intercept_[0], rel=1e-5, abs=1e-7)
     assert np.abs(sk.coef_[0]).min() > 1e-3  # both members carry weight
 
     # the score on new (test) images is sklearn's decision function on the standardized scores
@@ -173,28 +177,6 @@ def test_regression_matches_sklearn_and_touches_validation_images_only() -> None
     assert det.caveats() == {}
 
 
-def test_newton_solver_against_sklearn_and_its_optimality() -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 3, generator=g, dtype=torch.float64)
-    y = (
-        x @ torch.tensor([1.5, -2.0, 0.0], dtype=torch.float64)
-        + 0.3
-        + torch.randn(300, generator=g, dtype=torch.float64)
-        > 0
-    ).double()
-    for c in (0.01, 1.0, 1e4):
-        w, b = fit_logistic_regression(x, y, c)
-        sk = LogisticRegression(C=c, tol=1e-12, max_iter=10_000).fit(x.numpy(), y.numpy())
-        np.testing.assert_allclose(w.numpy(), sk.coef_[0], rtol=1e-5, atol=1e-7)
-        assert float(b) == pytest.approx(sk.intercept_[0], rel=1e-5, abs=1e-7)
-        # stationarity of sum logloss + ||w||^2 / (2c): X^T (p - y) + w / c = 0, sum (p - y) = 0
-        p = torch.sigmoid(x @ w + b)
-        torch.testing.assert_close(
-            x.T @ (p - y) + w / c, torch.zeros(3, dtype=torch.float64), atol=1e-7, rtol=0
-        )
-        assert abs(float((p - y).sum())) < 1e-7
-
-
 def test_failed_attacks_fall_back_to_all_pairs_with_a_caveat() -> None:
     model = tiny_model()
     data = tiny_data(model)
@@ -205,17 +187,22 @@ def test_failed_attacks_fall_back_to_all_pairs_with_a_caveat() -> None:
     det = CombinedDetector(
         members=["bright", "conf"], fit_samples=20, member_factory=stub_factory(members)
     ).fit_on(inputs)
-    assert det.fit_pairs_ == 20 and "combined/fit_pairs" in det.caveats()
+    assert det.metrics()["combined/fit_pairs"] == 20 and "combined/fit_pairs" in det.caveats()
+    value, text = det.caveats()["combined/fit_pairs"]
+    assert value == "all" and "only 0 of 20 validation pairs" in text
     # identical clean and "adversarial" features: nothing to learn, the penalty keeps w at 0
-    torch.testing.assert_close(det.weight, torch.zeros(2, dtype=torch.float64), atol=1e-9, rtol=0)
-    assert abs(float(det.bias)) < 1e-9 and det.metrics()["combined/lr_val_accuracy"] == 0.5
+    torch.testing.assert_close(
+        det.combiner.weight, torch.zeros(2, dtype=torch.float64), atol=1e-9, rtol=0
+    )
+    assert abs(float(det.combiner.bias)) < 1e-9
+    assert det.metrics()["combined/lr_val_accuracy"] == 0.5
     everything = CombinedDetector(
         members=["bright", "conf"],
         fit_samples=20,
         successful_only=False,
         member_factory=stub_factory({"bright": Stub(brightness), "conf": Stub(confidence)}),
     ).fit_on(inputs)
-    assert everything.fit_pairs_ == 20 and everything.caveats() == {}
+    assert everything.metrics()["combined/fit_pairs"] == 20 and everything.caveats() == {}
 
 
 # ---------------------------------------------------------------------------- construction
@@ -227,8 +214,10 @@ def test_members_are_submodules_and_layers_are_their_union() -> None:
     det = CombinedDetector(members=["a", "b"], member_factory=stub_factory(members))
     assert det.layers == ("stage1", "stage2") and det.reads_images and det.needs_forward
     assert dict(det.members) == members
+    # .to converts the members and the regression's own buffers alike
     det = det.to(torch.float16)
-    assert members["a"].scale.dtype == torch.float16 and det.weight.dtype == torch.float16
+    assert members["a"].scale.dtype == torch.float16
+    assert det.combiner.weight.dtype == det.combiner.bias.dtype == torch.float16
     plain = CombinedDetector(members=["a"], member_factory=stub_factory({"a": Stub(brightness)}))
     assert plain.layers == () and not plain.reads_images and not plain.needs_forward
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -243,17 +232,11 @@ def test_configs_and_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> Non
         "fgsm",
         {"eps": 0.1},
     )
-    assert (cfg.fit_samples, cfg.successful_only, cfg.lr_c, cfg.seed) == (1000, True, 1.0, 0)
     assert KDEBUConfig().name == "kde_bu" and KDEBUConfig().members == ["kde", "bu"]
     assert KDEBUDetector.config_type is KDEBUConfig and issubclass(KDEBUDetector, CombinedDetector)
     for bad, key in (
         ({"members": []}, "members"),
         ({"members": ["kde", "kde"]}, "members"),
-        ({"fit_samples": 1}, "fit_samples"),
-        ({"lr_c": 0.0}, "lr_c"),
-        ({"fit_attack": "nope"}, "fit_attack"),
-        ({"fit_attack_params": {"eps": -1.0}}, "fit_attack_params"),
-        ({"fit_attack_params": {"steps": 3}}, "fit_attack_params"),
     ):
         with pytest.raises(ConfigError, match=rf"defense\.{key}"):
             CombinedConfig(**bad)
@@ -281,7 +264,8 @@ def test_kde_bu_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     ((_, params, clean, _),) = craft.calls
     assert params == {"eps": 0.2} and len(clean) == len(data.x_val)  # all 60 (< 1000)
     assert rows_in(clean, data.x_val).all()
-    assert det.fit_pairs_ >= 10 and det.caveats().keys() <= {"kde/bandwidth_at_grid_edge"}
+    assert det.metrics()["combined/fit_pairs"] >= 10
+    assert det.caveats().keys() <= {"kde/bandwidth_at_grid_edge"}
 
     preds, scores = score_images(det, model, data.x_test, batch_size=8)
     assert torch.equal(preds, predict_labels(model, data.x_test))
@@ -290,7 +274,8 @@ def test_kde_bu_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     member = torch.stack(
         [score_images(det.members[m], model, data.x_test)[1].double() for m in ("kde", "bu")], 1
     )
-    want = ((member - det.score_mean) / det.score_std) @ det.weight + det.bias
+    lr = det.combiner
+    want = ((member - lr.mean) / lr.scale) @ lr.weight + lr.bias
     torch.testing.assert_close(scores.double(), want, rtol=1e-5, atol=1e-5)
 
     metrics = det.metrics()
@@ -323,11 +308,12 @@ def test_the_attack_bound_replaces_only_members_of_nonnegative_weight() -> None:
         members=["bright", "conf"], fit_samples=40, member_factory=stub_factory(members)
     ).fit_on(inputs)
     state = det.state_dict()
-    state["weight"] = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    state["combiner.weight"] = torch.tensor([0.5, -0.25], dtype=torch.float64)
     det.load_state_dict(state)  # the signs are read back from the saved weights
     probe = Probe(model, data.x_test[:6])
     toward = torch.zeros(6, dtype=torch.long)
     s = torch.stack([brightness(probe) + 10.0, confidence(probe)], 1).double()
-    want = ((s - det.score_mean) / det.score_std) @ det.weight + det.bias
+    lr = det.combiner
+    want = ((s - lr.mean) / lr.scale) @ lr.weight + lr.bias
     torch.testing.assert_close(det.score_bound(probe, toward).double(), want)
     assert (det.score_bound(probe, toward) >= det.score_probe(probe, toward)).all()

@@ -1,6 +1,8 @@
 """LIDDetector against a brute-force numpy k-NN estimate (all pairwise norms, sorted, the MLE
 formula), leave-one-out included; gradients by finite differences (gradcheck); end to end through
-FitInputs with a tiny ResNet and an FGSM written in tests/defenses/test_mahalanobis.py."""
+FitInputs with a tiny ResNet and an FGSM written in tests/defenses/test_mahalanobis.py. The config
+checks and the state_dict round trip shared with Mahalanobis are in
+tests/defenses/test_adversarial_fit.py."""
 
 from __future__ import annotations
 
@@ -168,43 +170,17 @@ def test_separable_lid_features_give_a_high_auc() -> None:
     assert roc_auc_score(np.r_[np.zeros(100), np.ones(100)], scores.numpy()) > 0.9
 
 
-def test_state_dict_roundtrip() -> None:
-    model, inputs = tiny_inputs()
-    cfg = LIDConfig(layers=["stage2", "embedding"], k=5, reference_size=20, fit_samples=40)
-    cfg.successful_only = False
-    det = LIDDetector(cfg).fit_on(inputs)
-    state = det.state_dict()
-    assert {"reference_stage2", "reference_embedding", "combiner.weight", "combiner.bias"} <= set(
-        state
-    )
-    fresh = LIDDetector(cfg)
-    fresh.load_state_dict(state)
-    assert fresh.metrics() == det.metrics()
-    x = inputs.data.x_val
-    torch.testing.assert_close(
-        score_images(fresh, model, x)[1], score_images(det, model, x)[1], rtol=0, atol=0
-    )
-
-
 def test_config_and_errors() -> None:
+    """LID's own fields (the shared ones: tests/defenses/test_adversarial_fit.py)."""
     cfg = LIDConfig()
     assert (cfg.name, cfg.k, cfg.reference_size, cfg.noisy) == ("lid", 20, 100, True)
     assert cfg.layers == ["stem", "stage1", "stage2", "stage3", "embedding"]
-    assert (cfg.fit_attack, cfg.fit_attack_params, cfg.fit_samples) == ("fgsm", {"eps": 0.1}, 1000)
     for bad, key in [
         ({"k": 1}, "defense.k"),
         ({"k": 20, "reference_size": 20}, "defense.reference_size"),
-        ({"layers": []}, "defense.layers"),
-        ({"fit_samples": 0}, "defense.fit_samples"),
-        ({"fit_attack": "nope"}, "defense.fit_attack"),
-        ({"fit_attack_params": {"eps": -1.0}}, "defense.fit_attack_params"),
     ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             LIDConfig(**bad)
     _, inputs = tiny_inputs()
-    with pytest.raises(ConfigError, match="unknown layer"):
-        LIDDetector(layers=["logits"]).fit_on(inputs)
     with pytest.raises(ValueError, match="reference_size 500"):
         LIDDetector(reference_size=500).fit_on(inputs)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        LIDDetector().metrics()

@@ -1,6 +1,8 @@
 """MahalanobisDetector against scikit-learn's EmpiricalCovariance, a direct computation of the
-preprocessing step, finite differences (gradcheck), and scikit-learn's LogisticRegression for the
-layer combination; end to end through FitInputs with a tiny ResNet and an FGSM written here."""
+preprocessing step and finite differences (gradcheck); end to end through FitInputs with a tiny
+ResNet and an FGSM written here. The layer combination's regression is tested against
+scikit-learn in tests/defenses/test_regression.py; the config checks and the state_dict round
+trip shared with LID in tests/defenses/test_adversarial_fit.py."""
 
 from __future__ import annotations
 
@@ -8,17 +10,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.covariance import EmpiricalCovariance
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import StandardScaler
 
 from robustctl.data.base import ImageData
 from robustctl.defenses.base import FitInputs, Probe, score_images
-from robustctl.defenses.mahalanobis import (
-    LogisticCombiner,
-    MahalanobisConfig,
-    MahalanobisDetector,
-)
+from robustctl.defenses.mahalanobis import MahalanobisConfig, MahalanobisDetector
 from robustctl.errors import ConfigError
 from robustctl.inference import ModelOutputs, predict_labels
 from robustctl.models import ResNet
@@ -182,42 +177,6 @@ def test_gradcheck_single_layer_score() -> None:
     )
 
 
-# ----------------------------------------------------------------------------- combination
-def test_logistic_combiner_matches_sklearn() -> None:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(300, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2])
-    x = x + torch.tensor([2.0, -1.0, 10.0])
-    y = (x[:, 0] + 0.3 * x[:, 1] + torch.randn(300, generator=g, dtype=torch.float64) > 1.5).long()
-    lr = LogisticCombiner().fit(x, y, c=0.5)
-    xs = StandardScaler().fit_transform(x.numpy())
-    sk = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(xs, y.numpy())
-    np.testing.assert_allclose(lr.weight.numpy(), sk.coef_[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(float(lr.bias), sk.intercept_[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(
-        lr(x).numpy(), sk.decision_function(xs), rtol=1e-4, atol=1e-4
-    )  # the score is the logit, in the caller's dtype
-    assert float(lr.train_accuracy) == pytest.approx(sk.score(xs, y.numpy()))
-    with pytest.raises(ValueError, match="labels 0 and 1"):
-        LogisticCombiner().fit(x, torch.zeros(300))
-
-
-def test_separable_scores_rank_adversarial_above_clean() -> None:
-    # per-layer scores: adversarial examples are further in two of three layers
-    g = torch.Generator().manual_seed(4)
-
-    def draw(n: int, adv: bool) -> torch.Tensor:
-        s = torch.randn(n, 3, generator=g).abs() * 3
-        return s + torch.tensor([4.0, 0.0, 2.5]) * adv
-
-    clean, adv = draw(200, False), draw(200, True)
-    lr = LogisticCombiner().fit(torch.cat([clean, adv]), torch.arange(400) >= 200)
-    tc, ta = draw(200, False), draw(200, True)
-    scores = lr(torch.cat([tc, ta]))
-    auc = roc_auc_score(np.r_[np.zeros(200), np.ones(200)], scores.numpy())
-    assert auc > 0.9
-    assert lr.weight[0] > 0 and lr.weight[2] > 0 and abs(lr.weight[1]) < lr.weight[2]
-
-
 # -------------------------------------------------------------------------------- end to end
 def test_fit_on_end_to_end_and_successful_only() -> None:
     model, inputs = tiny_inputs()
@@ -275,51 +234,12 @@ def test_single_layer_needs_no_adversarial_examples() -> None:
     np.testing.assert_allclose(scores.numpy(), want, rtol=1e-4)
 
 
-def test_state_dict_roundtrip() -> None:
-    model, inputs = tiny_inputs()
-    cfg = MahalanobisConfig(layers=["stage2", "embedding"], fit_samples=40, successful_only=False)
-    det = MahalanobisDetector(cfg).fit_on(inputs)
-    state = det.state_dict()
-    assert {
-        "means_stage2",
-        "precision_stage2",
-        "means_embedding",
-        "precision_embedding",
-        "ranks",
-        "combiner.weight",
-        "combiner.bias",
-        "combiner.mean",
-        "combiner.scale",
-    } <= set(state)
-    fresh = MahalanobisDetector(cfg)
-    fresh.load_state_dict(state)
-    assert fresh.metrics() == det.metrics()
-    x = inputs.data.x_val
-    torch.testing.assert_close(
-        score_images(fresh, model, x)[1], score_images(det, model, x)[1], rtol=0, atol=0
-    )
-
-
 # ------------------------------------------------------------------------------------ config
 def test_config_and_errors() -> None:
+    """Mahalanobis's own fields (the shared ones: tests/defenses/test_adversarial_fit.py)."""
     cfg = MahalanobisConfig()
     assert (cfg.name, cfg.layers, cfg.noise) == ("mahalanobis", ["embedding"], 0.0)
-    assert (cfg.fit_attack, cfg.fit_attack_params, cfg.fit_samples) == ("fgsm", {"eps": 0.1}, 1000)
     assert MahalanobisDetector(noise=0.001).config.noise == 0.001
-    for bad, key in [
-        ({"layers": []}, "defense.layers"),
-        ({"layers": ["embedding", "embedding"]}, "defense.layers"),
-        ({"noise": -0.1}, "defense.noise"),
-        ({"fit_samples": 1}, "defense.fit_samples"),
-        ({"lr_c": 0.0}, "defense.lr_c"),
-        ({"fit_attack": "nope"}, "defense.fit_attack"),
-        ({"fit_attack_params": {"eps": -1.0}}, "defense.fit_attack_params"),
-        ({"fit_attack_params": {"steps": 3}}, "defense.fit_attack_params"),
-    ]:
-        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            MahalanobisConfig(**bad)
-    _, inputs = tiny_inputs()
-    with pytest.raises(ConfigError, match="unknown layer"):
-        MahalanobisDetector(layers=["stage9"]).fit_on(inputs)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        MahalanobisDetector().metrics()
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"defense\.noise"):
+            MahalanobisConfig(noise=bad)
