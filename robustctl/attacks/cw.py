@@ -115,10 +115,17 @@ class CW(Attack):
         return self.objective(self.logits(x_adv), label, targeted)
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        return self.search(x, y, target, self.prepare(x, y, target))[0]
+
+    def search(
+        self, x: Tensor, y: Tensor, target: Tensor | None, state: object, label_suffix: str = ""
+    ) -> tuple[Tensor, Tensor]:
+        """The binary search over c (module docstring) from ``x`` with the per-batch ``state`` of
+        :meth:`prepare`: (each example's smallest-L2 successful iterate, else x itself; its
+        squared L2 distance, inf where no iterate succeeded)."""
         n = len(x)
         view = (-1, *([1] * (x.dim() - 1)))
         label = y if target is None else target
-        state = self.prepare(x, y, target)
         w0 = torch.atanh((2 * x - 1) * (1 - self.box_shrink))
         lo = torch.zeros(n, device=x.device)
         hi = torch.full((n,), NO_BOUND, device=x.device)
@@ -127,7 +134,7 @@ class CW(Attack):
         best_adv = x.clone()
         check_every = max(self.steps // 10, 1)
         total, steps, binary = self.binary_steps * self.steps, self.steps, self.binary_steps
-        with LoopProgress(f"  {self.name} batch", total, self.loop_progress) as bar:
+        with LoopProgress(f"  {self.name} batch{label_suffix}", total, self.loop_progress) as bar:
             for step in range(binary):
                 w = w0.clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([w], lr=self.lr)
@@ -163,4 +170,4 @@ class CW(Attack):
                 hi = torch.where(succeeded, torch.minimum(hi, c), hi)
                 lo = torch.where(succeeded, lo, torch.maximum(lo, c))
                 c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
-        return best_adv
+        return best_adv, best_l2

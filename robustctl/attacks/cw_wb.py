@@ -14,13 +14,20 @@ where Z are the prediction-view logits and s is read from the same forward pass 
 :class:`~robustctl.defenses.base.Probe` with the layers the detector reads; a detector with a
 non-differentiable step scores through its stated surrogate: straight-through for feature
 squeezing, the Monte-Carlo expectation for Bayesian uncertainty), and t the class the attack
-moves toward: the runner-up class while x' is still classified as y, the predicted class once it
-is not (scoring under the current prediction gives no useful gradient
-before the flip). The threshold T is per example by default, T_i = s(x_i) (the clean image's own
+moves toward: with ``toward=runner_up`` (default) the runner-up class while x' is still classified
+as y, the predicted class once it is not (scoring under the current prediction gives no useful
+gradient before the flip); with ``toward=every_class`` the search is run once per class t != y
+with t fixed, and each image keeps its smallest successful example over the K - 1 searches (the
+runner-up class may be one where the detector's scores are high: measured on the synthetic test
+model with BU, images of one class were never breached toward their runner-up class and all were
+toward another). The threshold T is per example by default, T_i = s(x_i) (the clean image's own
 score under its prediction: "per_example", which is what breaches the AUC), or one global value
 (``thresholds`` given as a scalar, e.g. the detector's threshold at a chosen false-positive rate:
-"detector"). An iterate succeeds when it is misclassified by more than kappa *and* s_pred(x') <= T;
-each example keeps its smallest-L2 successful iterate across iterations and binary steps.
+"detector"). The attack minimizes the detector's ``attack_score``: its score, or an upper bound of
+it that depends on t (``Detector.score_bound``), possibly in log units. An iterate succeeds when it
+is misclassified by more than kappa *and* the detector's own score under the prediction,
+s_pred(x'), is <= T; each example keeps its smallest-L2 successful iterate across iterations and
+binary steps.
 
 The model must expose ``layer_outputs``, ``embed(x)`` and ``head(z)`` (and ``logit_sign``), as
 :class:`robustctl.models.ResNet` does; the detector is a
@@ -53,6 +60,7 @@ def _embedding_model_check(model: nn.Module) -> None:
 
 
 THRESHOLDS = ("per_example", "detector")
+TOWARD = ("runner_up", "every_class")
 
 
 @dataclass
@@ -60,7 +68,11 @@ class CwWbConfig(CwConfig):
     """C&W-wb (``threat_model.whitebox``): C&W-L2 plus the detector term, per-example threshold.
 
     ``threshold``: ``per_example`` (T_i = the clean image's own score) or ``detector`` (one global
-    T: the clean scores' threshold at false-positive rate ``fpr``); ``density_weight`` is lambda.
+    T: the clean scores' threshold at false-positive rate ``fpr``); ``density_weight`` is lambda;
+    ``toward``: the class t the detector term is taken under, ``runner_up`` (the runner-up class,
+    then the prediction: one search) or ``every_class`` (one search per class t != y, each image
+    keeping its smallest successful distortion: K - 1 times the cost, and the stronger attack when
+    the classes nearest an image are not where the detector is easiest to fool).
     """
 
     name: str = "cw_wb"
@@ -71,6 +83,7 @@ class CwWbConfig(CwConfig):
     threshold: str = "per_example"
     fpr: float = 0.05
     density_weight: float = 1.0
+    toward: str = "runner_up"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,6 +94,11 @@ class CwWbConfig(CwConfig):
             f"must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}",
         )
         require(0 < self.fpr < 1, "attack.fpr", f"must be in (0, 1), got {self.fpr}")
+        require(
+            self.toward in TOWARD,
+            "attack.toward",
+            f"must be one of {', '.join(TOWARD)}; got {self.toward!r}",
+        )
         require(
             self.density_weight >= 0,
             "attack.density_weight",
@@ -127,30 +145,85 @@ class CWWhiteBox(CW):
         t = torch.as_tensor(self.thresholds, dtype=torch.float32, device=x.device)
         return t.expand(len(x)) if t.dim() == 0 else t
 
-    def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(per-example thresholds T in the units of the detector's ``attack_score``, one-hot
-        mask of the true labels): computed once per batch, outside the iterations."""
+    def prepare(self, x: Tensor, y: Tensor, target: Tensor | None) -> WbState:
+        """The per-batch :class:`WbState` (thresholds in both units, the true labels' mask),
+        computed once, outside the iterations; toward the runner-up class."""
         if target is not None:
             raise ValueError("cw_wb is untargeted")
         with torch.no_grad():
             num_classes = self.probe(x[:1]).logits.shape[1]
-        threshold = self.detector.attack_threshold(self._thresholds(x))
-        return threshold, F.one_hot(y, num_classes=num_classes).bool()
+        threshold = self._thresholds(x)
+        return WbState(
+            self.detector.attack_threshold(threshold),
+            threshold,
+            F.one_hot(y, num_classes=num_classes).bool(),
+        )
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """``toward=runner_up``: one search. ``toward=every_class``: one search per class t, on
+        the images whose label is not t, moving toward t; each image keeps its smallest-L2
+        successful example over all of them."""
+        state = self.prepare(x, y, target)
+        if self.toward == "runner_up":
+            return self.search(x, y, None, state)[0]
+        best_adv, best_l2 = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
+        view = (-1, *([1] * (x.dim() - 1)))
+        for t in range(state.y_mask.shape[1]):
+            rows = (y != t).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            adv, l2 = self.search(x[rows], y[rows], None, state.toward_class(rows, t), f" → {t}")
+            better = l2 < best_l2[rows]
+            best_l2[rows] = torch.where(better, l2, best_l2[rows])
+            best_adv[rows] = torch.where(better.view(view), adv, best_adv[rows])
+        return best_adv
 
     def iteration_terms(
-        self, x_adv: Tensor, label: Tensor, targeted: bool, state: tuple[Tensor, Tensor]
+        self, x_adv: Tensor, label: Tensor, targeted: bool, state: WbState
     ) -> tuple[Tensor, Tensor]:
-        """f(x') + lambda * max(s_t(x') - T, 0), and success = misclassified by > kappa and
-        s <= T."""
-        threshold, y_mask = state
+        """f(x') + lambda * max(b_t(x') - T, 0) with b the detector's attack score (its bound,
+        :meth:`~robustctl.defenses.base.Detector.attack_score`), and success = misclassified by
+        > kappa and the detector's own score s_pred(x') <= T (the bound is what the attack
+        pushes down; the detector decides with its score, which may pass T first)."""
         probe = self.probe(x_adv)
         logits = probe.logits
         z_y, z_other = margins(logits, label)
         gap = z_other - z_y
         f = (-gap).clamp(min=-self.confidence)
-        toward = torch.where(
-            gap > 0, logits.argmax(1), logits.masked_fill(y_mask, float("-inf")).argmax(1)
-        )
+        predicted = logits.argmax(1)
+        if state.toward is None:
+            toward = torch.where(
+                gap > 0, predicted, logits.masked_fill(state.y_mask, float("-inf")).argmax(1)
+            )
+        else:
+            toward = state.toward
         score = self.detector.attack_score(probe, toward)
-        penalty = (score - threshold).clamp(min=0)
-        return f + self.density_weight * penalty, (gap > self.confidence) & (score <= threshold)
+        penalty = (score - state.threshold).clamp(min=0)
+        if state.toward is None and self.detector.bound_is_score:
+            undetected = score <= state.threshold  # the score under the prediction, when it counts
+        else:
+            with torch.no_grad():
+                undetected = self.detector.score_probe(probe, predicted) <= state.score_threshold
+        return f + self.density_weight * penalty, (gap > self.confidence) & undetected
+
+
+@dataclass
+class WbState:
+    """C&W-wb's per-batch state: ``threshold`` T in the units of the detector's
+    ``attack_score``, ``score_threshold`` the same T in the units of its score, ``y_mask`` the
+    one-hot mask of the true labels [N, K], and ``toward`` the class each image moves toward
+    (None: the runner-up class, then the prediction)."""
+
+    threshold: Tensor
+    score_threshold: Tensor
+    y_mask: Tensor
+    toward: Tensor | None = None
+
+    def toward_class(self, rows: Tensor, t: int) -> WbState:
+        """The state of images ``rows``, all moving toward class ``t``."""
+        return WbState(
+            self.threshold[rows],
+            self.score_threshold[rows],
+            self.y_mask[rows],
+            torch.full((len(rows),), t, dtype=torch.long, device=rows.device),
+        )

@@ -155,6 +155,15 @@ class Detector(nn.Module):
         back across the decision boundary."""
         return self.score_probe(probe, toward)
 
+    @property
+    def bound_is_score(self) -> bool:
+        """Whether :meth:`attack_score` is the score itself (no bound, no change of units), so an
+        attack that moves toward the prediction reads the detector's decision off it."""
+        cls = type(self)
+        return (
+            cls.score_bound is Detector.score_bound and cls.attack_score is Detector.attack_score
+        )
+
     def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
         """What a white-box attack minimizes to evade the detector while moving toward the
         classes ``toward``: :meth:`score_bound` (in the units of :meth:`attack_threshold`)."""

@@ -48,6 +48,13 @@ reference image itself, whose own point is left out by value; moved off it by an
 get it back as nearest neighbour, so the score jumps there (test images are not reference
 images; at fit the exclusion is by row, which is smooth).
 
+White-box attack. LID does not depend on a class and has no class-dependent upper bound here:
+C&W-wb minimizes the score itself. Measured on the synthetic test model (20 images, 5 x 1000
+iterations, per-example thresholds): 55-75% success with AUC <= 0.5 among the successes, for
+either search (``threat_model.whitebox.toward``) and lambda in {0.02, 0.1, 1}; lambda = 10
+breached 5%. The images left are ones whose own LID is unusually low (their threshold asks another
+class for the same). Not yet breached at that budget; the report says so.
+
 Example:
     >>> det = LIDDetector(k=20, reference_size=100).fit_on(inputs)
     >>> predictions, scores = score_images(det, model, x_test)

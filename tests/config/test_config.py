@@ -58,6 +58,7 @@ def test_unknown_dataset_lists_the_options():
         ("trainer.device=tpu", "trainer.device"),
         ("model.depth=21", "model.depth"),
         ("dataset.val_fraction=1.0", "dataset.val_fraction"),
+        ("threat_model.whitebox.toward=nearest", "threat_model.whitebox.toward"),
     ],
 )
 def test_out_of_range_values_are_refused_with_the_key(override, key):

@@ -71,3 +71,35 @@ def test_stage_that_needs_a_detector_refuses_defense_none(tiny):
         app, ["run", *tiny, "trainer.epochs=1", "threat_model=whitebox", "defense=none"]
     )
     assert result.exit_code == 2 and "defense=kde" in result.output
+
+
+def test_cw_wb_judges_success_by_the_detectors_score_not_by_its_bound(trained):
+    """The attack pushes the bound down, the detector decides with its score: an iterate whose
+    score is under T counts even while the bound is still above it."""
+    from robustctl.defenses.base import Detector, Probe
+
+    model, _, data = trained
+
+    def norms(x):
+        with torch.no_grad():
+            return Probe(model, x).embedding.norm(dim=1)
+
+    class LooseBound(Detector):
+        """Score: the embedding's norm (class-agnostic); bound: the score plus 1e6."""
+
+        def score_probe(self, probe, classes):
+            return probe.embedding.norm(dim=1)
+
+        def score_bound(self, probe, toward):
+            return self.score_probe(probe, toward) + 1e6
+
+    x, y = data.x_test[:8], data.y_test[:8]
+    threshold = float(norms(x).max()) * 10  # no score near it; every bound far above it
+    detector = LooseBound()
+    assert not detector.bound_is_score
+    # lambda = 0: the detector term does not steer, so only the success rule is under test
+    out = CWWhiteBox(model, detector, steps=100, lr=0.1, density_weight=0.0, thresholds=threshold)(
+        x, y
+    )
+    assert out.success.all()  # every image misclassified: judged by the score
+    assert bool((norms(out.x_adv) <= threshold).all())
