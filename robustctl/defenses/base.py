@@ -160,9 +160,7 @@ class Detector(nn.Module):
         """Whether :meth:`attack_score` is the score itself (no bound, no change of units), so an
         attack that moves toward the prediction reads the detector's decision off it."""
         cls = type(self)
-        return (
-            cls.score_bound is Detector.score_bound and cls.attack_score is Detector.attack_score
-        )
+        return cls.score_bound is Detector.score_bound and cls.attack_score is Detector.attack_score
 
     def attack_score(self, probe: Probe, toward: Tensor) -> Tensor:
         """What a white-box attack minimizes to evade the detector while moving toward the
