@@ -93,24 +93,35 @@ def test_kde_fit_and_score_stay_on_the_device(model, digits):
         assert torch.equal(scores.cpu(), cpu)
 
 
-@pytest.mark.parametrize("toward", ["runner_up", "every_class"])
-def test_cw_wb_with_a_fitted_detector_runs_on_the_device(toward, model, digits):
+@pytest.mark.parametrize(
+    ("toward", "start"),
+    [("runner_up", "clean"), ("every_class", "clean"), ("every_class", "other_class")],
+)
+def test_cw_wb_with_a_fitted_detector_runs_on_the_device(toward, start, model, digits):
     """The bug the device rule fixed: a detector fitted on CPU embeddings beside a model on the
     GPU. ``fit_detector`` now returns it on the model's device; left on the CPU it fails here.
-    ``every_class`` (one search per class, on the images of the other classes) too."""
+    ``every_class`` (one search per class, on the images of the other classes) and starts from a
+    (CPU) pool of training images too."""
+    from robustctl.attacks.cw_wb import StartingPool
+    from robustctl.defenses import score_images
+
     data = SimpleNamespace(
         x_train=digits.x_train, y_train=digits.y_train, x_val=digits.x_val, y_val=digits.y_val
     )
     cfg = KDEConfig(per_class=20, grid_size=5)
-    params = {**SMALL, "toward": toward}
-    cpu = CWWhiteBox(model, fit_detector(cfg, model, data), **params)(digits.x, digits.y)
+    params = {**SMALL, "toward": toward, "start": start}
+    cpu_detector = fit_detector(cfg, model, data)
+    pool = StartingPool(
+        digits.x_train[:40], *score_images(cpu_detector, model, digits.x_train[:40])
+    )
+    cpu = CWWhiteBox(model, cpu_detector, pool=pool, **params)(digits.x, digits.y)
     with FakeAccelerator():
         accel = on_accel(model)
         detector = fit_detector(cfg, accel, data)
         assert detector.points.device == ACCEL
-        out = CWWhiteBox(accel, detector, **params)(digits.x, digits.y)
+        out = CWWhiteBox(accel, detector, pool=pool, **params)(digits.x, digits.y)
         with pytest.raises(DeviceMismatch):
-            CWWhiteBox(accel, detector.to("cpu"), **params)(digits.x, digits.y)
+            CWWhiteBox(accel, detector.to("cpu"), pool=pool, **params)(digits.x, digits.y)
     assert torch.equal(out.x_adv, cpu.x_adv)
 
 

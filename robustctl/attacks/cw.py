@@ -118,15 +118,22 @@ class CW(Attack):
         return self.search(x, y, target, self.prepare(x, y, target))[0]
 
     def search(
-        self, x: Tensor, y: Tensor, target: Tensor | None, state: object, label_suffix: str = ""
+        self,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        state: object,
+        label_suffix: str = "",
+        start: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The binary search over c (module docstring) from ``x`` with the per-batch ``state`` of
-        :meth:`prepare`: (each example's smallest-L2 successful iterate, else x itself; its
+        """The binary search over c (module docstring) for images ``x`` with the per-batch
+        ``state`` of :meth:`prepare`, each run starting from ``start`` (default ``x``; distances
+        are always to ``x``): (each example's smallest-L2 successful iterate, else x itself; its
         squared L2 distance, inf where no iterate succeeded)."""
         n = len(x)
         view = (-1, *([1] * (x.dim() - 1)))
         label = y if target is None else target
-        w0 = torch.atanh((2 * x - 1) * (1 - self.box_shrink))
+        w0 = torch.atanh((2 * (x if start is None else start) - 1) * (1 - self.box_shrink))
         lo = torch.zeros(n, device=x.device)
         hi = torch.full((n,), NO_BOUND, device=x.device)
         c = torch.full((n,), self.c_init, device=x.device)

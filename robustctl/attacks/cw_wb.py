@@ -61,6 +61,7 @@ def _embedding_model_check(model: nn.Module) -> None:
 
 THRESHOLDS = ("per_example", "detector")
 TOWARD = ("runner_up", "every_class")
+STARTS = ("clean", "other_class")
 
 
 @dataclass
@@ -72,7 +73,12 @@ class CwWbConfig(CwConfig):
     ``toward``: the class t the detector term is taken under, ``runner_up`` (the runner-up class,
     then the prediction: one search) or ``every_class`` (one search per class t != y, each image
     keeping its smallest successful distortion: K - 1 times the cost, and the stronger attack when
-    the classes nearest an image are not where the detector is easiest to fool).
+    the classes nearest an image are not where the detector is easiest to fool); ``start``: where
+    each search starts, ``clean`` (the image) or ``other_class`` (the nearest image of a pool of
+    ``start_pool`` training images that is already a success for it: classified as another class,
+    toward t with ``every_class``, and scored under its threshold; the image itself when the pool
+    has none; the nearest image of another class when none of them is under the threshold), so
+    the search shrinks a success instead of looking for one.
     """
 
     name: str = "cw_wb"
@@ -84,6 +90,8 @@ class CwWbConfig(CwConfig):
     fpr: float = 0.05
     density_weight: float = 1.0
     toward: str = "runner_up"
+    start: str = "clean"
+    start_pool: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +107,12 @@ class CwWbConfig(CwConfig):
             "attack.toward",
             f"must be one of {', '.join(TOWARD)}; got {self.toward!r}",
         )
+        require(
+            self.start in STARTS,
+            "attack.start",
+            f"must be one of {', '.join(STARTS)}; got {self.start!r}",
+        )
+        require(self.start_pool >= 1, "attack.start_pool", f"must be >= 1, got {self.start_pool}")
         require(
             self.density_weight >= 0,
             "attack.density_weight",
@@ -122,12 +136,15 @@ class CWWhiteBox(CW):
         /,
         *,
         thresholds: Tensor | float | None = None,
+        pool: StartingPool | None = None,
         **params: Any,
     ) -> None:
         _embedding_model_check(model)
         require_detector(detector, "cw_wb")
         super().__init__(model, config, **params)
-        self.detector, self.thresholds = detector, thresholds
+        self.detector, self.thresholds, self.pool = detector, thresholds, pool
+        if self.start == "other_class" and pool is None:
+            raise ValueError("cw_wb start=other_class needs a pool of starting images")
 
     def probe(self, x: Tensor) -> Probe:
         """The model's view of ``x`` with the layers the detector reads (one forward pass)."""
@@ -165,18 +182,39 @@ class CWWhiteBox(CW):
         successful example over all of them."""
         state = self.prepare(x, y, target)
         if self.toward == "runner_up":
-            return self.search(x, y, None, state)[0]
+            return self.search(x, y, None, state, start=self.starts(x, y, state))[0]
         best_adv, best_l2 = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
         view = (-1, *([1] * (x.dim() - 1)))
         for t in range(state.y_mask.shape[1]):
             rows = (y != t).nonzero().flatten()
             if len(rows) == 0:
                 continue
-            adv, l2 = self.search(x[rows], y[rows], None, state.toward_class(rows, t), f" → {t}")
+            sub = state.toward_class(rows, t)
+            start = self.starts(x[rows], y[rows], sub)
+            adv, l2 = self.search(x[rows], y[rows], None, sub, f" → {t}", start)
             better = l2 < best_l2[rows]
             best_l2[rows] = torch.where(better, l2, best_l2[rows])
             best_adv[rows] = torch.where(better.view(view), adv, best_adv[rows])
         return best_adv
+
+    def starts(self, x: Tensor, y: Tensor, state: WbState) -> Tensor | None:
+        """Each image's starting point for ``start=other_class`` (None for ``clean``): the
+        nearest (L2) pool image that is a success for it (predicted other than y, as
+        ``state.toward`` when set, with a score <= its threshold); else the nearest pool image
+        predicted so, whatever its score; else the image itself."""
+        if self.start == "clean":
+            return None
+        pool = self.pool.to(x.device)
+        other = pool.predictions[None, :] != y[:, None]
+        if state.toward is not None:
+            other &= pool.predictions[None, :] == state.toward[:, None]
+        feasible = other & (pool.scores[None, :] <= state.score_threshold[:, None])
+        distance = torch.cdist(x.flatten(1), pool.images.flatten(1))
+        # feasible first (distance), then the other-class ones (distance + a constant above any)
+        rank = torch.where(feasible, distance, distance + distance.max() + 1.0)
+        nearest = rank.masked_fill(~other, float("inf")).argmin(1)
+        found = other.any(1).view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(found, pool.images[nearest], x)
 
     def iteration_terms(
         self, x_adv: Tensor, label: Tensor, targeted: bool, state: WbState
@@ -205,6 +243,21 @@ class CWWhiteBox(CW):
             with torch.no_grad():
                 undetected = self.detector.score_probe(probe, predicted) <= state.score_threshold
         return f + self.density_weight * penalty, (gap > self.confidence) & undetected
+
+
+@dataclass
+class StartingPool:
+    """Images an attacker may start from (``start=other_class``), with the model's predictions
+    and the detector's scores of them under those predictions."""
+
+    images: Tensor
+    predictions: Tensor
+    scores: Tensor
+
+    def to(self, device: torch.device) -> StartingPool:
+        return StartingPool(
+            self.images.to(device), self.predictions.to(device), self.scores.to(device)
+        )
 
 
 @dataclass

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox
+from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox, StartingPool
 from robustctl.attacks.metrics import per_example_distortions
 from robustctl.console import console
-from robustctl.data.base import ImageData
+from robustctl.data.base import ImageData, seeded_permutation
 from robustctl.defenses import require_detector, threshold_at
 from robustctl.errors import ConfigError
 from robustctl.evaluation.attack_runner import AttackOutcome, run_attack
@@ -59,17 +59,38 @@ def cw_wb_attack(
     image with its own clean score; ``detector`` uses one global T, the threshold at false-positive
     rate ``wb.fpr`` of ``model`` + ``detector``'s scores of the clean *validation* images
     (``outputs``: ``model``'s outputs, if already computed)."""
+    outputs = outputs or ModelOutputs(model, data, batch_size)
+    pool = starting_pool(wb, model, detector, data, batch_size, outputs)
     if wb.threshold != "detector":
-        return CWWhiteBox(model, detector, wb)
+        return CWWhiteBox(model, detector, wb, pool=pool)
     if not len(data.y_val):
         raise ConfigError(
             "threat_model.whitebox.threshold=detector sets its threshold on the validation split, "
             "but it is empty",
             hint="set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
         )
-    outputs = outputs or ModelOutputs(model, data, batch_size)
     val_scores = split_scores(detector, model, data.x_val, outputs.split("val"), batch_size)
-    return CWWhiteBox(model, detector, wb, thresholds=float(threshold_at(val_scores, wb.fpr)))
+    threshold = float(threshold_at(val_scores, wb.fpr))
+    return CWWhiteBox(model, detector, wb, thresholds=threshold, pool=pool)
+
+
+def starting_pool(
+    wb: CwWbConfig,
+    model: torch.nn.Module,
+    detector: Any,
+    data: ImageData,
+    batch_size: int,
+    outputs: ModelOutputs,
+) -> StartingPool | None:
+    """For ``start=other_class``: ``wb.start_pool`` training images (a seeded subset; the
+    white-box attacker knows the training data), with the model's predictions and the
+    detector's scores of them; None for ``start=clean``. Never test images."""
+    if wb.start != "other_class":
+        return None
+    idx = seeded_permutation(len(data.y_train), wb.seed or 0)[: wb.start_pool]
+    known = outputs.split("train").subset(idx)
+    scores = split_scores(detector, model, data.x_train[idx], known, batch_size)
+    return StartingPool(data.x_train[idx], known.predictions, scores)
 
 
 def minimal_distortions(outcome: AttackOutcome, x: Tensor) -> np.ndarray:

@@ -103,3 +103,56 @@ def test_cw_wb_judges_success_by_the_detectors_score_not_by_its_bound(trained):
     )
     assert out.success.all()  # every image misclassified: judged by the score
     assert bool((norms(out.x_adv) <= threshold).all())
+
+
+def test_other_class_start_is_the_nearest_success_then_the_nearest_other_class(trained):
+    """``start=other_class``: each image starts from the nearest pool image that already fools
+    model and detector for it; without one, from the nearest of another class; else from itself."""
+    from robustctl.attacks.cw_wb import StartingPool, WbState
+
+    model, detector, data = trained
+    x = torch.zeros(3, 1, 8, 8)
+    y = torch.tensor([0, 1, 2])
+    images = torch.stack([torch.full((1, 8, 8), v) for v in (0.1, 0.2, 0.3, 0.4)])
+    pool = StartingPool(
+        images, predictions=torch.tensor([0, 1, 1, 2]), scores=torch.tensor([0.0, 5.0, 1.0, 0.0])
+    )
+    attack = CWWhiteBox(model, detector, start="other_class", pool=pool)
+    state = WbState(
+        torch.zeros(3), torch.tensor([2.0, 0.5, 0.5]), torch.zeros(3, 3, dtype=torch.bool)
+    )
+    starts = attack.starts(x, y, state)
+    # image 0 (label 0, T 2): pool rows 1-3 are other classes; row 2 (0.3, score 1 <= 2) is the
+    # nearest success (row 1 is nearer but scores 5)
+    assert torch.equal(starts[0], images[2])
+    # image 1 (label 1, T 0.5): successes are rows 0 (0.1, score 0) and 3 (0.4, score 0): row 0
+    assert torch.equal(starts[1], images[0])
+    # image 2 (label 2, T 0.5): rows 0-2 are other classes; only row 0 scores under T
+    assert torch.equal(starts[2], images[0])
+    # image 0 moving toward class 1 (every_class) with T 0.5: rows 1 and 2 predict 1, neither
+    # scores under T; the nearest of them is row 1
+    toward = WbState(state.threshold[:1], torch.tensor([0.5]), state.y_mask[:1], torch.tensor([1]))
+    assert torch.equal(attack.starts(x[:1], y[:1], toward)[0], images[1])
+    # no pool image of another class: the image itself
+    alone = StartingPool(images[:1], torch.tensor([0]), torch.tensor([0.0]))
+    lone = CWWhiteBox(model, detector, start="other_class", pool=alone)
+    assert torch.equal(lone.starts(x[:1], y[:1], state.toward_class(torch.tensor([0]), 0)), x[:1])
+    with pytest.raises(ValueError, match="pool"):
+        CWWhiteBox(model, detector, start="other_class")
+
+
+def test_the_starting_pool_is_training_images_with_their_scores(target, trained):
+    from robustctl.attacks.cw_wb import CwWbConfig
+    from robustctl.defenses import score_images
+    from robustctl.threat_models.whitebox import cw_wb_attack
+
+    cfg, model, data = target
+    _, detector, _ = trained
+    attack = cw_wb_attack(CwWbConfig(start="other_class", start_pool=50), model, detector, data)
+    pool = attack.pool
+    assert len(pool.images) == 50
+    train = {img.numpy().tobytes() for img in data.x_train}
+    assert all(img.numpy().tobytes() in train for img in pool.images)  # never a test image
+    predictions, scores = score_images(detector, model, pool.images)
+    assert torch.equal(pool.predictions, predictions)
+    torch.testing.assert_close(pool.scores, scores)
