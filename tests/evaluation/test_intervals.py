@@ -40,18 +40,51 @@ def test_mann_whitney_auc_equals_sklearn_with_ties():
     assert mann_whitney_auc(neg, pos) == pytest.approx(expected)
 
 
+def draw_auc(clean, adv, draw):
+    """A draw's AUC by a plain loop over its (adversarial, clean) positions, leaving out the
+    comparisons between different copies of one original pair."""
+    total = count = 0.0
+    for a in range(len(draw)):
+        for b in range(len(draw)):
+            if a != b and draw[a] == draw[b]:
+                continue
+            x, c = adv[draw[a]], clean[draw[b]]
+            total += 1.0 if x > c else 0.5 if x == c else 0.0
+            count += 1
+    return total / count
+
+
 def test_auc_bootstrap_resamples_whole_pairs_like_a_plain_loop():
     rng = np.random.default_rng(2)
-    clean = rng.normal(0, 1, 60)
-    adv = clean + rng.normal(0.8, 1, 60)  # pair i's scores are correlated
-    low, high = bootstrap_auc_interval(clean, adv, resamples=300, seed=5)
-    draws = np.random.default_rng(5).integers(0, 60, size=(300, 60))
-    aucs = [roc_auc_score(np.r_[np.zeros(60), np.ones(60)], np.r_[clean[i], adv[i]]) for i in draws]
-    expected = np.quantile(aucs, [0.025, 0.975], method="inverted_cdf")
-    assert (low, high) == pytest.approx(tuple(expected))
-    point = roc_auc_score(np.r_[np.zeros(60), np.ones(60)], np.r_[clean, adv])
+    clean = rng.normal(0, 1, 30)
+    adv = clean + rng.normal(0.8, 1, 30)  # pair i's scores are correlated
+    adv[:3] = clean[:3]  # ties within a pair count one half
+    low, high = bootstrap_auc_interval(clean, adv, resamples=200, seed=5)
+    draws = np.random.default_rng(5).integers(0, 30, size=(200, 30))
+    aucs = [draw_auc(clean, adv, d) for d in draws]
+    alpha = 1 - 0.95  # as the code computes it (not exactly 0.05: the order statistic moves)
+    expected = np.quantile(aucs, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    assert (low, high) == pytest.approx(tuple(expected), rel=1e-12)
+    point = roc_auc_score(np.r_[np.zeros(30), np.ones(30)], np.r_[clean, adv])
     assert low < point < high
     assert bootstrap_auc_interval(clean, adv, seed=5) == bootstrap_auc_interval(clean, adv, seed=5)
+
+
+def test_auc_interval_holds_the_auc_when_each_attack_lands_just_under_its_own_clean_score():
+    """The adaptive attack's signature: every adversarial score a hair under its own clean score
+    (AUC just under 0.5). Counting the copies of a pair against each other biased every draw low
+    and left the AUC above its whole interval (seen on make detectors-digits)."""
+    rng = np.random.default_rng(4)
+    clean = rng.normal(0, 1, 60)
+    adv = clean - 1e-3
+    point = roc_auc_score(np.r_[np.zeros(60), np.ones(60)], np.r_[clean, adv])
+    low, high = bootstrap_auc_interval(clean, adv, seed=0)
+    assert low < point < high
+    draws = np.random.default_rng(0).integers(0, 60, size=(1000, 60))
+    uncorrected = [
+        roc_auc_score(np.r_[np.zeros(60), np.ones(60)], np.r_[clean[d], adv[d]]) for d in draws
+    ]
+    assert np.quantile(uncorrected, 0.975) < point  # what the plain pair bootstrap gave
 
 
 def test_mean_bootstrap_covers_the_mean_and_narrows_with_n():
