@@ -94,15 +94,22 @@ DATASET_OPTIONS: dict[str, DatasetConfig] = {
 
 
 # ----------------------------------------------------------------------------------------- model
+NORM_OPTIONS = ("batch", "group", "none")  # robustctl.models.resnet.NORMS
+
+
 @dataclass
 class ModelConfig:
-    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2)."""
+    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2). ``norm``: the layer after
+    each convolution, ``batch`` (BatchNorm), ``group`` (GroupNorm of ``norm_groups`` groups) or
+    ``none``."""
 
     name: str = "resnet20"
     depth: int = 20
     width: int = 16
     activation: str = "leaky_relu"
     negative_slope: float = 0.1
+    norm: str = "batch"
+    norm_groups: int = 8
 
     def __post_init__(self) -> None:
         _require(
@@ -126,6 +133,16 @@ class ModelConfig:
             self.negative_slope >= 0,
             "model.negative_slope",
             f"must be >= 0, got {self.negative_slope}",
+        )
+        _require(
+            self.norm in NORM_OPTIONS,
+            "model.norm",
+            f"must be one of {', '.join(NORM_OPTIONS)}; got {self.norm!r}",
+        )
+        _require(
+            self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
+            "model.norm_groups",
+            f"must divide model.width = {self.width} for norm=group, got {self.norm_groups}",
         )
 
 

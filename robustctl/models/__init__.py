@@ -16,6 +16,8 @@ MODELS: dict[str, Callable[..., ResNet]] = {
             width=cfg.width,
             activation=cfg.activation,
             negative_slope=cfg.negative_slope,
+            norm=cfg.norm,
+            norm_groups=cfg.norm_groups,
             **kw,
         )
     )

@@ -4,6 +4,12 @@ Three stages of n basic blocks with 16/32/64 channels (``width`` scales them), s
 start of stages 2 and 3, global average pooling, and a linear head. The pooled 64-d vector is the
 **embedding** z that the PDM losses shape and the KDE detector reads.
 
+Normalization layers (``norm``): ``batch`` (BatchNorm2d after every convolution, He et al.),
+``group`` (GroupNorm with ``norm_groups`` groups: per-image statistics, so an image's output does
+not depend on the rest of its batch in training mode either) or ``none`` (no normalization; the
+convolutions then get a bias). The switch tests the robustness-taxonomy claim that batch
+normalization limits inter-class separation.
+
 Inputs are [0, 1] images; per-channel normalization ``(x - mean) / std`` is the first layer, held
 in buffers, so attacks and distortions stay in pixel space. ``logit_sign`` (a buffer, saved with
 the weights) is the loss's test-time transform: -1 for a model trained with reverse
@@ -12,6 +18,8 @@ cross-entropy, whose prediction is argmax(-Z).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -28,23 +36,54 @@ def make_activation(name: str, negative_slope: float) -> nn.Module:
     return factories[name]()
 
 
+# norm option -> (channels, groups) -> the layer after a convolution
+NORMS: dict[str, Callable[[int, int], nn.Module]] = {
+    "batch": lambda channels, groups: nn.BatchNorm2d(channels),
+    "group": lambda channels, groups: nn.GroupNorm(groups, channels),
+    "none": lambda channels, groups: nn.Identity(),
+}
+
+
+@dataclass(frozen=True)
+class Norm:
+    """Which normalization follows each convolution (module docstring)."""
+
+    kind: str = "batch"
+    groups: int = 8
+
+    def __call__(self, channels: int) -> nn.Module:
+        return NORMS[self.kind](channels, self.groups)
+
+    @property
+    def conv_bias(self) -> bool:
+        """Convolutions carry a bias only when no normalization layer (with its own shift)
+        follows them."""
+        return self.kind == "none"
+
+
 class BasicBlock(nn.Module):
-    """conv3x3-BN-act-conv3x3-BN plus shortcut (1x1 conv + BN where the shape changes), then act."""
+    """conv3x3-norm-act-conv3x3-norm plus shortcut (1x1 conv + norm where the shape changes), then
+    act (norm: BatchNorm unless ``norm`` says otherwise)."""
 
     def __init__(
-        self, c_in: int, c_out: int, stride: int, activation: str, negative_slope: float
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        activation: str,
+        negative_slope: float,
+        norm: Norm = Norm(),
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        bias = norm.conv_bias
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=bias)
+        self.bn1 = norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=bias)
+        self.bn2 = norm(c_out)
         self.act = make_activation(activation, negative_slope)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=bias), norm(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -67,10 +106,18 @@ class ResNet(nn.Module):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         logit_sign: float = 1.0,
+        norm: str = "batch",
+        norm_groups: int = 8,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; one of {', '.join(NORMS)}")
+        if norm == "group" and width % norm_groups:
+            raise ValueError(f"norm_groups {norm_groups} must divide the width {width}")
+        layer_norm = Norm(norm, norm_groups)
+        self.norm = norm
         n = (depth - 2) // 6
         self.depth, self.num_classes, self.in_channels = depth, num_classes, in_channels
         self.register_buffer("mean", torch.tensor(mean or [0.0] * in_channels).view(1, -1, 1, 1))
@@ -78,8 +125,8 @@ class ResNet(nn.Module):
         self.register_buffer("logit_sign", torch.tensor(float(logit_sign)))
         widths = [width, 2 * width, 4 * width]
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(widths[0]),
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=layer_norm.conv_bias),
+            layer_norm(widths[0]),
             make_activation(activation, negative_slope),
         )
         blocks: list[nn.Module] = []
@@ -87,7 +134,9 @@ class ResNet(nn.Module):
         for stage, c_out in enumerate(widths):
             for b in range(n):
                 stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(BasicBlock(c_in, c_out, stride, activation, negative_slope))
+                blocks.append(
+                    BasicBlock(c_in, c_out, stride, activation, negative_slope, layer_norm)
+                )
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -31,8 +31,8 @@ from robustctl.threat_models.whitebox import cw_wb_attack
 
 
 def proxy_config(ctx: ThreatContext) -> ModelConfig:
-    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width and
-    activation."""
+    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width, activation
+    and normalization."""
     name, model = ctx.cfg.threat_model.blackbox.proxy_model, ctx.cfg.model
     return ModelConfig(
         name=name,
@@ -40,6 +40,8 @@ def proxy_config(ctx: ThreatContext) -> ModelConfig:
         width=model.width,
         activation=model.activation,
         negative_slope=model.negative_slope,
+        norm=model.norm,
+        norm_groups=model.norm_groups,
     )
 
 

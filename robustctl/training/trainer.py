@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,7 @@ def model_meta(
 ) -> dict[str, Any]:
     """Everything needed to rebuild the model from a checkpoint and to tell where it came from."""
     return {
-        "model": {
-            "name": cfg.model.name,
-            "depth": cfg.model.depth,
-            "width": cfg.model.width,
-            "activation": cfg.model.activation,
-            "negative_slope": cfg.model.negative_slope,
-        },
+        "model": asdict(cfg.model),  # checkpoints without a field get its default
         "num_classes": data.num_classes,
         "in_channels": data.image_shape[0],
         "image_shape": list(data.image_shape),
