@@ -89,7 +89,11 @@ class AdversarialFitConfig:
 class Probe:
     """``model``'s view of images ``x`` (on the model's device): ``logits`` (prediction view,
     ``logit_sign * Z``), ``embedding`` and ``layers[name]`` for each asked layer. Gradients flow
-    back to ``x`` unless built under ``torch.no_grad()``."""
+    back to ``x`` unless built under ``torch.no_grad()``.
+
+    ``derived``: what a detector computed from this probe beyond its layers (feature squeezing's
+    forward passes on the squeezed images, BU's dropout predictions), kept so that the attack
+    score and the score of one attack iteration share them (:meth:`Probe.derive`)."""
 
     def __init__(self, model: nn.Module, x: Tensor, layers: tuple[str, ...] = ()) -> None:
         names = tuple(dict.fromkeys((*layers, "embedding")))
@@ -97,6 +101,7 @@ class Probe:
         self.layers: dict[str, Tensor] = model.layer_outputs(x, names)
         self.embedding = self.layers["embedding"]
         self.logits = model.logit_sign * model.head(self.embedding)
+        self.derived: dict[str, Any] = {}
 
     @classmethod
     def known(cls, model: nn.Module, x: Tensor, embedding: Tensor, logits: Tensor) -> Probe:
@@ -106,7 +111,14 @@ class Probe:
         probe.model, probe.x = model, x
         probe.embedding, probe.logits = embedding, logits
         probe.layers = {"embedding": embedding}
+        probe.derived = {}
         return probe
+
+    def derive(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``key`` is asked of this probe, the same value after."""
+        if key not in self.derived:
+            self.derived[key] = compute()
+        return self.derived[key]
 
     @property
     def predictions(self) -> Tensor:

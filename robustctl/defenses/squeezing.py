@@ -190,10 +190,15 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
 
     def squeezed_probabilities(self, probe: Probe) -> list[Tensor]:
         """Per squeezer, the softmax of the model's prediction logits on the squeezed
-        (straight-through) copies of the probe's images: one forward pass for all squeezers."""
-        x = probe.x
-        logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
-        return [torch.softmax(lg, 1) for lg in logits]
+        (straight-through) copies of the probe's images: one forward pass for all squeezers, once
+        per probe (the attack's bound and the score of one iteration share it)."""
+
+        def compute() -> list[Tensor]:
+            x = probe.x
+            logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
+            return [torch.softmax(lg, 1) for lg in logits]
+
+        return probe.derive(f"squeezed:{','.join(self.squeezer_names)}", compute)
 
     def extra_repr(self) -> str:
         return ", ".join(self.squeezer_names)

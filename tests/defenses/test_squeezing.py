@@ -174,3 +174,25 @@ def test_the_attack_bound_passes_through_a_certain_target_prediction() -> None:
         bound = det.score_bound(probe, torch.full((6,), target)).detach().numpy()
         np.testing.assert_allclose(bound, want, rtol=1e-10)
         assert (bound >= score - 1e-12).all()
+
+
+def test_one_attack_iteration_runs_the_squeezed_images_through_the_model_once() -> None:
+    """C&W-wb reads the bound (to push down) and the score (to judge success) of one probe: they
+    share its squeezed forward pass, so an iteration costs two forward passes (the images, their
+    squeezed copies), not three."""
+    from robustctl.attacks.cw_wb import CWWhiteBox
+
+    torch.manual_seed(0)
+    model = ResNet(depth=8, num_classes=4, in_channels=1).eval()
+    detector = FeatureSqueezingDetector()
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    calls = []
+    real = model.layer_outputs
+    model.layer_outputs = lambda *a, **k: calls.append(1) or real(*a, **k)  # type: ignore[method-assign]
+
+    def forward_passes(steps: int) -> int:
+        calls.clear()
+        CWWhiteBox(model, detector, steps=steps, binary_steps=1, abort_early=False)(x, y)
+        return len(calls)
+
+    assert (forward_passes(7) - forward_passes(3)) / 4 == 2
