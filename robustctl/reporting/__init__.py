@@ -15,13 +15,15 @@ seeds when there are several.
 
 Writes ``report.md``, ``table1.csv`` .. ``table4.csv``, ``whitebox_ratio.csv``, ``columns.csv``,
 ``whitebox_budget_<dataset>.png`` and a self-contained ``report.html`` (tables plus the figures
-as inline PNG). Modules: :mod:`.reference` (the paper's numbers), :mod:`.collect` (runs back from
-the store, their identity), :mod:`.groups` (scope, fingerprint columns, which runs answer a
-cell), :mod:`.uncertainty` (intervals, mean ± sd across seeds, t-intervals), :mod:`.tables` (the
-tables as data), :mod:`.ratios` (PDM's white-box distortion relative to CE and RCE),
-:mod:`.columns` (the Columns section), :mod:`.curves` (white-box budget curves), :mod:`.render`
-(rich, Markdown, CSV, HTML). No torch import; mlflow, matplotlib and scipy are imported inside the
-functions that need them.
+as inline PNG); when the runs call for them also ``table5.csv`` (detectors x losses) and
+``table6.csv`` with ``robust_accuracy_<dataset>.png`` (the defense taxonomy and its scatter).
+Modules: :mod:`.reference` (the paper's numbers), :mod:`.collect` (runs back from the store, their
+identity), :mod:`.groups` (scope, fingerprint columns, which runs answer a cell),
+:mod:`.uncertainty` (intervals, mean ± sd across seeds, t-intervals), :mod:`.tables` (the tables
+as data), :mod:`.ratios` (PDM's white-box distortion relative to CE and RCE), :mod:`.taxonomy`
+(Table 6 and the robustness-accuracy scatter), :mod:`.columns` (the Columns section),
+:mod:`.curves` (white-box budget curves), :mod:`.render` (rich, Markdown, CSV, HTML). No torch
+import; mlflow, matplotlib and scipy are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from robustctl.reporting.groups import (
 from robustctl.reporting.reference import REFERENCE, reference
 from robustctl.reporting.render import collect_figures, html_page, markdown, print_tables, write_csv
 from robustctl.reporting.tables import Cell, Table, build_tables, layout_of
+from robustctl.reporting.taxonomy import ScatterFigure, write_scatter_figures
 from robustctl.reporting.uncertainty import Estimate, ratio_estimate, seeds_estimate, t_interval
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ __all__ = [
     "Pick",
     "Report",
     "RunRecord",
+    "ScatterFigure",
     "Scope",
     "Table",
     "build_report",
@@ -93,10 +97,11 @@ class Report:
     scope: Scope | None = None
     columns: list[ColumnInfo] = field(default_factory=list)
     budget_figures: list[BudgetFigure] = field(default_factory=list)
+    scatter_figures: list[ScatterFigure] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
     def table(self, key: str) -> Table:
-        """``table1`` .. ``table4``, ``whitebox_ratio``."""
+        """``table1`` .. ``table4``, ``whitebox_ratio``, and ``table5`` / ``table6`` when built."""
         for table in self.tables:
             if table.key == key:
                 return table
@@ -113,6 +118,7 @@ class Report:
             runs=self.used,
             columns=self.columns,
             budget_figures=self.budget_figures,
+            scatter_figures=self.scatter_figures,
         )
 
 
@@ -164,14 +170,16 @@ def build_report(
     all_runs: bool = False,
     figures: bool = True,
 ) -> Report:
-    """Collect the runs, build Tables 1-4 and the white-box ratio table, and write
-    ``report.md``, ``table{1..4}.csv``, ``whitebox_ratio.csv``, ``columns.csv``, the white-box
-    budget figures and ``report.html``.
+    """Collect the runs, build Tables 1-4 and the white-box ratio table (Tables 5 and 6 when the
+    runs call for them: :func:`build_tables`), and write ``report.md``, one CSV per table,
+    ``columns.csv``, the white-box budget figures, the robustness-accuracy scatter (with Table 6)
+    and ``report.html``.
 
     ``experiment`` None reads every experiment. Scope: ``run_ids`` / ``parent_run_id`` pick the
     runs (see :func:`collect_runs`); otherwise only the children of the latest parent run
     (:func:`scope_runs`), or every run with ``all_runs``. ``figures=False`` downloads no
-    artifacts: no run figures in the HTML page and no budget curves.
+    artifacts and draws nothing: no run figures in the HTML page, no budget curves and no
+    robustness-accuracy scatter.
     Raises :class:`~robustctl.errors.TrackingError` when the selection holds no run.
     """
     scope = _select(tracking_uri, experiment, run_ids, parent_run_id, all_runs)
@@ -205,8 +213,10 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if figures:
+        taxonomy = [t for t in tables if t.key == "table6"]
+        report.scatter_figures = write_scatter_figures(taxonomy[0], out) if taxonomy else []
         report.budget_figures = write_budget_figures(layout, tracking_uri, out)
-        for fig in report.budget_figures:
+        for fig in [*report.scatter_figures, *report.budget_figures]:
             report.files[fig.name] = fig.path
     report.files["report.md"] = out / "report.md"
     report.files["report.md"].write_text(report.markdown() + "\n", encoding="utf-8")
@@ -224,6 +234,7 @@ def build_report(
             figures=pictures,
             columns=infos,
             budget_figures=report.budget_figures,
+            scatter_figures=report.scatter_figures,
         ),
         encoding="utf-8",
     )

@@ -4,9 +4,10 @@ Every format shows a cell as ``ours (paper)`` where ours carries its uncertainty
 (``0.912 [0.871, 0.948], n=85``; ``0.912 ± 0.013, 3 seeds``), a missing value as its reason
 (``failed: ...``, ``not run; paper 0.988``), and caveats on a value as numbered footnotes. Below
 the title, the "Columns" section says which runs and settings each column stands for
-(:mod:`.columns`). The HTML page embeds the runs' figures and the white-box budget curves as
-base64 PNG (``data:`` URIs), so it still works when moved or mailed; :func:`collect_figures`
-downloads the runs' figures from the store into a temporary folder.
+(:mod:`.columns`). The HTML page embeds the runs' figures, the robustness-accuracy scatter (with
+Table 6) and the white-box budget curves as base64 PNG (``data:`` URIs), so it still works when
+moved or mailed; :func:`collect_figures` downloads the runs' figures from the store into a
+temporary folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from robustctl.reporting.columns import CSV_FIELDS, ColumnInfo, info_row
 from robustctl.reporting.curves import BudgetFigure
 from robustctl.reporting.reference import PAPER_ATTACKS
 from robustctl.reporting.tables import Cell, Table
+from robustctl.reporting.taxonomy import ScatterFigure
 from robustctl.table_fit import FittedTable
 
 __all__ = [
@@ -50,6 +52,7 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("plots/graybox/roc.png", "gray-box detection ROC curves (Table 2)"),
     ("plots/resiliency.png", "accuracy under attack vs eps (Figure 3)"),
 )
+SCATTER_TITLE = "Robustness vs clean accuracy (Table 6's defenses)"
 _ATTACK_CONFUSION = re.compile(r"^plots/graybox/(?P<attack>.+)_confusion\.png$")
 
 
@@ -206,10 +209,11 @@ def markdown(
     runs: Sequence[RunRecord] = (),
     columns: Sequence[ColumnInfo] = (),
     budget_figures: Sequence[BudgetFigure] = (),
+    scatter_figures: Sequence[ScatterFigure] = (),
 ) -> str:
     """The report as one Markdown document: the columns' runs and settings, each table with its
-    caption and footnotes, the white-box budget figures (files beside report.md), then the runs
-    used."""
+    caption and footnotes, the robustness-accuracy scatter and the white-box budget figures
+    (files beside report.md), then the runs used."""
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]
@@ -229,6 +233,10 @@ def markdown(
         lines += (
             [""] + [f"[{i}] {_md(n)}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
         )
+    if scatter_figures:
+        lines += [f"## {SCATTER_TITLE}", ""]
+        for fig in scatter_figures:
+            lines += [f"![{fig.dataset} robustness vs accuracy]({fig.name})", "", fig.caption, ""]
     if budget_figures:
         lines += ["## White-box budget curves", ""]
         for fig in budget_figures:
@@ -413,9 +421,11 @@ def html_page(
     figures: Sequence[Figure] = (),
     columns: Sequence[ColumnInfo] = (),
     budget_figures: Sequence[BudgetFigure] = (),
+    scatter_figures: Sequence[ScatterFigure] = (),
 ) -> str:
-    """One self-contained HTML page: the columns' runs and settings, the tables, the white-box
-    budget curves, the runs used, and each run's figures inline."""
+    """One self-contained HTML page: the columns' runs and settings, the tables, the
+    robustness-accuracy scatter, the white-box budget curves, the runs used, and each run's
+    figures inline."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -427,6 +437,13 @@ def html_page(
     if columns:
         parts.append(_html_columns(columns))
     parts += [_html_table(t) for t in tables]
+    if scatter_figures:
+        parts.append(f'<h2 id="robust_accuracy">{html.escape(SCATTER_TITLE)}</h2>')
+        parts += [
+            f'<figure><img alt="{html.escape(f.name)}" src="{_png_uri(f.path)}">'
+            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+            for f in scatter_figures
+        ]
     if budget_figures:
         parts.append('<h2 id="budget">White-box budget curves</h2>')
         parts += [

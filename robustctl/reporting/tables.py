@@ -17,6 +17,10 @@ when there is one (MNIST and CIFAR-10 only), and, when we have no value, the rea
 - :func:`table4` reproduces Table 4 (black-box detection AUC), with the transfer rate of the
   proxy's successful adversarial examples and the proxy's own success rate.
 
+:func:`build_tables` adds Table 5 (:func:`table5`, detectors x losses) when the runs compare
+detectors, and Table 6 (:func:`robustctl.reporting.taxonomy.table6`, one row per defense, one
+column per metric) when some run has a taxonomy defense.
+
 Every cell of a column in one dataset reads that column's group only: the latest FINISHED run per
 seed that logged the row's metric group (:func:`robustctl.reporting.groups.pick_runs`); the cell
 keeps those runs' ids.
@@ -160,6 +164,20 @@ class Cell:
         if self.pairs is not None:
             tail.append(f"{'min ' if self.n_seeds > 1 else ''}n={self.pairs}")
         return text + "".join(f", {t}" for t in tail)
+
+    def bounds(self) -> tuple[float, float] | None:
+        """The uncertainty :meth:`uncertainty` prints, as numbers: ``(mean - sd, mean + sd)``
+        across several seeds, else the run's ``(ci_low, ci_high)``; None without either, or when
+        the value or a bound is not finite."""
+        if self.value is None or not math.isfinite(self.value):
+            return None
+        if self.sd is not None and self.n_seeds > 1:
+            low, high = self.value - self.sd, self.value + self.sd
+        elif self.ci_low is not None and self.ci_high is not None:
+            low, high = self.ci_low, self.ci_high
+        else:
+            return None
+        return (low, high) if math.isfinite(low) and math.isfinite(high) else None
 
     def ours(self) -> str:
         """Our value formatted with its uncertainty, or the reason there is none
@@ -607,11 +625,13 @@ def _layout(records: Sequence[RunRecord] | Layout) -> Layout:
 
 
 def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
-    """Tables 1-4, the white-box ratio table (after Table 3) and, when the runs compare
-    detectors, Table 5, in order."""
+    """Tables 1-4, the white-box ratio table (after Table 3), then Table 5 when the runs compare
+    detectors and Table 6 (:mod:`.taxonomy`) when some run has a taxonomy defense (a ``norm=``,
+    ``transform=`` or ``train_defense=`` variant), in order."""
     from robustctl.reporting.ratios import ratio_table
+    from robustctl.reporting.taxonomy import table6
 
     layout = _layout(records)
     tables = [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
-    detectors = table5(layout)
-    return [*tables, detectors] if detectors.rows else tables
+    optional = [table5(layout), table6(layout)]
+    return [*tables, *(t for t in optional if t.rows)]
