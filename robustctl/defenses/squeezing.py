@@ -53,6 +53,9 @@ from torch import Tensor
 from robustctl.config.validation import configured, require
 from robustctl.defenses.base import Detector, FitInputs, LogScaleAttack, Probe
 from robustctl.inference import prediction_logits
+from robustctl.transforms.base import straight_through
+from robustctl.transforms.bit_depth import bit_depth
+from robustctl.transforms.median import median_smooth
 
 __all__ = [
     "FeatureSqueezingDetector",
@@ -90,39 +93,6 @@ class SqueezeConfig:
                 "defense.median_size",
                 f"must be >= 2 (a 1x1 median changes nothing), got {self.median_size}",
             )
-
-
-def bit_depth(x: Tensor, bits: int) -> Tensor:
-    """x -> round(x * (2^bits - 1)) / (2^bits - 1), rounding half to even (like ``np.rint``)."""
-    levels = float(2**bits - 1)
-    return torch.round(x * levels) / levels
-
-
-def _reflect_index(n: int, before: int, after: int, device: torch.device) -> Tensor:
-    """Indices into [0, n) of positions -before .. n-1+after under scipy's ``reflect`` boundary
-    (half-sample symmetric: d c b a | a b c d | d c b a), for any padding width."""
-    pos = torch.arange(-before, n + after, device=device) % (2 * n)
-    return torch.where(pos < n, pos, 2 * n - 1 - pos)
-
-
-def median_smooth(x: Tensor, size: int) -> Tensor:
-    """Median over a ``size`` x ``size`` window of each image and channel of ``x`` [N, C, H, W]:
-    ``scipy.ndimage.median_filter(x, size=(1, 1, size, size), mode="reflect")`` (module
-    docstring: window placement, boundary, upper median for an even count)."""
-    if x.dim() != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(x.shape)}")
-    before, after = size // 2, size - 1 - size // 2
-    rows = _reflect_index(x.shape[2], before, after, x.device)
-    cols = _reflect_index(x.shape[3], before, after, x.device)
-    padded = x.index_select(2, rows).index_select(3, cols)
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # [N, C, H, W, k, k]
-    flat = windows.reshape(*windows.shape[:4], size * size)
-    return flat.sort(-1).values[..., (size * size) // 2]
-
-
-def straight_through(x: Tensor, squeezed: Tensor) -> Tensor:
-    """``squeezed`` in value (exactly), with the identity as its Jacobian w.r.t. ``x`` (BPDA)."""
-    return squeezed.detach() + (x - x.detach())
 
 
 class FeatureSqueezingDetector(LogScaleAttack, Detector):

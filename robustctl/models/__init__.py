@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import nn
+
 from robustctl.config.schema import ModelConfig
 from robustctl.errors import ConfigError
 from robustctl.models.resnet import ModelOutput, PredictionView, ResNet
@@ -33,8 +35,10 @@ def build_model(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     logit_sign: float = 1.0,
+    transform: nn.Module | None = None,
 ) -> ResNet:
-    """Instantiate ``cfg.name`` for data with ``in_channels`` and ``num_classes``."""
+    """Instantiate ``cfg.name`` for data with ``in_channels`` and ``num_classes``; ``transform``
+    (:func:`robustctl.transforms.build_transform`) is applied to every input first."""
     if cfg.name not in MODELS:
         raise ConfigError(
             f"model: unknown option {cfg.name!r} — valid: {', '.join(sorted(MODELS))}"
@@ -46,6 +50,7 @@ def build_model(
         mean=mean,
         std=std,
         logit_sign=logit_sign,
+        transform=transform,
     )
 
 

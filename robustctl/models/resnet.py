@@ -10,10 +10,12 @@ not depend on the rest of its batch in training mode either) or ``none`` (no nor
 convolutions then get a bias). The switch tests the robustness-taxonomy claim that batch
 normalization limits inter-class separation.
 
-Inputs are [0, 1] images; per-channel normalization ``(x - mean) / std`` is the first layer, held
-in buffers, so attacks and distortions stay in pixel space. ``logit_sign`` (a buffer, saved with
-the weights) is the loss's test-time transform: -1 for a model trained with reverse
-cross-entropy, whose prediction is argmax(-Z).
+Inputs are [0, 1] images. The first layer is the input transform t (``transform``: an
+:class:`~robustctl.transforms.base.InputTransform` such as the JPEG round trip, or the identity),
+then per-channel normalization ``(t(x) - mean) / std`` with mean and std of the transformed
+training images, held in buffers, so attacks and distortions stay in pixel space.
+``logit_sign`` (a buffer, saved with the weights) is the loss's test-time transform: -1 for a
+model trained with reverse cross-entropy, whose prediction is argmax(-Z).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class ResNet(nn.Module):
         logit_sign: float = 1.0,
         norm: str = "batch",
         norm_groups: int = 8,
+        transform: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -123,6 +126,8 @@ class ResNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.0] * in_channels).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * in_channels).view(1, -1, 1, 1))
         self.register_buffer("logit_sign", torch.tensor(float(logit_sign)))
+        # the input transform (robustctl.transforms): no learned state, so not in the state dict
+        self.input_transform = transform if transform is not None else nn.Identity()
         widths = [width, 2 * width, 4 * width]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=layer_norm.conv_bias),
@@ -168,7 +173,7 @@ class ResNet(nn.Module):
         if unknown:
             raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: {self.layer_names}")
         out: dict[str, Tensor] = {}
-        h = self.stem((x - self.mean) / self.std)
+        h = self.stem((self.input_transform(x) - self.mean) / self.std)
         if "stem" in layers:
             out["stem"] = h.mean((2, 3))
         per_stage = len(self.blocks) // 3

@@ -77,6 +77,7 @@ def model_from_checkpoint(
     from robustctl.config.schema import ModelConfig
     from robustctl.errors import ConfigError
     from robustctl.models import build_model
+    from robustctl.transforms import transform_from_meta
 
     meta = state.get("meta", {})
     try:
@@ -91,6 +92,7 @@ def model_from_checkpoint(
             num_classes=meta["num_classes"],
             in_channels=meta["in_channels"],
             logit_sign=meta.get("logit_sign", 1.0),
+            transform=transform_from_meta(meta.get("transform")),
         )
         model.load_state_dict(state["model"], strict=True)
     except (KeyError, TypeError, ConfigError, RuntimeError) as exc:

@@ -49,11 +49,15 @@ The value is a step function of x (rounding): its autograd gradient is zero almo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Integral
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from robustctl.config.validation import require
+from robustctl.transforms.base import InputTransform, TransformConfig
 
 BLOCK = 8
 
@@ -189,3 +193,25 @@ def jpeg_compress(x: Tensor, quality: int) -> Tensor:
     if rgb:
         decoded = ycbcr_to_rgb(decoded)
     return (torch.round(decoded).clamp(0.0, 255.0) / 255.0).to(x.dtype)
+
+
+@dataclass
+class JPEGConfig(TransformConfig):
+    """``transform=jpeg``: the round trip at ``quality`` 1..100 (Guo et al. 2018 use 75; Das et
+    al. 2017 an ensemble of 20-80)."""
+
+    name: str = "jpeg"
+    quality: int = 75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            1 <= self.quality <= 100, "transform.quality", f"must be in 1..100, got {self.quality}"
+        )
+
+
+class JPEG(InputTransform):
+    config_type = JPEGConfig
+
+    def apply(self, x: Tensor) -> Tensor:
+        return jpeg_compress(x, int(self.config.quality))

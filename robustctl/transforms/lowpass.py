@@ -28,8 +28,13 @@ that pad, and the standard behaviour of DFT filtering).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+from robustctl.config.validation import require
+from robustctl.transforms.base import InputTransform, TransformConfig
 
 # Slack in the radius comparison, so that a frequency exactly on the disc's rim counts as kept
 # whatever the rounding of fftfreq (|f| <= 0.5, so 1e-9 is far below the gap between two bins).
@@ -70,3 +75,25 @@ def lowpass(x: Tensor, keep: float) -> Tensor:
     with M the disc of radius ``keep`` / 2 cycles per pixel, ``keep`` in (0, 1] (module
     docstring). Same shape, dtype and device as ``x``."""
     return lowpass_complex(x, keep).real.clamp(0.0, 1.0).to(x.dtype)
+
+
+@dataclass
+class LowpassConfig(TransformConfig):
+    """``transform=lowpass``: ``keep`` in (0, 1], the disc's radius in units of half a cycle per
+    pixel (the Nyquist frequency). The filter is linear, so attacks always get its exact gradient
+    (``gradient`` is not consulted)."""
+
+    name: str = "lowpass"
+    keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.keep <= 1.0, "transform.keep", f"must be in (0, 1], got {self.keep}")
+
+
+class Lowpass(InputTransform):
+    config_type = LowpassConfig
+    differentiable = True
+
+    def apply(self, x: Tensor) -> Tensor:
+        return lowpass(x, float(self.config.keep))

@@ -1,0 +1,110 @@
+"""Input transforms: the ``transform`` config group's options (the taxonomy's Category 2 defenses
+that remove the perturbation before the network sees it).
+
+``TRANSFORMS`` maps each option to the :class:`~robustctl.transforms.base.InputTransform` class
+that implements it (its ``config_type`` is the option's config). :func:`build_transform` makes the
+module the model applies to every input, in training and at test time (``nn.Identity`` for
+``none``); :func:`transform_from_meta` rebuilds it from what a checkpoint recorded.
+
+Example:
+    >>> t = build_transform(JPEGConfig(quality=50))
+    >>> t(x)                      # the JPEG round trip; attacks see it through BPDA
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from torch import nn
+
+from robustctl.config.validation import NoneConfig
+from robustctl.errors import ConfigError
+from robustctl.transforms.base import (
+    InputTransform,
+    TransformConfig,
+    straight_through,
+    zero_gradient,
+)
+from robustctl.transforms.bit_depth import BitDepth, BitDepthConfig
+from robustctl.transforms.edges import Edges, EdgesConfig
+from robustctl.transforms.jpeg import JPEG, JPEGConfig
+from robustctl.transforms.lowpass import Lowpass, LowpassConfig
+from robustctl.transforms.median import Median, MedianConfig
+
+TRANSFORMS: dict[str, type[InputTransform] | None] = {
+    "none": None,
+    "jpeg": JPEG,  # JPEG round trip (Guo et al. 2018; Das et al. 2017)
+    "bit_depth": BitDepth,  # colour-depth reduction (Xu et al. 2018)
+    "median": Median,  # median smoothing (Xu et al. 2018)
+    "lowpass": Lowpass,  # ideal DFT low-pass filter
+    "edges": Edges,  # binary Sobel edge images (train and test on edge maps)
+}
+
+
+def transform_configs() -> dict[str, Any]:
+    """Every option of the ``transform`` group with its default config: the registry
+    :mod:`robustctl.config.options` stores in Hydra."""
+    return {
+        name: (NoneConfig() if cls is None else cls.config_type())
+        for name, cls in TRANSFORMS.items()
+    }
+
+
+def transform_class(name: str | None) -> type[InputTransform] | None:
+    """The class of option ``name`` (None for ``none``); unknown names are refused with the
+    valid ones."""
+    if name not in TRANSFORMS:
+        raise ConfigError(
+            f"transform: unknown option {name!r} — "
+            f"valid transform options: {', '.join(sorted(TRANSFORMS))}"
+        )
+    return TRANSFORMS[name]
+
+
+def build_transform(cfg: Any) -> nn.Module:
+    """The module the model applies to its [0, 1] inputs: the ``transform`` config's transform,
+    or ``nn.Identity`` for ``none`` (and for no config)."""
+    cls = transform_class(getattr(cfg, "name", "none"))
+    return nn.Identity() if cls is None else cls(cfg)
+
+
+def transform_meta(cfg: Any) -> dict[str, Any] | None:
+    """What a checkpoint records of the transform (its config as a dict), or None for
+    ``none``."""
+    if cfg is None or transform_class(getattr(cfg, "name", "none")) is None:
+        return None
+    return asdict(cfg)
+
+
+def transform_from_meta(meta: dict[str, Any] | None) -> nn.Module:
+    """The module :func:`transform_meta` described (``nn.Identity`` for None: checkpoints
+    written before transforms existed had none)."""
+    if not meta:
+        return nn.Identity()
+    cls = transform_class(meta.get("name"))
+    return nn.Identity() if cls is None else cls(cls.config_type(**meta))
+
+
+__all__ = [
+    "TRANSFORMS",
+    "BitDepth",
+    "BitDepthConfig",
+    "Edges",
+    "EdgesConfig",
+    "InputTransform",
+    "JPEG",
+    "JPEGConfig",
+    "Lowpass",
+    "LowpassConfig",
+    "Median",
+    "MedianConfig",
+    "TransformConfig",
+    "build_transform",
+    "straight_through",
+    "transform_class",
+    "transform_configs",
+    "transform_from_meta",
+    "transform_meta",
+    "zero_gradient",
+]

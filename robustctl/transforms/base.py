@@ -1,0 +1,102 @@
+"""What every input transform of the ``transform`` group shares: its config fields, the module
+that applies it in front of the network, and the gradient an attack sees through it.
+
+An input transform t maps [0, 1] images to [0, 1] images. It sits in front of the network, in
+training and at test time alike (the model is trained on transformed images, as Guo et al. 2018
+found necessary to keep clean accuracy), so every attack, detector and evaluation sees the
+composite f(t(x)).
+
+Gradients (``gradient``; Athalye, Carlini and Wagner 2018, "Obfuscated gradients give a false
+sense of security"). A transform whose autograd gradient is informative (``differentiable = True``)
+always passes it. One with a step function inside (rounding, thresholding) has a zero gradient
+almost everywhere, which masks the gradient of the composite and makes gradient attacks fail for
+the wrong reason:
+
+- ``bpda`` (the default): Backward Pass Differentiable Approximation, t_bpda(x) = t(x) +
+  (g(x) - stopgrad(g(x))) with g a differentiable surrogate of t (:meth:`InputTransform.surrogate`:
+  the identity, or the soft threshold for edge maps): the value is exactly t(x), the Jacobian
+  g's, so a gradient attack differentiates f at t(x) and passes it back to x through g;
+- ``exact``: autograd through the implementation as written, i.e. what a naive attacker gets
+  (rounding and thresholds: 0). Use it only to show the masking (the tests and the taxonomy
+  experiment's naive-attack rows do).
+
+The DFT low-pass (linear) and the median (piecewise linear) have informative exact gradients:
+they are ``differentiable`` and ignore ``gradient``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from robustctl.config.validation import configured, require
+
+GRADIENTS = ("bpda", "exact")
+
+
+@dataclass
+class TransformConfig:
+    """Fields every transform option shares: its ``name`` and the ``gradient`` attacks see
+    (``bpda`` | ``exact``, module docstring)."""
+
+    name: str = ""
+    gradient: str = "bpda"
+
+    def __post_init__(self) -> None:
+        require(
+            self.gradient in GRADIENTS,
+            "transform.gradient",
+            f"must be one of {', '.join(GRADIENTS)}; got {self.gradient!r}",
+        )
+
+
+def straight_through(surrogate: Tensor, transformed: Tensor) -> Tensor:
+    """``transformed`` in value (exactly), with the Jacobian of ``surrogate`` (BPDA): with
+    ``surrogate = x`` the identity."""
+    return transformed.detach() + (surrogate - surrogate.detach())
+
+
+def zero_gradient(x: Tensor, transformed: Tensor) -> Tensor:
+    """``transformed`` in value, with the zero Jacobian w.r.t. ``x``: the exact derivative of a
+    step function (a threshold) almost everywhere, kept in the graph so that an attack asking for
+    the gradient gets zeros rather than an error."""
+    return transformed.detach() + (x - x.detach()) * 0.0
+
+
+class InputTransform(nn.Module):
+    """Base of every transform (module docstring). A subclass sets ``config_type`` and implements
+    :meth:`apply`; ``differentiable`` says whether that implementation's autograd gradient is the
+    true one. Transforms hold no learned state: their buffers are not saved in checkpoints (a
+    checkpoint records the transform's config instead)."""
+
+    config_type: ClassVar[type[TransformConfig]] = TransformConfig
+    differentiable: ClassVar[bool] = False
+
+    def __init__(self, config: TransformConfig | None = None, /, **params: Any) -> None:
+        super().__init__()
+        self.config = configured(self.config_type, config, params)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """The transform's value on images ``x`` [N, C, H, W] in [0, 1]."""
+        raise NotImplementedError
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        """The differentiable g(x) ~ t(x) whose Jacobian BPDA passes back: the identity, unless a
+        transform has a closer one (edges: the Sobel magnitude before the threshold)."""
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.differentiable:
+            return self.apply(x)
+        if self.config.gradient == "exact":
+            out = self.apply(x)
+            return out if out.requires_grad or not x.requires_grad else zero_gradient(x, out)
+        with torch.no_grad():
+            out = self.apply(x)
+        return straight_through(self.surrogate(x), out) if x.requires_grad else out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self.config).items())
