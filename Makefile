@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install run train test test-slow test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install robustctl with its dev tools
 
@@ -70,6 +70,9 @@ detectors-digits: install  ## experiments/detectors_digits.yaml: 6 detectors x C
 
 detectors-cifar10: install  ## experiments/detectors_cifar10.yaml: the detectors comparison on CIFAR-10, paper budgets (GPU)
 	$(BIN)/robustctl experiment detectors_cifar10 $(ARGS)
+
+taxonomy-%: install  ## experiments/taxonomy_<hypothesis>_<dataset>.yaml, e.g. make taxonomy-category2-digits (category1 | category2 | batchnorm | ensemble; digits < 1 h on 2 CPU cores, cifar10 on a GPU)
+	$(BIN)/robustctl experiment taxonomy_$(subst -,_,$*) $(ARGS)
 
 ui: install  ## open the MLflow UI on the project's tracking store
 	$(BIN)/robustctl ui

@@ -219,3 +219,47 @@ def test_a_training_epoch_stays_on_the_device_without_host_syncs(model, digits):
     assert (uploads, reads) == (0, 2)
     assert stats == cpu_stats
     assert all(torch.equal(weights[k], cpu_weights[k]) for k in cpu_weights)
+
+
+# ------------------------------------------------------------ transforms, adversarial training
+@pytest.mark.parametrize("name", ["jpeg", "bit_depth", "median", "lowpass", "edges"])
+def test_every_input_transform_runs_on_the_device_and_agrees_with_the_cpu(name, model, digits):
+    """The transform inside the model (forward and BPDA/exact backward) on the device: no tensor
+    of its own (DCT matrix, quantization tables, DFT mask, Sobel kernels, reflect indices) stays
+    on the CPU; same values and input gradients as on the CPU."""
+    from robustctl.transforms import build_transform, transform_configs
+
+    def value_and_grad(device):
+        m = copy.deepcopy(model)
+        m.input_transform = build_transform(transform_configs()[name])
+        m = m.to(device)
+        x = digits.x.to(device).requires_grad_()
+        logits = m.predict_logits(x)
+        (grad,) = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+        return logits.detach().cpu(), grad.cpu()
+
+    cpu = value_and_grad(torch.device("cpu"))
+    with FakeAccelerator():
+        accel = value_and_grad(ACCEL)
+    torch.testing.assert_close(accel, cpu)
+
+
+def test_an_adversarial_training_epoch_stays_on_the_device(model, digits):
+    """PGD training behind JPEG: crafting (random start from a generator on the device, BPDA)
+    and the step on the device, with the numbers of the CPU epoch."""
+    from robustctl.train_defenses import build_train_defense, train_defense_configs
+    from robustctl.transforms import JPEG
+
+    def run(device):
+        m = copy.deepcopy(model)
+        m.input_transform = JPEG(quality=50)
+        m = m.to(device).train()
+        defense = build_train_defense(train_defense_configs()["pgd_at"])
+        adversary = defense.for_epoch(m, seed=0, epoch=0)
+        x, y = digits.x_train[:32].to(device), digits.y_train[:32].to(device)
+        return adversary(x, y).cpu()
+
+    cpu = run(torch.device("cpu"))
+    with FakeAccelerator():
+        accel = run(ACCEL)
+    assert torch.equal(accel, cpu) and not torch.equal(cpu, digits.x_train[:32])

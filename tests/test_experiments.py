@@ -13,14 +13,17 @@ from robustctl.experiments import available, load_experiment
 from tests.test_cli import artifact_paths, runs
 
 
-def test_every_experiment_file_loads_and_composes():
+def test_every_experiment_file_loads_and_every_job_composes():
+    import itertools
+
     from robustctl.config import compose
 
     assert {"smoke", "paper_fashion_cpu", "paper_mnist", "paper_cifar10"} <= set(available())
     for name in available():
         exp = load_experiment(name)
-        first = [f"{k}={v[0]}" for k, v in exp.sweep.items()]
-        compose([*exp.overrides, *first])  # raises ConfigError if a key or option is wrong
+        for values in itertools.product(*exp.sweep.values()):
+            job = [f"{k}={v}" for k, v in zip(exp.sweep, values, strict=True)]
+            compose([*exp.overrides, *job])  # raises ConfigError if a key or option is wrong
 
 
 def test_unknown_experiment_lists_the_available_ones():

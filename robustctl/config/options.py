@@ -26,6 +26,8 @@ GROUPS = (
     "attack",
     "defense",
     "threat_model",
+    "transform",
+    "train_defense",
 )
 
 
@@ -42,6 +44,8 @@ def group_configs() -> dict[str, dict[str, Any]]:
     )
     from robustctl.config.threat_model_schema import ThreatModelConfig
     from robustctl.defenses import defense_configs
+    from robustctl.train_defenses import train_defense_configs
+    from robustctl.transforms import transform_configs
 
     return {
         "dataset": dict(DATASET_OPTIONS),
@@ -53,6 +57,8 @@ def group_configs() -> dict[str, dict[str, Any]]:
         "attack": {"none": NoneConfig(), **method_configs()},
         "defense": {"none": NoneConfig(), **defense_configs()},
         "threat_model": {"none": NoneConfig(), "graybox": ThreatModelConfig()},
+        "transform": transform_configs(),
+        "train_defense": train_defense_configs(),
     }
 
 

@@ -297,5 +297,9 @@ class RunConfig:
     attack: Any
     defense: Any
     threat_model: Any
+    transform: Any = (
+        None  # robustctl.transforms: None or its config (``name`` "none": no transform)
+    )
+    train_defense: Any = None  # robustctl.train_defenses: None or its config
     work_dir: str = "."
     debug: bool = False

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from robustctl import metric_keys as keys
-from robustctl.config.loss_schema import loss_variant
 from robustctl.config.schema import RunConfig
+from robustctl.config.variant import training_variant
 from robustctl.console import console
 from robustctl.tracking.provenance import (
     config_hash,
@@ -70,12 +70,13 @@ def config_container(raw: Any) -> dict[str, Any]:
 
 def run_name(cfg: RunConfig, command: str) -> str:
     """``tracking.run_name``, else
-    ``<command>-<dataset>-<model>-<loss>[-<defense>][-<attack>]-s<seed>-<time>``."""
+    ``<command>-<dataset>-<model>-<loss>[-<train_defense>][-<transform>][-<defense>][-<attack>]
+    -s<seed>-<time>``."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     parts = [command, cfg.dataset.name, cfg.model.name, cfg.loss.name]
-    for group in ("defense", "attack"):
-        name = getattr(cfg, group).name
+    for group in ("train_defense", "transform", "defense", "attack"):
+        name = getattr(getattr(cfg, group), "name", "none")
         if name != "none":
             parts.append(name)
     return "-".join([*parts, f"s{cfg.trainer.seed}", time.strftime("%m%d-%H%M%S")])
@@ -85,13 +86,14 @@ def identity_tags(
     container: dict[str, Any], training: str | None = None, variant: str | None = None
 ) -> dict[str, str]:
     """``training_fingerprint``, ``fingerprint`` (training and evaluation settings, seed aside)
-    and ``variant`` (the loss options that depart from the paper's). ``training`` and ``variant``
+    and ``variant`` (the training options that depart from the paper's:
+    :func:`~robustctl.config.variant.training_variant`). ``training`` and ``variant``
     default to the config's own; ``evaluate`` passes those of the checkpoint it loads."""
     training = training or training_fingerprint(container)
     return {
         keys.TRAINING_FINGERPRINT_TAG: training,
         keys.FINGERPRINT_TAG: run_fingerprint(training, evaluation_fingerprint(container)),
-        keys.VARIANT_TAG: loss_variant(container.get("loss", {})) if variant is None else variant,
+        keys.VARIANT_TAG: training_variant(container) if variant is None else variant,
     }
 
 

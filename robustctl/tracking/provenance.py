@@ -85,8 +85,16 @@ FINGERPRINT_IGNORED = (*_WHERE_AND_HOW, *_SEED_AND_MACHINE)
 _HASH_EXCLUDED = (*_WHERE_AND_HOW, *EVALUATION_GROUPS)
 
 
+# groups added after runs were logged: their ``none`` option is left out of every hash, so that
+# configs without them keep the hashes (checkpoints, fingerprints) they had
+OPTIONAL_GROUPS = ("transform", "train_defense")
+
+
 def _hash_without(data: dict[str, Any], excluded: tuple[str, ...]) -> str:
     data = json.loads(json.dumps(data, default=str))
+    for group in OPTIONAL_GROUPS:
+        if data.get(group) == {"name": "none"}:
+            data.pop(group)
     for key in excluded:
         node = data
         *parents, leaf = key.split(".")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
@@ -27,11 +27,13 @@ from robustctl.errors import CheckpointError, TrainingDiverged, TrainingOutOfMem
 from robustctl.inference import accuracy
 from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
 from robustctl.models import ModelOutput, ResNet, build_model
+from robustctl.train_defenses import BatchAdversary, build_train_defense
 from robustctl.training.checkpoint import save_checkpoint
 from robustctl.training.device import resolve_device, seed_everything
 from robustctl.training.faults import kill_step, maybe_kill
 from robustctl.training.schedule import learning_rate
 from robustctl.training.speed import StepSettings
+from robustctl.transforms import build_transform, transform_meta
 
 
 @dataclass
@@ -51,8 +53,15 @@ def checkpoint_path(cfg: RunConfig, chash: str) -> Path:
     return Path(cfg.work_dir, cfg.trainer.checkpoint_dir, chash, "last.pt")
 
 
-def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the training images (the model's normalization layer)."""
+def channel_stats(
+    x: Tensor, transform: nn.Module | None = None, chunk_size: int = 4096
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training images ``x`` as the network's first layer sees
+    them, i.e. after the input ``transform`` (applied in chunks of ``chunk_size``, no grad): the
+    model's normalization layer."""
+    if transform is not None and not isinstance(transform, nn.Identity):
+        with torch.no_grad():
+            x = torch.cat([transform(chunk) for chunk in x.split(chunk_size)])
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return mean.tolist(), std.tolist()
@@ -64,6 +73,8 @@ def model_meta(
     """Everything needed to rebuild the model from a checkpoint and to tell where it came from."""
     return {
         "model": asdict(cfg.model),  # checkpoints without a field get its default
+        "transform": transform_meta(cfg.transform),  # None: no input transform
+        "train_defense": getattr(cfg.train_defense, "name", "none"),
         "num_classes": data.num_classes,
         "in_channels": data.image_shape[0],
         "image_shape": list(data.image_shape),
@@ -108,8 +119,13 @@ def train_epoch(
     pair_sampler: PairSampler | None = None,
     settings: StepSettings | None = None,
     forward: Any = None,
+    adversary: BatchAdversary | None = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
+
+    With an ``adversary`` (a training-time defense, :mod:`robustctl.train_defenses`) each batch is
+    first rewritten by it (adversarial training: part of it replaced by adversarial examples);
+    augmentation comes before, Siamese partners stay clean.
 
     With a ``pair_sampler`` (losses with ``needs_pairs``, PDM Algorithm 1) each batch also draws a
     Siamese partner per sample from the training set, forwards samples and partners in one pass,
@@ -153,6 +169,8 @@ def train_epoch(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if adversary is not None:
+            xb = adversary(xb, yb)
         pairs_x = None
         if pair_sampler is not None:
             partner, same = pair_sampler.sample(idx, generator)
@@ -251,7 +269,8 @@ def fit(
     device = resolve_device(tr.device)
     seed_everything(tr.seed)
     loss_fn = build_loss(cfg.loss).to(device)
-    mean, std = channel_stats(data.x_train)
+    transform = build_transform(cfg.transform)
+    mean, std = channel_stats(data.x_train, transform)
     model = build_model(
         cfg.model,
         num_classes=data.num_classes,
@@ -259,7 +278,9 @@ def fit(
         mean=mean,
         std=std,
         logit_sign=loss_fn.logit_sign,
+        transform=transform,
     ).to(device)
+    train_defense = build_train_defense(cfg.train_defense)
     settings = StepSettings.resolve(tr, device)
     forward = settings.prepare(model)
     train = TrainingSet.on(data, device)
@@ -330,6 +351,11 @@ def fit(
                     pair_sampler=pair_sampler,
                     settings=settings,
                     forward=forward,
+                    adversary=(
+                        None
+                        if train_defense is None
+                        else train_defense.for_epoch(model, seed=tr.seed, epoch=epoch)
+                    ),
                 )
             except torch.OutOfMemoryError as exc:
                 raise TrainingOutOfMemory(
