@@ -133,6 +133,23 @@ def attack_config(
         raise ConfigError(key + exc.message[len("attack") :], hint=exc.hint) from exc
 
 
+def check_attack_choice(name: str, params: Any, key: str) -> None:
+    """Refuse, at composition, a config's choice of attack: ``<key>`` must be an attack option
+    and ``<key>_params`` a mapping of its parameters in range (:func:`attack_config`). For the
+    configs that run an attack of their own (detectors fitted on adversarial examples,
+    adversarial training)."""
+    from robustctl.config.validation import require
+
+    options = attack_options()
+    require(name in options, key, f"unknown attack option {name!r} — valid: {', '.join(options)}")
+    require(
+        hasattr(params, "items"),
+        f"{key}_params",
+        f"must be a mapping of attack parameters, got {params!r}",
+    )
+    attack_config(name, dict(params), key=f"{key}_params")
+
+
 def build_from_config(cfg: Any, model: nn.Module) -> Attack:
     """Instantiate the attack an ``attack`` group config (an attack's config dataclass)
     describes."""
@@ -178,6 +195,7 @@ __all__ = [
     "attack_options",
     "build",
     "build_from_config",
+    "check_attack_choice",
     "distortion_metrics",
     "method_configs",
     "per_example_distortions",

@@ -61,21 +61,9 @@ class AdversarialFitConfig:
         import math
 
         # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
-        from robustctl.attacks import attack_config, attack_options
+        from robustctl.attacks import check_attack_choice
 
-        require(
-            self.fit_attack in attack_options(),
-            "defense.fit_attack",
-            f"unknown attack option {self.fit_attack!r} — valid: {', '.join(attack_options())}",
-        )
-        require(
-            hasattr(self.fit_attack_params, "items"),
-            "defense.fit_attack_params",
-            f"must be a mapping of attack parameters, got {self.fit_attack_params!r}",
-        )
-        attack_config(
-            self.fit_attack, dict(self.fit_attack_params), key="defense.fit_attack_params"
-        )
+        check_attack_choice(self.fit_attack, self.fit_attack_params, "defense.fit_attack")
         require(
             self.fit_samples >= 2, "defense.fit_samples", f"must be >= 2, got {self.fit_samples}"
         )

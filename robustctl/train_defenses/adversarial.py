@@ -42,19 +42,9 @@ class AdversarialTrainingConfig:
 
     def __post_init__(self) -> None:
         # imported here: robustctl.attacks imports robustctl.defenses, which imports the models
-        from robustctl.attacks import attack_config, attack_options
+        from robustctl.attacks import check_attack_choice
 
-        require(
-            self.attack in attack_options(),
-            "train_defense.attack",
-            f"unknown attack option {self.attack!r} — valid: {', '.join(attack_options())}",
-        )
-        require(
-            hasattr(self.attack_params, "items"),
-            "train_defense.attack_params",
-            f"must be a mapping of attack parameters, got {self.attack_params!r}",
-        )
-        attack_config(self.attack, dict(self.attack_params), key="train_defense.attack_params")
+        check_attack_choice(self.attack, self.attack_params, "train_defense.attack")
         require(0.0 < self.mix <= 1.0, "train_defense.mix", f"must be in (0, 1], got {self.mix}")
 
 

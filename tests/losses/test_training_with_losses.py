@@ -12,6 +12,7 @@ from robustctl.config import compose
 from robustctl.data import load_dataset
 from robustctl.inference import predict
 from robustctl.training import checkpoint_path, fit, load_checkpoint
+from tests.runs import interrupted_checkpoint
 
 
 def tiny(tmp_path, *extra: str) -> list[str]:
@@ -70,10 +71,6 @@ def test_siamese_partners_reach_the_loss(tmp_path, monkeypatch):
     assert {"train/rce", "train/siamese", "train/rvl", "embed/mean_norm"} <= set(result.final)
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("loss", ["pdm", "center"])
 def test_resume_is_bit_identical(tmp_path, monkeypatch, loss):
     overrides = [f"loss={loss}", "trainer.epochs=2", "dataset.augment=true"]
@@ -82,17 +79,7 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, loss):
     full = fit(cfg, data, chash="h")
 
     _, cfg2 = compose(tiny(tmp_path / "split", *overrides))
-    real_save = trainer_module.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise Interrupted
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
-        fit(cfg2, data, chash="h")
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
-    state = load_checkpoint(checkpoint_path(cfg2, "h"))
+    state = interrupted_checkpoint(monkeypatch, cfg2, data, "h")
     assert state["epoch"] == 1
     resumed = fit(cfg2, data, chash="h", resume_state=state)
 

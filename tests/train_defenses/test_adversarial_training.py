@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import robustctl.training.trainer as trainer_module
 from robustctl.attacks import PGD
 from robustctl.config import compose
 from robustctl.data import load_dataset
@@ -20,7 +19,9 @@ from robustctl.train_defenses import (
     epoch_seed,
     train_defense_configs,
 )
-from robustctl.training import checkpoint_path, fit, load_checkpoint
+from robustctl.training import fit
+from tests.runs import digits_overrides as overrides
+from tests.runs import interrupted_checkpoint
 
 
 def test_options_and_their_defaults():
@@ -72,24 +73,6 @@ def test_batch_rewrite_replaces_the_mix_fraction_within_the_budget_in_eval_mode(
     assert epoch_seed(3, 2) != epoch_seed(2, 3)
 
 
-def overrides(tmp_path, *extra: str) -> list[str]:
-    return [
-        "dataset=digits",
-        "model.width=8",
-        "trainer.batch_size=64",
-        "trainer.device=cpu",
-        "trainer.num_threads=2",
-        "defense=none",
-        "threat_model=none",
-        f"work_dir={tmp_path}",
-        *extra,
-    ]
-
-
-class Interrupted(Exception):
-    pass
-
-
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
     extra = (
         "train_defense=pgd_at",
@@ -101,17 +84,7 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
     data = load_dataset(cfg.dataset, cfg.work_dir)
     full = fit(cfg, data, chash="h")
     _, cfg2 = compose(overrides(tmp_path / "split", *extra))
-    real_save = trainer_module.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        raise Interrupted
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
-        fit(cfg2, data, chash="h")
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
-    state = load_checkpoint(checkpoint_path(cfg2, "h"))
+    state = interrupted_checkpoint(monkeypatch, cfg2, data, "h")
     assert state["epoch"] == 1 and state["meta"]["train_defense"] == "pgd_at"
     resumed = fit(cfg2, data, chash="h", resume_state=state)
     for key, value in full.model.state_dict().items():

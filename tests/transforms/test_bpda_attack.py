@@ -16,6 +16,7 @@ from robustctl.config import compose
 from robustctl.data import load_dataset
 from robustctl.training import fit, load_checkpoint
 from robustctl.training.checkpoint import model_from_checkpoint
+from tests.runs import digits_overrides
 
 # each transform at a setting that keeps digits recognisable; PGD budget shared by all
 TRANSFORMS = {
@@ -26,21 +27,6 @@ TRANSFORMS = {
     "edges": ["transform.threshold=0.25"],
 }
 EPS, STEPS = 0.25, 20
-
-
-def overrides(tmp_path, *extra: str) -> list[str]:
-    return [
-        "dataset=digits",
-        "model.width=8",
-        "trainer.epochs=12",
-        "trainer.batch_size=64",
-        "trainer.device=cpu",
-        "trainer.num_threads=2",
-        "defense=none",
-        "threat_model=none",
-        f"work_dir={tmp_path}",
-        *extra,
-    ]
 
 
 def attack_success(model, x, y, gradient: str) -> float:
@@ -56,7 +42,9 @@ def attack_success(model, x, y, gradient: str) -> float:
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_bpda_attacks_what_the_naive_gradient_cannot(tmp_path, name):
-    _, cfg = compose(overrides(tmp_path, f"transform={name}", *TRANSFORMS[name]))
+    _, cfg = compose(
+        digits_overrides(tmp_path, "trainer.epochs=12", f"transform={name}", *TRANSFORMS[name])
+    )
     data = load_dataset(cfg.dataset, cfg.work_dir)
     result = fit(cfg, data, chash=name)
     model = result.model.eval()
