@@ -169,8 +169,12 @@ class Column:
 
     @property
     def label(self) -> str:
-        """The header: :data:`LOSS_LABELS` name, then the variant and (split) the fingerprint."""
-        return LOSS_LABELS.get(self.loss, self.loss) + self.key.removeprefix(self.loss)
+        """The header: :data:`LOSS_LABELS` name, then the variant and (split) the fingerprint;
+        CE is "the baseline" only without a variant (``CE (transform=jpeg(quality=75))``)."""
+        name = LOSS_LABELS.get(self.loss, self.loss)
+        if self.variant:
+            name = name.removesuffix(" (baseline)")
+        return name + self.key.removeprefix(self.loss)
 
 
 def columns_of(records: Sequence[RunRecord], dataset: str) -> list[Column]:

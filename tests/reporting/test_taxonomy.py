@@ -3,8 +3,8 @@
 Expected numbers are worked out by hand from the fake runs below (dataset ``digits``):
 
 - ``CE (baseline)``: one run, success rate 0.8 with its Wilson interval [0.7, 0.88];
-- ``CE (baseline) (norm=none)``: one run without a detector;
-- ``CE (baseline) (transform=jpeg(quality=75))``: seeds 0 and 1, so mean ± sample sd;
+- ``CE (norm=none)``: one run without a detector;
+- ``CE (transform=jpeg(quality=75))``: seeds 0 and 1, so mean ± sample sd;
 - ``PDM (train_defense=pgd_at(eps=0.1, steps=7))``: clean evaluation finished, the gray-box
   evaluation failed.
 """
@@ -114,8 +114,8 @@ def taxonomy_runs() -> list[RunRecord]:
 
 LABELS = [
     "CE (baseline)",
-    "CE (baseline) (norm=none)",
-    f"CE (baseline) ({JPEG})",
+    "CE (norm=none)",
+    f"CE ({JPEG})",
     f"PDM ({PGD})",
 ]
 
