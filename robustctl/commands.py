@@ -153,6 +153,35 @@ def record_stage(tracker: RunTracker, result: Any, done: list[str]) -> None:
     tracker.set_tags({keys.COMPLETED_STAGES_TAG: ",".join(done)})
 
 
+def distillation_teacher(
+    cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None
+) -> tuple[Any, dict[str, str]]:
+    """The teacher of a distillation student (``train_defense=distillation``) and the tags that
+    name it: the run of the same config with ``train_defense=distill_teacher`` at the same
+    temperature, reused when its checkpoint finished training, else trained (and, for ``run``,
+    evaluated) now as its own MLflow run."""
+    from omegaconf import OmegaConf, open_dict
+
+    from robustctl.config.composition import validate
+    from robustctl.train_defenses import teacher_config
+    from robustctl.training import checkpoint_path, load_checkpoint, model_from_checkpoint
+    from robustctl.training.device import resolve_device
+
+    teacher_raw = raw.copy()
+    with open_dict(teacher_raw):
+        teacher_raw.train_defense = OmegaConf.structured(teacher_config(cfg.train_defense))
+    teacher_cfg = validate(teacher_raw)
+    path = checkpoint_path(teacher_cfg, config_hash(config_container(teacher_raw)))
+    state = load_checkpoint(path) if path.is_file() else None
+    if state is not None and int(state["epoch"]) >= teacher_cfg.trainer.epochs:
+        run_id = str(state["meta"].get("run_id") or "")
+    else:
+        result = train_model(teacher_cfg, teacher_raw, command, then)
+        run_id, state = result.run_id, load_checkpoint(path)
+    teacher = model_from_checkpoint(state, resolve_device(cfg.trainer.device))
+    return teacher, {keys.TEACHER_RUN_TAG: run_id, keys.TEACHER_CHECKPOINT_TAG: str(path)}
+
+
 def train_model(
     cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None = None
 ) -> CommandResult:
@@ -160,6 +189,7 @@ def train_model(
     classification)`` continues in the same run (``run`` passes :func:`evaluate_model`)."""
     from robustctl.data import load_dataset
     from robustctl.tracking.description import run_description
+    from robustctl.train_defenses import needs_teacher
     from robustctl.training import fit
     from robustctl.training.locate import resume_state
 
@@ -172,11 +202,22 @@ def train_model(
     resume_run_id = cfg.tracking.resume_run_id or (state["meta"].get("run_id") if state else None)
     if resume_run_id:
         resume_run_id = existing_run(cfg, resume_run_id)
+    teacher, teacher_tags = (
+        distillation_teacher(cfg, raw, command, then)
+        if needs_teacher(cfg.train_defense)
+        else (None, {})
+    )
     data = load_dataset(cfg.dataset, cfg.work_dir)
-    with tracked_run(cfg, raw, command, resume_run_id=resume_run_id) as tracker:
+    with tracked_run(cfg, raw, command, resume_run_id=resume_run_id, tags=teacher_tags) as tracker:
         log_run_context(tracker, cfg, data)
         trained = fit(
-            cfg, data, chash=chash, tracker=tracker, resume_state=state, provenance=provenance
+            cfg,
+            data,
+            chash=chash,
+            tracker=tracker,
+            resume_state=state,
+            provenance=provenance,
+            teacher=teacher,
         )
         tracker.log_metrics({keys.TRAIN_WALL_TIME: trained.wall_time_s})
         tracker.set_tags(trained.meta["step_settings"])

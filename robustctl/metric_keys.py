@@ -224,6 +224,9 @@ CLEAN_STAGE, DETECTOR_STAGE, SANITY_STAGE = "clean", "detector", "sanity"
 TRAINING_FINGERPRINT_TAG = "training_fingerprint"
 VARIANT_TAG = "variant"
 SEED_TAG = "seed"
+# a distillation student's teacher (robustctl.train_defenses.distillation): its run and checkpoint
+TEACHER_RUN_TAG = "teacher_run_id"
+TEACHER_CHECKPOINT_TAG = "teacher_checkpoint"
 
 
 def sanity_tag(check: str) -> str:

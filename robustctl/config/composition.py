@@ -132,6 +132,9 @@ def validate(cfg: Any, cwd: str | Path | None = None) -> RunConfig:
             f"valid: {', '.join(GROUPS)}, work_dir, debug"
         )
     groups = {group: _validate_group(group, cfg.get(group)) for group in GROUPS}
+    from robustctl.train_defenses import check_with_loss  # imports the attacks: not at module load
+
+    check_with_loss(groups["train_defense"], groups["loss"])
     work_dir = Path(cwd or os.getcwd(), str(cfg.get("work_dir", "."))).resolve()
     return RunConfig(**groups, work_dir=str(work_dir), debug=bool(cfg.get("debug", False)))
 

@@ -7,8 +7,9 @@ The parts, joined by ", " ("" for the paper's setting):
   (:func:`~robustctl.config.loss_schema.loss_variant`);
 - ``norm=<option>`` when the model's normalization is not batch norm;
 - ``transform=<option>(<its fields>)`` for an input transform (``gradient=exact`` only when set);
-- ``train_defense=<option>(<attack parameters>[, attack=<a>][, mix=<m>])`` for a training-time
-  defense (the attack and mix only when they depart from the option's defaults).
+- ``train_defense=<option>(<its fields>)`` for a training-time defense (adversarial training:
+  the attack's parameters, and the attack and mix only when they depart from the option's
+  defaults; distillation: the temperature).
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def train_defense_label(node: dict[str, Any] | None) -> str:
     from robustctl.train_defenses import train_defense_configs
 
     default = vars(train_defense_configs().get(node["name"], object()))
-    shown = dict(node.get("attack_params") or {})
-    for key in ("attack", "mix"):
-        if key in node and node[key] != default.get(key):
-            shown[key] = node[key]
+    shown: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "attack_params":
+            shown.update(value or {})
+        elif key != "name" and not (key in ("attack", "mix") and value == default.get(key)):
+            shown[key] = value
     return f"{node['name']}({_fields(shown)})"
 
 

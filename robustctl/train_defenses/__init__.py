@@ -1,18 +1,27 @@
 """Training-time defenses: the ``train_defense`` config group's options (the taxonomy's
 Category 2 defenses that make the network itself resist the perturbation).
 
-``TRAIN_DEFENSES`` maps each option to its default config (``none``: train on clean batches
-only). :func:`build_train_defense` returns the object the trainer asks, once per epoch, for the
-function that rewrites each batch (``None`` for ``none``).
+``TRAIN_DEFENSES`` maps each option to the class that implements it (``none``: plain training);
+:func:`train_defense_configs` gives each option's default config. :func:`build_train_defense`
+returns the object the trainer asks for the training loss (``wrap_loss``) and, once per epoch,
+for the function each batch goes through before the step (``for_epoch``; None: none).
 
     >>> defense = build_train_defense(cfg.train_defense)          # pgd_at: Madry et al.
-    >>> adversary = defense.for_epoch(model, seed=cfg.trainer.seed, epoch=epoch)
-    >>> xb = adversary(xb, yb)                                    # before the training step
+    >>> loss_fn = defense.wrap_loss(loss_fn)
+    >>> hook = defense.for_epoch(model, seed=cfg.trainer.seed, epoch=epoch)
+    >>> xb = hook(xb, yb)                                         # before the training step
+
+- ``fgsm_at``, ``pgd_at``: adversarial training (Goodfellow et al. 2015; Madry et al. 2018),
+  adversarial.py;
+- ``distill_teacher``, ``distillation``: defensive distillation (Papernot et al. 2016),
+  distillation.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from torch import nn
 
 from robustctl.config.validation import NoneConfig
 from robustctl.errors import ConfigError
@@ -21,6 +30,13 @@ from robustctl.train_defenses.adversarial import (
     AdversarialTrainingConfig,
     BatchAdversary,
     epoch_seed,
+)
+from robustctl.train_defenses.distillation import (
+    Distillation,
+    DistillationConfig,
+    TemperatureConfig,
+    TemperatureTraining,
+    teacher_config,
 )
 
 
@@ -35,20 +51,47 @@ def train_defense_configs() -> dict[str, Any]:
         ),
         # Madry et al. 2018: every example replaced by its PGD (random start) example
         "pgd_at": AdversarialTrainingConfig(),
+        # Papernot et al. 2016: teacher trained at temperature T, student on its soft labels
+        "distill_teacher": TemperatureConfig(),
+        "distillation": DistillationConfig(),
     }
 
 
 # option -> the class that implements it (None: no training-time defense)
-TRAIN_DEFENSES: dict[str, type[AdversarialTraining] | None] = {
+TRAIN_DEFENSES: dict[str, type[Any] | None] = {
     "none": None,
     "fgsm_at": AdversarialTraining,
     "pgd_at": AdversarialTraining,
+    "distill_teacher": TemperatureTraining,
+    "distillation": Distillation,
 }
 
 
-def build_train_defense(cfg: Any) -> AdversarialTraining | None:
+def needs_teacher(cfg: Any) -> bool:
+    """Whether the ``train_defense`` config trains a student (its run needs the teacher's)."""
+    return getattr(TRAIN_DEFENSES.get(getattr(cfg, "name", "none")), "needs_teacher", False)
+
+
+# losses a distillation student can be trained with: they classify single images (no Siamese
+# partners, no class centers), so the teacher's soft labels can replace their targets
+DISTILLABLE_LOSSES = ("ce", "rce")
+
+
+def check_with_loss(train_defense: Any, loss: Any) -> None:
+    """Refuse, at composition, a training-time defense the loss cannot go with."""
+    loss_name = getattr(loss, "name", "")
+    if needs_teacher(train_defense) and loss_name not in DISTILLABLE_LOSSES:
+        raise ConfigError(
+            f"train_defense={train_defense.name} replaces the classification target with the "
+            f"teacher's soft labels: it needs loss={' or loss='.join(DISTILLABLE_LOSSES)}, "
+            f"got loss={loss_name}",
+            hint="distill a CE (or RCE) model; other losses compose with fgsm_at / pgd_at",
+        )
+
+
+def build_train_defense(cfg: Any, teacher: nn.Module | None = None) -> Any:
     """The training-time defense of the ``train_defense`` config, or None for ``none`` (and for
-    no config)."""
+    no config); ``teacher``: the trained teacher a student (``distillation``) learns from."""
     name = getattr(cfg, "name", "none")
     if name not in TRAIN_DEFENSES:
         raise ConfigError(
@@ -56,7 +99,7 @@ def build_train_defense(cfg: Any) -> AdversarialTraining | None:
             f"valid train_defense options: {', '.join(sorted(TRAIN_DEFENSES))}"
         )
     cls = TRAIN_DEFENSES[name]
-    return None if cls is None else cls(cfg)
+    return None if cls is None else cls(cfg, teacher)
 
 
 __all__ = [
@@ -64,7 +107,15 @@ __all__ = [
     "AdversarialTraining",
     "AdversarialTrainingConfig",
     "BatchAdversary",
+    "Distillation",
+    "DistillationConfig",
+    "TemperatureConfig",
+    "TemperatureTraining",
+    "DISTILLABLE_LOSSES",
     "build_train_defense",
+    "check_with_loss",
     "epoch_seed",
+    "needs_teacher",
+    "teacher_config",
     "train_defense_configs",
 ]

@@ -58,8 +58,12 @@ class AdversarialTraining:
     """Replaces part of each batch by adversarial examples (module docstring). Call
     :meth:`for_epoch` once per epoch, then the returned function on each batch."""
 
-    def __init__(self, config: AdversarialTrainingConfig) -> None:
+    def __init__(self, config: AdversarialTrainingConfig, teacher: nn.Module | None = None) -> None:
         self.config = config
+
+    def wrap_loss(self, loss: Any) -> Any:
+        """The run's loss, unchanged (adversarial training changes the batches only)."""
+        return loss
 
     def for_epoch(self, model: nn.Module, *, seed: int, epoch: int) -> BatchAdversary:
         from robustctl.attacks import build

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from robustctl.errors import CheckpointError, TrainingDiverged, TrainingOutOfMem
 from robustctl.inference import accuracy
 from robustctl.losses import Pairs, PairSampler, TrainingLoss, build_loss, split_output
 from robustctl.models import ModelOutput, ResNet, build_model
-from robustctl.train_defenses import BatchAdversary, build_train_defense
+from robustctl.train_defenses import build_train_defense
 from robustctl.training.checkpoint import save_checkpoint
 from robustctl.training.device import resolve_device, seed_everything
 from robustctl.training.faults import kill_step, maybe_kill
@@ -119,7 +120,7 @@ def train_epoch(
     pair_sampler: PairSampler | None = None,
     settings: StepSettings | None = None,
     forward: Any = None,
-    adversary: BatchAdversary | None = None,
+    adversary: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
 
@@ -257,11 +258,13 @@ def fit(
     tracker: Any = None,
     resume_state: dict[str, Any] | None = None,
     provenance: dict[str, str] | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` with ``cfg.loss`` on ``data``; log per-epoch metrics and checkpoints.
 
     ``provenance`` (e.g. the run's training fingerprint and loss variant) is stored in the
-    checkpoint's ``meta``, so an ``evaluate`` run of it can tag itself the same way."""
+    checkpoint's ``meta``, so an ``evaluate`` run of it can tag itself the same way. ``teacher``:
+    the trained teacher of a distillation student (``train_defense=distillation``)."""
     tr = cfg.trainer
     started = time.perf_counter()
     if tr.num_threads:
@@ -269,6 +272,11 @@ def fit(
     device = resolve_device(tr.device)
     seed_everything(tr.seed)
     loss_fn = build_loss(cfg.loss).to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    train_defense = build_train_defense(cfg.train_defense, teacher)
+    if train_defense is not None:
+        loss_fn = train_defense.wrap_loss(loss_fn)
     transform = build_transform(cfg.transform)
     mean, std = channel_stats(data.x_train, transform)
     model = build_model(
@@ -280,7 +288,6 @@ def fit(
         logit_sign=loss_fn.logit_sign,
         transform=transform,
     ).to(device)
-    train_defense = build_train_defense(cfg.train_defense)
     settings = StepSettings.resolve(tr, device)
     forward = settings.prepare(model)
     train = TrainingSet.on(data, device)

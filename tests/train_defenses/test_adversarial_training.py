@@ -26,7 +26,7 @@ from tests.runs import interrupted_checkpoint
 
 def test_options_and_their_defaults():
     options = train_defense_configs()
-    assert set(options) == {"none", "fgsm_at", "pgd_at"}
+    assert set(options) == {"none", "fgsm_at", "pgd_at", "distill_teacher", "distillation"}
     assert build_train_defense(options["none"]) is None and build_train_defense(None) is None
     fgsm, pgd = options["fgsm_at"], options["pgd_at"]
     assert (fgsm.attack, fgsm.mix) == ("fgsm", 0.5)  # Goodfellow et al.: half of each batch
