@@ -26,6 +26,7 @@ they are ``differentiable`` and ignore ``gradient``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,6 +67,17 @@ def zero_gradient(x: Tensor, transformed: Tensor) -> Tensor:
     return transformed.detach() + (x - x.detach()) * 0.0
 
 
+def full_precision(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast switched off on ``device_type`` where it is on (mixed-precision training would
+    otherwise run the DCT, the DFT and the Sobel convolutions in bf16 and move pixels across
+    quantization and threshold boundaries); a no-op elsewhere."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (the tests' fake accelerator)
+        enabled = False
+    return torch.autocast(device_type, enabled=False) if enabled else contextlib.nullcontext()
+
+
 class InputTransform(nn.Module):
     """Base of every transform (module docstring). A subclass sets ``config_type`` and implements
     :meth:`apply`; ``differentiable`` says whether that implementation's autograd gradient is the
@@ -89,14 +101,15 @@ class InputTransform(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.differentiable:
-            return self.apply(x)
-        if self.config.gradient == "exact":
-            out = self.apply(x)
-            return out if out.requires_grad or not x.requires_grad else zero_gradient(x, out)
-        with torch.no_grad():
-            out = self.apply(x)
-        return straight_through(self.surrogate(x), out) if x.requires_grad else out
+        with full_precision(x.device.type):  # bf16 training must not round the transform's steps
+            if self.differentiable:
+                return self.apply(x)
+            if self.config.gradient == "exact":
+                out = self.apply(x)
+                return out if out.requires_grad or not x.requires_grad else zero_gradient(x, out)
+            with torch.no_grad():
+                out = self.apply(x)
+            return straight_through(self.surrogate(x), out) if x.requires_grad else out
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in vars(self.config).items())

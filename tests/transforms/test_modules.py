@@ -110,6 +110,19 @@ def test_differentiable_transforms_always_pass_their_true_gradient(name, gradien
     assert not torch.allclose(x.grad, w)  # not the identity
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_mixed_precision_training_does_not_round_the_transform(name):
+    """Under bf16 autocast (the CUDA training default) the transform runs in fp32: the same
+    values as without autocast (bf16 matmuls would move JPEG coefficients across quantization
+    steps and Sobel magnitudes across the threshold)."""
+    cls, params, _ = CASES[name]
+    module = cls(**params)
+    x = images(9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module(x)
+    torch.testing.assert_close(mixed, module(x), rtol=0, atol=0)
+
+
 def test_model_applies_the_transform_first_and_keeps_its_state_dict():
     torch.manual_seed(0)
     plain = ResNet(depth=8, width=8, in_channels=3).eval()
