@@ -22,8 +22,9 @@ Every cell is built like the other tables' (:func:`robustctl.reporting.tables._c
 interval; several seeds, mean ± sd across seeds; no value, the reason (``not run``,
 ``failed: ...``, ``no detector (defense=none)``, the run's reason tag). No paper numbers: the
 paper has none of these defenses. A dataset enters the table only when one of its columns has a
-taxonomy defense (:func:`taxonomy_parts`), so the paper's reports are unchanged; a row whose every
-cell is ``not run`` (a group that only trained) is left out.
+taxonomy defense (:func:`taxonomy_parts`) or comes from a taxonomy experiment
+(``experiments/taxonomy_*``, :func:`in_taxonomy`), so the paper's reports are unchanged; a row
+whose every cell is ``not run`` (a group that only trained) is left out.
 
 The scatter (:func:`scatter_panels`, :func:`write_scatter_figures`): per dataset of Table 6 one
 figure ``robust_accuracy_<dataset>.png`` with one panel per gray-box attack that has a point;
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from robustctl import metric_keys as keys
 from robustctl.reporting.collect import RunRecord
-from robustctl.reporting.groups import NOT_RUN, pick_runs
+from robustctl.reporting.groups import NOT_RUN, Column, pick_runs
 from robustctl.reporting.reference import PAPER_ATTACKS
 from robustctl.reporting.tables import (
     CLEAN_ACCURACY,
@@ -99,6 +100,17 @@ def _top_level_parts(variant: str) -> list[str]:
             start = i + 1
     parts.append(variant[start:])
     return [p.strip() for p in parts if p.strip()]
+
+
+TAXONOMY_EXPERIMENTS = "taxonomy_"  # experiments/taxonomy_*.yaml: their runs always get Table 6
+
+
+def in_taxonomy(column: Column) -> bool:
+    """Whether a report column is a taxonomy defense (its variant names one) or was run by a
+    taxonomy experiment (Category 1 compares losses only, so its variants name none)."""
+    return bool(taxonomy_parts(column.variant)) or any(
+        r.tags.get("experiment", "").startswith(TAXONOMY_EXPERIMENTS) for r in column.runs
+    )
 
 
 def taxonomy_parts(variant: str) -> list[str]:
@@ -176,7 +188,7 @@ def table6(records: Sequence[RunRecord] | Layout) -> Table:
     datasets = {
         dataset: columns
         for dataset, columns in layout.by_dataset.items()
-        if any(taxonomy_parts(c.variant) for c in columns)
+        if any(in_taxonomy(c) for c in columns)
     }
     records_in = [r for columns in datasets.values() for c in columns for r in c.runs]
     detectors = any(c.defense not in ("", "none") for cs in datasets.values() for c in cs)

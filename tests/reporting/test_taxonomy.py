@@ -198,6 +198,20 @@ def test_the_table_appears_only_with_a_taxonomy_defense():
     assert tables[0].cell("digits", "clean accuracy (%)", column="ce").value == 0.98
 
 
+def test_a_taxonomy_experiment_of_losses_only_gets_the_table():
+    """experiments/taxonomy_category1_*: the defenses are losses, no variant names a taxonomy
+    option, yet the runs are a taxonomy comparison; the paper's experiments are not."""
+    losses = [baseline(1), record(2, "pdm", "rvl_normalization=centroid", {"clean/accuracy": 0.97})]
+    for run in losses:
+        run.tags["experiment"] = "paper_digits"
+    assert table6(losses).rows == []
+    for run in losses:
+        run.tags["experiment"] = "taxonomy_category1_digits"
+    rows = table6(losses).rows
+    assert [row[1] for row in rows] == ["CE (baseline)", "PDM (rvl_normalization=centroid)"]
+    assert table6(losses).cell("digits", rows[1][1], column="clean/accuracy").value == 0.97
+
+
 def test_only_datasets_with_a_taxonomy_defense_get_rows():
     runs = [*taxonomy_runs(), baseline(10, dataset="mnist")]
     assert {row[0] for row in table6(runs).rows} == {"digits"}
