@@ -38,21 +38,21 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(6, 5, generator=g, dtype=torch.float64) * 5, torch.tensor([0, 1, 2, 3, 4, 0])
 
 
-def test_teacher_loss_is_the_loss_at_temperature_t():
+def test_teacher_loss_is_t_times_the_loss_at_temperature_t():
     logits, labels = batch()
     loss = build_train_defense(TemperatureConfig(temperature=T)).wrap_loss(
         build_loss(LOSS_OPTIONS["ce"])
     )
     value = loss(ModelOutput(logits, torch.zeros(6, 3)), labels).total.item()
-    expected = -log_softmax(logits.numpy() / T)[np.arange(6), labels.numpy()].mean()
+    expected = -T * log_softmax(logits.numpy() / T)[np.arange(6), labels.numpy()].mean()
     assert value == pytest.approx(expected, rel=1e-12)
-    assert value != pytest.approx(-log_softmax(logits.numpy())[np.arange(6), labels].mean())
+    assert value != pytest.approx(-T * log_softmax(logits.numpy())[np.arange(6), labels].mean())
 
 
 @pytest.mark.parametrize("loss_name", ["ce", "rce"])
 def test_student_loss_is_the_cross_entropy_to_the_teachers_soft_labels(loss_name):
     """p = softmax(teacher prediction logits / T) (the RCE teacher's are -Z), and
-    L = -mean sum p log softmax(student prediction logits / T)."""
+    L = -T mean sum p log softmax(student prediction logits / T)."""
     teacher_z, labels = batch(1)
     student_z, _ = batch(2)
 
@@ -70,7 +70,7 @@ def test_student_loss_is_the_cross_entropy_to_the_teachers_soft_labels(loss_name
     value = loss(ModelOutput(student_z, torch.zeros(6, 3)), labels).total.item()
     sign = -1.0 if loss_name == "rce" else 1.0
     p = np.exp(log_softmax(sign * teacher_z.numpy() / T))
-    expected = -(p * log_softmax(sign * student_z.numpy() / T)).sum(1).mean()
+    expected = -T * (p * log_softmax(sign * student_z.numpy() / T)).sum(1).mean()
     assert value == pytest.approx(expected, rel=1e-6)
     assert loss.logit_sign == sign
 
