@@ -39,7 +39,9 @@ def train_defense_label(node: dict[str, Any] | None) -> str:
         return ""
     from robustctl.train_defenses import train_defense_configs
 
-    default = vars(train_defense_configs().get(node["name"], object()))
+    options = train_defense_configs()
+    base = node["name"].split("-", 1)[0]  # a preset (pgd_at-cifar10) compares with its option
+    default = vars(options.get(node["name"], options.get(base, object())))
     shown: dict[str, Any] = {}
     for key, value in node.items():
         if key == "attack_params":

@@ -57,7 +57,8 @@ def train_defense_configs() -> dict[str, Any]:
     }
 
 
-# option -> the class that implements it (None: no training-time defense)
+# option -> the class that implements it (None: no training-time defense); presets of
+# conf/train_defense/ (pgd_at-cifar10) are built by their config's type
 TRAIN_DEFENSES: dict[str, type[Any] | None] = {
     "none": None,
     "fgsm_at": AdversarialTraining,
@@ -65,11 +66,28 @@ TRAIN_DEFENSES: dict[str, type[Any] | None] = {
     "distill_teacher": TemperatureTraining,
     "distillation": Distillation,
 }
+_BY_CONFIG: dict[type, type[Any]] = {
+    AdversarialTrainingConfig: AdversarialTraining,
+    TemperatureConfig: TemperatureTraining,
+    DistillationConfig: Distillation,
+}
+
+
+def _implementation(cfg: Any) -> type[Any] | None:
+    if type(cfg) in _BY_CONFIG:
+        return _BY_CONFIG[type(cfg)]
+    name = getattr(cfg, "name", "none")
+    if name not in TRAIN_DEFENSES:
+        raise ConfigError(
+            f"train_defense: unknown option {name!r} — "
+            f"valid train_defense options: {', '.join(sorted(TRAIN_DEFENSES))}"
+        )
+    return TRAIN_DEFENSES[name]
 
 
 def needs_teacher(cfg: Any) -> bool:
     """Whether the ``train_defense`` config trains a student (its run needs the teacher's)."""
-    return getattr(TRAIN_DEFENSES.get(getattr(cfg, "name", "none")), "needs_teacher", False)
+    return getattr(_implementation(cfg), "needs_teacher", False)
 
 
 # losses a distillation student can be trained with: they classify single images (no Siamese
@@ -92,13 +110,7 @@ def check_with_loss(train_defense: Any, loss: Any) -> None:
 def build_train_defense(cfg: Any, teacher: nn.Module | None = None) -> Any:
     """The training-time defense of the ``train_defense`` config, or None for ``none`` (and for
     no config); ``teacher``: the trained teacher a student (``distillation``) learns from."""
-    name = getattr(cfg, "name", "none")
-    if name not in TRAIN_DEFENSES:
-        raise ConfigError(
-            f"train_defense: unknown option {name!r} — "
-            f"valid train_defense options: {', '.join(sorted(TRAIN_DEFENSES))}"
-        )
-    cls = TRAIN_DEFENSES[name]
+    cls = _implementation(cfg)
     return None if cls is None else cls(cfg, teacher)
 
 

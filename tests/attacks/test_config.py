@@ -42,7 +42,7 @@ def test_presets_are_commented_yaml_that_extend_one_method():
     assert (
         {f.stem for f in files}
         == set(presets())
-        == {"fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "pgd_l2"}
+        == {"fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "pgd-0.1", "pgd_l2"}
     )
     for path in files:
         assert path.read_text().startswith("#"), path
