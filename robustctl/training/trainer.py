@@ -120,13 +120,14 @@ def train_epoch(
     pair_sampler: PairSampler | None = None,
     settings: StepSettings | None = None,
     forward: Any = None,
-    adversary: Callable[[Tensor, Tensor], Tensor] | None = None,
+    batch_hook: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss (and terms), accuracy, lr, embedding norm.
 
-    With an ``adversary`` (a training-time defense, :mod:`robustctl.train_defenses`) each batch is
-    first rewritten by it (adversarial training: part of it replaced by adversarial examples);
-    augmentation comes before, Siamese partners stay clean.
+    With a ``batch_hook`` (a training-time defense's, :mod:`robustctl.train_defenses`) each batch
+    first goes through it (adversarial training: part of it replaced by adversarial examples;
+    distillation: the teacher's soft labels set for it); augmentation comes before, Siamese
+    partners stay clean.
 
     With a ``pair_sampler`` (losses with ``needs_pairs``, PDM Algorithm 1) each batch also draws a
     Siamese partner per sample from the training set, forwards samples and partners in one pass,
@@ -170,8 +171,8 @@ def train_epoch(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if adversary is not None:
-            xb = adversary(xb, yb)
+        if batch_hook is not None:
+            xb = batch_hook(xb, yb)
         pairs_x = None
         if pair_sampler is not None:
             partner, same = pair_sampler.sample(idx, generator)
@@ -358,7 +359,7 @@ def fit(
                     pair_sampler=pair_sampler,
                     settings=settings,
                     forward=forward,
-                    adversary=(
+                    batch_hook=(
                         None
                         if train_defense is None
                         else train_defense.for_epoch(model, seed=tr.seed, epoch=epoch)
