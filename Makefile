@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-slow test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
+.PHONY: help install run train test test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: install  ## the test suite (fast tests; slow real-data tests excluded)
 
 test-slow: install  ## slow real-data tests (Fashion-MNIST etc.)
 	$(BIN)/pytest -q -m slow
+
+test-slurm: install  ## sweeps on a real SLURM cluster (start one: sudo .ci/slurm-cluster up)
+	$(BIN)/pytest -q -m slurm
 
 test-gpu: install  ## real-CUDA tests (device placement of every stage); skipped without a GPU
 	$(BIN)/pytest -q -m gpu

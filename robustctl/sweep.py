@@ -16,6 +16,10 @@ looks for its earlier child, the parent's child with the same ``fingerprint`` an
 A FINISHED one is kept and the job skipped; any other (interrupted, failed) is reopened with
 ``trainer.resume=true``, so training continues from the config's checkpoint and evaluation skips
 the stages the run completed; a job without an earlier child runs as usual.
+
+A SLURM job that was requeued (pre-empted, or requeued by submitit as its time limit neared; see
+:mod:`robustctl.slurm_job`) does the same on its own: its restart finds the child run its first
+start left KILLED and continues it from the last epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ class SweepJob:
         from robustctl.commands import execute, print_summary
         from robustctl.config import validate
         from robustctl.console import console, err_console
+        from robustctl.slurm_job import is_requeued
         from robustctl.tracking.lifecycle import run_id_of
 
         earlier = None
-        if self.resume:
+        if self.resume or is_requeued():
             earlier = self.earlier_child(raw)
             if earlier is not None and earlier.info.status == "FINISHED":
                 console.print(f"[green]already finished[/] in run {earlier.info.run_id}: skipped")

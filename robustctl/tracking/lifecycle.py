@@ -4,7 +4,8 @@
 2. start (or, for ``trainer.resume=true``, reopen) a run with a readable name and tags;
 3. log the flattened config as params and the resolved config YAML as ``config.yaml``;
 4. let the command work, logging as it goes;
-5. end the run FINISHED, or FAILED / KILLED with the reason as its ``error`` tag, then re-raise.
+5. end the run FINISHED, or FAILED / KILLED with the reason as its ``error`` tag, then re-raise
+   (KILLED: Ctrl-C, or a SLURM job's SIGTERM or submitit's exit on pre-emption; all resume).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.config.variant import training_variant
 from robustctl.console import console
+from robustctl.slurm_job import Preempted, job_tags, stop_on_sigterm
 from robustctl.tracking.provenance import (
     config_hash,
     evaluation_fingerprint,
@@ -100,8 +102,8 @@ def identity_tags(
 def base_tags(
     cfg: RunConfig, command: str, chash: str, container: dict[str, Any] | None = None
 ) -> dict[str, str]:
-    """Tags every run carries: what ran (command, groups, seed, config hash, fingerprints) and
-    provenance."""
+    """Tags every run carries: what ran (command, groups, seed, config hash, fingerprints),
+    provenance, and the SLURM job it ran in (if any)."""
     tags = {
         "command": command,
         "dataset": cfg.dataset.name,
@@ -121,6 +123,7 @@ def base_tags(
         tags["experiment"] = cfg.tracking.experiment_tag
     tags.update(git_state())
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
+    tags.update(job_tags())
     return tags
 
 
@@ -160,13 +163,26 @@ def tracked_run(
     )
     console.print(f"MLflow run [bold]{tracker.run_id}[/] in {tracker.uri}")
     try:
-        tracker.log_params(flatten(container))
-        tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(container)), "config.yaml")
-        yield tracker
+        with stop_on_sigterm():
+            tracker.log_params(flatten(container))
+            tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(container)), "config.yaml")
+            yield tracker
     except KeyboardInterrupt as exc:
         setattr(exc, RUN_ID_ATTR, tracker.run_id)
         tracker.finish(
             "KILLED", "interrupted by the user (Ctrl-C); resume with trainer.resume=true"
+        )
+        raise
+    except Preempted as exc:
+        setattr(exc, RUN_ID_ATTR, tracker.run_id)
+        tracker.finish("KILLED", str(exc))
+        raise
+    except SystemExit as exc:  # submitit's exit on SLURM's pre-emption / time-limit signal
+        setattr(exc, RUN_ID_ATTR, tracker.run_id)
+        tracker.finish(
+            "KILLED",
+            f"exited before the end (SystemExit: {exc.code}); a pre-empted SLURM job resumes "
+            "here when requeued, else resume with trainer.resume=true",
         )
         raise
     except BaseException as exc:

@@ -150,6 +150,20 @@ class RunTracker:
             self._go_offline(exc)
             return None
 
+    def logged_steps(self, key: str) -> set[int] | None:
+        """The steps at which the run logged metric ``key``; None while the store is unreachable."""
+        from mlflow.exceptions import MlflowException
+
+        if self.journal is not None:
+            return None
+        try:
+            return {m.step for m in self.client.get_metric_history(self._id(), key)}
+        except (MlflowException, OSError) as exc:
+            if self.fallback_dir is None or not server_down(self.uri):
+                raise
+            self._go_offline(exc)
+            return None
+
     # ------------------------------------------------------------------ logging
     def _id(self) -> str:
         if self.run_id is None:

@@ -251,6 +251,18 @@ def check_finite(first_bad: Tensor, epoch: int, loss_sum: Tensor) -> None:
         )
 
 
+def log_unlogged_epochs(tracker: Any, history: list[dict[str, float]]) -> None:
+    """Log the checkpoint's epochs the run has no metrics for: a process killed between an
+    epoch's checkpoint and its metrics (pre-emption) resumes after that epoch, so its metrics
+    come from the checkpoint's history, once."""
+    logged = tracker.logged_steps(keys.TRAIN_LOSS)
+    if logged is None:  # the store is unreachable: the journal cannot say what was logged
+        return
+    for epoch, stats in enumerate(history, start=1):
+        if epoch not in logged:
+            tracker.log_metrics(stats, step=epoch)
+
+
 def fit(
     cfg: RunConfig,
     data: ImageData,
@@ -336,6 +348,8 @@ def fit(
         torch.set_rng_state(resume_state["rng"]["torch"])
         start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
         console.print(f"[green]resuming[/] from epoch {start_epoch}/{tr.epochs} ({path})")
+        if tracker is not None:
+            log_unlogged_epochs(tracker, history)
 
     with progress() as bar:
         epochs_task = bar.add_task("epochs", total=tr.epochs, completed=start_epoch, status="")
@@ -376,8 +390,8 @@ def fit(
             stats[keys.VAL_ACCURACY] = accuracy(model, data.x_val, data.y_val, tr.eval_batch_size)
             stats[keys.EPOCH_TIME] = time.perf_counter() - t0
             history.append(stats)
-            if tracker is not None:
-                tracker.log_metrics(stats, step=epoch + 1)
+            # checkpoint before logging: a process killed between the two (pre-emption) resumes
+            # after this epoch, so no epoch's metrics are ever logged twice
             save_checkpoint(
                 {
                     "meta": meta,
@@ -394,6 +408,8 @@ def fit(
                 },
                 path,
             )
+            if tracker is not None:
+                tracker.log_metrics(stats, step=epoch + 1)
             if tracker is not None and cfg.tracking.log_checkpoints:
                 tracker.log_artifact(path, "checkpoints")
             bar.update(epochs_task, advance=1, status=f"val acc {stats[keys.VAL_ACCURACY]:.3f}")
