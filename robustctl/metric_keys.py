@@ -242,6 +242,7 @@ STAGE_FAMILIES = (*STAGES, RESILIENCY, BIM_PATH)
 def is_stage_family(key: str) -> bool:
     return key.split("/", 1)[0] in STAGE_FAMILIES
 
+
 # the SLURM job a run's process ran in (robustctl.slurm_job): the job id (``<array job>_<task>``
 # for array jobs) and how many times SLURM requeued it (pre-emption, time limit)
 SLURM_JOB_TAG = "slurm/job_id"

@@ -160,6 +160,17 @@ def _select(
     return scope_runs(records, all_runs=all_runs)
 
 
+def report_title(table_keys: set[str]) -> str:
+    """Names the tables the report holds: the PDM paper's Tables 1-4, then the detector
+    comparison (Table 5) and the taxonomy table (Table 6) when the runs called for them."""
+    extra = [
+        name
+        for key, name in (("table5", "Table 5 (detectors)"), ("table6", "Table 6 (taxonomy)"))
+        if key in table_keys
+    ]
+    return "robustctl report: PDM Tables 1-4" + "".join(f", {name}" for name in extra)
+
+
 def build_report(
     tracking_uri: str,
     experiment: str | None = None,
@@ -199,7 +210,7 @@ def build_report(
     used = used_runs(tables, records)
     infos = column_infos(layout, tables)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = "robustctl report: PDM Tables 1-4"
+    title = report_title({table.key for table in tables})
     subtitle = (
         f"Scope: {scope.description}; "
         f"{f'experiment {experiment}' if experiment else 'all experiments'} at "

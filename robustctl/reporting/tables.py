@@ -300,7 +300,7 @@ def _attacks_of(records: Sequence[RunRecord], dataset: str) -> list[str]:
 
 # ------------------------------------------------------------------------------- cells
 @dataclass(frozen=True)
-class _Metric:
+class MetricSpec:
     """A row: the metric key, its format, and the tags that explain a gap or qualify a value.
 
     ``note_text`` turns the ``note_tag`` value into the footnote (default: the tag itself).
@@ -322,7 +322,7 @@ class _Metric:
         return keys.attack_key(parsed.stage, parsed.attack, keys.PAIRS)
 
 
-def _missing(run: RunRecord, metric: _Metric) -> str:
+def _missing(run: RunRecord, metric: MetricSpec) -> str:
     if metric.reason_tag and run.tags.get(metric.reason_tag):
         return run.tags[metric.reason_tag]
     if metric.key.endswith(f"/{keys.AUC}") and run.tags.get("defense") == "none":
@@ -330,7 +330,7 @@ def _missing(run: RunRecord, metric: _Metric) -> str:
     return "not logged"
 
 
-def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tuple[str, ...]:
+def _notes(runs: Sequence[RunRecord], metric: MetricSpec, pairs: int | None) -> tuple[str, ...]:
     """The tag notes of the runs (each distinct text once), the few-pairs mark, and how many
     seeds have a NaN value (their mean is NaN too)."""
     tag = metric.note_tag or ""
@@ -344,7 +344,9 @@ def _notes(runs: Sequence[RunRecord], metric: _Metric, pairs: int | None) -> tup
     return tuple(dict.fromkeys(texts))
 
 
-def _cell(pick: Pick, dataset: str, loss: str, metric: _Metric, paper: bool = True) -> Cell:
+def metric_cell(
+    pick: Pick, dataset: str, loss: str, metric: MetricSpec, paper: bool = True
+) -> Cell:
     """``metric``'s cell from the picked runs, beside the paper's value when ``paper`` (the
     paper's numbers are those of its KDE detector)."""
     ref = reference(dataset, loss, metric.key) if paper else None
@@ -386,7 +388,7 @@ def _group_rows(
     layout: Layout,
     dataset: str,
     prefix: str,
-    metrics: Sequence[_Metric],
+    metrics: Sequence[MetricSpec],
     stage: str | None,
     attack: str | None = None,
 ) -> list[list[str | Cell]]:
@@ -400,7 +402,7 @@ def _group_rows(
         row: list[str | Cell] = [dataset, metric.label]
         for key in layout.keys:
             if key in picks:
-                row.append(_cell(picks[key], dataset, losses[key], metric))
+                row.append(metric_cell(picks[key], dataset, losses[key], metric))
             else:
                 reason = missing_reason(columns, key)
                 ref = reference(dataset, key.split(" ", 1)[0], metric.key)
@@ -415,16 +417,16 @@ def _grad_loss(tag: str) -> str:
     return f"differentiates {tag.upper()}"
 
 
-CLEAN_ACCURACY = _Metric("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
-DBI = _Metric("DBI (embeddings)", keys.EMBED_DBI, "dbi")
-GRAD_TRAIN = _Metric(
+CLEAN_ACCURACY = MetricSpec("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
+DBI = MetricSpec("DBI (embeddings)", keys.EMBED_DBI, "dbi")
+GRAD_TRAIN = MetricSpec(
     "input-gradient norm (training loss)",
     keys.EMBED_INPUT_GRAD_NORM,
     "grad",
     note_tag=keys.EMBED_GRAD_LOSS_TAG,
     note_text=_grad_loss,
 )
-GRAD_CE = _Metric("input-gradient norm (CE)", keys.EMBED_INPUT_GRAD_NORM_CE, "grad")
+GRAD_CE = MetricSpec("input-gradient norm (CE)", keys.EMBED_INPUT_GRAD_NORM_CE, "grad")
 
 
 def _metric_table(
@@ -433,7 +435,7 @@ def _metric_table(
     title: str,
     caption: str,
     prefix: str,
-    metrics: Sequence[_Metric],
+    metrics: Sequence[MetricSpec],
     stage: str | None,
 ) -> Table:
     """A table of fixed metric rows per dataset, each column's cells read from the runs its
@@ -454,7 +456,7 @@ def table1(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 1: clean test accuracy (%) per loss, the DBI of the test embeddings (Figure 2) and
     the mean input-gradient norms of the training loss and of CE."""
     return _metric_table(
-        _layout(records),
+        as_layout(records),
         "table1",
         "Table 1: clean test accuracy (%), embedding DBI and input-gradient norms per loss",
         "Reproduces PDM Table 1 (clean accuracy; CE / RCE / Siamese+RVL / PDM) and the "
@@ -470,7 +472,7 @@ def table1(records: Sequence[RunRecord] | Layout) -> Table:
 
 def table2(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 2: gray-box detection AUC of the KDE detector, one row per attack and dataset."""
-    layout = _layout(records)
+    layout = as_layout(records)
     table = layout.table(
         "table2",
         "Table 2: gray-box detection AUC (KDE detector) per attack",
@@ -481,7 +483,7 @@ def table2(records: Sequence[RunRecord] | Layout) -> Table:
     )
     for dataset in layout.by_dataset:
         for attack in _attacks_of(layout.records, dataset):
-            metric = _Metric(
+            metric = MetricSpec(
                 attack,
                 keys.graybox(attack, keys.AUC),
                 "auc",
@@ -493,21 +495,23 @@ def table2(records: Sequence[RunRecord] | Layout) -> Table:
 
 
 WB_NOTE = keys.note_tag(keys.WHITEBOX, keys.CW_WB)
-WB_DISTORTION = _Metric("distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE)
-WB_MEDIAN = _Metric(
+WB_DISTORTION = MetricSpec(
+    "distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE
+)
+WB_MEDIAN = MetricSpec(
     "median breach distortion", keys.whitebox(keys.MEDIAN_DISTORTION), "breach", note_tag=WB_NOTE
 )
-WB_AUC = _Metric(
+WB_AUC = MetricSpec(
     "detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE
 )
-WB_SUCCESS = _Metric("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
+WB_SUCCESS = MetricSpec("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
 
 
 def table3(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 3: white-box C&W-wb mean and median-breach normalized distortion L2/sqrt(n),
     detection AUC, success rate."""
     return _metric_table(
-        _layout(records),
+        as_layout(records),
         "table3",
         "Table 3: white-box C&W-wb (through classifier + KDE detector)",
         "Reproduces PDM Table 3: mean normalized distortion L2/sqrt(n) of the C&W-wb examples "
@@ -521,21 +525,21 @@ def table3(records: Sequence[RunRecord] | Layout) -> Table:
     )
 
 
-BB_AUC = _Metric(
+BB_AUC = MetricSpec(
     "detection AUC",
     keys.blackbox(keys.AUC),
     "auc",
     reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB),
 )
-BB_TRANSFER = _Metric("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
-BB_PROXY_SUCCESS = _Metric("proxy success rate", keys.BLACKBOX_PROXY_SUCCESS_RATE, "rate")
+BB_TRANSFER = MetricSpec("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
+BB_PROXY_SUCCESS = MetricSpec("proxy success rate", keys.BLACKBOX_PROXY_SUCCESS_RATE, "rate")
 
 
 def table4(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 4: black-box detection AUC of C&W-wb examples transferred from a distilled proxy,
     the transfer rate and the proxy success rate."""
     return _metric_table(
-        _layout(records),
+        as_layout(records),
         "table4",
         "Table 4: black-box C&W-wb (crafted on a distilled proxy, transferred)",
         "Reproduces PDM Table 4: detection AUC of adversarial examples crafted on a distilled "
@@ -561,7 +565,7 @@ def table5(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 5: detectors x losses, per dataset: each detector's gray-box AUC per attack and the
     adaptive white-box attack's distortion, AUC and success rate (empty rows when the runs used
     one detector only: Tables 2-3 already show it)."""
-    layout = _layout(records)
+    layout = as_layout(records)
     loss_keys: list[str] = []
     for columns in layout.by_dataset.values():
         for column in columns:
@@ -588,10 +592,10 @@ def table5(records: Sequence[RunRecord] | Layout) -> Table:
         attacks = _attacks_of(layout.records, dataset)
         for detector in detectors:
             mine = {c.loss_key: c for c in columns if c.defense == detector}
-            groups: list[tuple[str, _Metric, str | None, str | None]] = [
+            groups: list[tuple[str, MetricSpec, str | None, str | None]] = [
                 (
                     keys.attack_prefix(keys.GRAYBOX, attack) + "/",
-                    _Metric(
+                    MetricSpec(
                         f"gray-box {attack} AUC",
                         keys.graybox(attack, keys.AUC),
                         "auc",
@@ -614,13 +618,13 @@ def table5(records: Sequence[RunRecord] | Layout) -> Table:
                         row.append(Cell(None, reason=NOT_RUN, key=metric.key, kind=metric.kind))
                         continue
                     pick = pick_runs(column.runs, prefix, stage, attack)
-                    row.append(_cell(pick, dataset, column.loss, metric, paper=False))
+                    row.append(metric_cell(pick, dataset, column.loss, metric, paper=False))
                 if any(isinstance(c, Cell) and c.reason != NOT_RUN for c in row):
                     table.rows.append(row)
     return table
 
 
-def _layout(records: Sequence[RunRecord] | Layout) -> Layout:
+def as_layout(records: Sequence[RunRecord] | Layout) -> Layout:
     return records if isinstance(records, Layout) else layout_of(records)
 
 
@@ -631,7 +635,7 @@ def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
     from robustctl.reporting.ratios import ratio_table
     from robustctl.reporting.taxonomy import table6
 
-    layout = _layout(records)
+    layout = as_layout(records)
     tables = [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
     optional = [table5(layout), table6(layout)]
     return [*tables, *(t for t in optional if t.rows)]

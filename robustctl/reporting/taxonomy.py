@@ -17,8 +17,8 @@ training departs from (Category 1: the loss and its options; Category 2: ``norm=
   the clean-correct attacked images misclassified *and* scored under the detector's threshold);
 - ``embed/dbi``: Davies-Bouldin index of the test embeddings by true label.
 
-Every cell is built like the other tables' (:func:`robustctl.reporting.tables._cell` on the runs
-:func:`robustctl.reporting.groups.pick_runs` chose): one run, its value with its logged 95%
+Every cell is built like the other tables' (:func:`robustctl.reporting.tables.metric_cell` on
+the runs :func:`robustctl.reporting.groups.pick_runs` chose): one run, its value with its logged 95%
 interval; several seeds, mean ± sd across seeds; no value, the reason (``not run``,
 ``failed: ...``, ``no detector (defense=none)``, the run's reason tag). No paper numbers: the
 paper has none of these defenses. A dataset enters the table only when one of its columns has a
@@ -57,10 +57,10 @@ from robustctl.reporting.tables import (
     WB_SUCCESS,
     Cell,
     Layout,
+    MetricSpec,
     Table,
-    _cell,
-    _layout,
-    _Metric,
+    as_layout,
+    metric_cell,
 )
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def taxonomy_parts(variant: str) -> list[str]:
 class _Column:
     """One metric column of Table 6: the metric and what :func:`pick_runs` needs for it."""
 
-    metric: _Metric
+    metric: MetricSpec
     prefix: str
     stage: str | None = None
     attack: str | None = None
@@ -143,10 +143,12 @@ def _metric_columns(records: Sequence[RunRecord], detectors: bool) -> list[_Colu
     out = [_Column(CLEAN_ACCURACY, clean)]
     for attack in _attacks(records):
         prefix = keys.attack_prefix(keys.GRAYBOX, attack) + "/"
-        success = _Metric(f"{attack} success rate", keys.graybox(attack, keys.SUCCESS_RATE), "rate")
+        success = MetricSpec(
+            f"{attack} success rate", keys.graybox(attack, keys.SUCCESS_RATE), "rate"
+        )
         out.append(_Column(success, prefix, keys.GRAYBOX, attack))
         if detectors:
-            auc = _Metric(
+            auc = MetricSpec(
                 f"{attack} detection AUC",
                 keys.graybox(attack, keys.AUC),
                 "auc",
@@ -184,7 +186,7 @@ _CAPTION = (
 def table6(records: Sequence[RunRecord] | Layout) -> Table:
     """Table 6: one row per defense, one column per metric (module docstring), for each dataset
     with a taxonomy defense; no rows when none has one."""
-    layout = _layout(records)
+    layout = as_layout(records)
     datasets = {
         dataset: columns
         for dataset, columns in layout.by_dataset.items()
@@ -205,7 +207,7 @@ def table6(records: Sequence[RunRecord] | Layout) -> Table:
             row: list[str | Cell] = [dataset, column.label]
             for m in metrics:
                 pick = pick_runs(column.runs, m.prefix, m.stage, m.attack)
-                row.append(_cell(pick, dataset, column.loss, m.metric, paper=False))
+                row.append(metric_cell(pick, dataset, column.loss, m.metric, paper=False))
             if any(isinstance(c, Cell) and c.reason != NOT_RUN for c in row):
                 table.rows.append(row)
     return table

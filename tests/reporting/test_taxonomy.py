@@ -221,6 +221,7 @@ def test_the_report_without_taxonomy_runs_is_unchanged(report):
     assert "table6" not in [t.key for t in report.tables] and report.scatter_figures == []
     assert not any(name.startswith("robust_accuracy") for name in report.files)
     assert "Table 6" not in report.files["report.md"].read_text()
+    assert report.title == "robustctl report: PDM Tables 1-4"
 
 
 def test_scatter_points_are_the_table_cells():
@@ -298,6 +299,7 @@ def test_build_report_writes_table6_and_embeds_the_scatter(tmp_path):
     assert report.files[figure.name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "table6.csv" in report.files
     md = report.files["report.md"].read_text()
+    assert md.startswith("# robustctl report: PDM Tables 1-4, Table 6 (taxonomy)\n")
     assert "## Table 6: defense taxonomy" in md
     assert "](robust_accuracy_digits.png)" in md and figure.caption in md
     page = report.files["report.html"].read_text()
