@@ -26,12 +26,15 @@ Departures: Xu et al.'s CIFAR-10 joint detector also has a non-local-means squee
 not implemented here; the detection threshold (their 5% false-positive rate on clean training
 images) is not part of the detector: the evaluation thresholds the score like any other.
 
-Gradient (BPDA, Athalye et al. 2018). Rounding and the median have zero or undefined gradients,
-so each squeezer is applied straight-through: s_bpda(x) = s(x) + (x - x.detach()), whose value is
-exactly s(x) and whose Jacobian is the identity. The score is then differentiable in x: the
-squeezed branch's gradient is the gradient of f at s(x), passed back unchanged to x, and the
-unsqueezed branch's is the true one. A white-box attack (C&W-wb) optimizes through this
-surrogate.
+Gradient. Rounding has a zero gradient almost everywhere, so bit-depth reduction is applied
+straight-through (BPDA, Athalye et al. 2018): s_bpda(x) = s(x) + (x - x.detach()), whose value is
+exactly s(x) and whose Jacobian is the identity; its branch's gradient is the gradient of f at
+s(x), passed back unchanged to x. The median is piecewise linear (each output pixel is one input
+pixel of its window), so it keeps its exact gradient: each output pixel's gradient goes to the
+input pixel that is its window's median. On a median-smoothing model of the bundled digits the
+exact gradient was the stronger attack (PGD-0.25 success 0.995 vs 0.887 through the identity).
+The unsqueezed branch's gradient is the true one. A white-box attack (C&W-wb) optimizes through
+this.
 
 The detector has no parameters and learns nothing (``fit_on`` returns it unchanged). It runs the
 model again on the squeezed images (``reads_images``): one extra forward pass over all squeezed
@@ -128,10 +131,13 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
                 out.append(median_smooth(x, self.median_size))
         return out
 
-    def squeeze_bpda(self, x: Tensor) -> list[Tensor]:
-        """:meth:`squeeze` made straight-through (:func:`straight_through`): the gradient of
-        anything computed from a squeezed copy reaches ``x`` unchanged."""
-        return [straight_through(x, s) for s in self.squeeze(x)]
+    def squeeze_differentiable(self, x: Tensor) -> list[Tensor]:
+        """:meth:`squeeze`'s values with a gradient path to ``x``: bit-depth reduction
+        straight-through (:func:`straight_through`), the median with its exact gradient."""
+        out = [] if self.bits is None else [straight_through(x, bit_depth(x.detach(), self.bits))]
+        if self.median_size is not None:
+            out.append(median_smooth(x, self.median_size))
+        return out
 
     # ------------------------------------------------------------------------------- Detector
     def fit_on(self, inputs: FitInputs) -> FeatureSqueezingDetector:
@@ -159,13 +165,15 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
         return torch.stack(bounds).amax(0)
 
     def squeezed_probabilities(self, probe: Probe) -> list[Tensor]:
-        """Per squeezer, the softmax of the model's prediction logits on the squeezed
-        (straight-through) copies of the probe's images: one forward pass for all squeezers, once
-        per probe (the attack's bound and the score of one iteration share it)."""
+        """Per squeezer, the softmax of the model's prediction logits on the squeezed copies of
+        the probe's images, differentiable (:meth:`squeeze_differentiable`): one forward pass
+        for all squeezers, once per probe (the attack's bound and the score of one iteration
+        share it)."""
 
         def compute() -> list[Tensor]:
             x = probe.x
-            logits = prediction_logits(probe.model, torch.cat(self.squeeze_bpda(x))).split(len(x))
+            squeezed = torch.cat(self.squeeze_differentiable(x))
+            logits = prediction_logits(probe.model, squeezed).split(len(x))
             return [torch.softmax(lg, 1) for lg in logits]
 
         return probe.derive(f"squeezed:{','.join(self.squeezer_names)}", compute)

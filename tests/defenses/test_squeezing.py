@@ -109,24 +109,55 @@ def test_defaults_and_interface() -> None:
     assert det.score_probe(empty, empty.predictions).shape == (0,)
 
 
-# -------------------------------------------------------------------------------------- BPDA
-def test_bpda_gradient_is_the_gradient_at_the_squeezed_image() -> None:
+# ---------------------------------------------------------------------------------- gradients
+def _weighted_softmax(model, weights, images):
+    return (weights * torch.softmax(model.predict_logits(images), 1)).sum()
+
+
+def test_bit_depth_branch_is_straight_through_the_gradient_at_the_squeezed_image() -> None:
     model = tiny_model().double()
     x0 = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    det = FeatureSqueezingDetector(bits=2, median_size=3)
+    det = FeatureSqueezingDetector(bits=2, median_size=None)
     weights = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    plain = det.squeeze(x0)
-    for k, (branch, value) in enumerate(zip(det.squeeze_bpda(x0), plain, strict=True)):
-        assert torch.equal(branch, value)  # straight-through changes no value
-        x = x0.clone().requires_grad_(True)
-        out = (weights * torch.softmax(model.predict_logits(det.squeeze_bpda(x)[k]), 1)).sum()
-        (g_bpda,) = torch.autograd.grad(out, x)
-        at = value.clone().requires_grad_(True)  # f differentiated at squeeze(x) itself
-        (g_at,) = torch.autograd.grad(
-            (weights * torch.softmax(model.predict_logits(at), 1)).sum(), at
-        )
-        torch.testing.assert_close(g_bpda, g_at, rtol=1e-12, atol=1e-15)
-        assert g_at.abs().sum() > 0 and not torch.equal(value, x0)
+    (value,) = det.squeeze(x0)
+    x = x0.clone().requires_grad_(True)
+    (branch,) = det.squeeze_differentiable(x)
+    assert torch.equal(branch, value) and not torch.equal(value, x0)  # same values
+    (g_bpda,) = torch.autograd.grad(_weighted_softmax(model, weights, branch), x)
+    at = value.clone().requires_grad_(True)  # f differentiated at squeeze(x) itself
+    (g_at,) = torch.autograd.grad(_weighted_softmax(model, weights, at), at)
+    torch.testing.assert_close(g_bpda, g_at, rtol=1e-12, atol=1e-15)
+    assert g_at.abs().sum() > 0
+
+
+def test_median_branch_sends_each_pixels_gradient_to_its_windows_median_pixel() -> None:
+    """The exact gradient of f(median(x)), checked against the chain rule written out in numpy:
+    the gradient of f at the median image, each pixel's added to the input pixel that is the
+    median of its (reflect-padded, 3 x 3) window."""
+    model = tiny_model().double()
+    x0 = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    det = FeatureSqueezingDetector(bits=None, median_size=3)
+    weights = torch.randn(2, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    x = x0.clone().requires_grad_(True)
+    (branch,) = det.squeeze_differentiable(x)
+    assert torch.equal(branch, det.squeeze(x0)[0])
+    (g_exact,) = torch.autograd.grad(_weighted_softmax(model, weights, branch), x)
+    at = branch.detach().clone().requires_grad_(True)
+    (g_at,) = torch.autograd.grad(_weighted_softmax(model, weights, at), at)
+
+    xs, g_out = x0.numpy(), g_at.numpy()
+    expected = np.zeros_like(xs)
+    h, w = xs.shape[2:]
+    reflect = lambda i, n: -i - 1 if i < 0 else (2 * n - i - 1 if i >= n else i)  # noqa: E731
+    for n, c, i, j in np.ndindex(*xs.shape):
+        window = [
+            (reflect(i + di, h), reflect(j + dj, w)) for di in (-1, 0, 1) for dj in (-1, 0, 1)
+        ]
+        values = [xs[n, c, a, b] for a, b in window]
+        a, b = window[int(np.argsort(values, kind="stable")[4])]
+        expected[n, c, a, b] += g_out[n, c, i, j]
+    np.testing.assert_allclose(g_exact.numpy(), expected, rtol=1e-10, atol=1e-14)
+    assert np.abs(expected).sum() > 0
 
 
 def test_score_gradient_reaches_the_images() -> None:
