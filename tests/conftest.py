@@ -27,9 +27,8 @@ def _isolated_env(monkeypatch, tmp_path):
     yield
 
 
-@pytest.fixture
-def tiny(tmp_path) -> list[str]:
-    """Overrides for a ~1 s training run on the synthetic dataset, stored under tmp_path."""
+def tiny_overrides(work_dir) -> list[str]:
+    """Overrides for a ~1 s training run on the synthetic dataset, stored under ``work_dir``."""
     return [
         "dataset=synthetic",
         "dataset.num_samples=240",
@@ -39,5 +38,11 @@ def tiny(tmp_path) -> list[str]:
         "trainer.eval_batch_size=64",
         "defense=none",
         "threat_model=none",
-        f"work_dir={tmp_path}",
+        f"work_dir={work_dir}",
     ]
+
+
+@pytest.fixture
+def tiny(tmp_path) -> list[str]:
+    """:func:`tiny_overrides` under tmp_path."""
+    return tiny_overrides(tmp_path)
