@@ -126,10 +126,7 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
     def squeeze(self, x: Tensor) -> list[Tensor]:
         """The squeezed copies of images ``x`` (plain values, no gradient path)."""
         with torch.no_grad():
-            out = [] if self.bits is None else [bit_depth(x, self.bits)]
-            if self.median_size is not None:
-                out.append(median_smooth(x, self.median_size))
-        return out
+            return self.squeeze_differentiable(x)
 
     def squeeze_differentiable(self, x: Tensor) -> list[Tensor]:
         """:meth:`squeeze`'s values with a gradient path to ``x``: bit-depth reduction

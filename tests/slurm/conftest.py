@@ -1,9 +1,11 @@
 """The `slurm` tests run sweeps on a real SLURM cluster: the throw-away single-node one that
 ``.ci/slurm-cluster up`` starts (CI does, as root on Debian), or any cluster whose ``sinfo``
-answers here with a ``debug`` partition. Elsewhere they are skipped, with the reason."""
+answers here with a ``debug`` partition. Elsewhere they are skipped, with the reason; where
+``ROBUSTCTL_REQUIRE_SLURM=1`` (CI, once its cluster is up) they fail instead."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -31,13 +33,17 @@ def cluster_state() -> str | None:
     return usable[0] if out.returncode == 0 and usable else None
 
 
-def pytest_collection_modifyitems(config, items):
-    slurm_items = [item for item in items if "slurm" in item.keywords]
-    if not slurm_items or cluster_state() is not None:
+REQUIRE = "ROBUSTCTL_REQUIRE_SLURM"  # set by .ci/run once its cluster is up: fail, never skip
+
+
+@pytest.fixture(autouse=True)
+def _cluster() -> None:
+    if cluster_state() is not None:
         return
-    skip = pytest.mark.skip(
-        reason=f"slurm test: no SLURM cluster with a usable '{PARTITION}' partition answers "
-        "here (start the throw-away one with `sudo .ci/slurm-cluster up`)"
+    reason = (
+        f"no SLURM cluster with a usable '{PARTITION}' partition answers here (start the "
+        "throw-away one with `sudo .ci/slurm-cluster up`)"
     )
-    for item in slurm_items:
-        item.add_marker(skip)
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{REQUIRE}=1 but {reason}")
+    pytest.skip(f"slurm test: {reason}")
