@@ -145,8 +145,9 @@ def wait_for(what: str, check, timeout: float = 180, every: float = 0.5):
 
 def epochs_logged(work: Path) -> int:
     """The last epoch logged by the sweep's training run (0 before it exists)."""
-    if not (work / "mlruns.db").is_file():
-        return 0
+    client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
+    if not (work / "mlruns.db").is_file() or client.get_experiment_by_name("robustctl") is None:
+        return 0  # the sweep has not created its store and experiment yet
     client, found = runs_in(work)
     child = [r for r in found if r.data.tags.get("command") == "train"]
     if not child:
@@ -186,7 +187,14 @@ def test_a_preempted_job_is_requeued_and_resumes_its_run_training_every_epoch_on
     )
     job = None
     try:
-        job = wait_for("the job to start", lambda: [j for j, s in squeue() if s == "RUNNING"])[0]
+        # this sweep's own job (an earlier test's may still be completing): submitit names its
+        # folder after the job id
+        folders = tmp_path / "multirun" / ".submitit"
+        job = wait_for(
+            "the job's submission",
+            lambda: [p.name for p in folders.glob("*") if p.is_dir() and p.name[0].isdigit()],
+        )[0]
+        wait_for("the job to start", lambda: "RUNNING" in {s for _, s in squeue(job)})
         wait_for("two epochs logged", lambda: epochs_logged(tmp_path) >= 2, every=0.2)
         subprocess.run(PREEMPTIONS[preemption](job), check=True, timeout=30)
         # requeued jobs wait two minutes (SLURM's BeginTime) before they may start again
