@@ -1,5 +1,9 @@
 """Named experiments: ``experiments/<name>.yaml`` composed into one parent MLflow run.
 
+``<name>.yaml`` is looked up in the current directory's ``experiments/`` first (your own
+experiments, which shadow a bundled one of the same name), then in the experiments bundled with
+robustctl (:func:`experiment_dirs`).
+
 An experiment file holds ``description``, ``command`` (run | train | evaluate), ``sweep`` (group or
 key -> list of values: one child run per combination) and ``overrides`` (applied to every child).
 ``robustctl experiment NAME [extra overrides]`` runs the sweep through Hydra (so
@@ -32,30 +36,52 @@ class Experiment:
         return [f"{key}={','.join(str(v) for v in values)}" for key, values in self.sweep.items()]
 
 
-def experiments_dir() -> Path:
+def experiment_dirs() -> list[Path]:
+    """The folders searched for ``NAME.yaml``, first match wins: the user's own ``experiments/``
+    in the current directory, then the bundled one (``experiment_configs`` inside an installed
+    package, ``experiments/`` beside ``conf/`` in a checkout). Only existing folders, each once."""
     from robustctl.config import config_dir
 
     package = Path(__file__).resolve().parent
-    for path in (
-        package / "experiment_configs",
-        config_dir().parent / "experiments",
-        Path.cwd() / "experiments",
-    ):
-        if path.is_dir():
-            return path
-    raise ConfigError("no experiments/ folder found", hint="run from the robustctl checkout")
+    candidates = [Path.cwd() / "experiments", package / "experiment_configs"]
+    try:
+        candidates.append(config_dir().parent / "experiments")
+    except ConfigError:  # no bundled conf/: the user's folder may still hold experiments
+        pass
+    found: list[Path] = []
+    for path in candidates:
+        if path.is_dir() and path.resolve() not in {f.resolve() for f in found}:
+            found.append(path)
+    return found
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+    """The names of every experiment in :func:`experiment_dirs`, sorted, each once."""
+    return sorted({p.stem for folder in experiment_dirs() for p in folder.glob("*.yaml")})
+
+
+def find_experiment_file(name: str) -> Path:
+    """``NAME.yaml`` from the first folder of :func:`experiment_dirs` that has it; a
+    :class:`ConfigError` naming the folders searched and the experiments they hold otherwise."""
+    folders = experiment_dirs()
+    for folder in folders:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    searched = ", ".join(str(f) for f in folders) or (
+        f"none: no {Path.cwd() / 'experiments'} and no bundled experiments"
+    )
+    names = ", ".join(available()) or "none"
+    raise ConfigError(
+        f"unknown experiment {name!r} — available: {names} (searched: {searched})",
+        hint=f"pick one of those, or write ./experiments/{name}.yaml",
+    )
 
 
 def load_experiment(name: str) -> Experiment:
+    """The experiment ``NAME`` (:func:`find_experiment_file`), its keys and command checked."""
     from omegaconf import OmegaConf
 
-    path = experiments_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown experiment {name!r} — available: {', '.join(available())}")
+    path = find_experiment_file(name)
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     unknown = set(data) - {"description", "command", "sweep", "overrides"}
     if unknown:

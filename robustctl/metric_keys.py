@@ -53,6 +53,7 @@ def train_term(term: str) -> str:
 # ------------------------------------------------------------------------------- evaluation
 CLEAN_ACCURACY = "clean/accuracy"
 EMBED_DBI = "embed/dbi"
+EMBED_DBI_REASON_TAG = "embed/dbi_reason"  # why embed/dbi is missing (too few test examples)
 EMBED_CLUSTER_VARIANCE = "embed/cluster_variance"
 EMBED_CLUSTER_DISTANCE = "embed/cluster_distance"
 EMBED_INPUT_GRAD_NORM = "embed/input_grad_norm"  # mean ||d L_train / d x||_2 (was embed/grad_norm)

@@ -20,6 +20,7 @@ from robustctl.attacks import attack_config
 from robustctl.attacks.cw_wb import CwWbConfig
 from robustctl.config.schema import MODEL_OPTIONS
 from robustctl.config.validation import require as _require
+from robustctl.errors import ConfigError
 from robustctl.metric_keys import STAGES
 
 TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma"]
@@ -95,6 +96,12 @@ class ThreatModelConfig:
             "threat_model.resiliency_eps",
             f"must lie in (0, 1], got {list(self.resiliency_eps)}",
         )
+        if not self.attacks and "graybox" in self.stages:
+            raise ConfigError(
+                "threat_model.attacks: the graybox stage needs at least one attack, got []",
+                hint=f"list some, e.g. threat_model.attacks=[{TABLE2_ATTACKS[1]}], or leave "
+                "graybox out of threat_model.stages",
+            )
         for name in self.attacks:
             attack_config(name, key="threat_model.attacks")
         for name, params in self.attack_params.items():

@@ -1,7 +1,8 @@
 """Datasets: a registry from the ``dataset`` group's option name to a loader, and ``load_dataset``.
 
 A loader is ``(cfg, work_dir) -> RawSplit``; ``load_dataset`` then applies the shared protocol:
-``train_limit`` / ``test_limit`` subsets, the seeded train/validation split and the format checks.
+``train_limit`` / ``test_limit`` subsets, the seeded train/validation split, the refusal of an
+empty split and the format checks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from robustctl.data.base import (
     ImageData,
     RawSplit,
     check_images,
+    check_split_sizes,
     iterate_batches,
     split_train_val,
     take,
@@ -43,6 +45,9 @@ def load_dataset(cfg: DatasetConfig, work_dir: str | Path = ".") -> ImageData:
     x_test, y_test = take(raw.x_test, raw.y_test, cfg.test_limit, cfg.split_seed + 1)
     x_train, y_train, x_val, y_val = split_train_val(
         x_train, y_train, cfg.val_fraction, cfg.split_seed
+    )
+    check_split_sizes(
+        cfg.name, {"train": len(y_train), "val": len(y_val), "test": len(y_test)}, cfg.val_fraction
     )
     for where, (x, y) in {
         "train": (x_train, y_train),

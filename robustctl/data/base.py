@@ -103,6 +103,25 @@ def split_train_val(
     return x[train], y[train], x[val], y[val]
 
 
+def check_split_sizes(where: str, sizes: dict[str, int], val_fraction: float) -> None:
+    """Refuse a split that leaves the training or test set without an image, or the validation
+    set without one although ``dataset.val_fraction`` asks for it (0 means no validation set):
+    accuracies over nothing are NaN and a model trained on nothing is no result."""
+    need = {"train": 1, "val": 1 if val_fraction > 0 else 0, "test": 1}
+    short = [split for split, least in need.items() if sizes.get(split, 0) < least]
+    if not short:
+        return
+    shown = ", ".join(f"{split} {sizes.get(split, 0)}" for split in ("train", "val", "test"))
+    raise DataError(
+        f"{where}: the {' and '.join(short)} split{'s are' if len(short) > 1 else ' is'} empty "
+        f"({shown} images; dataset.val_fraction={val_fraction}): every split needs at least "
+        "one image",
+        hint="use more images (dataset.num_samples for synthetic data, a larger or no "
+        "dataset.train_limit / dataset.test_limit), or other fractions (dataset.val_fraction, "
+        "0 for no validation set; dataset.test_fraction for synthetic data)",
+    )
+
+
 def crop_flip(x: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
     """Standard CIFAR augmentation: random crop after ``pad`` px zero padding, random horizontal
     flip. Runs on ``x``'s device (``generator`` must live there too) without a host sync."""

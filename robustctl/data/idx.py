@@ -79,16 +79,22 @@ def has_idx_files(folder: Path) -> bool:
 
 
 def load_idx_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train": (images [N, H, W] uint8, labels [N]), "test": (...)}`` from one folder."""
+    """``{"train": (images [N, H, W] uint8, labels [N]), "test": (...)}`` from one folder; a
+    :class:`~robustctl.errors.DataError` when a split's images and labels disagree or a split
+    holds no image."""
     out = {}
     for split, (img_stem, lbl_stem) in SPLIT_FILES.items():
-        images, labels = (
-            read_idx(find_idx_file(folder, img_stem)),
-            read_idx(find_idx_file(folder, lbl_stem)),
-        )
+        image_file = find_idx_file(folder, img_stem)
+        images, labels = read_idx(image_file), read_idx(find_idx_file(folder, lbl_stem))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(
                 f"{folder}: {split} images {images.shape} do not match labels {labels.shape}"
+            )
+        if len(images) == 0:
+            raise DataError(
+                f"{image_file} holds no images (its header says 0): the {split} split is empty",
+                hint="replace the file with a complete copy of the dataset, or point "
+                "dataset.root at another folder",
             )
         out[split] = (images, labels)
     return out

@@ -3,6 +3,7 @@ embedding diagnostics of the test split (PDM Table 1 and Figure 2) with the t-SN
 
 from __future__ import annotations
 
+from math import nan
 from typing import Any
 
 import torch
@@ -11,7 +12,12 @@ from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.data.base import ImageData
 from robustctl.evaluation.clean import evaluate_clean
-from robustctl.evaluation.embedding import embedding_diagnostics, tsne_figure
+from robustctl.evaluation.embedding import (
+    TSNE_MIN_POINTS,
+    dbi_missing_reason,
+    embedding_diagnostics,
+    tsne_figure,
+)
 from robustctl.evaluation.figures import plot_confusion
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
@@ -34,7 +40,8 @@ def clean_stage(
     outputs: ModelOutputs | None = None,
 ) -> StageResult:
     """Clean accuracy + confusion matrix, embedding diagnostics + t-SNE, and ``metrics.json``;
-    the test split's logits and embeddings come from ``outputs`` (one pass per evaluation)."""
+    the test split's logits and embeddings come from ``outputs`` (one pass per evaluation). A
+    DBI that is not a number is left out, its reason a note and the ``embed/dbi_reason`` tag."""
     batch = cfg.evaluate.batch_size
     outputs = outputs or ModelOutputs(model, data, batch)
     clean = evaluate_clean(model, data.x_test, data.y_test, batch, outputs.split("test"))
@@ -53,9 +60,16 @@ def clean_stage(
             embeddings=clean.embeddings,
         )
     )
-    out.figures["plots/tsne.png"] = tsne_figure(
-        clean.embeddings, data.y_test, data.class_names, metrics[keys.EMBED_DBI]
-    )
+    missing_dbi = dbi_missing_reason(data.y_test)
+    if missing_dbi:
+        out.notes[keys.EMBED_DBI] = missing_dbi
+        out.tags[keys.EMBED_DBI_REASON_TAG] = missing_dbi
+    if len(data.y_test) >= TSNE_MIN_POINTS:
+        out.figures["plots/tsne.png"] = tsne_figure(
+            clean.embeddings, data.y_test, data.class_names, metrics.get(keys.EMBED_DBI, nan)
+        )
+    else:
+        out.notes["plots/tsne.png"] = f"no t-SNE of {len(data.y_test)} test image(s)"
     out.metrics = metrics
     out.tags[keys.EMBED_GRAD_LOSS_TAG] = classification
     out.documents["metrics.json"] = {

@@ -77,6 +77,22 @@ def davies_bouldin(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> flo
     return float(ratio.max(axis=1).mean())
 
 
+def dbi_missing_reason(labels: Tensor | np.ndarray) -> str | None:
+    """Why the Davies-Bouldin index of embeddings grouped by ``labels`` is not a number, or None
+    when it is one: it compares at least 2 clusters, and a cluster of one point has no spread
+    (its s_c is 0 by construction, not by measurement)."""
+    classes, counts = np.unique(_as_numpy(labels), return_counts=True)
+    if len(classes) < 2:
+        return f"DBI needs at least 2 classes with an example; the test set has {len(classes)}"
+    singles = int((counts == 1).sum())
+    if singles:
+        return (
+            f"DBI not computed: {singles} of {len(classes)} classes have a single test example "
+            "(a cluster of one point has no spread); use more test images"
+        )
+    return None
+
+
 def cluster_variance(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> float:
     """PDM section 3: sum over classes of the mean squared distance to the class centroid."""
     z, y = _as_numpy(emb).astype(np.float64), _as_numpy(labels)
@@ -165,6 +181,9 @@ def jacobian_frobenius(
 
 
 # ------------------------------------------------------------------------------------------ t-SNE
+TSNE_MIN_POINTS = 2  # t-SNE's perplexity (>= 1 here) must be below the number of points
+
+
 def tsne_figure(
     emb: Tensor | np.ndarray,
     labels: Tensor | np.ndarray,
@@ -174,7 +193,8 @@ def tsne_figure(
     seed: int = 0,
     title: str = "t-SNE of embeddings",
 ):
-    """Paper Figure 2: 2-D t-SNE of the embeddings coloured by class, DBI in the title.
+    """Paper Figure 2: 2-D t-SNE of the embeddings coloured by class, DBI in the title ("n/a"
+    when ``dbi`` is not finite). Needs at least 2 points (:data:`TSNE_MIN_POINTS`).
 
     Subsamples at most ``max_points`` points (seeded) for speed. Returns a matplotlib ``Figure``
     with an Agg canvas (no pyplot state, safe in headless runs).
@@ -200,7 +220,7 @@ def tsne_figure(
         ax.scatter(pts[:, 0], pts[:, 1], s=4, color=colors(int(c) % colors.N), label=name)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{title} (DBI {dbi:.3f})")
+    ax.set_title(f"{title} (DBI {dbi:.3f})" if math.isfinite(dbi) else f"{title} (DBI n/a)")
     ax.legend(markerscale=3, fontsize=7, loc="best", frameon=False)
     fig.tight_layout()
     return fig
@@ -219,7 +239,8 @@ def embedding_diagnostics(
     seed: int = 0,
     embeddings: Tensor | None = None,
 ) -> dict[str, float]:
-    """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names.
+    """All scalar diagnostics of a model on (test) data, under their docs/metrics.md names;
+    ``embed/dbi`` is left out when it is not a number (:func:`dbi_missing_reason` says why).
 
     ``loss_fn``: the training loss (its ``sample_losses`` is the loss whose input gradient
     ``embed/input_grad_norm`` measures), or None for CE of the prediction logits. The Jacobian
@@ -230,8 +251,9 @@ def embedding_diagnostics(
     y_cpu = y.cpu()
     sample_loss = getattr(loss_fn, "sample_losses", None) if loss_fn is not None else None
     generator = torch.Generator().manual_seed(seed)
+    dbi = {} if dbi_missing_reason(y_cpu) else {keys.EMBED_DBI: davies_bouldin(emb, y_cpu)}
     return {
-        keys.EMBED_DBI: davies_bouldin(emb, y_cpu),
+        **dbi,
         keys.EMBED_CLUSTER_VARIANCE: cluster_variance(emb, y_cpu),
         keys.EMBED_CLUSTER_DISTANCE: cluster_distance(emb, y_cpu),
         keys.EMBED_INPUT_GRAD_NORM: input_grad_norm(model, x, y, sample_loss, batch_size),

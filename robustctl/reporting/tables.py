@@ -418,7 +418,7 @@ def _grad_loss(tag: str) -> str:
 
 
 CLEAN_ACCURACY = MetricSpec("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
-DBI = MetricSpec("DBI (embeddings)", keys.EMBED_DBI, "dbi")
+DBI = MetricSpec("DBI (embeddings)", keys.EMBED_DBI, "dbi", reason_tag=keys.EMBED_DBI_REASON_TAG)
 GRAD_TRAIN = MetricSpec(
     "input-gradient norm (training loss)",
     keys.EMBED_INPUT_GRAD_NORM,

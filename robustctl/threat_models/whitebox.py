@@ -40,7 +40,6 @@ from robustctl.data.base import ImageData, seeded_permutation
 from robustctl.defenses import require_detector, threshold_at
 from robustctl.errors import ConfigError
 from robustctl.evaluation.attack_runner import AttackOutcome, run_attack
-from robustctl.evaluation.figures import pyplot
 from robustctl.evaluation.intervals import bootstrap_interval, breach_median
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
@@ -122,8 +121,15 @@ def budget_metrics(distortions: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 def budget_curve_figure(distortions: np.ndarray, title: str) -> Any:
-    """Success rate over the clean-correct examples as a function of the L2 budget."""
-    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    """Success rate over the clean-correct examples as a function of the L2 budget: a matplotlib
+    Figure on its own Agg canvas, never registered with pyplot, so nothing stays open however
+    the stage's result is used (logged and dropped, or only inspected)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     breached = np.sort(distortions[np.isfinite(distortions)])
     n = max(distortions.size, 1)
     if breached.size:
