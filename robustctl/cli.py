@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -56,28 +57,54 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _guarded(fn, debug: bool):
-    """Run ``fn``; turn known errors into one readable message and an exit code."""
+def _guarded(fn, debug: bool, resume: Callable[[BaseException], str] | None = None):
+    """Run ``fn``; turn known errors into one readable message and an exit code. Ctrl-C (130)
+    and SIGTERM (143) end it the same way: the open MLflow runs are marked KILLED on the way out
+    and ``resume(exc)`` gives the command that continues the interrupted work."""
     from robustctl.errors import RobustctlError
+    from robustctl.signals import EXIT_CODE, Terminated, stop_on_sigterm
 
     try:
-        return fn()
+        with stop_on_sigterm():
+            return fn()
     except RobustctlError as exc:
         if debug:
-            traceback.print_exc()
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(
-            "interrupted (the MLflow run is marked KILLED; "
-            "`trainer.resume=true` continues training)",
-            130,
-        )
+            traceback.print_exc()  # its last lines are the message and the hint already
+        _fail(exc.message if debug else str(exc), exc.exit_code)
+    except KeyboardInterrupt as exc:
+        _fail(_stopped("interrupted (Ctrl-C)", exc, resume), 130)
+    except Terminated as exc:
+        _fail(_stopped("terminated (SIGTERM)", exc, resume), EXIT_CODE)
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
         if debug:
             traceback.print_exc()
         _fail(f"{type(exc).__name__}: {exc}\n  (run again with --debug for the traceback)", 1)
+
+
+def _stopped(what: str, exc: BaseException, resume: Callable[[BaseException], str] | None) -> str:
+    """One line: what stopped the command, which MLflow run it marked KILLED, how to resume."""
+    from robustctl.sweep import parent_run_of
+    from robustctl.tracking.lifecycle import run_id_of
+
+    marked = parent_run_of(exc) or run_id_of(exc)
+    line = what + (f"; MLflow run {marked} is marked KILLED" if marked else "")
+    return line + (f"; to resume: {resume(exc)}" if resume is not None else "")
+
+
+def _resume_single(command: str, overrides: list[str]) -> Callable[[BaseException], str]:
+    """Training resumes from its checkpoint (``trainer.resume=true``); evaluate starts over."""
+    kept = [o for o in overrides if not o.startswith("trainer.resume=")]
+    if command == "evaluate":
+        return lambda exc: f"run it again (a new run): {_shell('evaluate', *kept)}"
+    return lambda exc: _shell(command, *kept, "trainer.resume=true")
+
+
+def _shell(*argv: str) -> str:
+    import shlex
+
+    return shlex.join(["robustctl", *argv])
 
 
 def _single(command: str, overrides: list[str], debug: bool) -> None:
@@ -89,9 +116,9 @@ def _single(command: str, overrides: list[str], debug: bool) -> None:
         raw, cfg = compose(overrides)
         if debug:
             cfg.debug = True
-        print_summary(execute(command, cfg, raw))
+        print_summary(execute(command, cfg, raw, overrides))
 
-    _guarded(body, debug or "debug=true" in overrides)
+    _guarded(body, debug or "debug=true" in overrides, _resume_single(command, overrides))
 
 
 def _multirun(command: str, overrides: list[str], debug: bool, resume: str | None = None) -> None:
@@ -104,7 +131,15 @@ def _multirun(command: str, overrides: list[str], debug: bool, resume: str | Non
         extra = ["debug=true"] if debug else []
         return finish_parent(run_sweep(command, [*overrides, *extra], resume_parent=resume))
 
-    failed = _guarded(body, debug)
+    def resume_sweep(exc: BaseException) -> str:
+        from robustctl.sweep import parent_run_of
+
+        parent = parent_run_of(exc) or resume
+        if parent is None:  # stopped before the parent run opened
+            return _shell(command, "-m", *overrides)
+        return _shell(command, "-m", *overrides, "--resume", parent)
+
+    failed = _guarded(body, debug, resume_sweep)
     if failed:
         _fail(f"{failed} sweep job(s) failed", 1)
 
@@ -190,6 +225,35 @@ def config(overrides: Overrides = None, debug: Debug = False) -> None:
     _guarded(body, debug)
 
 
+def _check_listenable(host: str, port: int) -> None:
+    """Raise a :class:`~robustctl.errors.RobustctlError` naming ``host`` and ``port`` unless a
+    server could listen there now (the address is bound once, with ``SO_REUSEADDR`` as the UI's
+    server does, and released), so ``ui`` never prints a URL that another process answers."""
+    import errno
+    import socket
+
+    from robustctl.errors import RobustctlError
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise RobustctlError(
+            f"cannot listen on host {host!r}: {exc.strerror}",
+            hint="pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        ) from exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    reason = f"port {port} on {host} is already in use by another process"
+                else:
+                    reason = f"cannot listen on port {port} of {host}: {exc.strerror}"
+                raise RobustctlError(reason, hint="pick a free port with --port N") from exc
+
+
 @app.command()
 def ui(
     overrides: Overrides = None,
@@ -218,6 +282,7 @@ def ui(
                 soft_wrap=True,
             )
             return
+        _check_listenable(host, port)
         found = find_experiment(uri, cfg.tracking.experiment)
         url = runs_view_url(f"http://{host}:{port}", found)
         console.print(f"MLflow UI for {uri}", soft_wrap=True)
@@ -281,7 +346,14 @@ def experiment(
         extra = [*(overrides or []), *(["debug=true"] if debug else [])]
         return run_experiment(name, extra, resume=resume or parent is not None, parent=parent)
 
-    failed = _guarded(body, debug)
+    def resume_experiment(exc: BaseException) -> str:
+        from robustctl.sweep import parent_run_of
+
+        chosen = parent_run_of(exc) or parent
+        where = ["--parent", chosen] if chosen else []
+        return _shell("experiment", name, *(overrides or []), "--resume", *where)
+
+    failed = _guarded(body, debug, resume_experiment)
     if failed:
         _fail(f"{failed} child run(s) failed (see the report)", 1)
 
@@ -307,11 +379,32 @@ def sync(
         from robustctl.tracking.fallback import sync as replay
 
         if not folder.exists():
-            raise RobustctlError(f"{folder} does not exist", hint="see the run's last message")
+            raise RobustctlError(
+                f"{folder} does not exist",
+                hint="the run's last message names its folder, "
+                "<work_dir>/tracking-fallback/<run id>",
+            )
         count = replay(folder, uri)
-        console.print(f"synced {count} writes from {folder}")
+        if count == 0:
+            console.print(f"nothing to sync in {folder}: its journals were synced before")
+        else:
+            console.print(f"synced {count} writes from {folder}")
 
     _guarded(body, debug)
+
+
+def _check_out_folder(out: Path) -> None:
+    """Raise a :class:`~robustctl.errors.RobustctlError` when ``out`` cannot be the report's
+    folder: it, or the nearest of its parents that exists, is not a folder."""
+    from robustctl.errors import RobustctlError
+
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is" if existing == out else f"is inside {existing}, which is"
+        raise RobustctlError(
+            f"--out {out} {where} a file, not a folder",
+            hint="pass --out a folder (new or existing) for report.md, the CSVs and report.html",
+        )
 
 
 @app.command(
@@ -360,6 +453,7 @@ def report(
         from robustctl.reporting import build_report
         from robustctl.tracking.store import check_reachable, resolve_tracking_uri
 
+        _check_out_folder(Path(out))  # before the runs are read: a bad --out fails at once
         _, cfg = compose([])
         tracking_uri = uri or resolve_tracking_uri(cfg.tracking, cfg.work_dir)
         check_reachable(tracking_uri)

@@ -9,7 +9,7 @@ lifecycle is :func:`robustctl.tracking.lifecycle.tracked_run`; finding a checkpo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,27 +186,44 @@ def train_model(
     cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None = None
 ) -> CommandResult:
     """Train in a new (or, on resume, the reopened) MLflow run; ``then(cfg, model, data, tracker,
-    classification)`` continues in the same run (``run`` passes :func:`evaluate_model`)."""
+    classification)`` continues in the same run (``run`` passes :func:`evaluate_model`). The run
+    holds its config's checkpoint slot throughout (:func:`~robustctl.training.checkpoint_slot`)."""
+    from robustctl.train_defenses import needs_teacher
+    from robustctl.training import checkpoint_path, checkpoint_slot
+
+    chash = config_hash(config_container(raw))
+    teacher, teacher_tags = (
+        distillation_teacher(cfg, raw, command, then)
+        if needs_teacher(cfg.train_defense)
+        else (None, {})
+    )
+    with checkpoint_slot(checkpoint_path(cfg, chash)):
+        return _train_in_slot(cfg, raw, command, then, chash, teacher, teacher_tags)
+
+
+def _train_in_slot(
+    cfg: RunConfig,
+    raw: Any,
+    command: str,
+    then: Callable[..., tuple[dict, dict]] | None,
+    chash: str,
+    teacher: Any,
+    teacher_tags: dict[str, str],
+) -> CommandResult:
+    """:func:`train_model`'s work once the checkpoint slot is held: read the checkpoint to resume
+    from, open (or reopen) the run, train, log the model, then ``then``."""
     from robustctl.data import load_dataset
     from robustctl.tracking.description import run_description
-    from robustctl.train_defenses import needs_teacher
     from robustctl.training import fit
     from robustctl.training.locate import resume_state
 
-    container = config_container(raw)
-    chash = config_hash(container)
-    identity = identity_tags(container)
+    identity = identity_tags(config_container(raw))
     provenance = {key: identity[key] for key in (keys.TRAINING_FINGERPRINT_TAG, keys.VARIANT_TAG)}
     state = resume_state(cfg, chash)
     # the run to reopen: the one an experiment resume names, else the checkpoint's own
     resume_run_id = cfg.tracking.resume_run_id or (state["meta"].get("run_id") if state else None)
     if resume_run_id:
         resume_run_id = existing_run(cfg, resume_run_id)
-    teacher, teacher_tags = (
-        distillation_teacher(cfg, raw, command, then)
-        if needs_teacher(cfg.train_defense)
-        else (None, {})
-    )
     data = load_dataset(cfg.dataset, cfg.work_dir)
     with tracked_run(cfg, raw, command, resume_run_id=resume_run_id, tags=teacher_tags) as tracker:
         log_run_context(tracker, cfg, data)
@@ -258,20 +275,31 @@ def check_split(meta: dict[str, Any], data: Any, path: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- commands
-def train(cfg: RunConfig, raw: Any) -> CommandResult:
+def train(cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> CommandResult:
     """Train only; a checkpoint each epoch."""
     return train_model(cfg, raw, "train")
 
 
-def run(cfg: RunConfig, raw: Any) -> CommandResult:
+def run(cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> CommandResult:
     """Train, then evaluate the trained model, in one MLflow run (the main job)."""
     return train_model(cfg, raw, "run", then=evaluate_model)
 
 
-def model_to_evaluate(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
-    """(model on the configured device, its checkpoint description ``meta``, source tags): from
-    ``evaluate.model_uri`` (an MLflow model), else the checkpoint
-    :func:`~robustctl.training.locate.locate_checkpoint` finds."""
+@dataclass
+class ModelToEvaluate:
+    """What ``evaluate`` loaded: the model (on the configured device, eval mode), its checkpoint
+    description ``meta``, how to name where it came from (``label``) and its source tags."""
+
+    model: Any
+    meta: dict[str, Any]
+    label: str
+    tags: dict[str, str]
+
+
+def model_to_evaluate(cfg: RunConfig, overrides: Sequence[str] = ()) -> ModelToEvaluate:
+    """From ``evaluate.model_uri`` (an MLflow model), else the checkpoint
+    :func:`~robustctl.training.locate.locate_checkpoint` finds (a downloaded one is deleted once
+    loaded)."""
     from robustctl.training import load_checkpoint, model_from_checkpoint
     from robustctl.training.device import resolve_device
     from robustctl.training.locate import locate_checkpoint
@@ -284,29 +312,42 @@ def model_to_evaluate(cfg: RunConfig) -> tuple[Any, dict[str, Any], dict[str, st
         uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
         check_reachable(uri)
         model, meta, source_run = load_logged_model(cfg.evaluate.model_uri, uri, device)
-        return model, meta, {"source_model": cfg.evaluate.model_uri, "source_run": source_run or ""}
-    path, source_run = locate_checkpoint(cfg)
-    state = load_checkpoint(path)
-    meta = state.get("meta", {})
-    model = model_from_checkpoint(state, device, expect_model=None)
-    return model, meta, {"source_checkpoint": str(path), "source_run": source_run or ""}
+        tags = {"source_model": cfg.evaluate.model_uri, "source_run": source_run or ""}
+        return ModelToEvaluate(model, meta, cfg.evaluate.model_uri, tags)
+    source = locate_checkpoint(cfg, overrides)
+    try:
+        state = load_checkpoint(source.path)
+    finally:
+        source.release()
+    model = model_from_checkpoint(state, device)
+    tags = {"source_checkpoint": source.label, "source_run": source.run_id or ""}
+    return ModelToEvaluate(model, state.get("meta", {}), source.label, tags)
 
 
-def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
+def evaluate(cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> CommandResult:
     """Evaluate a trained model (checkpoint or MLflow model) in a new MLflow run tagged with its
-    source."""
+    source, under the checkpoint's training settings (:mod:`robustctl.evaluate_config`)."""
     from robustctl.data import load_dataset
+    from robustctl.evaluate_config import (
+        adopt_training_config,
+        checkpoint_training,
+        refuse_contradictions,
+    )
 
-    model, meta, source = model_to_evaluate(cfg)
-    where = source.get("source_model") or source["source_checkpoint"]
+    loaded = model_to_evaluate(cfg, overrides)
+    meta, where = loaded.meta, loaded.label
     if meta.get("dataset") not in (None, cfg.dataset.name):
         raise ConfigError(
             f"{where} was trained on {meta['dataset']!r} but dataset={cfg.dataset.name}",
             hint=f"add dataset={meta['dataset']}",
         )
+    training = checkpoint_training(meta)
+    refuse_contradictions(config_container(raw), training, overrides, where)
+    raw, cfg = adopt_training_config(cfg, overrides, training)
     data = load_dataset(cfg.dataset, cfg.work_dir)
     check_split(meta, data, where)
     trained = meta.get(keys.TRAINING_FINGERPRINT_TAG) or meta.get("config_hash") or "unknown"
+    source = dict(loaded.tags)
     source["source_run"] = source["source_run"] or str(meta.get("run_id") or "")
     model_name = meta.get("model", {}).get("name", cfg.model.name)
     loss = str(meta.get("loss", ""))
@@ -325,7 +366,7 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
         log_run_context(tracker, cfg, data)
         trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
         title = run_title("evaluate", cfg, model_name, loss)
-        metrics, notes = evaluate_model(cfg, model, data, tracker, trained_with, title)
+        metrics, notes = evaluate_model(cfg, loaded.model, data, tracker, trained_with, title)
         return CommandResult(
             "evaluate",
             tracker.run_id,
@@ -336,7 +377,7 @@ def evaluate(cfg: RunConfig, raw: Any) -> CommandResult:
         )
 
 
-COMMANDS: dict[str, Callable[[RunConfig, Any], CommandResult]] = {
+COMMANDS: dict[str, Callable[[RunConfig, Any, Sequence[str]], CommandResult]] = {
     "train": train,
     "run": run,
     "evaluate": evaluate,
@@ -366,11 +407,13 @@ def preflight(command: str, cfg: RunConfig) -> None:
         )
 
 
-def execute(command: str, cfg: RunConfig, raw: Any) -> CommandResult:
+def execute(command: str, cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> CommandResult:
+    """Run ``command`` on the composed config; ``overrides``: what the user wrote (``evaluate``
+    tells a chosen setting from a default by them)."""
     if command not in COMMANDS:
         raise RobustctlError(f"unknown command {command!r} — valid: {', '.join(COMMANDS)}")
     preflight(command, cfg)
-    return COMMANDS[command](cfg, raw)
+    return COMMANDS[command](cfg, raw, tuple(overrides))
 
 
 def print_summary(result: CommandResult) -> None:

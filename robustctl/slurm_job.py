@@ -8,18 +8,14 @@ checkpoint instead of starting a new one (:class:`robustctl.sweep.SweepJob`), so
 trained once however often the job is requeued.
 
 SLURM ends a job with ``SIGTERM`` (then ``SIGKILL`` after ``KillWait``) when it pre-empts or
-requeues it (``scontrol requeue``) or at its time limit. submitit ignores ``SIGTERM``, so training
-would go on until the ``SIGKILL`` and leave its run RUNNING; :func:`stop_on_sigterm` turns it into
-:class:`Preempted` instead, which ends the run KILLED with the reason.
+requeues it (``scontrol requeue``) or at its time limit: :mod:`robustctl.signals` turns that into
+:class:`~robustctl.signals.Preempted`, which ends the run KILLED with the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from robustctl import metric_keys as keys
@@ -59,29 +55,3 @@ def is_requeued() -> bool:
     """Whether this process is a requeued SLURM job (its earlier start was cut short)."""
     job = current_job()
     return job is not None and job.requeued
-
-
-class Preempted(BaseException):
-    """SLURM sent this job SIGTERM: pre-empted, requeued or at its time limit. A BaseException
-    (like KeyboardInterrupt), so no ``except Exception`` of a stage swallows it."""
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within a SLURM job, raise :class:`Preempted` on SIGTERM (restoring the previous handler
-    on exit); elsewhere, or off the main thread (where no handler can be set), do nothing."""
-    if current_job() is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def preempted(signum: int, frame: object) -> None:
-        raise Preempted(
-            "SLURM sent SIGTERM (pre-empted, requeued or at its time limit); a requeued job "
-            "resumes from the last epoch checkpoint"
-        )
-
-    previous = signal.signal(signal.SIGTERM, preempted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

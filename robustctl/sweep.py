@@ -30,6 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 FAILED_STATES = ("FAILED", "KILLED")
+PARENT_RUN_ATTR = "robustctl_parent_run_id"  # set on an exception that ended a sweep's parent run
+
+
+def parent_run_of(exc: BaseException) -> str | None:
+    """The parent run of the sweep an exception ended (KILLED or FAILED), None outside sweeps."""
+    return getattr(exc, PARENT_RUN_ATTR, None)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class SweepJob:
                 raw.tracking.resume_run_id = earlier.info.run_id
         try:
             cfg = validate(raw, cwd=hydra.utils.get_original_cwd())
-            result = execute(self.command, cfg, raw)
+            result = execute(self.command, cfg, raw, job_overrides())
         except Exception as exc:  # noqa: BLE001 - one job's failure must not end the sweep
             if raw.get("debug"):
                 traceback.print_exc()
@@ -76,13 +82,12 @@ class SweepJob:
     def earlier_child(self, raw: Any) -> Any | None:
         """The parent's child run of this job's config (same fingerprint and seed): a FINISHED
         one if there is any, else the latest; None when the job never ran."""
-        from mlflow.tracking import MlflowClient
-
         from robustctl import metric_keys as keys
         from robustctl.tracking.lifecycle import config_container, identity_tags
+        from robustctl.tracking.store import open_client
 
         fingerprint = identity_tags(config_container(raw))[keys.FINGERPRINT_TAG]
-        client = MlflowClient(self.tracking_uri)
+        client = open_client(self.tracking_uri)
         experiment = client.get_experiment_by_name(self.experiment)
         found = client.search_runs(
             [experiment.experiment_id],
@@ -98,13 +103,11 @@ class SweepJob:
         """A FAILED child run for a job that failed before its own run was opened (bad config,
         data), tagged with the job's fingerprint and seed when its config gets that far, so a
         resumed sweep finds it (and reuses it: ``earlier``) instead of adding another."""
-        from hydra.core.hydra_config import HydraConfig
-
         from robustctl import metric_keys as keys
         from robustctl.tracking.lifecycle import config_container, identity_tags
         from robustctl.tracking.run import RunTracker
 
-        overrides = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+        overrides = " ".join(job_overrides())
         tags = {
             "command": self.command,
             "mlflow.parentRunId": self.parent_run_id,
@@ -118,6 +121,13 @@ class SweepJob:
         tracker = RunTracker(self.tracking_uri, self.experiment)
         tracker.start(f"{self.command}-failed-{time.strftime('%m%d-%H%M%S')}", tags, earlier)
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+
+
+def job_overrides() -> list[str]:
+    """The overrides that made this sweep job (the fixed ones and its swept values)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def open_parent(
@@ -231,9 +241,10 @@ def run_sweep(
         )
         launch(job, [f"tracking.parent_run_id={parent.run_id}", *overrides])
     except BaseException as exc:
-        parent.finish(
-            "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
-            f"{type(exc).__name__}: {exc}",
-        )
+        from robustctl.signals import Terminated
+
+        interrupted = isinstance(exc, KeyboardInterrupt | Terminated)
+        setattr(exc, PARENT_RUN_ATTR, parent.run_id)
+        parent.finish("KILLED" if interrupted else "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     return parent

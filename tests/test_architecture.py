@@ -21,6 +21,7 @@ UPPER = (
     "robustctl.cli",
     "robustctl.reporting",
     "robustctl.summary",
+    "robustctl.evaluate_config",
 )
 
 

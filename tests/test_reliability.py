@@ -91,3 +91,10 @@ def test_truncated_checkpoint_through_the_cli(tiny, tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     result = runner.invoke(app, ["evaluate", *tiny, f"evaluate.checkpoint={path}"])
     assert result.exit_code == 2 and "truncated or corrupt" in result.output
+
+
+def test_the_divergence_hint_is_printed_once_with_debug(tiny):
+    result = runner.invoke(app, ["train", "--debug", *tiny, "trainer.lr=1e6"])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" in result.output and "loss became" in result.output
+    assert result.output.count("hint: lower trainer.lr") == 1

@@ -46,6 +46,7 @@ def group_options(conf: Path | None = None) -> dict[str, list[str]]:
 def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Hydra-compose ``conf/config.yaml`` with ``overrides``; returns a ``DictConfig``."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -53,6 +54,8 @@ def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     check_group_overrides(overrides, conf)
     register()
     try:
+        if GlobalHydra.instance().is_initialized():  # inside a sweep job: Hydra's own search path
+            return compose(config_name="config", overrides=list(overrides))
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
     except (

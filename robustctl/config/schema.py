@@ -241,7 +241,10 @@ class TrainerConfig:
 # -------------------------------------------------------------------------------------- tracking
 @dataclass
 class TrackingConfig:
-    """MLflow store. ``uri`` null means ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlruns.db``."""
+    """MLflow store. ``uri``: a SQLite store (``sqlite:///PATH/mlruns.db``, a relative PATH
+    resolves against ``work_dir``) or a tracking server (``http://HOST:PORT``); null means
+    ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<work_dir>/mlruns.db``. A plain folder (MLflow's file
+    store, which MLflow 3 refuses) is refused before any work starts."""
 
     uri: str | None = None
     experiment: str = "robustctl"

@@ -50,9 +50,9 @@ def _with_kind(client: Any, found: Any) -> str:
 def find_experiment(tracking_uri: str, name: str) -> str | None:
     """The id of experiment ``name`` in the store, None when it does not exist (none is created);
     an experiment an older robustctl created gets the model-training kind tag."""
-    from mlflow.tracking import MlflowClient
+    from robustctl.tracking.store import open_client
 
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     found = client.get_experiment_by_name(name)
     return None if found is None else _with_kind(client, found)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL = "journal.jsonl"
+LOG_MODEL_OP = "log_model"  # a model's files, uploaded by robustctl.tracking.models.upload_model
 SYNCED = "journal.synced.jsonl"
 
 
@@ -47,6 +48,11 @@ class Journal:
         if op in ("log_artifact", "log_text"):  # keep the file: the original may be temporary
             payload = self._keep_file(op, payload)
             op = "log_artifact"
+        elif op == LOG_MODEL_OP:  # the model's files, kept until the sync uploads them
+            source = Path(payload["local_path"])
+            target = self.folder / "files" / f"{self.entries:05d}" / source.name
+            shutil.copytree(source, target)
+            payload = {**payload, "local_path": str(target)}
         record = {"op": op, "uri": self.uri, "run_id": self.run_id, **payload}
         with open(self.folder / JOURNAL, "a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
@@ -90,6 +96,10 @@ def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
         from robustctl.tracking.inputs import to_mlflow
 
         client.log_inputs(run_id, datasets=to_mlflow(payload["datasets"]))
+    elif op == LOG_MODEL_OP:
+        from robustctl.tracking.models import upload_model
+
+        upload_model(client, run_id, payload["local_path"], payload["register_as"], payload["tags"])
     elif op == "set_terminated":
         client.set_terminated(run_id, status=payload["status"])
     else:
@@ -98,13 +108,23 @@ def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
 
 def sync(folder: str | Path, uri: str | None = None) -> int:
     """Replay the journal in ``folder`` (a run's fallback folder, or a folder of them) into its
-    tracking server (or ``uri``); returns the number of writes replayed."""
+    tracking server (or ``uri``); returns the number of writes replayed (0 when every journal
+    there was synced before). A :class:`~robustctl.errors.TrackingError` when ``folder`` holds
+    no journal, synced or not."""
     from mlflow.tracking import MlflowClient
+
+    from robustctl.errors import TrackingError
 
     folder = Path(folder)
     journals = (
         [folder / JOURNAL] if (folder / JOURNAL).is_file() else sorted(folder.glob(f"*/{JOURNAL}"))
     )
+    if not journals and not [*folder.glob(SYNCED), *folder.glob(f"*/{SYNCED}")]:
+        raise TrackingError(
+            f"no tracking journal in {folder}: nothing to sync",
+            hint=f"pass the folder of a run that went offline, <work_dir>/tracking-fallback/<run "
+            f"id> (it holds {JOURNAL}), or <work_dir>/tracking-fallback for all of them",
+        )
     replayed = 0
     clients: dict[str, Any] = {}  # one client per store (a SQL store opens an engine per client)
     for journal in journals:

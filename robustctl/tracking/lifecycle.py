@@ -4,8 +4,8 @@
 2. start (or, for ``trainer.resume=true``, reopen) a run with a readable name and tags;
 3. log the flattened config as params and the resolved config YAML as ``config.yaml``;
 4. let the command work, logging as it goes;
-5. end the run FINISHED, or FAILED / KILLED with the reason as its ``error`` tag, then re-raise
-   (KILLED: Ctrl-C, or a SLURM job's SIGTERM or submitit's exit on pre-emption; all resume).
+5. end the run FINISHED, or FAILED / KILLED with the reason and how to resume as its ``error``
+   tag, then re-raise (KILLED: Ctrl-C, SIGTERM, or submitit's exit on a SLURM pre-emption).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
 from robustctl.config.variant import training_variant
 from robustctl.console import console
-from robustctl.slurm_job import Preempted, job_tags, stop_on_sigterm
+from robustctl.signals import Terminated, stop_on_sigterm
+from robustctl.slurm_job import job_tags
 from robustctl.tracking.provenance import (
     config_hash,
     evaluation_fingerprint,
@@ -33,6 +34,7 @@ from robustctl.tracking.provenance import (
 from robustctl.tracking.run import RunTracker
 from robustctl.tracking.store import (
     check_reachable,
+    open_client,
     resolve_artifact_location,
     resolve_tracking_uri,
 )
@@ -128,15 +130,40 @@ def base_tags(
 
 
 def existing_run(cfg: RunConfig, run_id: str) -> str | None:
-    """``run_id`` if that run lives in the configured store, else None (a new run is started)."""
+    """``run_id`` if that run lives in the configured store, else None (a new run is started).
+    A run of another experiment than ``tracking.experiment`` is refused: resuming it would
+    finish it there, not where the user asked."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
+    from robustctl.errors import ConfigError
+
+    client = open_client(resolve_tracking_uri(cfg.tracking, cfg.work_dir))
     try:
-        MlflowClient(resolve_tracking_uri(cfg.tracking, cfg.work_dir)).get_run(run_id)
-        return run_id
+        run = client.get_run(run_id)
     except MlflowException:
         return None
+    experiment = client.get_experiment(run.info.experiment_id).name
+    if experiment != cfg.tracking.experiment:
+        raise ConfigError(
+            f"the run to resume ({run_id}) is in MLflow experiment {experiment!r}, but "
+            f"tracking.experiment={cfg.tracking.experiment!r}",
+            hint=f"resume with tracking.experiment={experiment}, or start afresh "
+            "(trainer.resume=false)",
+        )
+    return run_id
+
+
+def resume_advice(cfg: RunConfig, command: str) -> str:
+    """How to continue an interrupted run of ``command`` (for its ``error`` tag): the
+    experiment's or sweep's ``--resume`` for a child run, else ``trainer.resume=true``; an
+    ``evaluate`` starts a new run."""
+    if cfg.tracking.experiment_tag:
+        return f"resume with `robustctl experiment {cfg.tracking.experiment_tag} --resume`"
+    if cfg.tracking.parent_run_id:
+        return f"resume the sweep: its -m command with --resume {cfg.tracking.parent_run_id}"
+    if command == "evaluate":
+        return "evaluate again (a new run)"
+    return "resume with the same command and trainer.resume=true"
 
 
 @contextlib.contextmanager
@@ -169,13 +196,11 @@ def tracked_run(
             yield tracker
     except KeyboardInterrupt as exc:
         setattr(exc, RUN_ID_ATTR, tracker.run_id)
-        tracker.finish(
-            "KILLED", "interrupted by the user (Ctrl-C); resume with trainer.resume=true"
-        )
+        tracker.finish("KILLED", f"interrupted by the user (Ctrl-C); {resume_advice(cfg, command)}")
         raise
-    except Preempted as exc:
+    except Terminated as exc:  # SIGTERM (robustctl.signals); in SLURM: pre-empted
         setattr(exc, RUN_ID_ATTR, tracker.run_id)
-        tracker.finish("KILLED", str(exc))
+        tracker.finish("KILLED", f"{exc}; {resume_advice(cfg, command)}")
         raise
     except SystemExit as exc:  # submitit's exit on SLURM's pre-emption / time-limit signal
         setattr(exc, RUN_ID_ATTR, tracker.run_id)

@@ -1,7 +1,7 @@
 """Trained networks as MLflow models: logged with each training run, optionally registered, and
 loaded back by ``robustctl evaluate evaluate.model_uri=...``.
 
-What is logged (``mlflow.pytorch``, pickle format, under the run's model named ``model``):
+What is logged (``mlflow.pytorch`` files, pickle format, as the run's logged model ``model``):
 
 - the network's *prediction view* (``PredictionView``: images in [0, 1] -> prediction logits
   ``logit_sign * Z``), so ``mlflow.pytorch.load_model(uri)(x)`` predicts exactly as the run did,
@@ -11,11 +11,16 @@ What is logged (``mlflow.pytorch``, pickle format, under the run's model named `
   training fingerprint) as the MLflow model's metadata under ``robustctl``, which evaluation
   needs to refuse a model of another dataset or split.
 
-The logged model is created in the run's own experiment (MLflow's ``log_model`` would otherwise
-file it under the active experiment, usually "Default") and linked to the run as its output.
-With ``tracking.register_model=true`` (every ``robustctl experiment`` sets it) a version is added
-to the registered model ``robustctl-<dataset>-<model>-<loss>``, tagged with the run's seed,
-fingerprint and variant.
+Everything goes through an ``MlflowClient`` bound to the run's own store: the model files are
+written locally (:func:`save_model_files`), then :func:`upload_model` creates the logged model in
+the run's experiment, uploads the files, links the model to the run as its output and, with
+``tracking.register_model=true`` (every ``robustctl experiment`` sets it), adds a version to the
+registered model ``robustctl-<dataset>-<model>-<loss>`` tagged with the run's seed, fingerprint
+and variant. No MLflow call here reads or sets MLflow's process-wide tracking URI (nor
+``$MLFLOW_TRACKING_URI``), so a sweep's later jobs log where its first did.
+
+While the tracking server is unreachable the files are kept in the run's journal and uploaded by
+``robustctl sync`` (:mod:`robustctl.tracking.fallback`), like every other write.
 
 Loading a pickled model runs code from the store: load models only from stores you trust.
 """
@@ -26,10 +31,14 @@ import contextlib
 import copy
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
+from robustctl.tracking.fallback import LOG_MODEL_OP
 
 if TYPE_CHECKING:
     import torch
@@ -44,16 +53,6 @@ URI_SCHEMES = ("models:/", "runs:/")
 def registered_name(dataset: str, model: str, loss: str) -> str:
     """The Model Registry name of a trained network: ``robustctl-<dataset>-<model>-<loss>``."""
     return f"robustctl-{dataset}-{model}-{loss}"
-
-
-@contextlib.contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent model functions read the global tracking URI: point it at ``uri`` for the
-    duration, then restore it (no run becomes active)."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(uri):
-        yield
 
 
 @contextlib.contextmanager
@@ -72,8 +71,19 @@ def _quiet_pickle_warning() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _quiet_downloads() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No per-file progress bar while a model downloads, unless the user asked for one; the
+    variable is restored exactly afterwards (unset stays unset)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    if before is None:
+        os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
 
 
 def has_logged_model(tracker: RunTracker) -> bool:
@@ -92,73 +102,124 @@ def log_model(
 ) -> str | None:
     """Log ``model``'s prediction view to the tracker's run (see the module docstring), with
     ``tags`` on the logged model and on its registered version; returns the model URI
-    (``models:/<model id>``), or None when the run is offline or already has a model."""
-    import torch
-    from mlflow.exceptions import MlflowException
+    (``models:/<model id>``), or None when the run already has a model or the server is away
+    (the files then wait in the run's journal for ``robustctl sync``)."""
 
-    from robustctl.console import console
-    from robustctl.tracking.fallback import server_down
-
-    if tracker.journal is not None:  # the server is away: the checkpoint artifact still is kept
-        return None
-    if has_logged_model(tracker):
+    if tracker.journal is None and has_logged_model(tracker):
         return None
     view = copy.deepcopy(model).cpu().eval().prediction_view()  # loads on any machine
     example = example.detach().cpu()
-    with torch.no_grad():
-        logits = view(example)
     metadata = json.loads(json.dumps(meta, default=str))
-    version_tags = {key: str(value) for key, value in (tags or {}).items()}
-    try:
-        info = _log(tracker, view, example, logits, metadata, register_as, version_tags)
-    except (MlflowException, OSError):
-        if not server_down(tracker.uri):
-            raise
-        console.print(
-            f"[yellow]the trained model was not logged:[/] tracking server {tracker.uri} is "
-            "unreachable; the run's checkpoint artifact keeps the weights"
+    with tempfile.TemporaryDirectory(prefix="robustctl-model-") as tmp:
+        files = save_model_files(view, example, metadata, Path(tmp, MODEL_NAME))
+        tracker.write(
+            LOG_MODEL_OP,
+            local_path=str(files),
+            register_as=register_as,
+            tags={key: str(value) for key, value in (tags or {}).items()},
         )
+    if tracker.journal is not None:
         return None
-    return info.model_uri
+    outputs = tracker.client.get_run(tracker.run_id).outputs
+    return f"models:/{outputs.model_outputs[-1].model_id}"
 
 
-def _log(
-    tracker: RunTracker,
-    view: torch.nn.Module,
-    example: torch.Tensor,
-    logits: torch.Tensor,
-    metadata: dict[str, Any],
-    register_as: str | None,
-    tags: dict[str, str],
-) -> Any:
-    """The MLflow calls of :func:`log_model`: the logged model in the run's experiment, its
-    files, and the registered version with ``tags``."""
+def save_model_files(
+    view: torch.nn.Module, example: torch.Tensor, metadata: dict[str, Any], path: Path
+) -> Path:
+    """Write the MLflow model files of ``view`` to the folder ``path`` (not yet tied to a run
+    or a logged model: :func:`upload_model` adds those ids)."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
 
-    logged = tracker.client.create_logged_model(
-        tracker.experiment_id, name=MODEL_NAME, source_run_id=tracker.run_id, tags=tags
-    )
-    with _tracking_uri(tracker.uri), _quiet_pickle_warning():
-        info = mlflow.pytorch.log_model(
+    with torch.no_grad():
+        logits = view(example)
+    with _quiet_pickle_warning():
+        mlflow.pytorch.save_model(
             view,
-            name=MODEL_NAME,
-            model_id=logged.model_id,
-            run_id=tracker.run_id,
+            str(path),
             signature=infer_signature(example.numpy(), logits.numpy()),
             input_example=example.numpy(),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             metadata={METADATA_KEY: metadata},
             serialization_format="pickle",
-            registered_model_name=register_as,
         )
-    if register_as and info.registered_model_version is not None:
-        for key, value in tags.items():
-            tracker.client.set_model_version_tag(
-                register_as, str(info.registered_model_version), key, value
-            )
-    return info
+    return path
+
+
+def upload_model(
+    client: Any,
+    run_id: str,
+    local_path: str | Path,
+    register_as: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Make the model files at ``local_path`` the logged model ``model`` of run ``run_id`` in
+    ``client``'s store: created in the run's experiment, its ``MLmodel`` naming the model and the
+    run, linked to the run as its output, and registered as ``register_as`` (a new version,
+    tagged ``tags``) when given. Returns the logged model's id."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    tags = dict(tags or {})
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, tags=tags
+    )
+    with tempfile.TemporaryDirectory(prefix="robustctl-model-") as tmp:
+        files = Path(tmp, MODEL_NAME)
+        shutil.copytree(local_path, files)
+        description = Model.load(str(files))
+        description.model_id = description.model_uuid = logged.model_id
+        description.run_id, description.artifact_path = run_id, logged.artifact_location
+        description.save(str(files / "MLmodel"))
+        client.log_model_artifacts(logged.model_id, str(files))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    if register_as:
+        _register(client, register_as, logged, run_id, tags)
+    return logged.model_id
+
+
+def _register(client: Any, name: str, logged: Any, run_id: str, tags: dict[str, str]) -> None:
+    """A new version of registered model ``name`` (created when missing) from ``logged``.
+
+    The version's source is the logged model's artifact location, not ``models:/<id>``: MLflow's
+    SQL registry resolves the latter through the process-wide tracking URI, not this client's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:  # registered earlier, or meanwhile by a parallel job
+        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+    client.create_model_version(
+        name, source=logged.artifact_location, run_id=run_id, tags=tags, model_id=logged.model_id
+    )
+
+
+def model_location(client: Any, uri: str) -> str:
+    """Where the files of the model ``uri`` are stored (an artifact URI), resolved by
+    ``client``: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/<model id>`` or
+    ``runs:/<run id>/model``."""
+    if uri.startswith("runs:/"):
+        run_id, _, name = uri[len("runs:/") :].partition("/")
+        outputs = client.get_run(run_id).outputs
+        for output in outputs.model_outputs if outputs else []:
+            logged = client.get_logged_model(output.model_id)
+            if logged.name == (name or MODEL_NAME):
+                return logged.artifact_location
+        raise TrackingError(f"run {run_id} has no logged model named {name or MODEL_NAME!r}")
+    rest = uri[len("models:/") :]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+        return client.get_model_version_download_uri(name, version)
+    if "/" in rest:
+        name, version = rest.split("/", 1)
+        return client.get_model_version_download_uri(name, version)
+    return client.get_logged_model(rest).artifact_location
 
 
 def load_logged_model(
@@ -166,10 +227,12 @@ def load_logged_model(
 ) -> tuple[torch.nn.Module, dict[str, Any], str | None]:
     """(project model on ``device`` in eval mode, its robustctl metadata, the run that logged it)
     from a ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/<model id>`` or
-    ``runs:/<run id>/model`` URI."""
+    ``runs:/<run id>/model`` URI in the store ``tracking_uri``."""
+    import mlflow.artifacts
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
 
     from robustctl.models import PredictionView
 
@@ -178,11 +241,17 @@ def load_logged_model(
             f"evaluate.model_uri={uri!r} is not an MLflow model URI",
             hint="use models:/NAME/VERSION (the Model Registry) or runs:/RUN_ID/model",
         )
-    _quiet_downloads()
-    with _tracking_uri(tracking_uri):
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="robustctl-model-") as tmp, quiet_downloads():
         try:
-            info = get_model_info(uri)
-            loaded = mlflow.pytorch.load_model(uri, map_location=device)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_location(client, uri),
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+            info = Model.load(local)
+            loaded = mlflow.pytorch.load_model(local, map_location=device)
         except MlflowException as exc:
             raise TrackingError(
                 f"cannot load the MLflow model {uri} from {tracking_uri}: "

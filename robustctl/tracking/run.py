@@ -49,10 +49,11 @@ class RunTracker:
         retry_delays: tuple[float, ...] = (1.0, 4.0, 16.0),
     ) -> None:
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+
+        from robustctl.tracking.store import open_client
 
         self.uri, self.experiment = uri, experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri)
         self.run_id: str | None = None
         self.run_name: str | None = None
         self.fallback_dir, self.retry_delays = fallback_dir, tuple(retry_delays)
@@ -90,8 +91,8 @@ class RunTracker:
         if self.run_id is None:
             return
         if reason:
-            self._write("set_tag", key="error", value=reason[:5000])
-        self._write("set_terminated", status=status)
+            self.write("set_tag", key="error", value=reason[:5000])
+        self.write("set_terminated", status=status)
         if self.journal is not None:
             from robustctl.console import console
 
@@ -103,7 +104,7 @@ class RunTracker:
         self.run_id = None
 
     # ------------------------------------------------------------------ writes, retried
-    def _write(self, op: str, **payload: Any) -> None:
+    def write(self, op: str, **payload: Any) -> None:
         """Send one write; on failure retry after each of ``retry_delays`` while the server is
         down, then journal this and every later write of the run (module docstring)."""
         from mlflow.exceptions import MlflowException
@@ -175,7 +176,7 @@ class RunTracker:
         existing = data.params if data is not None else {}
         items = [{"key": k, "value": str(v)[:6000]} for k, v in params.items() if k not in existing]
         for start in range(0, len(items), _PARAM_BATCH):
-            self._write("log_batch", params=items[start : start + _PARAM_BATCH])
+            self.write("log_batch", params=items[start : start + _PARAM_BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
@@ -185,14 +186,14 @@ class RunTracker:
             if v is not None
         ]
         if batch:
-            self._write("log_batch", metrics=batch)
+            self.write("log_batch", metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self._write("set_tag", key=key, value=str(value))
+            self.write("set_tag", key=key, value=str(value))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._write("log_artifact", local_path=str(path), artifact_path=artifact_path)
+        self.write("log_artifact", local_path=str(path), artifact_path=artifact_path)
 
     def log_inputs(self, datasets: list[dict[str, Any]]) -> None:
         """Dataset inputs (:func:`robustctl.tracking.inputs.dataset_inputs`).
@@ -205,7 +206,7 @@ class RunTracker:
 
         for attempt in range(_CONFLICT_RETRIES + 1):
             try:
-                self._write("log_inputs", datasets=datasets)
+                self.write("log_inputs", datasets=datasets)
                 return
             except MlflowException as exc:
                 if attempt == _CONFLICT_RETRIES or not lost_insert_race(exc):
@@ -214,10 +215,10 @@ class RunTracker:
 
     def set_description(self, markdown: str) -> None:
         """The run page's description (MLflow's ``mlflow.note.content`` tag), in Markdown."""
-        self._write("set_tag", key=NOTE_TAG, value=markdown[:MAX_TAG_LENGTH])
+        self.write("set_tag", key=NOTE_TAG, value=markdown[:MAX_TAG_LENGTH])
 
     def log_text(self, text: str, name: str) -> None:
-        self._write("log_text", text=text, artifact_file=name)
+        self.write("log_text", text=text, artifact_file=name)
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)

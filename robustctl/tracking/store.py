@@ -4,12 +4,20 @@ Default: ``sqlite:///<work_dir>/mlruns.db`` with artifacts in ``<work_dir>/mlart
 absolute, so Hydra's per-job output folders and parallel launchers all write to one store.
 ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` replace it (a server URI such as
 ``http://127.0.0.1:5000``, whose reachability is checked before any work starts).
+
+A new SQLite store gets its tables from MLflow on first use. Processes that start together in a
+fresh folder would all try to create them (the losers fail with ``table ... already exists`` or
+an alembic migration error), so :func:`open_client` creates them once, under an exclusive lock on
+``<database>.lock`` beside the database file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from robustctl.config.schema import TrackingConfig
 from robustctl.errors import TrackingError
@@ -19,19 +27,85 @@ ARTIFACT_DIR = "mlartifacts"
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, work_dir: str | Path) -> str:
-    uri = (
-        cfg.uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(work_dir).resolve() / DB_NAME}"
-    )
+    """The store's URI: ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite default
+    (module docstring); a relative SQLite path resolves against ``work_dir``. A plain folder or a
+    ``file:`` URI names MLflow's file store, which MLflow 3 refuses (unless
+    ``MLFLOW_ALLOW_FILE_STORE=true``): then a :class:`~robustctl.errors.TrackingError` whose hint
+    gives the SQLite URI of that folder, before any work starts."""
+    from urllib.parse import urlparse
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = cfg.uri or env or f"sqlite:///{Path(work_dir).resolve() / DB_NAME}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # relative SQLite paths resolve against work_dir, not against a job's output folder
         path = Path(uri[len("sqlite:///") :])
         if not path.is_absolute():
             uri = f"sqlite:///{(Path(work_dir) / path).resolve()}"
-    elif "://" not in uri:  # a plain folder: MLflow's file store
-        uri = str((Path(work_dir) / uri).resolve())
+    elif "://" not in uri or uri.startswith("file:"):  # a folder: MLflow's file store
+        folder = (
+            Path(work_dir) / (urlparse(uri).path if uri.startswith("file:") else uri)
+        ).resolve()
+        try:
+            from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+            refused = not MLFLOW_ALLOW_FILE_STORE.get()
+        except ImportError:  # an MLflow 2, whose file store still works
+            refused = False
+        if refused:
+            source = "tracking.uri" if cfg.uri else "MLFLOW_TRACKING_URI"
+            raise TrackingError(
+                f"{source}={uri} is a folder (MLflow's file store), which MLflow 3 refuses",
+                hint=f"use a SQLite store there: tracking.uri=sqlite:///{folder}/{DB_NAME}, "
+                "or a server: tracking.uri=http://HOST:5000",
+            )
+        uri = uri if uri.startswith("file:") else str(folder)
     return uri
+
+
+_PREPARED: set[str] = set()  # SQLite stores whose tables this process has checked
+
+
+def prepare_store(uri: str) -> None:
+    """Make sure a SQLite store's tables exist, creating them under the store's lock (module
+    docstring); other stores need nothing."""
+    if not uri.startswith("sqlite:///") or uri in _PREPARED:
+        return
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    database = Path(uri[len("sqlite:///") :])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock, _quiet_schema_logs():
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        MlflowClient(uri).search_experiments(max_results=1)  # creates or upgrades the tables
+        MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)
+    _PREPARED.add(uri)
+
+
+@contextlib.contextmanager
+def _quiet_schema_logs() -> Iterator[None]:
+    """MLflow and alembic announce every table they create or upgrade at INFO level: routine
+    for a new store, so kept out of the command's output (warnings still show)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri`` (tracking and model registry), its tables ready."""
+    from mlflow.tracking import MlflowClient
+
+    prepare_store(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def resolve_artifact_location(cfg: TrackingConfig, uri: str, work_dir: str | Path) -> str | None:

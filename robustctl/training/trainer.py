@@ -48,6 +48,10 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
 
 
+TRAINING_CONFIG_KEY = "training_config"  # meta: {group: its config as a dict}
+TRAINING_GROUPS = ("model", "loss", "transform", "train_defense", "trainer")  # what trains a model
+
+
 def checkpoint_path(cfg: RunConfig, chash: str) -> Path:
     """``<work_dir>/<trainer.checkpoint_dir>/<config hash>/last.pt``:
     one slot per training config."""
@@ -86,6 +90,9 @@ def model_meta(
         "logit_sign": float(loss.logit_sign),
         "config_hash": chash,
         "run_id": run_id,
+        # the settings it was trained with, which `robustctl evaluate` records and checks
+        # overrides against (robustctl.evaluation.trained_config)
+        TRAINING_CONFIG_KEY: {group: asdict(getattr(cfg, group)) for group in TRAINING_GROUPS},
     }
 
 

@@ -51,3 +51,40 @@ def test_a_journal_replays_its_writes_in_order_once(tmp_path):
     )
     assert (tmp_path / "fallback" / run_id / SYNCED).is_file()
     assert sync(tmp_path / "fallback", uri) == 0  # already synced: nothing is sent twice
+
+
+def test_a_model_logged_while_offline_is_uploaded_and_registered_by_sync(tmp_path):
+    """The server went away before the model was logged: its files wait in the journal, and the
+    sync makes them the run's logged model and a registered version that predicts like the
+    network (it used to be left out for good)."""
+    import torch
+
+    from robustctl.models import ResNet
+    from robustctl.tracking.models import load_logged_model, log_model
+    from robustctl.tracking.run import RunTracker
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    tracker = RunTracker(uri, "e")
+    run_id = tracker.start("offline", {})
+    tracker.journal = Journal(tmp_path / "fallback" / run_id, "http://gone:5000", run_id)
+    network = ResNet(depth=8, num_classes=3, in_channels=1, width=4, logit_sign=-1.0).eval()
+    example = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    meta = {"dataset": "synthetic", "loss": "rce"}
+    assert log_model(tracker, network, example, meta, "robustctl-offline", {"seed": "4"}) is None
+    tracker.finish()
+    client = MlflowClient(uri)
+    assert not client.get_run(run_id).outputs.model_outputs  # nothing reached the store
+
+    sync(tmp_path / "fallback" / run_id, uri)
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert client.get_logged_model(output.model_id).source_run_id == run_id
+    (version,) = MlflowClient(uri, registry_uri=uri).search_model_versions(
+        "name='robustctl-offline'"
+    )
+    assert version.run_id == run_id and version.tags["seed"] == "4"
+    loaded, loaded_meta, source = load_logged_model("models:/robustctl-offline/1", uri)
+    assert loaded_meta == meta and source == run_id
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.prediction_view()(example), network.prediction_view()(example), rtol=0, atol=0
+        )

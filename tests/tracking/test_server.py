@@ -141,7 +141,8 @@ def test_a_server_outage_mid_run_loses_no_metric(tiny, tmp_path):
             ]
         assert "train/wall_time_s" in run.data.metrics  # logged after training, offline
         assert "| validation accuracy (last epoch) |" in run.data.tags["mlflow.note.content"]
-        assert not run.outputs.model_outputs  # offline: no model; the checkpoint keeps it
+        (output,) = run.outputs.model_outputs  # logged offline into the journal, sent by sync
+        assert client.get_logged_model(output.model_id).source_run_id == run_id
         assert any(a.path == "checkpoints" for a in client.list_artifacts(run_id))
         assert (folder / "journal.synced.jsonl").is_file()  # nothing is sent twice
     finally:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import robustctl.training.trainer as trainer_module
 from robustctl.cli import app
-from robustctl.slurm_job import Preempted, SlurmJob, current_job, stop_on_sigterm
+from robustctl.signals import Preempted, Terminated, stop_on_sigterm
+from robustctl.slurm_job import SlurmJob, current_job
 
 
 def test_current_job_reads_slurms_environment():
@@ -74,5 +75,8 @@ def test_sigterm_in_a_slurm_job_raises_preempted_and_the_handler_is_restored(mon
         time.sleep(5)  # the handler raises at the next bytecode; this is never slept through
     assert signal.getsignal(signal.SIGTERM) is before
     monkeypatch.delenv("SLURM_JOB_ID")
-    with stop_on_sigterm():  # outside SLURM: not touched
-        assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(Terminated, match="SIGTERM") as outside, stop_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert not isinstance(outside.value, Preempted)  # outside SLURM: a plain termination
+    assert signal.getsignal(signal.SIGTERM) is before
