@@ -94,3 +94,60 @@ def test_the_work_layers_never_import_the_orchestration(package):
 def test_inference_and_metric_keys_sit_below_everything():
     assert offenders("robustctl.inference", ("robustctl",)) == []
     assert offenders("robustctl.metric_keys", ("robustctl",)) == []
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """``{module: the modules of `package` it imports}``, function-level imports included."""
+    graph: dict[str, set[str]] = {}
+    for file, names in imports_of(package).items():
+        module = file.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        graph[module] = {n for n in names if n.startswith(package)}
+    return {m: {n for n in deps if n in graph and n != m} for m, deps in graph.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import circle of ``graph`` once (as the path that closes it), by depth-first search."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    return found
+
+
+def test_the_circle_finder_sees_a_circle_through_a_function_level_import():
+    graph = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
+    assert circles(graph) == [["p.a", "p.b", "p.c", "p.a"]]
+    assert circles({"p.a": {"p.b"}, "p.b": set()}) == []
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "robustctl.attacks",
+        "robustctl.config",
+        "robustctl.data",
+        "robustctl.evaluation",
+        "robustctl.losses",
+        "robustctl.models",
+        "robustctl.reporting",  # primitives (cells, rows) below the tables, build_tables on top
+        "robustctl.threat_models",
+        "robustctl.tracking",
+        "robustctl.train_defenses",
+        "robustctl.training",
+        "robustctl.transforms",
+    ],
+)
+def test_no_import_circle_inside_a_package(package):
+    """Function-level imports included. (Across packages, and inside `defenses`, the circle
+    through config, attacks and defenses remains: the architecture issue's next step.)"""
+    assert circles(import_graph(package)) == []

@@ -106,7 +106,7 @@ def test_a_wide_console_keeps_the_one_table_resiliency_layout():
 def report_table():
     """A Table 2 with eight loss columns of ``ours [interval], n=pairs (paper)`` cells, a
     footnoted cell and a failure: far wider than 80 columns side by side."""
-    from robustctl.reporting.tables import Cell, Table
+    from robustctl.reporting.cells import Cell, Table
 
     rng = random.Random(1)
     losses = [f"loss{i}" for i in range(8)]

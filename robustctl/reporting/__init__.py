@@ -19,10 +19,12 @@ as inline PNG); when the runs call for them also ``table5.csv`` (detectors x los
 ``table6.csv`` with ``robust_accuracy_<dataset>.png`` (the defense taxonomy and its scatter).
 Modules: :mod:`.reference` (the paper's numbers), :mod:`.collect` (runs back from the store, their
 identity), :mod:`.groups` (scope, fingerprint columns, which runs answer a cell),
-:mod:`.uncertainty` (intervals, mean ± sd across seeds, t-intervals), :mod:`.tables` (the tables
-as data), :mod:`.ratios` (PDM's white-box distortion relative to CE and RCE), :mod:`.taxonomy`
-(Table 6 and the robustness-accuracy scatter), :mod:`.columns` (the Columns section),
-:mod:`.curves` (white-box budget curves), :mod:`.render` (rich, Markdown, CSV, HTML). No torch
+:mod:`.uncertainty` (intervals, mean ± sd across seeds, t-intervals), :mod:`.cells` (the
+primitives: cells, tables, column layout, metric rows), :mod:`.rows` (the metric rows the tables
+share), :mod:`.ratios` (PDM's white-box distortion relative to CE and RCE), :mod:`.taxonomy`
+(Table 6 and the robustness-accuracy scatter), :mod:`.tables` (Tables 1-5 and the ordered list
+of every table), :mod:`.columns` (the Columns section), :mod:`.curves` (white-box budget
+curves), :mod:`.render` (rich, Markdown, CSV, HTML). No torch
 import; mlflow, matplotlib and scipy are imported inside the functions that need them.
 """
 
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustctl.errors import TrackingError
+from robustctl.reporting.cells import Cell, Table, layout_of
 from robustctl.reporting.collect import RunRecord, collect_runs, fallback_fingerprint
 from robustctl.reporting.columns import ColumnInfo, column_infos, write_columns_csv
 from robustctl.reporting.curves import BudgetFigure, success_curve, write_budget_figures
@@ -49,7 +52,7 @@ from robustctl.reporting.groups import (
 )
 from robustctl.reporting.reference import REFERENCE, reference
 from robustctl.reporting.render import collect_figures, html_page, markdown, print_tables, write_csv
-from robustctl.reporting.tables import Cell, Table, build_tables, layout_of
+from robustctl.reporting.tables import build_tables
 from robustctl.reporting.taxonomy import ScatterFigure, write_scatter_figures
 from robustctl.reporting.uncertainty import Estimate, ratio_estimate, seeds_estimate, t_interval
 

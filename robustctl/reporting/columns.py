@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustctl.reporting.cells import Layout, Table
 from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.groups import Column, seed_order
-from robustctl.reporting.tables import Layout, Table
 
 __all__ = ["CSV_FIELDS", "SETTINGS", "ColumnInfo", "column_infos", "write_columns_csv"]
 

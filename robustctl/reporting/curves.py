@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from robustctl import metric_keys as keys
+from robustctl.reporting.cells import Layout
 from robustctl.reporting.collect import RunRecord, download_artifact
 from robustctl.reporting.groups import pick_runs
-from robustctl.reporting.tables import Layout
 
 __all__ = [
     "BudgetFigure",

@@ -17,9 +17,9 @@ distortion only (the paper has no median).
 from __future__ import annotations
 
 from robustctl import metric_keys as keys
+from robustctl.reporting.cells import Cell, Layout, Table, keep_row
 from robustctl.reporting.groups import NOT_RUN, Column, Pick, pick_runs
 from robustctl.reporting.reference import reference
-from robustctl.reporting.tables import Cell, Layout, Table, keep_row
 from robustctl.reporting.uncertainty import paired_ratios, ratio_estimate
 
 __all__ = ["BASES", "RATIO_METRICS", "ONE_PAIR_NOTE", "ratio_table"]

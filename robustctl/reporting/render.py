@@ -25,11 +25,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from robustctl.reporting.cells import Cell, Table
 from robustctl.reporting.collect import RunRecord, download_artifact
 from robustctl.reporting.columns import CSV_FIELDS, ColumnInfo, info_row
 from robustctl.reporting.curves import BudgetFigure
 from robustctl.reporting.reference import PAPER_ATTACKS
-from robustctl.reporting.tables import Cell, Table
 from robustctl.reporting.taxonomy import ScatterFigure
 from robustctl.table_fit import FittedTable
 

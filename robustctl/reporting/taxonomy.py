@@ -47,21 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustctl import metric_keys as keys
+from robustctl.reporting.cells import Cell, Layout, MetricSpec, Table, as_layout, metric_cell
 from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.groups import NOT_RUN, Column, pick_runs
 from robustctl.reporting.reference import PAPER_ATTACKS
-from robustctl.reporting.tables import (
-    CLEAN_ACCURACY,
-    DBI,
-    WB_DISTORTION,
-    WB_SUCCESS,
-    Cell,
-    Layout,
-    MetricSpec,
-    Table,
-    as_layout,
-    metric_cell,
-)
+from robustctl.reporting.rows import CLEAN_ACCURACY, DBI, WB_DISTORTION, WB_SUCCESS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL = "journal.jsonl"
-LOG_MODEL_OP = "log_model"  # a model's files, uploaded by robustctl.tracking.models.upload_model
+LOG_MODEL_OP = "log_model"  # a model's files, uploaded by tracking.model_upload.upload_model
 SYNCED = "journal.synced.jsonl"
 
 
@@ -97,7 +97,7 @@ def send(client: Any, op: str, run_id: str, payload: dict[str, Any]) -> None:
 
         client.log_inputs(run_id, datasets=to_mlflow(payload["datasets"]))
     elif op == LOG_MODEL_OP:
-        from robustctl.tracking.models import upload_model
+        from robustctl.tracking.model_upload import upload_model
 
         upload_model(client, run_id, payload["local_path"], payload["register_as"], payload["tags"])
     elif op == "set_terminated":

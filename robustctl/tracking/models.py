@@ -12,8 +12,9 @@ What is logged (``mlflow.pytorch`` files, pickle format, as the run's logged mod
   needs to refuse a model of another dataset or split.
 
 Everything goes through an ``MlflowClient`` bound to the run's own store: the model files are
-written locally (:func:`save_model_files`), then :func:`upload_model` creates the logged model in
-the run's experiment, uploads the files, links the model to the run as its output and, with
+written locally (:func:`save_model_files`), then
+:func:`~robustctl.tracking.model_upload.upload_model` creates the logged model in the run's
+experiment, uploads the files, links the model to the run as its output and, with
 ``tracking.register_model=true`` (every ``robustctl experiment`` sets it), adds a version to the
 registered model ``robustctl-<dataset>-<model>-<loss>`` tagged with the run's seed, fingerprint
 and variant. No MLflow call here reads or sets MLflow's process-wide tracking URI (nor
@@ -31,7 +32,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 from robustctl.errors import TrackingError
 from robustctl.tracking.fallback import LOG_MODEL_OP
+from robustctl.tracking.model_upload import MODEL_NAME, upload_model
+
+__all__ = ["load_logged_model", "log_model", "registered_name", "upload_model"]
 
 if TYPE_CHECKING:
     import torch
 
     from robustctl.tracking.run import RunTracker
 
-MODEL_NAME = "model"  # runs:/<run id>/model
 METADATA_KEY = "robustctl"
 URI_SCHEMES = ("models:/", "runs:/")
 
@@ -146,57 +148,6 @@ def save_model_files(
             serialization_format="pickle",
         )
     return path
-
-
-def upload_model(
-    client: Any,
-    run_id: str,
-    local_path: str | Path,
-    register_as: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> str:
-    """Make the model files at ``local_path`` the logged model ``model`` of run ``run_id`` in
-    ``client``'s store: created in the run's experiment, its ``MLmodel`` naming the model and the
-    run, linked to the run as its output, and registered as ``register_as`` (a new version,
-    tagged ``tags``) when given. Returns the logged model's id."""
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-    from mlflow.models import Model
-
-    tags = dict(tags or {})
-    run = client.get_run(run_id)
-    logged = client.create_logged_model(
-        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, tags=tags
-    )
-    with tempfile.TemporaryDirectory(prefix="robustctl-model-") as tmp:
-        files = Path(tmp, MODEL_NAME)
-        shutil.copytree(local_path, files)
-        description = Model.load(str(files))
-        description.model_id = description.model_uuid = logged.model_id
-        description.run_id, description.artifact_path = run_id, logged.artifact_location
-        description.save(str(files / "MLmodel"))
-        client.log_model_artifacts(logged.model_id, str(files))
-    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-    if register_as:
-        _register(client, register_as, logged, run_id, tags)
-    return logged.model_id
-
-
-def _register(client: Any, name: str, logged: Any, run_id: str, tags: dict[str, str]) -> None:
-    """A new version of registered model ``name`` (created when missing) from ``logged``.
-
-    The version's source is the logged model's artifact location, not ``models:/<id>``: MLflow's
-    SQL registry resolves the latter through the process-wide tracking URI, not this client's."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:  # registered earlier, or meanwhile by a parallel job
-        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
-            raise
-    client.create_model_version(
-        name, source=logged.artifact_location, run_id=run_id, tags=tags, model_id=logged.model_id
-    )
 
 
 def model_location(client: Any, uri: str) -> str:

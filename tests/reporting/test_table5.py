@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from robustctl.reporting.cells import layout_of
 from robustctl.reporting.collect import RunRecord
-from robustctl.reporting.tables import build_tables, layout_of, table5
+from robustctl.reporting.tables import build_tables, table5
 
 
 def record(i: int, loss: str, defense: str, metrics: dict[str, float]) -> RunRecord:

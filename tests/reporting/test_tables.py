@@ -112,7 +112,7 @@ def test_columns_rows_and_extra_losses(tables):
 
 
 def test_nan_values_render_as_nan():
-    from robustctl.reporting.tables import Cell
+    from robustctl.reporting.cells import Cell
 
     assert Cell(math.nan, 0.5, kind="auc").text() == "nan (0.500)"
     assert Cell(math.nan, 0.5, kind="rate").text() == "n/a (0 examples) (0.500)"  # 0/0

@@ -11,9 +11,9 @@ import math
 import pytest
 
 from robustctl.reporting import build_report, success_curve
+from robustctl.reporting.cells import FEW_PAIRS_NOTE, Cell
 from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.ratios import ONE_PAIR_NOTE
-from robustctl.reporting.tables import FEW_PAIRS_NOTE, Cell
 from robustctl.reporting.uncertainty import run_estimate
 from tests.reporting.conftest import CURVES, PDM_SEEDS
 
