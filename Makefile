@@ -81,5 +81,5 @@ ui: install  ## open the MLflow UI on the project's tracking store
 	$(BIN)/robustctl ui
 
 clean:  ## remove outputs, stores and caches (keeps .venv)
-	rm -rf outputs multirun checkpoints mlartifacts mlruns mlruns.db reports .pytest_cache .ruff_cache .hypothesis
+	rm -rf outputs multirun checkpoints mlartifacts mlruns mlruns.db mlruns.db.lock reports .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
