@@ -63,7 +63,7 @@ def method_configs() -> dict[str, AttackConfig]:
 
 
 def _attack_dir() -> Path:
-    from robustctl.config.composition import config_dir
+    from robustctl.config.paths import config_dir
 
     return config_dir() / "attack"
 

@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "RunConfig": "robustctl.config.schema",
     "compose": "robustctl.config.composition",
-    "config_dir": "robustctl.config.composition",
+    "config_dir": "robustctl.config.paths",
     "group_options": "robustctl.config.composition",
     "selected_options": "robustctl.config.composition",
     "validate": "robustctl.config.composition",

@@ -13,23 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from robustctl.config.options import GROUPS, group_configs, register
+from robustctl.config.paths import config_dir
 from robustctl.config.schema import RunConfig
 from robustctl.errors import ConfigError
-
-
-def config_dir() -> Path:
-    """The ``conf/`` folder: packaged inside the wheel, or beside the package in a checkout."""
-    env = os.environ.get("ROBUSTCTL_CONFIG_DIR")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve().parent.parent
-    candidates += [here / "conf", here.parent / "conf"]
-    for path in candidates:
-        if (path / "config.yaml").is_file():
-            return path
-    raise ConfigError(
-        f"no config.yaml found in {', '.join(str(c) for c in candidates)}",
-        hint="reinstall robustctl (`make install`) or set ROBUSTCTL_CONFIG_DIR to the conf/ folder",
-    )
 
 
 def group_options(conf: Path | None = None) -> dict[str, list[str]]:

@@ -20,25 +20,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustctl.defenses.base import Detector, FitInputs, Probe, score_images, score_outputs
-from robustctl.defenses.combined import CombinedDetector, KDEBUDetector
+from robustctl.defenses.base import (
+    DETECTORS,
+    Detector,
+    FitInputs,
+    Probe,
+    score_images,
+    score_outputs,
+)
 from robustctl.defenses.kde import KDEConfig, KDEDetector, threshold_at
-from robustctl.defenses.lid import LIDDetector
-from robustctl.defenses.mahalanobis import MahalanobisDetector
-from robustctl.defenses.squeezing import FeatureSqueezingDetector
-from robustctl.defenses.uncertainty import BUDetector
 from robustctl.errors import ConfigError
 
-DEFENSES: dict[str, type[Detector] | None] = {
-    "none": None,
-    "kde": KDEDetector,  # Feinman et al. 2017 on the embedding (the PDM detector)
-    "bu": BUDetector,  # Bayesian uncertainty by MC dropout (Feinman et al. 2017)
-    "kde_bu": KDEBUDetector,  # KDE + BU by logistic regression (Feinman's KD+BU)
-    "lid": LIDDetector,  # local intrinsic dimensionality over layers (Ma et al. 2018)
-    "mahalanobis": MahalanobisDetector,  # tied-covariance class Gaussians (Lee et al. 2018)
-    "feature_squeezing": FeatureSqueezingDetector,  # Xu et al. 2018
-    "combined": CombinedDetector,  # logistic regression over any members
-}
+
+def _import_every_detector_module() -> None:
+    """Import each module of this package, so a detector registers itself by being a file here
+    (:data:`~robustctl.defenses.base.DETECTORS`); the order is the listing order of options."""
+    import importlib
+    import pkgutil
+
+    for module in ("kde", "uncertainty", "combined"):  # the paper's detector, then Feinman's
+        importlib.import_module(f"{__name__}.{module}")
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_detector_module()
+
+# the ``defense`` group's options: ``none``, then every registered detector
+DEFENSES: dict[str, type[Detector] | None] = {"none": None, **DETECTORS}
 
 
 def defense_configs() -> dict[str, Any]:

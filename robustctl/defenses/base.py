@@ -113,9 +113,13 @@ class Probe:
         return self.logits.argmax(1)
 
 
+DETECTORS: dict[str, type[Detector]] = {}  # defense option -> its class, filled as classes are made
+
+
 class Detector(nn.Module):
     """Base of every detector (module docstring). Subclasses set ``config_type`` and implement
-    :meth:`fit_on` and :meth:`score_probe`.
+    :meth:`fit_on` and :meth:`score_probe`; a class that sets ``option`` is registered in
+    :data:`DETECTORS` under that name (the ``defense`` option it implements) by being defined.
 
     ``layers``: the :class:`Probe` layers ``score_probe`` reads besides the embedding and the
     logits. ``reads_images``: ``score_probe`` runs the model again on transformed images (feature
@@ -123,8 +127,15 @@ class Detector(nn.Module):
     """
 
     config_type: ClassVar[type]
+    option: ClassVar[str | None] = None
     layers: ClassVar[tuple[str, ...]] = ()
     reads_images: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("option")  # set on this class itself, not inherited
+        if name:
+            DETECTORS[name] = cls
 
     @classmethod
     def from_config(cls, cfg: Any) -> Detector:

@@ -3,7 +3,7 @@ al.'s KD+BU (Feinman et al. 2017, "Detecting adversarial samples from artifacts"
 arXiv:1703.00410, section 5.3: kernel density and Bayesian uncertainty combined).
 
 Members. ``members`` names detector options (default ``["kde", "bu"]``); each is built from its
-own default config by ``member_factory`` (default: the ``DEFENSES`` registry of
+own default config by ``member_factory`` (default: the ``DETECTORS`` registry of
 :mod:`robustctl.defenses`, looked up when the detector is built, not when this module is
 imported) and held as a submodule (``.to(device)`` moves it). ``layers`` and ``reads_images``
 are the union of the members'.
@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
 from robustctl.defenses.base import (
+    DETECTORS,
     AdversarialFitConfig,
     Detector,
     FitInputs,
@@ -112,13 +113,11 @@ class KDEBUConfig(CombinedConfig):
 
 
 def default_member_factory(name: str) -> Detector:
-    """The detector of option ``name`` of :data:`robustctl.defenses.DEFENSES`, built from its
-    default config (the registry is imported on first use: it imports this module)."""
-    from robustctl.defenses import DEFENSES
-
-    cls = DEFENSES.get(name)
+    """The detector of option ``name`` (:data:`~robustctl.defenses.base.DETECTORS`), built from
+    its default config."""
+    cls = DETECTORS.get(name)
     if cls is None:
-        valid = sorted(k for k, v in DEFENSES.items() if v is not None)
+        valid = sorted(DETECTORS)
         raise ConfigError(f"defense.members: {name!r} is not a detector — valid: {valid}")
     return cls.from_config(cls.config_type())
 
@@ -134,6 +133,7 @@ class CombinedDetector(Detector):
     """
 
     config_type = CombinedConfig
+    option = "combined"
 
     def __init__(
         self,
@@ -268,3 +268,4 @@ class KDEBUDetector(CombinedDetector):
     :class:`KDEBUConfig` (members ``kde`` and ``bu``)."""
 
     config_type = KDEBUConfig
+    option = "kde_bu"

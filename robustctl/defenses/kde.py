@@ -306,6 +306,7 @@ class KDEDetector(Detector):
     """
 
     config_type = KDEConfig
+    option = "kde"
     points: Tensor
     classes: Tensor
     counts: Tensor

@@ -163,6 +163,7 @@ class LIDDetector(Detector):
     """
 
     config_type = LIDConfig
+    option = "lid"
     fit_pairs: Tensor
 
     def __init__(self, config: LIDConfig | None = None, /, **params: Any) -> None:

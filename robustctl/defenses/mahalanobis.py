@@ -137,6 +137,7 @@ class MahalanobisDetector(Detector):
     """
 
     config_type = MahalanobisConfig
+    option = "mahalanobis"
     ranks: Tensor
     fit_pairs: Tensor
 

@@ -106,6 +106,7 @@ class FeatureSqueezingDetector(LogScaleAttack, Detector):
     """
 
     config_type = SqueezeConfig
+    option = "feature_squeezing"
     reads_images = True
 
     def __init__(self, config: SqueezeConfig | None = None, /, **params: Any) -> None:

@@ -105,6 +105,7 @@ class BUDetector(LogScaleAttack, Detector):
     """
 
     config_type = BUConfig
+    option = "bu"
     masks: Tensor
 
     def __init__(self, config: BUConfig | None = None, /, **params: Any) -> None:
