@@ -7,6 +7,10 @@ there instead of starting a second live display.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -54,3 +58,18 @@ def progress(target: Console | None = None) -> Progress:
         console=target or console,
         transient=True,
     )
+
+
+@contextlib.contextmanager
+def quiet_loggers(level: int, *names: str) -> Iterator[None]:
+    """Raise the named loggers' level to ``level`` inside the block (messages below it are
+    dropped), restoring each logger's own level afterwards."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(level)
+    try:
+        yield
+    finally:
+        for log, old in zip(loggers, before, strict=True):
+            log.setLevel(old)

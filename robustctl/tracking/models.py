@@ -31,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustctl.console import quiet_loggers
 from robustctl.errors import TrackingError
 from robustctl.tracking.fallback import LOG_MODEL_OP
 from robustctl.tracking.model_upload import MODEL_NAME, upload_model
@@ -55,22 +57,6 @@ URI_SCHEMES = ("models:/", "runs:/")
 def registered_name(dataset: str, model: str, loss: str) -> str:
     """The Model Registry name of a trained network: ``robustctl-<dataset>-<model>-<loss>``."""
     return f"robustctl-{dataset}-{model}-{loss}"
-
-
-@contextlib.contextmanager
-def _quiet_pickle_warning() -> Iterator[None]:
-    """MLflow warns on every pickled model; the choice is deliberate (module docstring: the
-    project model must load whole, with its embedding) and documented, so the run's output stays
-    readable."""
-    import logging
-
-    log = logging.getLogger("mlflow.pytorch")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -137,7 +123,9 @@ def save_model_files(
 
     with torch.no_grad():
         logits = view(example)
-    with _quiet_pickle_warning():
+    # MLflow warns on every pickled model; the choice is deliberate (the project model must load
+    # whole, with its embedding) and documented, so the run's output stays readable
+    with quiet_loggers(logging.ERROR, "mlflow.pytorch"):
         mlflow.pytorch.save_model(
             view,
             str(path),

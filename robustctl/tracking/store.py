@@ -13,13 +13,13 @@ an alembic migration error), so :func:`open_client` creates them once, under an 
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from robustctl.config.schema import TrackingConfig
+from robustctl.console import quiet_loggers
 from robustctl.errors import TrackingError
 
 DB_NAME = "mlruns.db"
@@ -76,28 +76,14 @@ def prepare_store(uri: str) -> None:
 
     database = Path(uri[len("sqlite:///") :])
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as lock, _quiet_schema_logs():
+    # MLflow and alembic announce every table they create or upgrade at INFO level: routine for
+    # a new store, so kept out of the command's output (warnings still show)
+    schema_logs = quiet_loggers(logging.WARNING, "mlflow.store.db.utils", "alembic")
+    with open(database.with_name(database.name + ".lock"), "a") as lock, schema_logs:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         MlflowClient(uri).search_experiments(max_results=1)  # creates or upgrades the tables
         MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)
     _PREPARED.add(uri)
-
-
-@contextlib.contextmanager
-def _quiet_schema_logs() -> Iterator[None]:
-    """MLflow and alembic announce every table they create or upgrade at INFO level: routine
-    for a new store, so kept out of the command's output (warnings still show)."""
-    import logging
-
-    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
 
 
 def open_client(uri: str) -> Any:
