@@ -42,7 +42,7 @@ from common import write_record
 from torch import Tensor, nn
 
 from robustctl.attacks import build
-from robustctl.config.schema import SyntheticDatasetConfig
+from robustctl.data import SyntheticDatasetConfig
 from robustctl.data.synthetic import load_synthetic_split
 from robustctl.models import PredictionView, ResNet
 

@@ -29,9 +29,9 @@ import time
 import torch
 from common import write_record
 
-from robustctl.config.loss_schema import LossConfig, PDMLossConfig
 from robustctl.data.base import iterate_batches
 from robustctl.losses import Pairs, PairSampler, build_loss, split_output
+from robustctl.losses.schema import LossConfig, PDMLossConfig
 from robustctl.models import ModelOutput, ResNet
 
 

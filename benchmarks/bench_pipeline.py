@@ -24,7 +24,7 @@ from typing import Any
 from common import write_record
 
 from robustctl import metric_keys as keys
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.defenses import fit_detector
 from robustctl.evaluation.clean_stage import clean_stage

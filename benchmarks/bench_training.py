@@ -35,8 +35,8 @@ from common import sync, write_record
 from torch import Tensor, nn
 from torchvision import transforms
 
-from robustctl.config.loss_schema import LOSS_OPTIONS
 from robustctl.config.schema import TrainerConfig
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
 from robustctl.losses import build_loss
 from robustctl.models import ResNet
 from robustctl.training.speed import StepSettings
@@ -160,7 +160,7 @@ def measure(depth: int, args: argparse.Namespace, x: Tensor, y: Tensor) -> dict[
     settings = StepSettings.resolve(trainer, device)
     model = copy.deepcopy(base).to(device)
     forward = settings.prepare(model)
-    loss_fn = build_loss(LOSS_OPTIONS["ce"]).to(device)
+    loss_fn = build_loss(LOSS_OPTIONS.configs()["ce"]).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     train = TrainingSet(x.to(device), y.to(device), augment=True)
     generator = torch.Generator(device=device).manual_seed(0)

@@ -108,7 +108,7 @@ def _shell(*argv: str) -> str:
 
 
 def _single(command: str, overrides: list[str], debug: bool) -> None:
-    from robustctl.config import compose
+    from robustctl.composition import compose
 
     def body() -> None:
         from robustctl.commands import execute, print_summary
@@ -204,7 +204,7 @@ def config(overrides: Overrides = None, debug: Debug = False) -> None:
         from omegaconf import OmegaConf
         from rich.table import Table
 
-        from robustctl.config import compose, group_options, selected_options
+        from robustctl.composition import compose, group_options, selected_options
         from robustctl.console import console
 
         raw, _ = compose(list(overrides or []))
@@ -267,7 +267,7 @@ def ui(
     the configured experiment."""
 
     def body() -> None:
-        from robustctl.config import compose
+        from robustctl.composition import compose
         from robustctl.console import console
         from robustctl.tracking.experiment import find_experiment, runs_view_url
         from robustctl.tracking.store import check_reachable, resolve_tracking_uri
@@ -448,7 +448,7 @@ def report(
     def body() -> None:
         from pathlib import Path
 
-        from robustctl.config import compose
+        from robustctl.composition import compose
         from robustctl.console import console
         from robustctl.reporting import build_report
         from robustctl.tracking.store import check_reachable, resolve_tracking_uri

@@ -3,7 +3,7 @@
 
 Each returns a :class:`CommandResult` (what the end-of-command summary prints). The MLflow run's
 lifecycle is :func:`robustctl.tracking.lifecycle.tracked_run`; finding a checkpoint is
-:mod:`robustctl.training.locate`; the evaluation stages return
+:mod:`robustctl.tracking.locate`; the evaluation stages return
 :class:`~robustctl.evaluation.result.StageResult` values that :func:`evaluate_model` logs.
 """
 
@@ -162,7 +162,7 @@ def distillation_teacher(
     evaluated) now as its own MLflow run."""
     from omegaconf import OmegaConf, open_dict
 
-    from robustctl.config.composition import validate
+    from robustctl.composition import validate
     from robustctl.train_defenses import teacher_config
     from robustctl.training import checkpoint_path, load_checkpoint, model_from_checkpoint
     from robustctl.training.device import resolve_device
@@ -214,8 +214,8 @@ def _train_in_slot(
     from, open (or reopen) the run, train, log the model, then ``then``."""
     from robustctl.data import load_dataset
     from robustctl.tracking.description import run_description
+    from robustctl.tracking.locate import resume_state
     from robustctl.training import fit
-    from robustctl.training.locate import resume_state
 
     identity = identity_tags(config_container(raw))
     provenance = {key: identity[key] for key in (keys.TRAINING_FINGERPRINT_TAG, keys.VARIANT_TAG)}
@@ -298,11 +298,11 @@ class ModelToEvaluate:
 
 def model_to_evaluate(cfg: RunConfig, overrides: Sequence[str] = ()) -> ModelToEvaluate:
     """From ``evaluate.model_uri`` (an MLflow model), else the checkpoint
-    :func:`~robustctl.training.locate.locate_checkpoint` finds (a downloaded one is deleted once
+    :func:`~robustctl.tracking.locate.locate_checkpoint` finds (a downloaded one is deleted once
     loaded)."""
+    from robustctl.tracking.locate import locate_checkpoint
     from robustctl.training import load_checkpoint, model_from_checkpoint
     from robustctl.training.device import resolve_device
-    from robustctl.training.locate import locate_checkpoint
 
     device = resolve_device(cfg.trainer.device)
     if cfg.evaluate.model_uri:

@@ -118,7 +118,7 @@ def adopt_training_config(
     and values in every training group, the trainer's machine settings kept from ``cfg``."""
     from omegaconf import OmegaConf, open_dict
 
-    from robustctl.config.composition import compose_raw, validate
+    from robustctl.composition import compose_raw, validate
 
     raw = compose_raw([*overrides, *checkpoint_overrides(training)])
     with open_dict(raw):

@@ -52,7 +52,7 @@ class SweepJob:
         import hydra
 
         from robustctl.commands import execute, print_summary
-        from robustctl.config import validate
+        from robustctl.composition import validate
         from robustctl.console import console, err_console
         from robustctl.slurm_job import is_requeued
         from robustctl.tracking.lifecycle import run_id_of
@@ -135,7 +135,7 @@ def open_parent(
 ) -> Any:
     """Create the MLflow store and experiment once and start the parent run of the sweep (or
     reopen ``run_id``, an earlier parent being resumed)."""
-    from robustctl.config import compose
+    from robustctl.composition import compose
     from robustctl.tracking.lifecycle import open_tracker
 
     _, cfg = compose(overrides)
@@ -149,7 +149,7 @@ def open_parent(
 def latest_parent(overrides: list[str], experiment_tag: str) -> str:
     """The run id of the latest parent run of the experiment named ``experiment_tag`` in the
     store the overrides configure; a :class:`~robustctl.errors.TrackingError` when none."""
-    from robustctl.config import compose
+    from robustctl.composition import compose
     from robustctl.errors import TrackingError
     from robustctl.tracking.lifecycle import open_tracker
 
@@ -225,7 +225,7 @@ def run_sweep(
     """Run the sweep under one parent MLflow run; returns the parent tracker, still open for the
     caller to log to (e.g. a report) before :func:`finish_parent`. ``resume_parent``: reopen that
     parent and let each job skip or resume its earlier child (module docstring)."""
-    from robustctl.config.composition import check_group_overrides
+    from robustctl.composition import check_group_overrides
 
     fixed = [o for o in overrides if "," not in o and not o.startswith("hydra")]
     check_group_overrides(fixed)

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from robustctl.cli import app
-from robustctl.losses import LOSSES
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
 
 runner = CliRunner()
 ROBUSTCTL = [sys.executable, "-m", "robustctl"]
@@ -129,7 +129,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_fails_the_run_in_one_line(
 def test_failed_training_marks_the_run_failed_with_the_reason(tiny, tmp_path, monkeypatch):
     from tests.training.test_trainer import NanAfter
 
-    monkeypatch.setitem(LOSSES, "ce", lambda cfg: NanAfter(steps=3))
+    monkeypatch.setitem(LOSS_OPTIONS.implementations, "ce", lambda cfg: NanAfter(steps=3))
     result = runner.invoke(app, ["train", *tiny])
     assert result.exit_code == 3
     assert "loss became nan" in result.output and "Traceback" not in result.output

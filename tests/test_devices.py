@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from robustctl.attacks import ATTACKS, build
-from robustctl.attacks.cw_wb import CWWhiteBox
-from robustctl.config.loss_schema import LOSS_OPTIONS
-from robustctl.config.schema import DatasetConfig
+from robustctl.data import DatasetConfig
 from robustctl.data.digits import load_digits_split
 from robustctl.defenses import KDEConfig, build_detector, fit_detector
 from robustctl.inference import predict
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
 from robustctl.losses import PairSampler, build_loss
 from robustctl.models import ResNet
+from robustctl.threat_models.cw_wb import CWWhiteBox
 from robustctl.training.trainer import TrainingSet, train_epoch
 from tests.fake_accelerator import ACCEL, DeviceMismatch, FakeAccelerator
 
@@ -102,8 +102,8 @@ def test_cw_wb_with_a_fitted_detector_runs_on_the_device(toward, start, model, d
     GPU. ``fit_detector`` now returns it on the model's device; left on the CPU it fails here.
     ``every_class`` (one search per class, on the images of the other classes) and starts from a
     (CPU) pool of training images too."""
-    from robustctl.attacks.cw_wb import StartingPool
     from robustctl.defenses import score_images
+    from robustctl.threat_models.cw_wb import StartingPool
 
     data = SimpleNamespace(
         x_train=digits.x_train, y_train=digits.y_train, x_val=digits.x_val, y_val=digits.y_val
@@ -185,7 +185,7 @@ def one_epoch(model, device, digits, mode=None):
         channels_last=None,
         compile=False,
     )
-    loss_fn = build_loss(LOSS_OPTIONS["pdm"]).to(device)
+    loss_fn = build_loss(LOSS_OPTIONS.configs()["pdm"]).to(device)
     model = copy.deepcopy(model).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     train = TrainingSet(digits.x_train.to(device), digits.y_train.to(device), augment=True)

@@ -16,7 +16,7 @@ from tests.test_cli import artifact_paths, runs
 def test_every_experiment_file_loads_and_every_job_composes():
     import itertools
 
-    from robustctl.config import compose
+    from robustctl.composition import compose
 
     assert {"smoke", "paper_fashion_cpu", "paper_mnist", "paper_cifar10"} <= set(available())
     for name in available():

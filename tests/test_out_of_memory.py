@@ -12,12 +12,13 @@ import torch
 
 import robustctl.defenses.kde as kde_module
 from robustctl.attacks import build
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.defenses import KDEDetector
 from robustctl.errors import TrainingOutOfMemory
 from robustctl.evaluation.attack_runner import run_attack
-from robustctl.losses import LOSSES, TrainingLoss
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
+from robustctl.losses import TrainingLoss
 from robustctl.models import ResNet
 from robustctl.training import fit
 
@@ -87,7 +88,7 @@ class OutOfMemoryAt(TrainingLoss):
 
 
 def test_training_out_of_memory_names_the_batch_size_and_does_not_retry(tiny, monkeypatch):
-    monkeypatch.setitem(LOSSES, "ce", lambda cfg: OutOfMemoryAt())
+    monkeypatch.setitem(LOSS_OPTIONS.implementations, "ce", lambda cfg: OutOfMemoryAt())
     _, cfg = compose(tiny)
     with pytest.raises(TrainingOutOfMemory, match=r"trainer.batch_size=32") as err:
         fit(cfg, load_dataset(cfg.dataset, cfg.work_dir), chash="oom")

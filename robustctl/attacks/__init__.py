@@ -29,7 +29,6 @@ from robustctl.attacks.base import ATTACKS, Attack, AttackConfig, AttackResult, 
 from robustctl.attacks.bim import BIM, BimConfig
 from robustctl.attacks.cw import CW, CwConfig
 from robustctl.attacks.cw_hc import CwHcConfig, CWHighConfidence
-from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox
 from robustctl.attacks.deepfool import DeepFool, DeepFoolConfig
 from robustctl.attacks.fgsm import FGSM, FgsmConfig
 from robustctl.attacks.jsma import JSMA, JsmaConfig
@@ -49,17 +48,10 @@ def _import_every_attack_module() -> None:
 
 _import_every_attack_module()
 
-# attacks that need more than a model (a detector): not options of the ``attack`` group
-NOT_GROUP_OPTIONS = (CWWhiteBox.method,)
-
 
 def method_configs() -> dict[str, AttackConfig]:
     """Each attack method of the ``attack`` group -> its default config (what Hydra stores)."""
-    return {
-        method: cls.config_type()
-        for method, cls in ATTACKS.items()
-        if method not in NOT_GROUP_OPTIONS
-    }
+    return {method: cls.config_type() for method, cls in ATTACKS.items()}
 
 
 def _attack_dir() -> Path:
@@ -180,10 +172,8 @@ __all__ = [
     "BimConfig",
     "BoundedAttack",
     "CWHighConfidence",
-    "CWWhiteBox",
     "CwConfig",
     "CwHcConfig",
-    "CwWbConfig",
     "DeepFool",
     "DeepFoolConfig",
     "FGSM",

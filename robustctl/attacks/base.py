@@ -115,10 +115,13 @@ class Attack:
 
     method: ClassVar[str] = ""
     config_type: ClassVar[type[AttackConfig]] = AttackConfig
+    # False for an attack built from more than a model (C&W-wb needs a detector): it keeps its
+    # method name (metric keys) but is no option of the ``attack`` group
+    group_option: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.method:
+        if cls.method and cls.__dict__.get("group_option", True):
             ATTACKS[cls.method] = cls
 
     def __init__(

@@ -1,31 +1,17 @@
-"""Configuration: typed config dataclasses, the registry of every group's options, and Hydra
-composition of ``conf/``.
+"""Configuration building blocks that every layer may import: range checks that name the key
+(:mod:`~robustctl.config.validation`), the option registry each package fills with its own
+options (:mod:`~robustctl.config.registry`), the typed whole-run config
+(:class:`~robustctl.config.schema.RunConfig`) and where ``conf/`` is
+(:mod:`~robustctl.config.paths`).
 
-Attributes load lazily (PEP 562), so that ``robustctl.config.validation`` — imported by the
-attack and detector modules for their own config dataclasses — does not pull in the whole
-registry (which imports those modules back).
+Nothing here imports another robustctl package but :mod:`robustctl.errors`: composing ``conf/``
+with Hydra, storing every group's options in its ConfigStore and the checks across groups live in
+the application layer (:mod:`robustctl.composition`, :mod:`robustctl.options`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from robustctl.config.paths import config_dir
+from robustctl.config.schema import RunConfig
 
-_EXPORTS = {
-    "RunConfig": "robustctl.config.schema",
-    "compose": "robustctl.config.composition",
-    "config_dir": "robustctl.config.paths",
-    "group_options": "robustctl.config.composition",
-    "selected_options": "robustctl.config.composition",
-    "validate": "robustctl.config.composition",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'robustctl.config' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-__all__ = list(_EXPORTS)
+__all__ = ["RunConfig", "config_dir"]

@@ -1,8 +1,9 @@
-"""Config dataclasses of the dataset, model, trainer, tracking and evaluate groups, their options
-(``DATASET_OPTIONS``, ``MODEL_OPTIONS``) and :class:`RunConfig`, the whole composed config, typed.
+"""Config dataclasses of the single-schema groups (trainer, tracking, evaluate) and
+:class:`RunConfig`, the whole composed config. The other groups' configs live beside the code they
+configure, in each package's option registry (``robustctl.data.OPTIONS``, ...).
 
 ``__post_init__`` checks ranges, so a negative learning rate or a batch size of 0 is refused with
-the key's full name. :mod:`robustctl.config.options` registers every group's options with Hydra.
+the key's full name. :mod:`robustctl.options` registers every group's options with Hydra.
 
 Pure Python: importing this module must not import torch or mlflow.
 """
@@ -12,144 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustctl.config.loss_schema import LossConfig
 from robustctl.config.validation import require as _require
-
-
-# --------------------------------------------------------------------------------------- dataset
-@dataclass
-class DatasetConfig:
-    """Where the images come from and how the training set is split.
-
-    ``root`` null means the dataset's default location (see ``robustctl.data``). ``train_limit``
-    and ``test_limit`` take a seeded random subset (quick runs); ``val_fraction`` of the training
-    set is held out, deterministically from ``split_seed``.
-    """
-
-    name: str = "digits"
-    root: str | None = None
-    download: bool = False
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    train_limit: int | None = None
-    test_limit: int | None = None
-    augment: bool = False
-
-    def __post_init__(self) -> None:
-        _require(
-            0 <= self.val_fraction < 1,
-            "dataset.val_fraction",
-            f"must be in [0, 1), got {self.val_fraction}",
-        )
-        for key in ("train_limit", "test_limit"):
-            value = getattr(self, key)
-            _require(
-                value is None or value > 0,
-                f"dataset.{key}",
-                f"must be positive or null, got {value}",
-            )
-
-
-@dataclass
-class SyntheticDatasetConfig(DatasetConfig):
-    """Seeded Gaussian class prototypes plus noise (tests and smoke runs)."""
-
-    num_samples: int = 1200
-    num_classes: int = 4
-    channels: int = 1
-    image_size: int = 8
-    noise: float = 0.15
-    test_fraction: float = 0.25
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(
-            self.num_samples >= 8, "dataset.num_samples", f"must be >= 8, got {self.num_samples}"
-        )
-        _require(
-            self.num_classes >= 2, "dataset.num_classes", f"must be >= 2, got {self.num_classes}"
-        )
-        _require(
-            self.channels in (1, 3), "dataset.channels", f"must be 1 or 3, got {self.channels}"
-        )
-        _require(self.image_size >= 4, "dataset.image_size", f"must be >= 4, got {self.image_size}")
-        _require(self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
-        _require(
-            0 < self.test_fraction < 1,
-            "dataset.test_fraction",
-            f"must be in (0, 1), got {self.test_fraction}",
-        )
-
-
-# option name -> its config (the options of the ``dataset`` group)
-DATASET_OPTIONS: dict[str, DatasetConfig] = {
-    "digits": DatasetConfig(name="digits"),
-    "synthetic": SyntheticDatasetConfig(name="synthetic"),
-    "fashion_mnist": DatasetConfig(name="fashion_mnist"),
-    "mnist": DatasetConfig(name="mnist"),
-    "cifar10": DatasetConfig(
-        name="cifar10", augment=True
-    ),  # random crop + flip, as the paper trains
-}
-
-
-# ----------------------------------------------------------------------------------------- model
-NORM_OPTIONS = ("batch", "group", "none")  # robustctl.models.resnet.NORMS
-
-
-@dataclass
-class ModelConfig:
-    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2). ``norm``: the layer after
-    each convolution, ``batch`` (BatchNorm), ``group`` (GroupNorm of ``norm_groups`` groups) or
-    ``none``."""
-
-    name: str = "resnet20"
-    depth: int = 20
-    width: int = 16
-    activation: str = "leaky_relu"
-    negative_slope: float = 0.1
-    norm: str = "batch"
-    norm_groups: int = 8
-
-    def __post_init__(self) -> None:
-        _require(
-            self.depth >= 8 and (self.depth - 2) % 6 == 0,
-            "model.depth",
-            f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}",
-        )
-        _require(
-            self.name == f"resnet{self.depth}",
-            "model.depth",
-            f"{self.depth} does not match model {self.name!r} "
-            f"(use model=resnet{self.depth} if that option exists)",
-        )
-        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
-        _require(
-            self.activation in ("relu", "leaky_relu"),
-            "model.activation",
-            f"must be one of relu, leaky_relu; got {self.activation!r}",
-        )
-        _require(
-            self.negative_slope >= 0,
-            "model.negative_slope",
-            f"must be >= 0, got {self.negative_slope}",
-        )
-        _require(
-            self.norm in NORM_OPTIONS,
-            "model.norm",
-            f"must be one of {', '.join(NORM_OPTIONS)}; got {self.norm!r}",
-        )
-        _require(
-            self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
-            "model.norm_groups",
-            f"must divide model.width = {self.width} for norm=group, got {self.norm_groups}",
-        )
-
-
-MODEL_OPTIONS: dict[str, ModelConfig] = {
-    f"resnet{d}": ModelConfig(name=f"resnet{d}", depth=d) for d in (20, 32, 56)
-}
-
 
 # --------------------------------------------------------------------------------------- trainer
 SCHEDULES = ("cosine", "step", "constant")
@@ -291,9 +155,9 @@ class EvaluateConfig:
 class RunConfig:
     """The whole composed configuration, typed."""
 
-    dataset: DatasetConfig
-    model: ModelConfig
-    loss: LossConfig
+    dataset: Any  # each group's config is its option's dataclass, defined in its package:
+    model: Any  # robustctl.data, .models, .losses, .attacks, .defenses, .threat_models,
+    loss: Any  # .transforms, .train_defenses (each package's OPTIONS)
     trainer: TrainerConfig
     tracking: TrackingConfig
     evaluate: EvaluateConfig

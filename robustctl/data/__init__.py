@@ -1,4 +1,6 @@
-"""Datasets: a registry from the ``dataset`` group's option name to a loader, and ``load_dataset``.
+"""Datasets: the ``dataset`` group's options (:data:`OPTIONS`: option -> its config and its
+loader, added by each loader's module; every module of this package is imported here) and
+``load_dataset``.
 
 A loader is ``(cfg, work_dir) -> RawSplit``; ``load_dataset`` then applies the shared protocol:
 ``train_limit`` / ``test_limit`` subsets, the seeded train/validation split, the refusal of an
@@ -7,11 +9,13 @@ empty split and the format checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from pathlib import Path
 
-from robustctl.config.schema import DatasetConfig
 from robustctl.data.base import (
+    OPTIONS,
+    DatasetConfig,
     ImageData,
     RawSplit,
     check_images,
@@ -20,27 +24,14 @@ from robustctl.data.base import (
     split_train_val,
     take,
 )
-from robustctl.data.cifar10 import load_cifar10
-from robustctl.data.digits import load_digits_split
-from robustctl.data.mnist_family import load_fashion_mnist, load_mnist
-from robustctl.data.synthetic import load_synthetic_split
-from robustctl.errors import ConfigError
+from robustctl.data.synthetic import SyntheticDatasetConfig
 
-LOADERS: dict[str, Callable[..., RawSplit]] = {
-    "digits": load_digits_split,
-    "synthetic": load_synthetic_split,
-    "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def load_dataset(cfg: DatasetConfig, work_dir: str | Path = ".") -> ImageData:
-    if cfg.name not in LOADERS:
-        raise ConfigError(
-            f"dataset: unknown option {cfg.name!r} — valid: {', '.join(sorted(LOADERS))}"
-        )
-    raw = LOADERS[cfg.name](cfg, work_dir)
+    raw = OPTIONS.implementation(cfg.name)(cfg, work_dir)
     x_train, y_train = take(raw.x_train, raw.y_train, cfg.train_limit, cfg.split_seed)
     x_test, y_test = take(raw.x_test, raw.y_test, cfg.test_limit, cfg.split_seed + 1)
     x_train, y_train, x_val, y_val = split_train_val(
@@ -69,4 +60,12 @@ def load_dataset(cfg: DatasetConfig, work_dir: str | Path = ".") -> ImageData:
     )
 
 
-__all__ = ["LOADERS", "ImageData", "RawSplit", "iterate_batches", "load_dataset"]
+__all__ = [
+    "OPTIONS",
+    "DatasetConfig",
+    "ImageData",
+    "RawSplit",
+    "SyntheticDatasetConfig",
+    "iterate_batches",
+    "load_dataset",
+]

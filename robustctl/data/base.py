@@ -16,7 +16,45 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robustctl.config.registry import OptionRegistry
+from robustctl.config.validation import require
 from robustctl.errors import DataError
+
+# the ``dataset`` group's options: each loader module adds its own (config, loader)
+OPTIONS: OptionRegistry = OptionRegistry("dataset")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the images come from and how the training set is split.
+
+    ``root`` null means the dataset's default location (see ``robustctl.data``). ``train_limit``
+    and ``test_limit`` take a seeded random subset (quick runs); ``val_fraction`` of the training
+    set is held out, deterministically from ``split_seed``.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.val_fraction < 1,
+            "dataset.val_fraction",
+            f"must be in [0, 1), got {self.val_fraction}",
+        )
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            require(
+                value is None or value > 0,
+                f"dataset.{key}",
+                f"must be positive or null, got {value}",
+            )
 
 
 @dataclass

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustctl.config.schema import DatasetConfig
-from robustctl.data.base import RawSplit
+from robustctl.data.base import OPTIONS, DatasetConfig, RawSplit
 from robustctl.errors import DataError
 
 FOLDER = "cifar-10-batches-py"
@@ -126,3 +125,7 @@ def load_cifar10(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
         CLASS_NAMES,
         source=str(found.resolve()),
     )
+
+
+# random crop + flip, as the paper trains
+OPTIONS.add(DatasetConfig(name="cifar10", augment=True), load_cifar10)

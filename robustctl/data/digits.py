@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from robustctl.config.schema import DatasetConfig
-from robustctl.data.base import RawSplit
+from robustctl.data.base import OPTIONS, DatasetConfig, RawSplit
 
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 12345
@@ -36,3 +35,6 @@ def load_digits_split(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
         tuple(str(d) for d in range(10)),
         source="scikit-learn:sklearn.datasets.load_digits",
     )
+
+
+OPTIONS.add(DatasetConfig(name="digits"), load_digits_split)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from robustctl.config.schema import DatasetConfig
-from robustctl.data.base import RawSplit
+from robustctl.data.base import OPTIONS, DatasetConfig, RawSplit
 from robustctl.data.idx import has_idx_files, load_idx_folder
 from robustctl.errors import DataError
 
@@ -124,3 +123,7 @@ def load_fashion_mnist(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
 
 def load_mnist(cfg: DatasetConfig, work_dir: str | Path) -> RawSplit:
     return load_mnist_family(MNIST, cfg, work_dir)
+
+
+OPTIONS.add(DatasetConfig(name="fashion_mnist"), load_fashion_mnist)
+OPTIONS.add(DatasetConfig(name="mnist"), load_mnist)

@@ -7,12 +7,42 @@ so the same config always yields the same tensors; classes are balanced.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from robustctl.config.schema import SyntheticDatasetConfig
-from robustctl.data.base import RawSplit
+from robustctl.config.validation import require
+from robustctl.data.base import OPTIONS, DatasetConfig, RawSplit
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """Seeded Gaussian class prototypes plus noise (tests and smoke runs)."""
+
+    num_samples: int = 1200
+    num_classes: int = 4
+    channels: int = 1
+    image_size: int = 8
+    noise: float = 0.15
+    test_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.num_samples >= 8, "dataset.num_samples", f"must be >= 8, got {self.num_samples}"
+        )
+        require(
+            self.num_classes >= 2, "dataset.num_classes", f"must be >= 2, got {self.num_classes}"
+        )
+        require(self.channels in (1, 3), "dataset.channels", f"must be 1 or 3, got {self.channels}")
+        require(self.image_size >= 4, "dataset.image_size", f"must be >= 4, got {self.image_size}")
+        require(self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
+        require(
+            0 < self.test_fraction < 1,
+            "dataset.test_fraction",
+            f"must be in (0, 1), got {self.test_fraction}",
+        )
 
 
 def load_synthetic_split(cfg: SyntheticDatasetConfig, work_dir: str | Path) -> RawSplit:
@@ -34,3 +64,6 @@ def load_synthetic_split(cfg: SyntheticDatasetConfig, work_dir: str | Path) -> R
         tuple(f"class{i}" for i in range(k)),
         source=f"robustctl:synthetic(split_seed={cfg.split_seed})",
     )
+
+
+OPTIONS.add(SyntheticDatasetConfig(name="synthetic"), load_synthetic_split)

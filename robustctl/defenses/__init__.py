@@ -52,7 +52,7 @@ DEFENSES: dict[str, type[Detector] | None] = {"none": None, **DETECTORS}
 
 def defense_configs() -> dict[str, Any]:
     """Every option of the ``defense`` group with its default config (``none`` aside): the
-    registry :mod:`robustctl.config.options` stores in Hydra."""
+    registry :mod:`robustctl.options` stores in Hydra."""
     return {name: cls.config_type() for name, cls in DEFENSES.items() if cls is not None}
 
 

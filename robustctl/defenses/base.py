@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from robustctl.attacks import check_attack_choice
 from robustctl.config.validation import require
 from robustctl.defenses.regression import MIN_FIT_PAIRS
 from robustctl.errors import ConfigError
@@ -59,9 +60,6 @@ class AdversarialFitConfig:
     def check_fit_fields(self) -> None:
         """Range checks of these fields; subclasses call it from ``__post_init__``."""
         import math
-
-        # imported here: robustctl.attacks imports robustctl.defenses (C&W-wb)
-        from robustctl.attacks import check_attack_choice
 
         check_attack_choice(self.fit_attack, self.fit_attack_params, "defense.fit_attack")
         require(
@@ -190,6 +188,40 @@ class Detector(nn.Module):
     def caveats(self) -> dict[str, tuple[str, str]]:
         """Warnings on the fit: tag key -> (tag value, message)."""
         return {}
+
+
+@runtime_checkable
+class AttackableDetector(Protocol):
+    """What an adaptive white-box attack (C&W-wb, :mod:`robustctl.threat_models.cw_wb`) needs
+    from a detector, and what it may rely on. Every :class:`Detector` provides it.
+
+    - ``layers``: the :class:`Probe` layers the scores read (the attack builds one probe per
+      step with them).
+    - ``score_probe(probe, classes) -> [N]``: the detector's score (larger = more adversarial)
+      of the probe's images under ``classes``; an image is flagged when its score exceeds the
+      threshold T (a quantile of the clean scores).
+    - ``attack_score(probe, toward) -> [N]``: what the attack minimizes while moving toward
+      ``toward``; differentiable with respect to ``probe.x`` (through a surrogate where the
+      detector is not: BPDA, an expectation over its randomness). Contract: for every image,
+      ``attack_score(probe, t) <= attack_threshold(T)`` implies ``score_probe(probe, t) <= T``
+      (it is the score, a monotone transform of it, or an upper bound of it), so an image the
+      attack brings under the transformed threshold while classified as ``t`` is undetected.
+    - ``attack_threshold(T)``: T in the units of ``attack_score`` (the same monotone transform).
+    - ``bound_is_score``: True when ``attack_score`` is ``score_probe`` itself (no bound, no
+      transform), so the attack may read the detector's decision off its own objective instead
+      of scoring again.
+    """
+
+    layers: tuple[str, ...]
+
+    @property
+    def bound_is_score(self) -> bool: ...
+
+    def score_probe(self, probe: Probe, classes: Tensor) -> Tensor: ...
+
+    def attack_score(self, probe: Probe, toward: Tensor) -> Tensor: ...
+
+    def attack_threshold(self, threshold: Tensor) -> Tensor: ...
 
 
 class LogScaleAttack:

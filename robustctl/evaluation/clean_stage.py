@@ -26,10 +26,10 @@ from robustctl.inference import ModelOutputs
 def classification_loss(name: str) -> Any:
     """The classification term (ce or rce) a model was trained with: the loss whose input gradient
     ``embed/input_grad_norm`` measures."""
-    from robustctl.config.loss_schema import LOSS_OPTIONS
+    from robustctl.losses import OPTIONS as LOSS_OPTIONS
     from robustctl.losses import build_loss
 
-    return build_loss(LOSS_OPTIONS[name])
+    return build_loss(LOSS_OPTIONS.configs()[name])
 
 
 def clean_stage(

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from robustctl import metric_keys as keys
 from robustctl.inference import eval_mode, model_device, predict
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 SampleLoss = Callable[
     [ModelOutput, Tensor], Tensor

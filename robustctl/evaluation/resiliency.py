@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from robustctl import metric_keys as keys
 from robustctl.attacks import build
-from robustctl.config.threat_model_schema import RESILIENCY_EPS
 from robustctl.evaluation.attack_runner import progress_bar, run_attack
 from robustctl.evaluation.figures import pyplot
 from robustctl.inference import predict_labels
+
+RESILIENCY_EPS = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2)  # PDM Figure 3
 
 
 def resiliency_curve(

@@ -1,4 +1,5 @@
-"""Training losses: a registry from the ``loss`` group's option name to a constructor.
+"""Training losses: the ``loss`` group's options (:data:`OPTIONS`: option -> its config and its
+builder, added by the module that implements it; configs in :mod:`robustctl.losses.schema`).
 
 | option | loss | module |
 |---|---|---|
@@ -18,78 +19,41 @@ forward, and center buffers take their stored size when a checkpoint is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+import pkgutil
 
-from robustctl.config.loss_schema import (
-    CenterLossConfig,
-    ContrastiveCenterLossConfig,
-    LossConfig,
-    PDMLossConfig,
-)
-from robustctl.errors import ConfigError
 from robustctl.losses.base import ClassificationLoss, LossOutput, Pairs, TrainingLoss
-from robustctl.losses.center import CenterLoss
-from robustctl.losses.composite import CompositeLoss
-from robustctl.losses.contrastive_center import ContrastiveCenterLoss
-from robustctl.losses.cross_entropy import CrossEntropy
 from robustctl.losses.pairs import PairSampler, split_output
-from robustctl.losses.reduce_variance import ReduceVarianceLoss
-from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
+from robustctl.losses.schema import OPTIONS, LossConfig, loss_variant
 
-CLASSIFICATION: dict[str, type[ClassificationLoss]] = {
-    "ce": CrossEntropy,
-    "rce": ReverseCrossEntropy,
-}
-
-
-def _classification(cfg: LossConfig) -> ClassificationLoss:
-    return CLASSIFICATION[cfg.classification](weight=cfg.weight)
-
-
-def _pdm(cfg: PDMLossConfig) -> TrainingLoss:
-    rvl = ReduceVarianceLoss(cfg.rvl_normalization)
-    return CompositeLoss(
-        _classification(cfg),
-        {"rvl": (cfg.rvl_weight, rvl)},
-        siamese_weight=cfg.siamese_weight,
-        q=cfg.q,
-    )
-
-
-def _center(cfg: CenterLossConfig) -> TrainingLoss:
-    term = CenterLoss(alpha=cfg.center_alpha)
-    return CompositeLoss(_classification(cfg), {"center": (cfg.center_weight, term)})
-
-
-def _contrastive_center(cfg: ContrastiveCenterLossConfig) -> TrainingLoss:
-    term = ContrastiveCenterLoss(alpha=cfg.center_alpha, delta=cfg.delta)
-    return CompositeLoss(_classification(cfg), {"contrastive_center": (cfg.center_weight, term)})
-
-
-# option name -> constructor(loss config)
-LOSSES: dict[str, Callable[[Any], TrainingLoss]] = {
-    "ce": lambda cfg: CrossEntropy(weight=cfg.weight),
-    "rce": lambda cfg: ReverseCrossEntropy(weight=cfg.weight),
-    "siamese_rvl": _pdm,
-    "pdm": _pdm,
-    "center": _center,
-    "contrastive_center": _contrastive_center,
-}
+# the paper's options first (the order ``robustctl config`` and the report list them), then any
+# other module of the package: a new loss is one module that adds its option to OPTIONS
+for _module in (
+    "cross_entropy",
+    "reverse_cross_entropy",
+    "composite",
+    "center",
+    "contrastive_center",
+):
+    importlib.import_module(f"{__name__}.{_module}")
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_loss(cfg: LossConfig) -> TrainingLoss:
-    if cfg.name not in LOSSES:
-        raise ConfigError(f"loss: unknown option {cfg.name!r} — valid: {', '.join(sorted(LOSSES))}")
-    return LOSSES[cfg.name](cfg)
+    """The training loss of option ``cfg.name`` built from ``cfg``."""
+    return OPTIONS.implementation(cfg.name)(cfg)
 
 
 __all__ = [
-    "LOSSES",
+    "OPTIONS",
+    "ClassificationLoss",
+    "LossConfig",
     "LossOutput",
     "PairSampler",
     "Pairs",
     "TrainingLoss",
     "build_loss",
+    "loss_variant",
     "split_output",
 ]

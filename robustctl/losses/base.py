@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 
 class LossOutput(NamedTuple):

@@ -22,6 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robustctl.losses.base import TrainingLoss
+from robustctl.losses.composite import CompositeLoss, classification_term
+from robustctl.losses.schema import OPTIONS, CenterLossConfig
+
 
 class CenterLoss(nn.Module):
     """Args: ``num_classes`` (K), ``embedding_dim`` (D) (both optional, see above), ``alpha``
@@ -75,3 +79,12 @@ class CenterLoss(nn.Module):
         counts = torch.bincount(labels, minlength=len(c)).to(c.dtype)
         diff_sum = torch.zeros_like(c).index_add_(0, labels, c[labels] - z.to(c.dtype))
         self.centers.sub_(self.alpha * diff_sum / (1.0 + counts)[:, None])
+
+
+def build_center(cfg: CenterLossConfig) -> TrainingLoss:
+    """Classification + center loss (Wen et al. 2016)."""
+    term = CenterLoss(alpha=cfg.center_alpha)
+    return CompositeLoss(classification_term(cfg), {"center": (cfg.center_weight, term)})
+
+
+OPTIONS.add(CenterLossConfig(name="center"), build_center)

@@ -23,8 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.losses.base import ClassificationLoss, LossOutput, Pairs, TrainingLoss
+from robustctl.losses.cross_entropy import CrossEntropy
+from robustctl.losses.reduce_variance import ReduceVarianceLoss
+from robustctl.losses.reverse_cross_entropy import ReverseCrossEntropy
+from robustctl.losses.schema import OPTIONS, LossConfig, PDMLossConfig
 from robustctl.losses.siamese import siamese_cosine_loss
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 
 class CompositeLoss(TrainingLoss):
@@ -72,3 +76,29 @@ class CompositeLoss(TrainingLoss):
             terms[name] = self.weights[name] * term(z, y, output.logits.shape[1])
         total = torch.stack(list(terms.values())).sum()
         return LossOutput(total, terms)
+
+
+CLASSIFICATION: dict[str, type[ClassificationLoss]] = {
+    "ce": CrossEntropy,
+    "rce": ReverseCrossEntropy,
+}
+
+
+def classification_term(cfg: LossConfig) -> ClassificationLoss:
+    """The classification term every loss option has (``classification``, ``weight``)."""
+    return CLASSIFICATION[cfg.classification](weight=cfg.weight)
+
+
+def build_pdm(cfg: PDMLossConfig) -> TrainingLoss:
+    """Classification + Siamese cosine + reduce-variance loss (PDM section 3)."""
+    rvl = ReduceVarianceLoss(cfg.rvl_normalization)
+    return CompositeLoss(
+        classification_term(cfg),
+        {"rvl": (cfg.rvl_weight, rvl)},
+        siamese_weight=cfg.siamese_weight,
+        q=cfg.q,
+    )
+
+
+OPTIONS.add(PDMLossConfig(name="siamese_rvl"), build_pdm)  # CE + Siamese + RVL
+OPTIONS.add(PDMLossConfig(name="pdm", classification="rce"), build_pdm)  # the paper's PDM

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from robustctl.losses.base import TrainingLoss
 from robustctl.losses.center import CenterLoss
+from robustctl.losses.composite import CompositeLoss, classification_term
+from robustctl.losses.schema import OPTIONS, ContrastiveCenterLossConfig
 
 
 class ContrastiveCenterLoss(CenterLoss):
@@ -41,3 +44,14 @@ class ContrastiveCenterLoss(CenterLoss):
         own = sq.gather(1, labels[:, None]).squeeze(1)  # [N]
         others = sq.sum(dim=1) - own
         return 0.5 * (own / (others + self.delta)).mean()
+
+
+def build_contrastive_center(cfg: ContrastiveCenterLossConfig) -> TrainingLoss:
+    """Classification + contrastive-center loss (Qi & Su 2017)."""
+    term = ContrastiveCenterLoss(alpha=cfg.center_alpha, delta=cfg.delta)
+    return CompositeLoss(
+        classification_term(cfg), {"contrastive_center": (cfg.center_weight, term)}
+    )
+
+
+OPTIONS.add(ContrastiveCenterLossConfig(name="contrastive_center"), build_contrastive_center)

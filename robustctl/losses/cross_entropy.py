@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustctl.losses.base import ClassificationLoss
-from robustctl.models.resnet import ModelOutput
+from robustctl.losses.schema import OPTIONS, LossConfig
+from robustctl.models.base import ModelOutput
 
 
 class CrossEntropy(ClassificationLoss):
@@ -19,3 +20,6 @@ class CrossEntropy(ClassificationLoss):
 
     def sample_losses(self, output: ModelOutput, labels: Tensor) -> Tensor:
         return F.cross_entropy(output.logits, labels, reduction="none")
+
+
+OPTIONS.add(LossConfig(name="ce"), lambda cfg: CrossEntropy(weight=cfg.weight))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 
 class PairSampler:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustctl.losses.base import ClassificationLoss
-from robustctl.models.resnet import ModelOutput
+from robustctl.losses.schema import OPTIONS, LossConfig
+from robustctl.models.base import ModelOutput
 
 
 def reverse_labels(labels: Tensor, num_classes: int) -> Tensor:
@@ -37,3 +38,9 @@ class ReverseCrossEntropy(ClassificationLoss):
 
     def sample_losses(self, output: ModelOutput, labels: Tensor) -> Tensor:
         return reverse_cross_entropy(output.logits, labels)
+
+
+OPTIONS.add(
+    LossConfig(name="rce", classification="rce"),
+    lambda cfg: ReverseCrossEntropy(weight=cfg.weight),
+)

@@ -1,34 +1,25 @@
-"""Models: a registry from config name to constructor, and ``build_model``."""
+"""Models: the ``model`` group's options (:data:`OPTIONS`, filled by each architecture's module)
+and :func:`build_model`. Every module of this package is imported here, so a new architecture is
+one file (:mod:`robustctl.models.base` says what it provides)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import importlib
+import pkgutil
+from typing import Any
 
 from torch import nn
 
-from robustctl.config.schema import ModelConfig
-from robustctl.errors import ConfigError
-from robustctl.models.resnet import ModelOutput, PredictionView, ResNet
+from robustctl.models.base import OPTIONS, EmbeddingModel, ModelOutput
+from robustctl.models.resnet import PredictionView, ResNet, ResNetConfig
 
-# name -> constructor(cfg, **data-dependent kwargs)
-MODELS: dict[str, Callable[..., ResNet]] = {
-    name: (
-        lambda cfg, **kw: ResNet(
-            depth=cfg.depth,
-            width=cfg.width,
-            activation=cfg.activation,
-            negative_slope=cfg.negative_slope,
-            norm=cfg.norm,
-            norm_groups=cfg.norm_groups,
-            **kw,
-        )
-    )
-    for name in ("resnet20", "resnet32", "resnet56")
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_model(
-    cfg: ModelConfig,
+    cfg: Any,
     *,
     num_classes: int,
     in_channels: int,
@@ -36,14 +27,11 @@ def build_model(
     std: list[float] | None = None,
     logit_sign: float = 1.0,
     transform: nn.Module | None = None,
-) -> ResNet:
-    """Instantiate ``cfg.name`` for data with ``in_channels`` and ``num_classes``; ``transform``
-    (:func:`robustctl.transforms.build_transform`) is applied to every input first."""
-    if cfg.name not in MODELS:
-        raise ConfigError(
-            f"model: unknown option {cfg.name!r} — valid: {', '.join(sorted(MODELS))}"
-        )
-    return MODELS[cfg.name](
+) -> nn.Module:
+    """Instantiate option ``cfg.name`` (its config ``cfg``) for data with ``in_channels`` and
+    ``num_classes``; ``transform`` (:func:`robustctl.transforms.build_transform`) is applied to
+    every input first."""
+    return OPTIONS.implementation(cfg.name)(
         cfg,
         num_classes=num_classes,
         in_channels=in_channels,
@@ -54,4 +42,19 @@ def build_model(
     )
 
 
-__all__ = ["MODELS", "ModelOutput", "PredictionView", "ResNet", "build_model"]
+def model_config(name: str, **values: Any) -> Any:
+    """The config of model option ``name`` with ``values`` set (its type's range checks run)."""
+    OPTIONS.implementation(name)  # an unknown name is refused with the valid ones
+    return dataclasses.replace(OPTIONS.configs()[name], **values)
+
+
+__all__ = [
+    "OPTIONS",
+    "EmbeddingModel",
+    "ModelOutput",
+    "PredictionView",
+    "ResNet",
+    "ResNetConfig",
+    "build_model",
+    "model_config",
+]

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-
-class ModelOutput(NamedTuple):
-    logits: Tensor  # [N, K] raw logits Z (before any test-time transform)
-    embedding: Tensor  # [N, 4 * width] pooled features z
+from robustctl.config.validation import require
+from robustctl.models.base import OPTIONS, ModelOutput
 
 
 def make_activation(name: str, negative_slope: float) -> nn.Module:
@@ -44,6 +41,55 @@ NORMS: dict[str, Callable[[int, int], nn.Module]] = {
     "group": lambda channels, groups: nn.GroupNorm(groups, channels),
     "none": lambda channels, groups: nn.Identity(),
 }
+
+
+@dataclass
+class ResNetConfig:
+    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016, section 4.2). ``norm``: the layer after
+    each convolution, ``batch`` (BatchNorm), ``group`` (GroupNorm of ``norm_groups`` groups) or
+    ``none``."""
+
+    name: str = "resnet20"
+    depth: int = 20
+    width: int = 16
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.1
+    norm: str = "batch"
+    norm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        require(
+            self.depth >= 8 and (self.depth - 2) % 6 == 0,
+            "model.depth",
+            f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}",
+        )
+        require(
+            self.name == f"resnet{self.depth}",
+            "model.depth",
+            f"{self.depth} does not match model {self.name!r} "
+            f"(use model=resnet{self.depth} if that option exists)",
+        )
+        require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+        require(
+            self.activation in ("relu", "leaky_relu"),
+            "model.activation",
+            f"must be one of relu, leaky_relu; got {self.activation!r}",
+        )
+        require(
+            self.negative_slope >= 0,
+            "model.negative_slope",
+            f"must be >= 0, got {self.negative_slope}",
+        )
+        require(
+            self.norm in NORMS,
+            "model.norm",
+            f"must be one of {', '.join(NORMS)}; got {self.norm!r}",
+        )
+        require(
+            self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
+            "model.norm_groups",
+            f"must divide model.width = {self.width} for norm=group, got {self.norm_groups}",
+        )
 
 
 @dataclass(frozen=True)
@@ -215,3 +261,20 @@ class PredictionView(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.predict_logits(x)
+
+
+def build_resnet(cfg: ResNetConfig, **data_dependent: object) -> ResNet:
+    """The ResNet ``cfg`` describes, for the data's sizes and normalization (``build_model``)."""
+    return ResNet(
+        depth=cfg.depth,
+        width=cfg.width,
+        activation=cfg.activation,
+        negative_slope=cfg.negative_slope,
+        norm=cfg.norm,
+        norm_groups=cfg.norm_groups,
+        **data_dependent,  # type: ignore[arg-type]
+    )
+
+
+for _depth in (20, 32, 56):  # the paper's ResNet-20/32/56
+    OPTIONS.add(ResNetConfig(name=f"resnet{_depth}", depth=_depth), build_resnet)

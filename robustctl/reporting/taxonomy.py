@@ -105,7 +105,7 @@ def in_taxonomy(column: Column) -> bool:
 
 def taxonomy_parts(variant: str) -> list[str]:
     """The parts of a ``variant`` tag that name a taxonomy defense (``norm=``, ``transform=``,
-    ``train_defense=``; :func:`robustctl.config.variant.training_variant`), in order."""
+    ``train_defense=``; :func:`robustctl.training.variant.training_variant`), in order."""
     return [p for p in _top_level_parts(variant) if p.split("=", 1)[0] in TAXONOMY_OPTIONS]
 
 

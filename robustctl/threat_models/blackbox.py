@@ -17,32 +17,29 @@ target detector's AUC over its (clean, adversarial) pairs. Rates carry Wilson in
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.config.schema import ModelConfig
 from robustctl.defenses import fit_detector, require_detector
 from robustctl.evaluation.attack_runner import rate_metrics, run_attack
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs, model_device, predict_labels
+from robustctl.models import OPTIONS, model_config
 from robustctl.threat_models.context import ThreatContext, crafter, detect
 from robustctl.threat_models.distill import distill
 from robustctl.threat_models.whitebox import cw_wb_attack
 
 
-def proxy_config(ctx: ThreatContext) -> ModelConfig:
-    """The proxy architecture: ``blackbox.proxy_model``'s depth, the target's width, activation
-    and normalization."""
-    name, model = ctx.cfg.threat_model.blackbox.proxy_model, ctx.cfg.model
-    return ModelConfig(
-        name=name,
-        depth=int(name.removeprefix("resnet")),
-        width=model.width,
-        activation=model.activation,
-        negative_slope=model.negative_slope,
-        norm=model.norm,
-        norm_groups=model.norm_groups,
-    )
+def proxy_config(ctx: ThreatContext) -> Any:
+    """The proxy architecture: option ``blackbox.proxy_model`` with the target's settings where
+    the two architectures share a key (a ResNet proxy of a ResNet: the target's width, activation
+    and normalization; its own depth)."""
+    name, target = ctx.cfg.threat_model.blackbox.proxy_model, vars(ctx.cfg.model)
+    own = vars(OPTIONS.configs()[name])
+    shared = {k: v for k, v in target.items() if k in own and k not in ("name", "depth")}
+    return model_config(name, **shared)
 
 
 def transfer_metrics(

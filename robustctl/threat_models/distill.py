@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustctl.config.schema import ModelConfig
-from robustctl.config.threat_model_schema import DISTILL_MODES
 from robustctl.console import progress
 from robustctl.data.base import ImageData, iterate_batches
 from robustctl.inference import ModelOutputs, eval_mode, model_device, predict
 from robustctl.models import ResNet, build_model
+from robustctl.threat_models.schema import DISTILL_MODES
 from robustctl.training.schedule import learning_rate
 from robustctl.training.speed import sync_interval
 
@@ -63,7 +63,7 @@ def distillation_loss(
 def distill(
     target: ResNet,
     data: ImageData,
-    model_cfg: ModelConfig,
+    model_cfg: Any,
     *,
     mode: str = "soft",
     temperature: float = 4.0,

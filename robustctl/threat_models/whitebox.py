@@ -1,6 +1,6 @@
 """White-box threat model (PDM Appendix D; Carlini & Wagner 2017, "Adversarial examples are not
 easily detected"): the attacker knows the classifier *and* the detector, and runs C&W-wb through
-both (:class:`robustctl.attacks.cw_wb.CWWhiteBox`, parameters ``threat_model.whitebox``).
+both (:class:`robustctl.threat_models.cw_wb.CWWhiteBox`, parameters ``threat_model.whitebox``).
 
 Logged (PDM Table 3): ``whitebox/cw_wb/{success_rate,distortion,l2,linf,l0}`` (success over the
 clean-correct examples of the attacked subset, distortions over the successful ones), the
@@ -33,7 +33,6 @@ import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.attacks.cw_wb import CwWbConfig, CWWhiteBox, StartingPool
 from robustctl.attacks.metrics import per_example_distortions
 from robustctl.console import console
 from robustctl.data.base import ImageData, seeded_permutation
@@ -44,6 +43,7 @@ from robustctl.evaluation.intervals import bootstrap_interval, breach_median
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
 from robustctl.threat_models.context import ThreatContext, detect, split_scores
+from robustctl.threat_models.cw_wb import CwWbConfig, CWWhiteBox, StartingPool
 
 
 def cw_wb_attack(

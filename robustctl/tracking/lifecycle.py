@@ -18,7 +18,6 @@ from typing import Any
 
 from robustctl import metric_keys as keys
 from robustctl.config.schema import RunConfig
-from robustctl.config.variant import training_variant
 from robustctl.console import console
 from robustctl.signals import Terminated, stop_on_sigterm
 from robustctl.slurm_job import job_tags
@@ -38,6 +37,7 @@ from robustctl.tracking.store import (
     resolve_artifact_location,
     resolve_tracking_uri,
 )
+from robustctl.training.variant import training_variant
 
 RUN_ID_ATTR = "robustctl_run_id"  # set on an exception that ended (and failed) a tracked run
 
@@ -91,7 +91,7 @@ def identity_tags(
 ) -> dict[str, str]:
     """``training_fingerprint``, ``fingerprint`` (training and evaluation settings, seed aside)
     and ``variant`` (the training options that depart from the paper's:
-    :func:`~robustctl.config.variant.training_variant`). ``training`` and ``variant``
+    :func:`~robustctl.training.variant.training_variant`). ``training`` and ``variant``
     default to the config's own; ``evaluate`` passes those of the checkpoint it loads."""
     training = training or training_fingerprint(container)
     return {

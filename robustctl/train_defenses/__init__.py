@@ -1,8 +1,9 @@
 """Training-time defenses: the ``train_defense`` config group's options (the taxonomy's
 Category 2 defenses that make the network itself resist the perturbation).
 
-``TRAIN_DEFENSES`` maps each option to the class that implements it (``none``: plain training);
-:func:`train_defense_configs` gives each option's default config. :func:`build_train_defense`
+:data:`OPTIONS` maps each option to its config and the class that implements it (``none``: plain
+training), added by the module that implements it (every module of this package is imported
+here); :func:`train_defense_configs` gives each option's default config. :func:`build_train_defense`
 returns the object the trainer asks for the training loss (``wrap_loss``) and, once per epoch,
 for the function each batch goes through before the step (``for_epoch``; None: none).
 
@@ -19,11 +20,12 @@ for the function each batch goes through before the step (``for_epoch``; None: n
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from torch import nn
 
-from robustctl.config.validation import NoneConfig
 from robustctl.errors import ConfigError
 from robustctl.train_defenses.adversarial import (
     AdversarialTraining,
@@ -38,51 +40,24 @@ from robustctl.train_defenses.distillation import (
     TemperatureTraining,
     teacher_config,
 )
+from robustctl.train_defenses.registry import OPTIONS
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def train_defense_configs() -> dict[str, Any]:
-    """Every option of the ``train_defense`` group with its default config: the registry
-    :mod:`robustctl.config.options` stores in Hydra."""
-    return {
-        "none": NoneConfig(),
-        # Goodfellow et al. 2015: FGSM examples for half of each batch
-        "fgsm_at": AdversarialTrainingConfig(
-            name="fgsm_at", attack="fgsm", attack_params={"eps": 0.1}, mix=0.5
-        ),
-        # Madry et al. 2018: every example replaced by its PGD (random start) example
-        "pgd_at": AdversarialTrainingConfig(),
-        # Papernot et al. 2016: teacher trained at temperature T, student on its soft labels
-        "distill_teacher": TemperatureConfig(),
-        "distillation": DistillationConfig(),
-    }
-
-
-# option -> the class that implements it (None: no training-time defense); presets of
-# conf/train_defense/ (pgd_at-cifar10) are built by their config's type
-TRAIN_DEFENSES: dict[str, type[Any] | None] = {
-    "none": None,
-    "fgsm_at": AdversarialTraining,
-    "pgd_at": AdversarialTraining,
-    "distill_teacher": TemperatureTraining,
-    "distillation": Distillation,
-}
-_BY_CONFIG: dict[type, type[Any]] = {
-    AdversarialTrainingConfig: AdversarialTraining,
-    TemperatureConfig: TemperatureTraining,
-    DistillationConfig: Distillation,
-}
+    """Every option of the ``train_defense`` group with its default config."""
+    return OPTIONS.configs()
 
 
 def _implementation(cfg: Any) -> type[Any] | None:
-    if type(cfg) in _BY_CONFIG:
-        return _BY_CONFIG[type(cfg)]
-    name = getattr(cfg, "name", "none")
-    if name not in TRAIN_DEFENSES:
-        raise ConfigError(
-            f"train_defense: unknown option {name!r} — "
-            f"valid train_defense options: {', '.join(sorted(TRAIN_DEFENSES))}"
-        )
-    return TRAIN_DEFENSES[name]
+    """The class of a ``train_defense`` config: by its type (a preset of conf/train_defense/,
+    ``pgd_at-cifar10``, is named after itself but built by its option's class), else by name."""
+    by_type = {type(c): OPTIONS.implementation(n) for n, c in OPTIONS.configs().items()}
+    if type(cfg) in by_type and by_type[type(cfg)] is not None:
+        return by_type[type(cfg)]
+    return OPTIONS.implementation(getattr(cfg, "name", "none"))
 
 
 def needs_teacher(cfg: Any) -> bool:
@@ -115,7 +90,7 @@ def build_train_defense(cfg: Any, teacher: nn.Module | None = None) -> Any:
 
 
 __all__ = [
-    "TRAIN_DEFENSES",
+    "OPTIONS",
     "AdversarialTraining",
     "AdversarialTrainingConfig",
     "BatchAdversary",

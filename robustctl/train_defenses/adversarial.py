@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.config.validation import require
+from robustctl.train_defenses.registry import OPTIONS
 
 
 @dataclass
@@ -85,3 +86,12 @@ class BatchAdversary:
             return x
         x_adv = self.attack(x[:k], y[:k]).x_adv.to(x.dtype)
         return x_adv if k == len(y) else torch.cat([x_adv, x[k:]])
+
+
+# Goodfellow et al. 2015: FGSM examples for half of each batch
+OPTIONS.add(
+    AdversarialTrainingConfig(name="fgsm_at", attack="fgsm", attack_params={"eps": 0.1}, mix=0.5),
+    AdversarialTraining,
+)
+# Madry et al. 2018: every example replaced by its PGD (random start) example
+OPTIONS.add(AdversarialTrainingConfig(), AdversarialTraining)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from robustctl.config.validation import require
 from robustctl.losses.base import LossOutput, TrainingLoss
 from robustctl.models import ModelOutput
+from robustctl.train_defenses.registry import OPTIONS
 
 # Papernot et al.'s temperature for MNIST and CIFAR-10
 PAPER_TEMPERATURE = 100.0
@@ -175,3 +176,8 @@ class Distillation:
     def for_epoch(self, model: nn.Module, *, seed: int, epoch: int) -> SoftLabels:
         assert self.loss is not None, "wrap_loss first"
         return SoftLabels(self.teacher, self.loss)
+
+
+# Papernot et al. 2016: teacher trained at temperature T, student on its soft labels
+OPTIONS.add(TemperatureConfig(), TemperatureTraining)
+OPTIONS.add(DistillationConfig(), Distillation)

@@ -159,14 +159,13 @@ def model_from_checkpoint(
     state: dict[str, Any], device: str | torch.device = "cpu", expect_model: str | None = None
 ) -> torch.nn.Module:
     """Rebuild the project model a checkpoint describes and load its weights (strictly)."""
-    from robustctl.config.schema import ModelConfig
     from robustctl.errors import ConfigError
-    from robustctl.models import build_model
+    from robustctl.models import build_model, model_config
     from robustctl.transforms import transform_from_meta
 
     meta = state.get("meta", {})
     try:
-        model_cfg = ModelConfig(**meta["model"])
+        model_cfg = model_config(**meta["model"])
         if expect_model is not None and expect_model != model_cfg.name:
             raise CheckpointError(
                 f"checkpoint holds a {model_cfg.name}, but the config asks for {expect_model}",

@@ -1,8 +1,10 @@
 """Input transforms: the ``transform`` config group's options (the taxonomy's Category 2 defenses
 that remove the perturbation before the network sees it).
 
-``TRANSFORMS`` maps each option to the :class:`~robustctl.transforms.base.InputTransform` class
-that implements it (its ``config_type`` is the option's config). :func:`build_transform` makes the
+:data:`OPTIONS` maps each option to the :class:`~robustctl.transforms.base.InputTransform` class
+that implements it (its ``config_type`` is the option's config); a class registers itself by
+being defined in a module of this package (all are imported here), so a new transform is one
+module. :func:`build_transform` makes the
 module the model applies to every input, in training and at test time (``nn.Identity`` for
 ``none``); :func:`transform_from_meta` rebuilds it from what a checkpoint recorded.
 
@@ -13,14 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import asdict
 from typing import Any
 
 from torch import nn
 
-from robustctl.config.validation import NoneConfig
-from robustctl.errors import ConfigError
 from robustctl.transforms.base import (
+    OPTIONS,
     InputTransform,
     TransformConfig,
     straight_through,
@@ -32,34 +35,19 @@ from robustctl.transforms.jpeg import JPEG, JPEGConfig
 from robustctl.transforms.lowpass import Lowpass, LowpassConfig
 from robustctl.transforms.median import Median, MedianConfig
 
-TRANSFORMS: dict[str, type[InputTransform] | None] = {
-    "none": None,
-    "jpeg": JPEG,  # JPEG round trip (Guo et al. 2018; Das et al. 2017)
-    "bit_depth": BitDepth,  # colour-depth reduction (Xu et al. 2018)
-    "median": Median,  # median smoothing (Xu et al. 2018)
-    "lowpass": Lowpass,  # ideal DFT low-pass filter
-    "edges": Edges,  # binary Sobel edge images (train and test on edge maps)
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def transform_configs() -> dict[str, Any]:
-    """Every option of the ``transform`` group with its default config: the registry
-    :mod:`robustctl.config.options` stores in Hydra."""
-    return {
-        name: (NoneConfig() if cls is None else cls.config_type())
-        for name, cls in TRANSFORMS.items()
-    }
+    """Every option of the ``transform`` group with its default config."""
+    return OPTIONS.configs()
 
 
 def transform_class(name: str | None) -> type[InputTransform] | None:
     """The class of option ``name`` (None for ``none``); unknown names are refused with the
     valid ones."""
-    if name not in TRANSFORMS:
-        raise ConfigError(
-            f"transform: unknown option {name!r} — "
-            f"valid transform options: {', '.join(sorted(TRANSFORMS))}"
-        )
-    return TRANSFORMS[name]
+    return OPTIONS.implementation(str(name))
 
 
 def build_transform(cfg: Any) -> nn.Module:
@@ -87,7 +75,7 @@ def transform_from_meta(meta: dict[str, Any] | None) -> nn.Module:
 
 
 __all__ = [
-    "TRANSFORMS",
+    "OPTIONS",
     "BitDepth",
     "BitDepthConfig",
     "Edges",

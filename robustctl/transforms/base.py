@@ -33,9 +33,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustctl.config.validation import configured, require
+from robustctl.config.registry import OptionRegistry
+from robustctl.config.validation import NoneConfig, configured, require
 
 GRADIENTS = ("bpda", "exact")
+
+
+# the ``transform`` group's options: ``none``, then each InputTransform subclass, registered by
+# being defined (InputTransform.__init_subclass__)
+OPTIONS: OptionRegistry = OptionRegistry("transform")
+OPTIONS.add(NoneConfig())
 
 
 @dataclass
@@ -86,6 +93,13 @@ class InputTransform(nn.Module):
 
     config_type: ClassVar[type[TransformConfig]] = TransformConfig
     differentiable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass whose config names an option (``JPEGConfig.name == "jpeg"``) is that
+        option of the ``transform`` group: defining the class registers it in :data:`OPTIONS`."""
+        super().__init_subclass__(**kwargs)
+        if "config_type" in cls.__dict__ and cls.config_type().name:
+            OPTIONS.add(cls.config_type(), cls)
 
     def __init__(self, config: TransformConfig | None = None, /, **params: Any) -> None:
         super().__init__()

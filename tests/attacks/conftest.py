@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from robustctl.config.schema import DatasetConfig
+from robustctl.data import DatasetConfig
 from robustctl.data.digits import load_digits_split
 from robustctl.models import ResNet
 

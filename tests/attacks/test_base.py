@@ -23,11 +23,12 @@ FAST = {  # small budgets: these tests check plumbing, not strength
 
 def test_registry_names_every_method():
     from robustctl.attacks import method_configs
+    from robustctl.threat_models.cw_wb import CWWhiteBox
 
-    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool", "cw_wb"}
-    assert set(method_configs()) == set(ATTACKS) - {
-        "cw_wb"
-    }  # cw_wb needs a detector: not a gray-box option
+    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool"}
+    assert set(method_configs()) == set(ATTACKS)
+    # C&W-wb needs a detector: it keeps its method name but is no option of the attack group
+    assert CWWhiteBox.method == "cw_wb" and "cw_wb" not in ATTACKS
 
 
 class Affine:

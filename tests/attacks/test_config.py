@@ -21,7 +21,8 @@ from robustctl.attacks import (
     build_from_config,
     presets,
 )
-from robustctl.config import compose, config_dir, group_options
+from robustctl.composition import compose, group_options
+from robustctl.config import config_dir
 from robustctl.errors import ConfigError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustctl.config import compose, group_options, selected_options
+from robustctl.composition import compose, group_options, selected_options
 from robustctl.errors import ConfigError
 
 

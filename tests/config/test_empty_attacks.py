@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robustctl.cli import app
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.errors import ConfigError
 
 NUMERIC_KEYS = {

@@ -4,10 +4,10 @@ training-time defense as they were before those groups existed."""
 
 from __future__ import annotations
 
-from robustctl.config import compose
-from robustctl.config.variant import training_variant
+from robustctl.composition import compose
 from robustctl.tracking.lifecycle import config_container
 from robustctl.tracking.provenance import config_hash, training_fingerprint
+from robustctl.training.variant import training_variant
 
 
 def container(*overrides: str) -> dict:

@@ -7,8 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robustctl.cli import app
-from robustctl.config.schema import DatasetConfig, SyntheticDatasetConfig
-from robustctl.data import load_dataset
+from robustctl.data import DatasetConfig, SyntheticDatasetConfig, load_dataset
 from robustctl.errors import DataError
 from tests.data.test_loaders import write_mnist_folder
 

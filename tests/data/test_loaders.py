@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustctl.config.schema import DatasetConfig, SyntheticDatasetConfig
-from robustctl.data import load_dataset
+from robustctl.data import DatasetConfig, SyntheticDatasetConfig, load_dataset
 from robustctl.data.base import crop_flip, iterate_batches, split_train_val
 from robustctl.data.idx import read_idx, write_idx
 from robustctl.errors import DataError

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustctl.config import compose
-from robustctl.config.options import group_configs
+from robustctl.composition import compose
 from robustctl.defenses import DEFENSES, KDEConfig, KDEDetector, build_detector
 from robustctl.errors import ConfigError
+from robustctl.options import group_configs
 
 
 def test_kde_yaml_composes_with_the_paper_default() -> None:

@@ -211,7 +211,7 @@ def test_one_attack_iteration_runs_the_squeezed_images_through_the_model_once() 
     """C&W-wb reads the bound (to push down) and the score (to judge success) of one probe: they
     share its squeezed forward pass, so an iteration costs two forward passes (the images, their
     squeezed copies), not three."""
-    from robustctl.attacks.cw_wb import CWWhiteBox
+    from robustctl.threat_models.cw_wb import CWWhiteBox
 
     torch.manual_seed(0)
     model = ResNet(depth=8, num_classes=4, in_channels=1).eval()

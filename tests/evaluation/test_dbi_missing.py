@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from robustctl import metric_keys as keys
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data.base import ImageData
 from robustctl.evaluation.clean_stage import clean_stage
 from tests.losses.test_embedding import tiny_model

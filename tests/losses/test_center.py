@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from robustctl.config.loss_schema import CenterLossConfig, ContrastiveCenterLossConfig, LossConfig
 from robustctl.evaluation.embedding import cluster_distance, cluster_variance
 from robustctl.losses import build_loss
 from robustctl.losses.center import CenterLoss
 from robustctl.losses.contrastive_center import ContrastiveCenterLoss
-from robustctl.models.resnet import ModelOutput
+from robustctl.losses.schema import CenterLossConfig, ContrastiveCenterLossConfig, LossConfig
+from robustctl.models.base import ModelOutput
 
 
 def test_center_loss_and_update_by_hand():

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustctl.config import compose, group_options
-from robustctl.config.loss_schema import LOSS_OPTIONS, CenterLossConfig, PDMLossConfig
+from robustctl.composition import compose, group_options
 from robustctl.errors import ConfigError
-from robustctl.losses import LOSSES, Pairs, build_loss
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
+from robustctl.losses import Pairs, build_loss
 from robustctl.losses.reduce_variance import reduce_variance_loss
 from robustctl.losses.reverse_cross_entropy import reverse_cross_entropy
+from robustctl.losses.schema import CenterLossConfig, PDMLossConfig
 from robustctl.losses.siamese import siamese_cosine_loss
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 OPTIONS = ["ce", "rce", "siamese_rvl", "pdm", "center", "contrastive_center"]
 SIGN = {
@@ -28,9 +29,10 @@ SIGN = {
 
 def test_every_option_is_registered_once_with_a_constructor():
     assert list(LOSS_OPTIONS) == OPTIONS
-    assert set(group_options()["loss"]) == set(LOSS_OPTIONS) == set(LOSSES)
-    for name, cfg in LOSS_OPTIONS.items():
+    assert set(group_options()["loss"]) == set(LOSS_OPTIONS)
+    for name, cfg in LOSS_OPTIONS.configs().items():
         assert cfg.name == name
+        assert callable(LOSS_OPTIONS.implementation(name))
 
 
 @pytest.mark.parametrize("name", OPTIONS)

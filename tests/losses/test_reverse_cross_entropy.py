@@ -12,7 +12,7 @@ from robustctl.losses.reverse_cross_entropy import (
     reverse_cross_entropy,
     reverse_labels,
 )
-from robustctl.models.resnet import ModelOutput
+from robustctl.models.base import ModelOutput
 
 
 def test_reverse_labels_by_hand():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import robustctl.training.trainer as trainer_module
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.inference import predict
 from robustctl.training import checkpoint_path, fit, load_checkpoint

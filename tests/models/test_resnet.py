@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustctl.config.schema import ModelConfig
-from robustctl.models import ResNet, build_model
+from robustctl.models import ResNet, ResNetConfig, build_model
 
 
 def count_convs(model: nn.Module) -> int:
@@ -33,10 +32,10 @@ def test_forward_returns_logits_and_64d_embedding(shape):
 
 
 def test_leaky_relu_default_and_relu_option():
-    leaky = build_model(ModelConfig(), num_classes=10, in_channels=1)
+    leaky = build_model(ResNetConfig(), num_classes=10, in_channels=1)
     acts = [m for m in leaky.modules() if isinstance(m, nn.LeakyReLU)]
     assert acts and all(a.negative_slope == 0.1 for a in acts)
-    relu = build_model(ModelConfig(activation="relu"), num_classes=10, in_channels=1)
+    relu = build_model(ResNetConfig(activation="relu"), num_classes=10, in_channels=1)
     assert not any(isinstance(m, nn.LeakyReLU) for m in relu.modules())
 
 
@@ -77,7 +76,7 @@ def norm_layers(model: nn.Module) -> dict[str, int]:
 def test_norm_switch_puts_that_layer_after_every_convolution(norm, batch, group):
     """ResNet-20: 19 3x3 convolutions and two 1x1 shortcut convolutions, each followed by one norm
     layer; with none, the convolutions get a bias instead."""
-    model = build_model(ModelConfig(norm=norm, norm_groups=4), num_classes=10, in_channels=1)
+    model = build_model(ResNetConfig(norm=norm, norm_groups=4), num_classes=10, in_channels=1)
     assert norm_layers(model) == {"batch": batch, "group": group}
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 21 and all((c.bias is not None) == (norm == "none") for c in convs)
@@ -90,13 +89,13 @@ def test_without_batch_norm_an_image_does_not_depend_on_its_batch_in_training_mo
     torch.manual_seed(0)
     x = torch.rand(6, 1, 8, 8)
     for kind, depends in ((norm, False), ("batch", True)):
-        model = build_model(ModelConfig(norm=kind), num_classes=4, in_channels=1).train()
+        model = build_model(ResNetConfig(norm=kind), num_classes=4, in_channels=1).train()
         alone, together = model(x[:1]).logits, model(x).logits[:1]
         assert torch.allclose(alone, together, atol=1e-5) is not depends
 
 
 def test_norm_options_are_checked():
-    from robustctl.config import compose
+    from robustctl.composition import compose
     from robustctl.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model\.norm"):
@@ -113,15 +112,15 @@ def test_a_checkpoint_rebuilds_its_norm_and_an_older_one_means_batch():
     from robustctl.training.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
-    cfg = ModelConfig(norm="group", norm_groups=4)
+    cfg = ResNetConfig(norm="group", norm_groups=4)
     model = build_model(cfg, num_classes=3, in_channels=1).eval()
     meta = {"model": vars(cfg), "num_classes": 3, "in_channels": 1}
     rebuilt = model_from_checkpoint({"meta": meta, "model": model.state_dict()}).eval()
     assert norm_layers(rebuilt)["group"] == 21
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(rebuilt(x).logits, model(x).logits, rtol=0, atol=0)
-    older = {k: v for k, v in vars(ModelConfig()).items() if k not in ("norm", "norm_groups")}
-    plain = build_model(ModelConfig(), num_classes=3, in_channels=1)
+    older = {k: v for k, v in vars(ResNetConfig()).items() if k not in ("norm", "norm_groups")}
+    plain = build_model(ResNetConfig(), num_classes=3, in_channels=1)
     state = {
         "meta": {"model": older, "num_classes": 3, "in_channels": 1},
         "model": plain.state_dict(),
@@ -134,7 +133,7 @@ def test_a_model_without_batch_norm_trains_and_reloads(norm, tiny):
     """The switch reaches training: the synthetic run learns (above the 25% of chance; at lr 0.02,
     the networks without batch norm do not train at the default 0.1 in 3 epochs), and the
     checkpoint it writes rebuilds the same network."""
-    from robustctl.config import compose
+    from robustctl.composition import compose
     from robustctl.data import load_dataset
     from robustctl.training import fit, load_checkpoint, model_from_checkpoint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.training import fit
 

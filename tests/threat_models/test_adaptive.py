@@ -43,7 +43,7 @@ ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start)
 def test_the_adaptive_attack_breaches_what_the_plain_attack_does_not(
     target, defense, toward, start
 ):
-    from robustctl.config import compose
+    from robustctl.composition import compose
 
     cfg, model, data = target
     _, composed = compose(defense)

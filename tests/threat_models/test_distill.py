@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from robustctl.config import compose
-from robustctl.config.schema import ModelConfig
+from robustctl.composition import compose
 from robustctl.data import load_dataset
+from robustctl.models import ResNetConfig
 from robustctl.threat_models.distill import distill, distillation_loss, distillation_targets
 from robustctl.training import fit
 
@@ -56,7 +56,7 @@ def test_proxy_agrees_with_its_target_well_above_chance(tiny):
     result = distill(
         target,
         data,
-        ModelConfig(name="resnet20", depth=20),
+        ResNetConfig(name="resnet20", depth=20),
         epochs=10,
         batch_size=32,
         temperature=2.0,
@@ -88,7 +88,7 @@ def test_soft_labels_describe_the_augmented_batch_trained_on(tiny, monkeypatch):
 
     monkeypatch.setattr(distill_module, "distillation_targets", spy_targets)
     monkeypatch.setattr(distill_module, "distillation_loss", spy_loss)
-    distill(target, data, ModelConfig(name="resnet20", depth=20), epochs=1, batch_size=64)
+    distill(target, data, ResNetConfig(name="resnet20", depth=20), epochs=1, batch_size=64)
     assert len(queried) == len(trained) == math.ceil(len(data.y_train) / 64)
     # the batches were augmented: none equals the same number of un-augmented training images
     originals = {tuple(x.flatten().tolist()) for x in data.x_train}

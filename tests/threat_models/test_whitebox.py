@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from robustctl.attacks import build
-from robustctl.attacks.cw_wb import CWWhiteBox
 from robustctl.defenses import fit_detector
+from robustctl.defenses.base import AttackableDetector
 from robustctl.errors import ConfigError
 from robustctl.evaluation.detection import detection_auc
 from robustctl.inference import predict
+from robustctl.threat_models.cw_wb import CWWhiteBox
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,10 @@ def test_cw_wb_needs_an_embedding_and_a_detector(trained):
         CWWhiteBox(plain, detector)
     with pytest.raises(ConfigError, match="defense=kde"):
         CWWhiteBox(model, None)
+    assert isinstance(detector, AttackableDetector)
+    scorer = torch.nn.Linear(64, 1)  # a module that scores images but offers no attack interface
+    with pytest.raises(ConfigError, match="AttackableDetector interface"):
+        CWWhiteBox(model, scorer)
 
 
 def test_stage_that_needs_a_detector_refuses_defense_none(tiny):
@@ -108,7 +113,7 @@ def test_cw_wb_judges_success_by_the_detectors_score_not_by_its_bound(trained):
 def test_other_class_start_is_the_nearest_success_then_the_nearest_other_class(trained):
     """``start=other_class``: each image starts from the nearest pool image that already fools
     model and detector for it; without one, from the nearest of another class; else from itself."""
-    from robustctl.attacks.cw_wb import StartingPool, WbState
+    from robustctl.threat_models.cw_wb import StartingPool, WbState
 
     model, detector, data = trained
     x = torch.zeros(3, 1, 8, 8)
@@ -142,8 +147,8 @@ def test_other_class_start_is_the_nearest_success_then_the_nearest_other_class(t
 
 
 def test_the_starting_pool_is_training_images_with_their_scores(target, trained):
-    from robustctl.attacks.cw_wb import CwWbConfig
     from robustctl.defenses import score_images
+    from robustctl.threat_models.cw_wb import CwWbConfig
     from robustctl.threat_models.whitebox import cw_wb_attack
 
     cfg, model, data = target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.threat_models import prepare, whitebox
 from robustctl.training import fit

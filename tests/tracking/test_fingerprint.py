@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from robustctl.config import compose
-from robustctl.config.loss_schema import loss_variant
+from robustctl.composition import compose
+from robustctl.losses.schema import loss_variant
 from robustctl.tracking.lifecycle import config_container, identity_tags
 
 

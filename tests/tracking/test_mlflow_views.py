@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from robustctl.cli import app
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.tracking.experiment import (
     EXPERIMENT_KIND_TAG,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustctl.attacks import PGD
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.errors import ConfigError
 from robustctl.models import ResNet

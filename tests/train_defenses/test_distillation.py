@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from robustctl import metric_keys as keys
 from robustctl.cli import app
-from robustctl.config import compose
-from robustctl.config.loss_schema import LOSS_OPTIONS
+from robustctl.composition import compose
 from robustctl.errors import ConfigError
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
 from robustctl.losses import build_loss
 from robustctl.models import ModelOutput
 from robustctl.train_defenses import (
@@ -41,7 +41,7 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_teacher_loss_is_t_times_the_loss_at_temperature_t():
     logits, labels = batch()
     loss = build_train_defense(TemperatureConfig(temperature=T)).wrap_loss(
-        build_loss(LOSS_OPTIONS["ce"])
+        build_loss(LOSS_OPTIONS.configs()["ce"])
     )
     value = loss(ModelOutput(logits, torch.zeros(6, 3)), labels).total.item()
     expected = -T * log_softmax(logits.numpy() / T)[np.arange(6), labels.numpy()].mean()
@@ -63,7 +63,7 @@ def test_student_loss_is_the_cross_entropy_to_the_teachers_soft_labels(loss_name
             return self.logit_sign * teacher_z
 
     defense = build_train_defense(DistillationConfig(temperature=T), teacher=Teacher())
-    loss = defense.wrap_loss(build_loss(LOSS_OPTIONS[loss_name]))
+    loss = defense.wrap_loss(build_loss(LOSS_OPTIONS.configs()[loss_name]))
     hook = defense.for_epoch(torch.nn.Identity(), seed=0, epoch=0)
     x = torch.zeros(6, 1, 2, 2)
     assert hook(x, labels) is x  # the batch itself is unchanged

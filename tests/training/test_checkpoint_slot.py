@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import robustctl.training.checkpoint as checkpoint_module
 from robustctl.cli import app
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.errors import CheckpointError
 from robustctl.tracking.lifecycle import config_container
 from robustctl.tracking.provenance import config_hash

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from robustctl.config import compose
-from robustctl.config.loss_schema import LOSS_OPTIONS
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.errors import CheckpointError, ConfigError
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
 from robustctl.losses import build_loss
 from robustctl.models import ResNet
 from robustctl.training import checkpoint_path, fit, load_checkpoint
@@ -50,7 +50,7 @@ def batch():
     torch.manual_seed(0)
     model = ResNet(depth=8, num_classes=10, in_channels=3, width=8)
     x, y = torch.rand(16, 3, 16, 16), torch.randint(0, 10, (16,))
-    return model, x, y, build_loss(LOSS_OPTIONS["ce"])
+    return model, x, y, build_loss(LOSS_OPTIONS.configs()["ce"])
 
 
 def step(model, x, y, loss_fn, **kw):

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.errors import CheckpointError, TrainingDiverged
-from robustctl.losses import LOSSES, LossOutput, TrainingLoss
+from robustctl.losses import OPTIONS as LOSS_OPTIONS
+from robustctl.losses import LossOutput, TrainingLoss
 from robustctl.training import (
     checkpoint_path,
     fit,
@@ -95,7 +96,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, m
     cfg, data = setup(tiny, ["trainer.epochs=3"])
     per_epoch = math.ceil(len(data.y_train) / cfg.trainer.batch_size)
     monkeypatch.setitem(
-        LOSSES, "ce", lambda cfg: NanAfter(steps=per_epoch + 2)
+        LOSS_OPTIONS.implementations, "ce", lambda cfg: NanAfter(steps=per_epoch + 2)
     )  # 3rd batch of epoch 2
     with pytest.raises(TrainingDiverged, match=r"epoch 2, batch 3") as err:
         fit(cfg, data, chash="nan")

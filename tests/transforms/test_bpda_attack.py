@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robustctl.attacks import PGD
-from robustctl.config import compose
+from robustctl.composition import compose
 from robustctl.data import load_dataset
 from robustctl.training import fit, load_checkpoint
 from robustctl.training.checkpoint import model_from_checkpoint

@@ -11,7 +11,7 @@ import torch
 from robustctl.errors import ConfigError
 from robustctl.models import ResNet
 from robustctl.transforms import (
-    TRANSFORMS,
+    OPTIONS,
     build_transform,
     transform_configs,
     transform_from_meta,
@@ -40,9 +40,9 @@ def images(seed: int = 0, channels: int = 3) -> torch.Tensor:
 
 
 def test_every_option_is_registered_with_its_config():
-    assert set(CASES) | {"none"} == set(TRANSFORMS) == set(transform_configs())
+    assert set(CASES) | {"none"} == set(OPTIONS) == set(transform_configs())
     for name, (cls, _, _) in CASES.items():
-        assert TRANSFORMS[name] is cls and transform_configs()[name].name == name
+        assert OPTIONS.implementation(name) is cls and transform_configs()[name].name == name
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from robustctl.config.options import GROUPS, group_configs, register
 from robustctl.config.paths import config_dir
 from robustctl.config.schema import RunConfig
 from robustctl.errors import ConfigError
+from robustctl.options import GROUPS, check_across_groups, group_configs, register
 
 
 def group_options(conf: Path | None = None) -> dict[str, list[str]]:
@@ -121,9 +121,7 @@ def validate(cfg: Any, cwd: str | Path | None = None) -> RunConfig:
             f"valid: {', '.join(GROUPS)}, work_dir, debug"
         )
     groups = {group: _validate_group(group, cfg.get(group)) for group in GROUPS}
-    from robustctl.train_defenses import check_with_loss  # imports the attacks: not at module load
-
-    check_with_loss(groups["train_defense"], groups["loss"])
+    check_across_groups(groups)
     work_dir = Path(cwd or os.getcwd(), str(cfg.get("work_dir", "."))).resolve()
     return RunConfig(**groups, work_dir=str(work_dir), debug=bool(cfg.get("debug", False)))
 

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from robustctl.attacks.cw import CW, CwConfig, margins
 from robustctl.config.validation import require
 from robustctl.defenses import Probe, require_detector
+from robustctl.defenses.base import AttackableDetector
 from robustctl.errors import ConfigError
 
 
@@ -126,12 +127,13 @@ class CWWhiteBox(CW):
 
     method = "cw_wb"
     config_type = CwWbConfig
+    group_option = False  # needs a detector: built by the white-box stage, not ``attack=``
     loop_progress: ClassVar[bool] = True  # 3 x 1000 iterations: show step and iteration
 
     def __init__(
         self,
         model: nn.Module,
-        detector: nn.Module | None = None,
+        detector: AttackableDetector | None = None,
         config: CwWbConfig | None = None,
         /,
         *,
@@ -141,6 +143,13 @@ class CWWhiteBox(CW):
     ) -> None:
         _embedding_model_check(model)
         require_detector(detector, "cw_wb")
+        if not isinstance(detector, AttackableDetector):
+            raise ConfigError(
+                f"cw_wb optimizes through the detector, but {type(detector).__name__} lacks the "
+                "AttackableDetector interface (layers, score_probe, attack_score, "
+                "attack_threshold, bound_is_score)",
+                hint="attack a robustctl detector (robustctl.defenses), or implement the protocol",
+            )
         super().__init__(model, config, **params)
         self.detector, self.thresholds, self.pool = detector, thresholds, pool
         if self.start == "other_class" and pool is None:

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustctl.attacks import attack_config
-from robustctl.attacks.cw_wb import CwWbConfig
-from robustctl.config.schema import MODEL_OPTIONS
 from robustctl.config.validation import require as _require
 from robustctl.errors import ConfigError
+from robustctl.evaluation.resiliency import RESILIENCY_EPS
 from robustctl.metric_keys import STAGES
+from robustctl.models import OPTIONS as MODEL_OPTIONS
+from robustctl.threat_models.cw_wb import CwWbConfig
 
 TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma"]
-RESILIENCY_EPS = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2)  # PDM Figure 3
 
 
 DISTILL_MODES = ("soft", "hard")

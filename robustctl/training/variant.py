@@ -4,7 +4,7 @@ report columns and the ``variant`` tag (``ce`` vs ``ce (norm=none, transform=jpe
 The parts, joined by ", " ("" for the paper's setting):
 
 - the loss options that depart from the paper's
-  (:func:`~robustctl.config.loss_schema.loss_variant`);
+  (:func:`~robustctl.losses.schema.loss_variant`);
 - ``norm=<option>`` when the model's normalization is not batch norm;
 - ``transform=<option>(<its fields>)`` for an input transform (``gradient=exact`` only when set);
 - ``train_defense=<option>(<its fields>)`` for a training-time defense (adversarial training:
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustctl.config.loss_schema import loss_variant
+from robustctl.losses.schema import loss_variant
 
 
 def _fields(values: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Config dataclasses of the ``loss`` group (pure Python) and its options, ``LOSS_OPTIONS``.
+"""Config dataclasses of the ``loss`` group and its registry, :data:`OPTIONS` (each loss module adds
+its options with their builders; ``robustctl.losses`` imports them all). Pure Python.
 
 Every option has a classification term (``classification``: ce or rce, weighted by ``weight``);
 the composite options add embedding-geometry terms, each with its own weight (0 switches a term
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from robustctl.config.registry import OptionRegistry
 from robustctl.config.validation import in_unit_interval
 from robustctl.config.validation import require as _require
 
@@ -102,15 +104,8 @@ class ContrastiveCenterLossConfig(CenterLossConfig):
         _require(self.delta > 0, "loss.delta", f"must be > 0, got {self.delta}")
 
 
-# option name -> its config (the options of the ``loss`` group; the paper's columns first)
-LOSS_OPTIONS: dict[str, LossConfig] = {
-    "ce": LossConfig(name="ce"),
-    "rce": LossConfig(name="rce", classification="rce"),
-    "siamese_rvl": PDMLossConfig(name="siamese_rvl"),
-    "pdm": PDMLossConfig(name="pdm", classification="rce"),
-    "center": CenterLossConfig(name="center"),
-    "contrastive_center": ContrastiveCenterLossConfig(name="contrastive_center"),
-}
+# option -> (its config, its builder ``config -> TrainingLoss``); the paper's columns first
+OPTIONS: OptionRegistry = OptionRegistry("loss")
 
 # The paper's settings where an option's default departs from them (PDM section 3 uses the raw
 # RVL); a run with other values is a variant of the paper's loss and says so in the report.
@@ -125,9 +120,9 @@ def loss_variant(loss: LossConfig | dict) -> str:
     none do; options outside the paper compare with their defaults)."""
     values = loss if isinstance(loss, dict) else vars(loss)
     name = values.get("name", "")
-    option = LOSS_OPTIONS.get(name)
-    if option is None:
+    if name not in OPTIONS:
         return ""
+    option = OPTIONS.configs()[name]
     paper = {**vars(option), **PAPER_SETTINGS.get(name, {})}
     return ", ".join(
         f"{key}={values[key]}"

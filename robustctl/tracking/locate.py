@@ -70,7 +70,7 @@ def locate_checkpoint(cfg: RunConfig, overrides: Sequence[str] = ()) -> Checkpoi
 
     from mlflow.exceptions import MlflowException
 
-    from robustctl.tracking.models import quiet_downloads
+    from robustctl.tracking.models import quiet_downloads  # loads mlflow: only when asked
     from robustctl.tracking.store import check_reachable, open_client, resolve_tracking_uri
 
     if cfg.evaluate.checkpoint:
