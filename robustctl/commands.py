@@ -386,6 +386,8 @@ COMMANDS: dict[str, Callable[[RunConfig, Any, Sequence[str]], CommandResult]] = 
 
 def preflight(command: str, cfg: RunConfig) -> None:
     """Combinations that cannot work, refused before any training starts."""
+    from robustctl.threat_models import STAGES
+
     stages = set(getattr(cfg.threat_model, "stages", []))
     if cfg.attack.name != "none" and cfg.threat_model.name == "none":
         raise ConfigError(
@@ -398,7 +400,7 @@ def preflight(command: str, cfg: RunConfig) -> None:
             f"but threat_model={cfg.threat_model.name}",
             hint="use threat_model=graybox (or all)",
         )
-    needs_detector = {keys.WHITEBOX, keys.BLACKBOX} & stages
+    needs_detector = {name for name in stages if STAGES[name].needs_detector}
     if needs_detector and cfg.defense.name == "none" and command != "train":
         raise ConfigError(
             f"threat_model stage(s) {', '.join(sorted(needs_detector))} attack a detector, "

@@ -22,6 +22,7 @@ from rich.console import Console
 from robustctl import metric_keys as keys
 from robustctl.console import console as shared_console
 from robustctl.table_fit import FittedTable
+from robustctl.threat_models.stage import STAGES, Stage
 
 TABLE_OPTIONS = {"header_style": "bold", "title_justify": "left"}
 
@@ -46,18 +47,17 @@ def _auc_cell(metrics: Mapping[str, float], stage: str, attack: str) -> str:
     return "—"
 
 
-def stage_table(
-    title: str, stage: str, metrics: Mapping[str, float], columns: list[tuple[str, str]]
-) -> FittedTable | None:
-    """One row per attack of ``stage``: the ``(header, metric)`` columns, then AUC (pairs)."""
-    rows = keys.attacks_in(metrics, stage)
+def stage_table(stage: Stage, metrics: Mapping[str, float]) -> FittedTable | None:
+    """One row per attack of ``stage``: its summary columns, then AUC (pairs)."""
+    rows = stage.summary.attacks_of(keys.attacks_in(metrics, stage.name))
     if not rows:
         return None
-    headers = ["attack", *(header for header, _ in columns), "AUC (pairs)"]
-    table = FittedTable(title, headers, options=TABLE_OPTIONS)
+    columns = stage.summary.columns
+    headers = [stage.summary.header, *(c.header for c in columns), "AUC (pairs)"]
+    table = FittedTable(stage.title, headers, options=TABLE_OPTIONS)
     for name in rows:
-        cells = [_fmt(metrics.get(keys.attack_key(stage, name, metric))) for _, metric in columns]
-        table.add_row(name, *cells, _auc_cell(metrics, stage, name))
+        cells = [_fmt(metrics.get(keys.attack_key(stage.name, name, c.metric))) for c in columns]
+        table.add_row(stage.summary.label or name, *cells, _auc_cell(metrics, stage.name, name))
     return table
 
 
@@ -108,32 +108,7 @@ def print_summary(
     notes = notes or {}
     tables = [
         overview_table(command, metrics, info, run_id),
-        stage_table(
-            "Gray-box attacks (Table 2)",
-            keys.GRAYBOX,
-            metrics,
-            [("success", keys.SUCCESS_RATE), ("distortion", "distortion"), ("Linf", "linf")],
-        ),
-        stage_table(
-            "White-box C&W-wb (Table 3)",
-            keys.WHITEBOX,
-            metrics,
-            [
-                ("success", keys.SUCCESS_RATE),
-                ("distortion", "distortion"),
-                ("median breach", keys.MEDIAN_DISTORTION),
-            ],
-        ),
-        stage_table(
-            "Black-box transfer (Table 4)",
-            keys.BLACKBOX,
-            metrics,
-            [
-                ("proxy agreement", "agreement"),
-                ("transfer", "transfer_rate"),
-                ("distortion", "distortion"),
-            ],
-        ),
+        *(stage_table(stage, metrics) for stage in STAGES.values()),
         resiliency_table(metrics),
     ]
     for table in tables:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -440,16 +441,19 @@ def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
         "threat_model.blackbox.proxy_model=resnet20",
     ]
     calls: list[str] = []
-    real = dict(threat_models.STAGES)
-    for name, stage in real.items():
-        monkeypatch.setitem(
-            threat_models.STAGES, name, lambda ctx, n=name, s=stage: calls.append(n) or s(ctx)
-        )
+    real = {name: stage.run for name, stage in threat_models.STAGES.items()}
+
+    def replace_run(name, run):
+        stage = dataclasses.replace(threat_models.STAGES[name], run=run)
+        monkeypatch.setitem(threat_models.STAGES, name, stage)
+
+    for name, run in real.items():
+        replace_run(name, lambda ctx, n=name, r=run: calls.append(n) or r(ctx))
 
     def crash(ctx):
         raise RuntimeError("lost the node")
 
-    monkeypatch.setitem(threat_models.STAGES, "whitebox", crash)
+    replace_run("whitebox", crash)
     first = runner.invoke(app, ["run", *args])
     assert first.exit_code != 0 and "lost the node" in first.output
     client, (run,) = runs(tmp_path)
@@ -460,7 +464,7 @@ def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
         calls.append("whitebox")
         return real["whitebox"](ctx)
 
-    monkeypatch.setitem(threat_models.STAGES, "whitebox", whitebox)
+    replace_run("whitebox", whitebox)
     resumed = runner.invoke(app, ["run", *args, "trainer.resume=true"])
     assert resumed.exit_code == 0, resumed.output
     assert calls == ["graybox", "whitebox", "blackbox"]  # gray-box ran once, in the first attempt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -110,14 +111,16 @@ def test_an_interrupted_experiment_resumes_without_training_a_child_twice(
         monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
     else:
         real_stage = threat_models.STAGES["graybox"]
+        real_run = real_stage.run
 
         def interrupt_rce(ctx):
             if ctx.cfg.loss.name == "rce" and not stopped:
                 stopped.append("graybox")
                 raise KeyboardInterrupt
-            return real_stage(ctx)
+            return real_run(ctx)
 
-        monkeypatch.setitem(threat_models.STAGES, "graybox", interrupt_rce)
+        stage = dataclasses.replace(real_stage, run=interrupt_rce)
+        monkeypatch.setitem(threat_models.STAGES, "graybox", stage)
     work = tmp_path / "resumed"
     first = CliRunner().invoke(app, ["experiment", "smoke", *SMALL, f"work_dir={work}"])
     assert first.exit_code != 0 and stopped

@@ -278,6 +278,8 @@ class MetricSpec:
     """A row: the metric key, its format, and the tags that explain a gap or qualify a value.
 
     ``note_text`` turns the ``note_tag`` value into the footnote (default: the tag itself).
+    ``table``: the report table the row is placed in (:func:`robustctl.reporting.rows.placed_in`;
+    None for a row a table builds itself).
     """
 
     label: str
@@ -286,6 +288,7 @@ class MetricSpec:
     reason_tag: str | None = None
     note_tag: str | None = None
     note_text: Callable[[str], str] = str
+    table: str | None = None
 
     @property
     def pairs_key(self) -> str | None:

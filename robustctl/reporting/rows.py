@@ -1,5 +1,8 @@
-"""The report's metric rows shared by its tables: each metric's label, format and the tags that
-explain a gap or qualify a value (:class:`~robustctl.reporting.cells.MetricSpec`)."""
+"""The report's metric rows: each metric's label, format, the tags that explain a gap or qualify a
+value, and the table it is placed in (:class:`~robustctl.reporting.cells.MetricSpec`), declared
+once here. A table of fixed rows (Tables 1, 3 and 4) shows :func:`placed_in` its name, in the
+order declared, so a new report metric is its key (``metric_keys``), the code that logs it, and
+one declaration here."""
 
 from __future__ import annotations
 
@@ -11,29 +14,43 @@ def _grad_loss(tag: str) -> str:
     return f"differentiates {tag.upper()}"
 
 
-CLEAN_ACCURACY = MetricSpec("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent")
-DBI = MetricSpec("DBI (embeddings)", keys.EMBED_DBI, "dbi", reason_tag=keys.EMBED_DBI_REASON_TAG)
+CLEAN_ACCURACY = MetricSpec("clean accuracy (%)", keys.CLEAN_ACCURACY, "percent", table="table1")
+DBI = MetricSpec(
+    "DBI (embeddings)", keys.EMBED_DBI, "dbi", reason_tag=keys.EMBED_DBI_REASON_TAG, table="table1"
+)
 GRAD_TRAIN = MetricSpec(
     "input-gradient norm (training loss)",
     keys.EMBED_INPUT_GRAD_NORM,
     "grad",
     note_tag=keys.EMBED_GRAD_LOSS_TAG,
     note_text=_grad_loss,
+    table="table1",
 )
-GRAD_CE = MetricSpec("input-gradient norm (CE)", keys.EMBED_INPUT_GRAD_NORM_CE, "grad")
+GRAD_CE = MetricSpec(
+    "input-gradient norm (CE)", keys.EMBED_INPUT_GRAD_NORM_CE, "grad", table="table1"
+)
 
 
 WB_NOTE = keys.note_tag(keys.WHITEBOX, keys.CW_WB)
 WB_DISTORTION = MetricSpec(
-    "distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE
+    "distortion", keys.whitebox("distortion"), "distortion", note_tag=WB_NOTE, table="table3"
 )
 WB_MEDIAN = MetricSpec(
-    "median breach distortion", keys.whitebox(keys.MEDIAN_DISTORTION), "breach", note_tag=WB_NOTE
+    "median breach distortion",
+    keys.whitebox(keys.MEDIAN_DISTORTION),
+    "breach",
+    note_tag=WB_NOTE,
+    table="table3",
 )
 WB_AUC = MetricSpec(
-    "detection AUC", keys.whitebox(keys.AUC), "auc", reason_tag=WB_NOTE, note_tag=WB_NOTE
+    "detection AUC",
+    keys.whitebox(keys.AUC),
+    "auc",
+    reason_tag=WB_NOTE,
+    note_tag=WB_NOTE,
+    table="table3",
 )
-WB_SUCCESS = MetricSpec("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate")
+WB_SUCCESS = MetricSpec("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate", table="table3")
 
 
 BB_AUC = MetricSpec(
@@ -41,6 +58,14 @@ BB_AUC = MetricSpec(
     keys.blackbox(keys.AUC),
     "auc",
     reason_tag=keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB),
+    table="table4",
 )
-BB_TRANSFER = MetricSpec("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate")
-BB_PROXY_SUCCESS = MetricSpec("proxy success rate", keys.BLACKBOX_PROXY_SUCCESS_RATE, "rate")
+BB_TRANSFER = MetricSpec("transfer rate", keys.BLACKBOX_TRANSFER_RATE, "rate", table="table4")
+BB_PROXY_SUCCESS = MetricSpec(
+    "proxy success rate", keys.BLACKBOX_PROXY_SUCCESS_RATE, "rate", table="table4"
+)
+
+
+def placed_in(table: str) -> list[MetricSpec]:
+    """The rows declared in this module for ``table``, in the order declared."""
+    return [v for v in globals().values() if isinstance(v, MetricSpec) and v.table == table]

@@ -52,19 +52,7 @@ from robustctl.reporting.groups import (
 )
 from robustctl.reporting.ratios import ratio_table
 from robustctl.reporting.reference import PAPER_ATTACKS
-from robustctl.reporting.rows import (
-    BB_AUC,
-    BB_PROXY_SUCCESS,
-    BB_TRANSFER,
-    CLEAN_ACCURACY,
-    DBI,
-    GRAD_CE,
-    GRAD_TRAIN,
-    WB_AUC,
-    WB_DISTORTION,
-    WB_MEDIAN,
-    WB_SUCCESS,
-)
+from robustctl.reporting.rows import WB_AUC, WB_DISTORTION, WB_SUCCESS, placed_in
 from robustctl.reporting.taxonomy import table6
 
 __all__ = [
@@ -124,7 +112,7 @@ def table1(records: Sequence[RunRecord] | Layout) -> Table:
         "footnote says which loss it differentiates) and of CE on the prediction logits (the same "
         "for every model). " + _CELLS,
         keys.CLEAN_ACCURACY,
-        [CLEAN_ACCURACY, DBI, GRAD_TRAIN, GRAD_CE],
+        placed_in("table1"),
         stage=None,
     )
 
@@ -166,7 +154,7 @@ def table3(records: Sequence[RunRecord] | Layout) -> Table:
         "ever were); plus the detection AUC and success rate they reached. Baseline = CE. "
         + _CELLS,
         keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/",
-        [WB_DISTORTION, WB_MEDIAN, WB_AUC, WB_SUCCESS],
+        placed_in("table3"),
         keys.WHITEBOX,
     )
 
@@ -184,7 +172,7 @@ def table4(records: Sequence[RunRecord] | Layout) -> Table:
         "successful examples, on target-correct images, that also fool the target. "
         "Baseline = CE. " + _CELLS,
         keys.attack_prefix(keys.BLACKBOX, keys.CW_WB) + "/",
-        [BB_AUC, BB_TRANSFER, BB_PROXY_SUCCESS],
+        placed_in("table4"),
         keys.BLACKBOX,
     )
 

@@ -4,16 +4,20 @@
 - :mod:`~robustctl.threat_models.whitebox`: knows both, C&W-wb through them (Table 3);
 - :mod:`~robustctl.threat_models.blackbox`: queries only, attacks a distilled proxy (Table 4).
 
-Each stage is a function ``run(ctx) -> StageResult`` registered in :data:`STAGES` under the name
-``threat_model.stages`` uses; :func:`run_threat_model` prepares the shared context (attacked
-subset, fitted detector) and runs the configured stages in order. Nothing here logs: the caller
-logs each returned :class:`~robustctl.evaluation.result.StageResult`.
+Each stage is one record (:class:`~robustctl.threat_models.stage.Stage`: its ``run(ctx) ->
+StageResult``, whether it needs a detector, its summary and description rows) that its module
+registers in :data:`STAGES` under the name ``threat_model.stages`` uses; every module of the
+package is imported here, so a new stage is a new module. :func:`run_threat_model` prepares the
+shared context (attacked subset, fitted detector) and runs the configured stages in order.
+Nothing here logs: the caller logs each returned :class:`~robustctl.evaluation.result.StageResult`.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,14 +28,14 @@ from robustctl.console import console
 from robustctl.data.base import ImageData
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
-from robustctl.threat_models import blackbox, graybox, whitebox
 from robustctl.threat_models.context import ThreatContext, prepare
+from robustctl.threat_models.stage import STAGES, Stage
 
-STAGES: dict[str, Callable[[ThreatContext], StageResult]] = {
-    keys.GRAYBOX: graybox.run,
-    keys.WHITEBOX: whitebox.run,
-    keys.BLACKBOX: blackbox.run,
-}
+# the paper's stages first (the order of the summary and the description), then any other module
+for _module in ("graybox", "whitebox", "blackbox"):
+    importlib.import_module(f"{__name__}.{_module}")
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def run_threat_model(
@@ -66,11 +70,11 @@ def run_threat_model(
     for stage in stages:
         console.rule(f"[bold]{stage}")
         started = time.perf_counter()
-        result = STAGES[stage](ctx)
+        result = STAGES[stage].run(ctx)
         result.stage = stage
         result.metrics[keys.stage_time(stage)] = time.perf_counter() - started
         console.print(f"{stage}: {result.metrics[keys.stage_time(stage)]:.1f}s")
         yield result
 
 
-__all__ = ["STAGES", "ThreatContext", "prepare", "run_threat_model"]
+__all__ = ["STAGES", "Stage", "ThreatContext", "prepare", "run_threat_model"]

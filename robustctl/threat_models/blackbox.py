@@ -29,6 +29,7 @@ from robustctl.inference import ModelOutputs, model_device, predict_labels
 from robustctl.models import OPTIONS, model_config
 from robustctl.threat_models.context import ThreatContext, crafter, detect
 from robustctl.threat_models.distill import distill
+from robustctl.threat_models.stage import Column, Rows, Stage, register
 from robustctl.threat_models.whitebox import cw_wb_attack
 
 
@@ -111,3 +112,31 @@ def run(ctx: ThreatContext) -> StageResult:
         out.notes[keys.attack_prefix(keys.BLACKBOX, keys.CW_WB)] = result.reason
         out.tags[keys.auc_reason_tag(keys.BLACKBOX, keys.CW_WB)] = result.reason
     return out
+
+
+STAGE = register(
+    Stage(
+        name=keys.BLACKBOX,
+        run=run,
+        needs_detector=True,
+        settings="blackbox",
+        title="Black-box transfer (Table 4)",
+        summary=Rows(
+            "attack",
+            (
+                Column("proxy agreement", "agreement"),
+                Column("transfer", "transfer_rate"),
+                Column("distortion", "distortion"),
+            ),
+        ),
+        description=Rows(
+            "black-box",
+            (
+                Column("transfer rate", "transfer_rate"),
+                Column("candidates", "transfer_candidates", count=True),
+            ),
+            label="C&W-wb from a proxy",
+            attacks=(keys.CW_WB,),
+        ),
+    )
+)

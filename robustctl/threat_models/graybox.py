@@ -27,6 +27,7 @@ from robustctl.evaluation.resiliency import resiliency_curve, resiliency_figure
 from robustctl.evaluation.result import StageResult
 from robustctl.evaluation.sanity import noise_baseline
 from robustctl.threat_models.context import ThreatContext, detect
+from robustctl.threat_models.stage import Column, Rows, Stage, register
 
 # the BIM-path diagnostic's budget (PDM section 4.2: BIM, eps 0.1, 10 iterations)
 BIM_PATH_EPS, BIM_PATH_STEPS = 0.1, 10
@@ -108,3 +109,25 @@ def run(ctx: ThreatContext) -> StageResult:
         )
     )
     return out
+
+
+STAGE = register(
+    Stage(
+        name=keys.GRAYBOX,
+        run=run,
+        needs_detector=False,
+        title="Gray-box attacks (Table 2)",
+        summary=Rows(
+            "attack",
+            (
+                Column("success", keys.SUCCESS_RATE),
+                Column("distortion", "distortion"),
+                Column("Linf", "linf"),
+            ),
+        ),
+        description=Rows(
+            "gray-box attack",
+            (Column("success rate", keys.SUCCESS_RATE), Column("mean distortion", "distortion")),
+        ),
+    )
+)

@@ -20,9 +20,9 @@ from robustctl.attacks import attack_config
 from robustctl.config.validation import require as _require
 from robustctl.errors import ConfigError
 from robustctl.evaluation.resiliency import RESILIENCY_EPS
-from robustctl.metric_keys import STAGES
 from robustctl.models import OPTIONS as MODEL_OPTIONS
 from robustctl.threat_models.cw_wb import CwWbConfig
+from robustctl.threat_models.stage import STAGES
 
 TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma"]
 

@@ -44,6 +44,7 @@ from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
 from robustctl.threat_models.context import ThreatContext, detect, split_scores
 from robustctl.threat_models.cw_wb import CwWbConfig, CWWhiteBox, StartingPool
+from robustctl.threat_models.stage import Column, Rows, Stage, register
 
 
 def cw_wb_attack(
@@ -224,3 +225,28 @@ def run(ctx: ThreatContext) -> StageResult:
         out.tags[keys.note_tag(keys.WHITEBOX, keys.CW_WB)] = note
         console.print(f"[yellow]white-box:[/] {note}")
     return out
+
+
+STAGE = register(
+    Stage(
+        name=keys.WHITEBOX,
+        run=run,
+        needs_detector=True,
+        settings="whitebox",
+        title="White-box C&W-wb (Table 3)",
+        summary=Rows(
+            "attack",
+            (
+                Column("success", keys.SUCCESS_RATE),
+                Column("distortion", "distortion"),
+                Column("median breach", keys.MEDIAN_DISTORTION),
+            ),
+        ),
+        description=Rows(
+            "white-box",
+            (Column("success rate", keys.SUCCESS_RATE), Column("mean distortion", "distortion")),
+            label="C&W-wb (model + detector)",
+            attacks=(keys.CW_WB,),
+        ),
+    )
+)

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 
 from robustctl import metric_keys as keys
+from robustctl.threat_models.stage import STAGES, Stage
 
 
 def _value(metrics: Mapping[str, float], key: str, digits: int = 4) -> str:
@@ -50,6 +51,28 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def stage_rows(stage: Stage, metrics: Mapping[str, float]) -> list[str]:
+    """The stage's table (its ``description`` rows: one per attack, the declared columns, then
+    the detection AUC and its pairs) and a blank line; nothing when the run has no such
+    metrics."""
+    view = stage.description
+    attacks = view.attacks_of(keys.attacks_in(metrics, stage.name))
+    if not attacks:
+        return []
+    rows = []
+    for attack in attacks:
+        cells = []
+        for column in view.columns:
+            key = keys.attack_key(stage.name, attack, column.metric)
+            if column.count:
+                cells.append("—" if key not in metrics else str(int(metrics[key])))
+            else:
+                cells.append(_value(metrics, key))
+        rows.append([view.label or attack, *cells, *_auc(metrics, stage.name, attack)])
+    header = [view.header, *(c.header for c in view.columns), "detection AUC", "pairs"]
+    return [*_table(header, rows), ""]
+
+
 def run_description(
     title: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
 ) -> str:
@@ -67,45 +90,8 @@ def run_description(
             ["validation accuracy (last epoch)", _value(metrics, keys.VAL_ACCURACY)],
         ]
         lines += [*_table(["training", "value"], rows), ""]
-    gray = keys.attacks_in(metrics, keys.GRAYBOX)
-    if gray:
-        rows = []
-        for attack in gray:
-            auc, pairs = _auc(metrics, keys.GRAYBOX, attack)
-            rows.append(
-                [
-                    attack,
-                    _value(metrics, keys.graybox(attack, keys.SUCCESS_RATE)),
-                    _value(metrics, keys.graybox(attack, "distortion")),
-                    auc,
-                    pairs,
-                ]
-            )
-        header = ["gray-box attack", "success rate", "mean distortion", "detection AUC", "pairs"]
-        lines += [*_table(header, rows), ""]
-    if keys.attacks_in(metrics, keys.WHITEBOX):
-        auc, pairs = _auc(metrics, keys.WHITEBOX, keys.CW_WB)
-        row = [
-            "C&W-wb (model + detector)",
-            _value(metrics, keys.whitebox(keys.SUCCESS_RATE)),
-            _value(metrics, keys.whitebox("distortion")),
-            auc,
-            pairs,
-        ]
-        header = ["white-box", "success rate", "mean distortion", "detection AUC", "pairs"]
-        lines += [*_table(header, [row]), ""]
-    if keys.attacks_in(metrics, keys.BLACKBOX):
-        auc, pairs = _auc(metrics, keys.BLACKBOX, keys.CW_WB)
-        candidates = metrics.get(keys.BLACKBOX_TRANSFER_CANDIDATES)
-        row = [
-            "C&W-wb from a proxy",
-            _value(metrics, keys.BLACKBOX_TRANSFER_RATE),
-            "—" if candidates is None else str(int(candidates)),
-            auc,
-            pairs,
-        ]
-        header = ["black-box", "transfer rate", "candidates", "detection AUC", "pairs"]
-        lines += [*_table(header, [row]), ""]
+    for stage in STAGES.values():
+        lines += stage_rows(stage, metrics)
     checks = {k.split("/", 1)[1]: v for k, v in (tags or {}).items() if k.startswith("sanity/")}
     if checks:
         rows = [[name, value] for name, value in checks.items()]

@@ -19,7 +19,7 @@ from tests.fake_accelerator import ACCEL, FakeAccelerator
 def stage_metrics(cfg, model, data):
     ctx = prepare(cfg, model, data)
     assert ctx.detector.points.device == model_device(model)
-    return {stage: timeless(STAGES[stage](ctx).metrics) for stage in cfg.threat_model.stages}
+    return {stage: timeless(STAGES[stage].run(ctx).metrics) for stage in cfg.threat_model.stages}
 
 
 def timeless(metrics):
