@@ -46,7 +46,7 @@ def group_configs() -> dict[str, dict[str, Any]]:
         "tracking": {"default": TrackingConfig()},
         "evaluate": {"default": EvaluateConfig()},
         "attack": {"none": NoneConfig(), **attacks.method_configs()},
-        "defense": {"none": NoneConfig(), **defenses.defense_configs()},
+        "defense": defenses.defense_configs(),
         "threat_model": {"none": NoneConfig(), "graybox": ThreatModelConfig()},
         "transform": transforms.transform_configs(),
         "train_defense": train_defenses.train_defense_configs(),

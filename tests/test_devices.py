@@ -20,7 +20,7 @@ from robustctl.attacks import ATTACKS, build
 from robustctl.data import DatasetConfig
 from robustctl.data.digits import load_digits_split
 from robustctl.defenses import KDEConfig, build_detector, fit_detector
-from robustctl.defenses.base import DETECTORS
+from robustctl.defenses.base import OPTIONS as DEFENSE_OPTIONS
 from robustctl.inference import predict
 from robustctl.losses import OPTIONS as LOSS_OPTIONS
 from robustctl.losses import PairSampler, build_loss
@@ -137,12 +137,12 @@ SMALL_DETECTORS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(set(DETECTORS) - {"kde"}))
+@pytest.mark.parametrize("name", sorted(set(DEFENSE_OPTIONS) - {"none", "kde"}))
 def test_every_detector_fits_scores_and_is_attacked_on_the_device(name, model, digits):
     """Each detector fitted (on adversarial examples too, where it learns from them) and attacked
     by C&W-wb with the model on the device: no tensor left behind, the CPU's numbers."""
     from robustctl.data.base import ImageData
-    from robustctl.defenses import DEFENSES, score_images
+    from robustctl.defenses import score_images
     from robustctl.threat_models.context import crafter
 
     data = ImageData(
@@ -155,7 +155,7 @@ def test_every_detector_fits_scores_and_is_attacked_on_the_device(name, model, d
         digits.y,
         tuple(str(d) for d in range(10)),
     )
-    cfg = DEFENSES[name].config_type(**SMALL_DETECTORS.get(name, {}))
+    cfg = DEFENSE_OPTIONS.implementation(name).config_type(**SMALL_DETECTORS.get(name, {}))
 
     def evaluate(net):
         detector = fit_detector(cfg, net, data, 64, craft=crafter(net, 64))

@@ -1,7 +1,8 @@
 """Defenses: the ``defense`` config group's options and their implementations.
 
-``DEFENSES`` maps each option to the :class:`~robustctl.defenses.base.Detector` class that
-implements it (its ``config_type`` is the option's config), or to None for ``none``.
+:data:`OPTIONS` maps each option to the :class:`~robustctl.defenses.base.Detector` class that
+implements it (its ``config_type`` is the option's config), or to None for ``none``; a class
+registers itself by being defined in a module of this package (all are imported here).
 :func:`fit_detector` builds the configured detector and fits it on a model and its data
 (:class:`~robustctl.defenses.base.FitInputs`); :func:`build_detector` fits an embedding detector
 (``kde``) on given embeddings.
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from robustctl.defenses.base import (
-    DETECTORS,
+    OPTIONS,
     Detector,
     FitInputs,
     Probe,
@@ -34,7 +35,7 @@ from robustctl.errors import ConfigError
 
 def _import_every_detector_module() -> None:
     """Import each module of this package, so a detector registers itself by being a file here
-    (:data:`~robustctl.defenses.base.DETECTORS`); the order is the listing order of options."""
+    (:data:`~robustctl.defenses.base.OPTIONS`); the order is the listing order of options."""
     import importlib
     import pkgutil
 
@@ -46,25 +47,16 @@ def _import_every_detector_module() -> None:
 
 _import_every_detector_module()
 
-# the ``defense`` group's options: ``none``, then every registered detector
-DEFENSES: dict[str, type[Detector] | None] = {"none": None, **DETECTORS}
-
 
 def defense_configs() -> dict[str, Any]:
-    """Every option of the ``defense`` group with its default config (``none`` aside): the
-    registry :mod:`robustctl.options` stores in Hydra."""
-    return {name: cls.config_type() for name, cls in DEFENSES.items() if cls is not None}
+    """Every option of the ``defense`` group (``none`` included) with its default config."""
+    return OPTIONS.configs()
 
 
 def detector_class(name: str | None) -> type[Detector] | None:
     """The class of defense option ``name`` (None for ``none``); unknown names are refused with
     the valid ones."""
-    if name not in DEFENSES:
-        raise ConfigError(
-            f"defense: unknown option {name!r} — "
-            f"valid defense options: {', '.join(sorted(DEFENSES))}"
-        )
-    return DEFENSES[name]
+    return OPTIONS.implementation(str(name))
 
 
 def build_detector(
@@ -131,13 +123,13 @@ def require_detector(detector: Any | None, needed_by: str) -> Any:
     if detector is None:
         raise ConfigError(
             f"{needed_by} attacks a detector, but defense=none",
-            hint=f"add a detector: defense={' or '.join(n for n in DEFENSES if n != 'none')}",
+            hint=f"add a detector: defense={' or '.join(n for n in OPTIONS if n != 'none')}",
         )
     return detector
 
 
 __all__ = [
-    "DEFENSES",
+    "OPTIONS",
     "Detector",
     "FitInputs",
     "Probe",

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from robustctl.attacks import check_attack_choice
-from robustctl.config.validation import require
+from robustctl.config.registry import OptionRegistry
+from robustctl.config.validation import NoneConfig, require
 from robustctl.defenses.regression import MIN_FIT_PAIRS
 from robustctl.errors import ConfigError
 from robustctl.inference import eval_mode, model_device, predict_labels
@@ -111,13 +112,16 @@ class Probe:
         return self.logits.argmax(1)
 
 
-DETECTORS: dict[str, type[Detector]] = {}  # defense option -> its class, filled as classes are made
+# the ``defense`` group's options: ``none``, then each Detector subclass that sets ``option``,
+# registered by being defined (Detector.__init_subclass__)
+OPTIONS: OptionRegistry = OptionRegistry("defense")
+OPTIONS.add(NoneConfig())
 
 
 class Detector(nn.Module):
     """Base of every detector (module docstring). Subclasses set ``config_type`` and implement
     :meth:`fit_on` and :meth:`score_probe`; a class that sets ``option`` is registered in
-    :data:`DETECTORS` under that name (the ``defense`` option it implements) by being defined.
+    :data:`OPTIONS` under that name (the ``defense`` option it implements) by being defined.
 
     ``layers``: the :class:`Probe` layers ``score_probe`` reads besides the embedding and the
     logits. ``reads_images``: ``score_probe`` runs the model again on transformed images (feature
@@ -133,7 +137,7 @@ class Detector(nn.Module):
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("option")  # set on this class itself, not inherited
         if name:
-            DETECTORS[name] = cls
+            OPTIONS.add(cls.config_type(), cls, name=name)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Detector:

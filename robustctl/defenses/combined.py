@@ -3,7 +3,7 @@ al.'s KD+BU (Feinman et al. 2017, "Detecting adversarial samples from artifacts"
 arXiv:1703.00410, section 5.3: kernel density and Bayesian uncertainty combined).
 
 Members. ``members`` names detector options (default ``["kde", "bu"]``); each is built from its
-own default config by ``member_factory`` (default: the ``DETECTORS`` registry of
+own default config by ``member_factory`` (default: the ``OPTIONS`` registry of
 :mod:`robustctl.defenses`, looked up when the detector is built, not when this module is
 imported) and held as a submodule (``.to(device)`` moves it). ``layers`` and ``reads_images``
 are the union of the members'.
@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from robustctl.config.validation import configured, require
 from robustctl.defenses.base import (
-    DETECTORS,
+    OPTIONS,
     AdversarialFitConfig,
     Detector,
     FitInputs,
@@ -113,11 +113,11 @@ class KDEBUConfig(CombinedConfig):
 
 
 def default_member_factory(name: str) -> Detector:
-    """The detector of option ``name`` (:data:`~robustctl.defenses.base.DETECTORS`), built from
+    """The detector of option ``name`` (:data:`~robustctl.defenses.base.OPTIONS`), built from
     its default config."""
-    cls = DETECTORS.get(name)
+    cls = OPTIONS.implementations.get(name)
     if cls is None:
-        valid = sorted(DETECTORS)
+        valid = sorted(n for n in OPTIONS if n != "none")
         raise ConfigError(f"defense.members: {name!r} is not a detector — valid: {valid}")
     return cls.from_config(cls.config_type())
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from robustctl.data.base import ImageData
-from robustctl.defenses import DEFENSES
 from robustctl.defenses.base import Detector, FitInputs, Probe, score_images
 from robustctl.defenses.combined import (
     CombinedConfig,
@@ -240,7 +239,6 @@ def test_configs_and_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> Non
     ):
         with pytest.raises(ConfigError, match=rf"defense\.{key}"):
             CombinedConfig(**bad)
-    monkeypatch.setitem(DEFENSES, "bu", BUDetector)
     assert isinstance(default_member_factory("kde"), KDEDetector)
     bu = default_member_factory("bu")
     assert isinstance(bu, BUDetector) and bu.samples == 50
@@ -251,7 +249,6 @@ def test_configs_and_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # ------------------------------------------------------------------------------ end to end
 def test_kde_bu_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DEFENSES, "bu", BUDetector)  # registered by robustctl.defenses later
     model = tiny_model()
     data = tiny_data(model)
     craft = Recorder(model)

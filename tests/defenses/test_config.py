@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustctl.composition import compose
-from robustctl.defenses import DEFENSES, KDEConfig, KDEDetector, build_detector
+from robustctl.defenses import OPTIONS, KDEConfig, KDEDetector, build_detector
 from robustctl.errors import ConfigError
 from robustctl.options import group_configs
 
@@ -52,12 +52,12 @@ def test_schema_direct_construction() -> None:
 
 def test_registries_agree() -> None:
     detectors = {"kde", "bu", "kde_bu", "lid", "mahalanobis", "feature_squeezing", "combined"}
-    assert set(group_configs()["defense"]) == set(DEFENSES) == {"none", *detectors}
-    assert DEFENSES["kde"] is KDEDetector and DEFENSES["none"] is None
+    assert set(group_configs()["defense"]) == set(OPTIONS) == {"none", *detectors}
+    assert OPTIONS.implementation("kde") is KDEDetector and OPTIONS.implementation("none") is None
     for name in detectors:  # each option composes, its config names it, and its class takes it
         _, cfg = compose([f"defense={name}"])
         assert cfg.defense.name == name
-        assert isinstance(cfg.defense, DEFENSES[name].config_type)
+        assert isinstance(cfg.defense, OPTIONS.implementation(name).config_type)
 
 
 def test_build_detector_from_the_composed_config() -> None:
