@@ -27,6 +27,7 @@ def test_fashion_mnist_one_epoch_resnet20_reaches_85_percent(tmp_path: Path):
             "dataset=fashion_mnist",
             "model=resnet20",
             "trainer.epochs=1",
+            "threat_model=none",  # what the test asserts: training and the clean stage
             f"work_dir={tmp_path}",
         ],
     )
