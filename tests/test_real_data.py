@@ -1,4 +1,4 @@
-"""Slow tests on real data (`make test-slow`; CI runs them when time allows)."""
+"""Slow tests on real data (system tier: `make test-system`; `.ci/run` runs them, fatally)."""
 
 from __future__ import annotations
 
