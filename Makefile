@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
+.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,20 +28,30 @@ run: install  ## the main job on the embedded default (digits): train + evaluate
 train: install  ## train only (pass overrides with ARGS="dataset=fashion_mnist ...")
 	$(BIN)/robustctl train $(ARGS)
 
-test: install  ## the test suite (fast tests; slow real-data tests excluded)
-	$(BIN)/pytest -q -m "not slow"
+# Test tiers (markers in pyproject.toml). `make test`: everything that needs no cluster, browser,
+# server or GPU and takes under ~10 s a test; `make test-system`: the rest. Extra pytest
+# arguments: PYTEST_ARGS, e.g. PYTEST_ARGS="--durations=25" (what .ci/run passes).
+SYSTEM_TESTS := slow or server or slurm or browser or gpu
+PYTEST_ARGS ?=
+PYTEST := $(BIN)/pytest -q $(PYTEST_ARGS)
 
-test-slow: install  ## slow real-data tests (Fashion-MNIST etc.)
-	$(BIN)/pytest -q -m slow
+test: install  ## fast tier: no cluster, browser, server or GPU, no test over ~10 s (< 8 min on 2 CPU cores)
+	$(PYTEST) -m "not ($(SYSTEM_TESTS))"
+
+test-system: install  ## system tier: slow (real data, end-to-end jobs, sweeps), server, slurm, browser, gpu tests
+	$(PYTEST) -m "$(SYSTEM_TESTS)"
+
+test-slow: install  ## only the slow tests of the system tier (real data, long runs, end-to-end subprocess jobs)
+	$(PYTEST) -m slow
 
 test-slurm: install  ## sweeps on a real SLURM cluster (start one: sudo .ci/slurm-cluster up)
-	$(BIN)/pytest -q -m slurm
+	$(PYTEST) -m slurm
 
 test-gpu: install  ## real-CUDA tests (device placement of every stage); skipped without a GPU
-	$(BIN)/pytest -q -m gpu
+	$(PYTEST) -m gpu
 
-test-all: install  ## every test
-	$(BIN)/pytest -q
+test-all: install  ## every test (make test + make test-system)
+	$(PYTEST)
 
 lint: install  ## ruff: lint rules (line length 100 included) and formatting
 	$(BIN)/ruff check robustctl tests benchmarks

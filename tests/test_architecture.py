@@ -1,9 +1,11 @@
 """The package's dependency direction (README, "Layout"): checked on the source, function-level
-imports included, and on what importing a package actually loads."""
+imports included, and on what importing a package actually loads (the lazy imports, all checked
+by one cold Python process: :data:`LAZY_IMPORTS`)."""
 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +101,8 @@ def test_the_source_walker_sees_function_level_imports(tmp_path):
     ],
 )
 def test_training_and_evaluation_do_not_import_each_other(package, other):
+    """In the source here; what importing one actually loads: ``test_lazy_imports``."""
     assert offenders(package, (other,)) == []
-    code = f"import sys, {package}; sys.exit(any(m.startswith('{other}') for m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent).returncode == 0
 
 
 def import_graph(package: str) -> dict[str, set[str]]:
@@ -198,3 +199,84 @@ def test_the_checks_see_a_back_import_written_inside_a_function(tmp_path):
     ]
     graph["robustctl.cli"] = graph["robustctl.cli"] | {"robustctl.models.m"}
     assert ["robustctl.cli", "robustctl.models.m", "robustctl.cli"] in circles(graph)
+
+
+# What importing a module must not load: {check: (module, modules it must not load)}.
+LAZY_IMPORTS = {
+    # the work layers stay apart when imported, not only in their source
+    "training-loads-no-evaluation": ("robustctl.training", ("robustctl.evaluation",)),
+    "evaluation-loads-no-training": ("robustctl.evaluation", ("robustctl.training",)),
+    # ``robustctl --help`` stays fast: the CLI module loads torch (through the configs) lazily
+    "cli-loads-no-torch": ("robustctl.cli", ("torch",)),
+    # the report is rendered from MLflow's numbers without torch, and reads them lazily
+    "reporting-loads-neither-torch-nor-mlflow": ("robustctl.reporting", ("torch", "mlflow")),
+}
+
+# One cold interpreter that imports nothing of its own; each check runs in a fork of it, so each
+# import starts from the same pristine ``sys.modules`` (as a fresh ``python -c`` would).
+LAZY_IMPORT_PROBE = """
+import json, os, sys
+
+results = {}
+for check, (module, forbidden) in json.loads(sys.argv[1]).items():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            __import__(module)
+            loaded = sorted(
+                m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in forbidden)
+            )
+            found = {"loaded": loaded}
+        except BaseException as error:
+            found = {"error": f"{type(error).__name__}: {error}"}
+        with os.fdopen(write, "w") as out:
+            out.write(json.dumps(found))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    os.waitpid(pid, 0)
+    results[check] = json.loads(text) if text else {"error": "the check's process died"}
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def lazy_imports() -> dict[str, dict]:
+    """{check: {"loaded": [forbidden modules it loaded]} or {"error": ...}}, from one process."""
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_IMPORT_PROBE, json.dumps(LAZY_IMPORTS)],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("check", sorted(LAZY_IMPORTS))
+def test_lazy_imports(lazy_imports, check):
+    module, forbidden = LAZY_IMPORTS[check]
+    assert lazy_imports[check] == {"loaded": []}, f"import {module} loads {forbidden}"
+
+
+def test_the_lazy_import_probe_sees_a_loaded_module():
+    """The probe is not vacuous: a module that does load a forbidden one is reported."""
+    checks = {
+        "json-loads-json.decoder": ("json", ("json.decoder",)),
+        "json-loads-no-x": ("json", ("x",)),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_IMPORT_PROBE, json.dumps(checks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {
+        "json-loads-json.decoder": {"loaded": ["json.decoder"]},
+        "json-loads-no-x": {"loaded": []},
+    }

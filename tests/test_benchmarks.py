@@ -97,7 +97,14 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
+# over ~10 s each on 2 CPU cores: the system tier (`make test-system`)
+SLOW = {"bench_attacks.py", "bench_memory.py", "bench_pipeline.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in sorted(CASES)],
+)
 def test_benchmark_runs_and_reports_its_ratio(script: str, tmp_path: Path) -> None:
     args, pattern = CASES[script]
     record = tmp_path / "record.json"

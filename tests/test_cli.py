@@ -281,6 +281,7 @@ def test_a_job_that_failed_before_its_run_opened_is_retried_in_place_on_resume(
     assert "train/loss" in retried.data.metrics and "error" not in retried.data.tags
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     """A real process killed with SIGKILL mid-epoch 2 resumes to the same final metrics."""
     args = [*tiny, "trainer.epochs=3"]
@@ -305,6 +306,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny, tmp_pa
         assert first.data.metrics[key] == reference.data.metrics[key], key
 
 
+@pytest.mark.slow
 def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
     args = [a for a in tiny if not a.startswith(("defense=", "threat_model="))] + [
         "defense=kde",
@@ -363,6 +365,7 @@ def test_attack_without_threat_model_is_refused_before_training(tiny):
     assert result.exit_code == 2 and "threat_model=graybox" in result.output
 
 
+@pytest.mark.slow
 def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
     """Two processes log to the same SQLite store at the same time; both runs land complete."""
     args = [a for a in tiny if not a.startswith("trainer.epochs")] + [
@@ -386,6 +389,7 @@ def test_joblib_sweep_jobs_write_one_sqlite_store_concurrently(tiny, tmp_path):
         assert "checkpoints/last.pt" in artifact_paths(client, run.info.run_id)
 
 
+@pytest.mark.slow
 def test_a_joblib_sweep_resumes_under_its_parent_run(tiny, tmp_path):
     """``train -m ... --resume PARENT`` through the joblib launcher (jobs in worker processes):
     the FINISHED job is skipped, the job whose run was killed reopens that run and continues from
@@ -421,6 +425,7 @@ def test_a_joblib_sweep_resumes_under_its_parent_run(tiny, tmp_path):
     assert [m.step for m in history] == [1]  # its epoch was not trained again
 
 
+@pytest.mark.slow
 def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
     tiny, tmp_path, monkeypatch
 ):

@@ -14,6 +14,7 @@ from robustctl.experiments import available, load_experiment
 from tests.test_cli import artifact_paths, runs
 
 
+@pytest.mark.slow
 def test_every_experiment_file_loads_and_every_job_composes():
     import itertools
 
@@ -32,6 +33,7 @@ def test_unknown_experiment_lists_the_available_ones():
         load_experiment("nope")
 
 
+@pytest.mark.slow
 def test_smoke_experiment_end_to_end_through_the_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # Hydra's sweep folders (multirun/<date>/...) land in tmp_path
     result = CliRunner().invoke(app, ["experiment", "smoke", f"work_dir={tmp_path}"])
@@ -84,6 +86,7 @@ def children_by_loss(work):
     return client, parents, children
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("during", ["training", "evaluation"])
 def test_an_interrupted_experiment_resumes_without_training_a_child_twice(
     during, tmp_path, monkeypatch

@@ -1,4 +1,4 @@
-"""Slow tests on real data (`make test-slow`; CI runs them when time allows)."""
+"""Slow tests on real data (system tier: `make test-system`; `.ci/run` runs them, fatally)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def test_fashion_mnist_one_epoch_resnet20_reaches_85_percent(tmp_path: Path):
             "dataset=fashion_mnist",
             "model=resnet20",
             "trainer.epochs=1",
+            "threat_model=none",  # what the test asserts: training and the clean stage
             f"work_dir={tmp_path}",
         ],
     )

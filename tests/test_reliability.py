@@ -3,6 +3,7 @@ checkpoints."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ values = st.one_of(
 groups = st.sampled_from(["loss=pdm", "attack=fgsm", "defense=kde", "loss=ce", "attack=none"])
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,

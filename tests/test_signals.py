@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 ROBUSTCTL = [sys.executable, "-m", "robustctl"]
@@ -49,6 +50,7 @@ def runs_of(work: Path) -> list:
     return client.search_runs([exp.experiment_id])
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_path):
     from robustctl.training import load_checkpoint
 
@@ -63,6 +65,7 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_the_last_checkpoint(tiny, tmp_pat
     assert 1 <= load_checkpoint(checkpoint)["epoch"] < 200
 
 
+@pytest.mark.slow
 def test_sigterm_kills_the_run_and_says_how_to_resume(tiny, tmp_path):
     args = ["train", *long_training(tiny)]
     code, err = stop_after_first_checkpoint(args, tmp_path, signal.SIGTERM)
@@ -76,6 +79,7 @@ def test_sigterm_kills_the_run_and_says_how_to_resume(tiny, tmp_path):
     assert line.rstrip().endswith("dataset.num_samples=2000 trainer.resume=true")
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_sweep_kills_the_job_and_its_parent(tiny, tmp_path):
     args = [
         "train",

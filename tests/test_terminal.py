@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
 from robustctl import metric_keys as keys
@@ -177,6 +178,7 @@ PROGRESS_ROW = re.compile(r"\s\d+/\d+\s.*\s\d+:\d\d:\d\d\s+(\d+:\d\d:\d\d|-:--:-
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+@pytest.mark.slow
 def test_piped_output_is_plain_text(tiny):
     """Piped (CI, `| tee`): no escape code, no carriage return, no progress-bar row."""
     proc = robustctl_train(tiny)
@@ -186,6 +188,7 @@ def test_piped_output_is_plain_text(tiny):
     assert "…" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_no_color_keeps_a_forced_terminal_colourless(tiny):
     """FORCE_COLOR makes rich treat the pipe as a terminal (escape codes appear); NO_COLOR then
     keeps every colour out. The control: the same summary under FORCE_COLOR alone has colours."""

@@ -1,4 +1,5 @@
-"""Fixtures of the attack tests: a tiny ResNet-8 trained for a few seconds on the digits data.
+"""Fixtures of the attack tests: a tiny ResNet-8 trained for a few seconds on the digits data
+(``tiny_digits_model`` in tests/conftest.py, trained once per session; this package gets a copy).
 
 The model is undefended and accurate (~98% on the 8x8 digits test split), so unbounded attacks
 must reach ~100% success on it and bounded ones must behave as their formulas say; a wrong
@@ -8,59 +9,11 @@ extra threads only add contention on a shared 2-core machine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 import torch
-from torch import Tensor, nn
 
-from robustctl.data import DatasetConfig
-from robustctl.data.digits import load_digits_split
 from robustctl.models import ResNet
-
-
-@dataclass
-class Trained:
-    model: ResNet
-    x: Tensor  # 48 test images the model classifies correctly, [48, 1, 8, 8]
-    y: Tensor
-    accuracy: float  # on the whole digits test split
-    class_names: tuple[str, ...]
-    weights: dict[str, Tensor] = field(
-        default_factory=dict
-    )  # a copy of the state right after training
-
-
-def train_tiny(seed: int = 0, epochs: int = 6) -> Trained:
-    raw = load_digits_split(DatasetConfig(), ".")
-    torch.manual_seed(seed)
-    model = ResNet(depth=8, num_classes=10, in_channels=1, width=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(raw.y_train), generator=g)
-        for i in range(0, len(order), 64):
-            idx = order[i : i + 64]
-            loss = nn.functional.cross_entropy(
-                model.predict_logits(raw.x_train[idx]), raw.y_train[idx]
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        pred = model.predict_logits(raw.x_test).argmax(1)
-    correct = pred == raw.y_test
-    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    return Trained(
-        model,
-        raw.x_test[correct][:48].contiguous(),
-        raw.y_test[correct][:48].contiguous(),
-        correct.float().mean().item(),
-        raw.class_names,
-        weights,
-    )
+from tests.conftest import Trained, fresh_copy
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -72,8 +25,9 @@ def _single_thread():
 
 
 @pytest.fixture(scope="package")
-def trained(_single_thread) -> Trained:
-    return train_tiny()
+def trained(_single_thread, tiny_digits_model) -> Trained:
+    """This package's copy of the session's tiny digits model (trained once for the whole run)."""
+    return fresh_copy(tiny_digits_model)
 
 
 @pytest.fixture(scope="package")

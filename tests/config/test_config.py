@@ -24,6 +24,7 @@ def test_default_config_composes_to_digits_resnet20_ce():
     assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100, "lr": 0.1}}
 
 
+@pytest.mark.slow
 def test_every_option_of_every_group_composes():
     for group, names in group_options().items():
         for name in names:

@@ -1,16 +1,12 @@
-"""The evaluation tests attack the same tiny trained ResNet-8 as the attack tests."""
+"""The evaluation tests attack the same tiny trained ResNet-8 as the attack tests: the session's
+``tiny_digits_model`` (tests/conftest.py), trained once for the whole run."""
 
 import pytest
-import torch
 
-from tests.attacks.conftest import train_tiny
+from tests.conftest import Trained, fresh_copy
 
 
 @pytest.fixture(scope="package")
-def trained():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield train_tiny()
-    finally:
-        torch.set_num_threads(threads)
+def trained(tiny_digits_model) -> Trained:
+    """This package's copy of the session's tiny digits model."""
+    return fresh_copy(tiny_digits_model)

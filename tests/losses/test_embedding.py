@@ -98,6 +98,7 @@ def test_input_grad_norm_equals_a_per_sample_loop():
     assert not model.training
 
 
+@pytest.mark.slow  # 44 s on the quiet 2-core machine: the exact Jacobian, row by row
 def test_jacobian_estimate_matches_the_exact_frobenius_norm():
     model = tiny_model()
     x = torch.rand(4, 1, 6, 6)

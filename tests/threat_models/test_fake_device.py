@@ -37,6 +37,7 @@ def both(target):
     return stage_metrics(cfg, model, data), accel
 
 
+@pytest.mark.slow  # `both` runs the three stages twice: over ~10 s
 @pytest.mark.parametrize("stage", [keys.GRAYBOX, keys.WHITEBOX, keys.BLACKBOX])
 def test_each_stage_reports_the_cpu_numbers_from_the_device(both, stage):
     cpu, accel = both

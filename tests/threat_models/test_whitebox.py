@@ -36,6 +36,7 @@ def evaluate(model, detector, x, y, x_adv):
     )
 
 
+@pytest.mark.slow
 def test_cw_wb_evades_the_detector_that_catches_plain_cw(trained):
     model, detector, data = trained
     x, y = data.x_test[:16], data.y_test[:16]

@@ -156,6 +156,7 @@ def registered_rce(tmp_path_factory):
     return work, overrides
 
 
+@pytest.mark.slow  # shares registered_rce: a run with a registered model, over ~10 s
 def test_the_logged_model_predicts_like_the_runs_checkpoint(registered_rce):
     work, overrides = registered_rce
     client, run = only_run(work)
@@ -178,6 +179,7 @@ def test_the_logged_model_predicts_like_the_runs_checkpoint(registered_rce):
         mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.slow  # shares registered_rce: a run with a registered model, over ~10 s
 def test_evaluate_a_registered_model_gives_the_checkpoints_numbers(registered_rce):
     work, overrides = registered_rce
     client, trained_run = only_run(work)
@@ -191,6 +193,7 @@ def test_evaluate_a_registered_model_gives_the_checkpoints_numbers(registered_rc
         assert evaluated.data.metrics[key] == trained_run.data.metrics[key], key
 
 
+@pytest.mark.slow  # shares registered_rce: a run with a registered model, over ~10 s
 def test_a_model_uri_that_is_not_a_robustctl_model_is_refused(registered_rce):
     work, overrides = registered_rce
     for uri, message in (
@@ -204,6 +207,7 @@ def test_a_model_uri_that_is_not_a_robustctl_model_is_refused(registered_rce):
     assert result.exit_code != 0 and "choose one model source" in result.output
 
 
+@pytest.mark.slow  # shares registered_rce: a run with a registered model, over ~10 s
 def test_a_resumed_run_keeps_its_one_logged_model(registered_rce):
     work, overrides = registered_rce
     client, run = only_run(work)
@@ -220,6 +224,7 @@ def test_a_resumed_run_keeps_its_one_logged_model(registered_rce):
 
 
 # ---------------------------------------------------------------------- the description
+@pytest.mark.slow  # shares registered_rce: a run with a registered model, over ~10 s
 def test_the_run_description_holds_the_summary_with_pair_counts(registered_rce):
     _, run = only_run(registered_rce[0])
     text = run.data.tags["mlflow.note.content"]

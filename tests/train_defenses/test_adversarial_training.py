@@ -101,6 +101,7 @@ def robust_accuracy(model, x, y, eps: float) -> float:
     return (correct & ~result.success).float().mean().item()
 
 
+@pytest.mark.slow
 def test_pgd_training_raises_accuracy_under_pgd(tmp_path):
     """Madry et al.'s claim at a small budget: same data, model, seed and epochs, with and
     without PGD training; attacked by a stronger PGD (20 steps, 2 restarts) at the trained eps."""
