@@ -120,7 +120,14 @@ ROUNDTRIPS = {  # detector, config, state keys it must save, its metrics' prefix
     "mahalanobis": (
         MahalanobisDetector,
         MahalanobisConfig(layers=["stage2", "embedding"], fit_samples=40),
-        {"means_stage2", "precision_stage2", "means_embedding", "precision_embedding", "ranks"},
+        {
+            "means_stage2",
+            "precision_stage2",
+            "means_embedding",
+            "precision_embedding",
+            "ranks",
+            "class_labels",
+        },
         "mahalanobis/",
     ),
     "kde_bu": (KDEBUDetector, KDEBUConfig(fit_samples=40), {"members.kde.points"}, "combined/"),
