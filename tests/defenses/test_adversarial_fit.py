@@ -114,7 +114,7 @@ ROUNDTRIPS = {  # detector, config, state keys it must save, its metrics' prefix
     "lid": (
         LIDDetector,
         LIDConfig(layers=["stage2", "embedding"], k=5, reference_size=20, fit_samples=40),
-        {"reference_stage2", "reference_embedding"},
+        {"reference_stage2", "reference_embedding", "reference_rows"},
         "lid/",
     ),
     "mahalanobis": (
