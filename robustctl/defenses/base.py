@@ -185,6 +185,15 @@ class Detector(nn.Module):
         that is a monotone transform of the score)."""
         return threshold
 
+    def held_training_rows(self) -> Tensor:
+        """[R] the rows of the training split whose images the fitted detector holds as
+        reference points (LID's reference minibatch): an attacker's starting pool of training
+        images must not contain them, since a start sitting on a reference point is a start the
+        detector sees at its own data. Empty (long) by default: a detector that keeps only
+        statistics of the training images (means, kernels fitted on all of them) holds none
+        that a pool could avoid."""
+        return torch.zeros(0, dtype=torch.long)
+
     def metrics(self) -> dict[str, float]:
         """The fitted detector's own numbers, to log (``<name>/<quantity>``)."""
         return {}

@@ -228,6 +228,11 @@ class CombinedDetector(Detector):
         self._check_fitted()
         return self.combiner(self._stacked(probe, classes))
 
+    def held_training_rows(self) -> Tensor:
+        """The training rows any member holds as reference points (ascending, each once)."""
+        rows = [m.held_training_rows().cpu() for m in self.members.values()]
+        return torch.unique(torch.cat(rows)) if rows else torch.zeros(0, dtype=torch.long)
+
     # ------------------------------------------------------------------------------- reports
     def metrics(self) -> dict[str, float]:
         """The members' metrics, ``combined/weight_<member>``, ``combined/lr_val_accuracy`` and

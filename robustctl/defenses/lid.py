@@ -4,27 +4,35 @@ subspaces using local intrinsic dimensionality", ICLR; their section 4 and Algor
 LID estimate. For a feature vector f of layer l (the probe layers of
 :meth:`robustctl.models.ResNet.layer_outputs`, spatially averaged to [N, C]) and a reference set
 B^l of clean training features, the maximum-likelihood estimator (Levina and Bickel; Amsaleg et
-al.) over the k nearest neighbours is
+al.) over k neighbours is
 
-    LID^l(f) = -( (1/k) sum_{i=1..k} log(r_i(f) / r_k(f)) )^{-1},
+    LID^l(f) = -( (1/k) sum_{i=2..k+1} log(r_i(f) / r_{k+1}(f)) )^{-1},
 
-r_i(f) the Euclidean distance from f to its i-th nearest neighbour in B^l (r_1 <= ... <= r_k).
-It is computed from squared distances, log(r_i / r_k) = (log(r_i^2 + t) - log(r_k^2 + t)) / 2
-with t the dtype's smallest normal number (guards log 0), and the mean is capped at -1e-6 (k
-equidistant neighbours would give 1/0), so LID <= 1e6.
+r_i(f) the Euclidean distance from f to its i-th nearest neighbour in B^l (r_1 <= r_2 <= ...):
+the nearest, r_1, is always dropped and neighbours 2..k+1 are used, for every point (clean,
+noisy and adversarial alike), as Ma et al.'s code does (``mle_batch``: the sorted distances
+``[:, 1:k+1]``). It is computed from squared distances,
+log(r_i / r_{k+1}) = (log(r_i^2 + t) - log(r_{k+1}^2 + t)) / 2 with t the dtype's smallest
+normal number (guards log 0), and the mean is capped at -1e-6 (k equidistant neighbours would
+give 1/0), so LID <= 1e6.
 
-Leave-one-out. A reference point at distance exactly 0 from f is f itself (an image of the
-reference set): it is left out and the k nearest are taken among the others. At fit, an example
-whose clean image *is* a reference image also has that reference point left out for its
-adversarial and noisy versions (matched by the image, not by the features, so round-off between
-forward passes cannot hide it): at test time no image's source is in the reference set.
+Dropping the nearest. In Ma et al.'s minibatches every clean image is a point of the batch,
+at distance 0 from itself, and their code drops the first sorted distance of every point, clean
+or not. The same rule here: an image of the reference set loses its own point, and any other
+image loses its nearest reference point. The rule is continuous in f: moving f onto a reference
+point, or a hair off it, changes r_2..r_{k+1} by as little as f moves (leaving out only a point
+at distance exactly 0 would make LID jump there, as an earlier version did). The rank
+correlation of the detector's test scores under the two rules is in docs/method.md section 5.1
+(``benchmarks/lid_neighbour_rule.py``).
 
 Reference set (the minibatch estimator). Ma et al. estimate LID within minibatches of 100 clean
 images (an adversarial example against the clean minibatch it came from). Here the reference is
 one minibatch fixed at fit: ``reference_size`` (default 100) clean training images drawn with the
 fit's seeded generator (``FitInputs.generator``), whose features are kept as buffers; every image,
 at fit and at test time, is estimated against it. ``k`` (default 20) must be below
-``reference_size`` (leave-one-out).
+``reference_size`` (k + 1 nearest, the first dropped). The training-set rows of the reference
+images are kept too (``reference_rows``): :meth:`LIDDetector.held_training_rows`, which a
+white-box attacker's starting pool leaves out.
 
 Detector. The feature vector is (LID^l(x))_l over ``layers`` (default: all of the model's
 ``layer_names``, stem to embedding; Ma et al. use every layer's flattened activations and the
@@ -42,11 +50,9 @@ FGSM/BIM; one rule for every attack here). The score is the regression's logit (
 adversarial). ``classes`` is not used: LID does not depend on a class.
 
 Gradient. The score is differentiable in the features, hence in ``probe.x``: ``torch.topk`` on
-the squared distances passes the gradient to the k selected distances (the neighbour *choice*
-is piecewise constant), and everything after it is smooth. One exception: the features of a
-reference image itself, whose own point is left out by value; moved off it by any amount, they
-get it back as nearest neighbour, so the score jumps there (test images are not reference
-images; at fit the exclusion is by row, which is smooth).
+the squared distances passes the gradient to the k + 1 selected distances, of which the nearest
+is dropped (the neighbour *choice* is piecewise constant, the distances continuous across a
+change of choice), and everything after it is smooth, at reference points too.
 
 White-box attack. LID does not depend on a class and has no class-dependent upper bound here:
 C&W-wb minimizes the score itself. From the clean image, the score's rise near the decision
@@ -81,10 +87,10 @@ from robustctl.defenses.base import (
     crafted_pairs,
     layer_outputs,
 )
-from robustctl.defenses.regression import LogisticCombiner, adopt_shapes
+from robustctl.defenses.regression import LogisticCombiner, adopt_shapes, with_defaults
 from robustctl.inference import model_device
 
-__all__ = ["LIDConfig", "LIDDetector", "lid_estimates", "matching_rows"]
+__all__ = ["LIDConfig", "LIDDetector", "lid_estimates"]
 
 ALL_LAYERS = ("stem", "stage1", "stage2", "stage3", "embedding")  # ResNet.layer_names
 MAX_MEAN_LOG_RATIO = -1e-6  # caps LID at 1e6 (k equidistant neighbours)
@@ -116,39 +122,23 @@ class LIDConfig(AdversarialFitConfig):
         require(
             self.reference_size > self.k,
             "defense.reference_size",
-            f"must be > k = {self.k} (leave-one-out), got {self.reference_size}",
+            f"must be > k = {self.k} (the k + 1 nearest are read, the first dropped), "
+            f"got {self.reference_size}",
         )
         self.check_fit_fields()
 
 
-def lid_estimates(
-    features: Tensor, reference: Tensor, k: int, exclude: Tensor | None = None
-) -> Tensor:
-    """[N] MLE LID of ``features`` [N, C] against ``reference`` [R, C] over the k nearest
-    neighbours (module docstring), leaving out reference points at distance exactly 0 and, where
-    ``exclude`` [N] (reference row or -1) names one, that row. Differentiable in ``features``."""
+def lid_estimates(features: Tensor, reference: Tensor, k: int) -> Tensor:
+    """[N] MLE LID of ``features`` [N, C] against ``reference`` [R, C], R > k, over neighbours
+    2..k+1 (module docstring: the nearest is always dropped). Differentiable in ``features``."""
     if features.shape[0] == 0:
         return features.new_zeros(0)
     ref = reference.to(features.dtype)
-    sq = (features.unsqueeze(1) - ref.unsqueeze(0)).pow(2).sum(-1)  # [N, R], exact 0 for self
-    left_out = sq.detach() == 0
-    if exclude is not None:
-        rows = (exclude >= 0).nonzero().flatten()
-        left_out[rows.to(sq.device), exclude[rows].to(sq.device)] = True
-    sq = sq.masked_fill(left_out, torch.finfo(sq.dtype).max)
-    nearest = torch.topk(sq, k, dim=1, largest=False, sorted=True).values  # ascending
+    sq = (features.unsqueeze(1) - ref.unsqueeze(0)).pow(2).sum(-1)  # [N, R]
+    nearest = torch.topk(sq, k + 1, dim=1, largest=False, sorted=True).values[:, 1:]  # ascending
     logs = torch.log(nearest + torch.finfo(sq.dtype).tiny)
     mean_log_ratio = 0.5 * (logs - logs[:, -1:]).mean(1)
     return -1.0 / mean_log_ratio.clamp(max=MAX_MEAN_LOG_RATIO)
-
-
-def matching_rows(images: Tensor, reference: Tensor) -> Tensor:
-    """[N] index of the reference image equal (bit for bit) to each image, or -1."""
-    index = {ref.contiguous().numpy().tobytes(): j for j, ref in enumerate(reference.cpu())}
-    return torch.tensor(
-        [index.get(img.contiguous().numpy().tobytes(), -1) for img in images.cpu()],
-        dtype=torch.long,
-    )
 
 
 class LIDDetector(Detector):
@@ -159,12 +149,15 @@ class LIDDetector(Detector):
     Build with a :class:`LIDConfig` or its fields as keywords (``LIDDetector(k=10)``).
 
     Buffers (moved by ``.to``, saved in ``state_dict``): ``reference_<layer>`` [R, C] reference
-    features and the :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*``.
+    features, ``reference_rows`` [R] their images' rows in the training split (empty when the
+    reference was set from features, or loaded from a ``state_dict`` saved without them) and
+    the :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*``.
     """
 
     config_type = LIDConfig
     option = "lid"
     fit_pairs: Tensor
+    reference_rows: Tensor
 
     def __init__(self, config: LIDConfig | None = None, /, **params: Any) -> None:
         super().__init__()
@@ -175,6 +168,7 @@ class LIDDetector(Detector):
         for name in self.layers:
             self.register_buffer(f"reference_{name}", torch.zeros(0, 0))
         self.register_buffer("fit_pairs", torch.tensor(0.0))
+        self.register_buffer("reference_rows", torch.zeros(0, dtype=torch.long))
         self.combiner = LogisticCombiner()
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
 
@@ -211,7 +205,14 @@ class LIDDetector(Detector):
             return {}
         return {"lid/fit_pairs": ("all", self.fit_fallback_)}
 
+    def held_training_rows(self) -> Tensor:
+        """The training-set rows of the reference images (``reference_rows``)."""
+        return self.reference_rows
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # saved before the rows were kept: none known
+        empty = torch.zeros(0, dtype=torch.long)
+        state_dict = with_defaults(state_dict, prefix, {"reference_rows": empty})
         adopt_shapes(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -219,8 +220,9 @@ class LIDDetector(Detector):
         return f"layers={list(self.layers)}, k={self.k}" + ("" if self.fitted else ", unfitted")
 
     # --------------------------------------------------------------------------------- fit
-    def set_reference(self, features: dict[str, Tensor]) -> LIDDetector:
-        """Keep ``{layer: [R, C]}`` clean features as the reference set (R > k)."""
+    def set_reference(self, features: dict[str, Tensor], rows: Tensor | None = None) -> LIDDetector:
+        """Keep ``{layer: [R, C]}`` clean features as the reference set (R > k) and ``rows``
+        [R], their images' rows in the training split (none when not given)."""
         for name in self.layers:
             ref = features[name].detach()
             if ref.dim() != 2 or ref.shape[0] <= self.k:
@@ -229,29 +231,27 @@ class LIDDetector(Detector):
                     f"got {tuple(ref.shape)}"
                 )
             self._buffers[f"reference_{name}"] = ref.clone()
+        device = self.reference(self.layers[0]).device
+        rows = torch.zeros(0, dtype=torch.long) if rows is None else rows
+        self.reference_rows = rows.detach().to(device, torch.long).clone()
         return self
 
-    def lid_features(self, features: dict[str, Tensor], exclude: Tensor | None = None) -> Tensor:
+    def lid_features(self, features: dict[str, Tensor]) -> Tensor:
         """[N, L] LID of each layer's ``features`` [N, C] against the reference (on its
-        device); ``exclude`` as in :func:`lid_estimates`."""
+        device)."""
         cols = []
         for name in self.layers:
             ref = self.reference(name)
-            cols.append(lid_estimates(features[name].to(ref.device), ref, self.k, exclude))
+            cols.append(lid_estimates(features[name].to(ref.device), ref, self.k))
         return torch.stack(cols, 1)
 
-    def lid_features_of(
-        self, model: nn.Module, x: Tensor, exclude: Tensor | None = None, batch_size: int = 512
-    ) -> Tensor:
+    def lid_features_of(self, model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
         """[N, L] LID features of images ``x``, batch by batch in eval mode (no gradient)."""
         parts = []
-        start = 0
         with torch.no_grad():
             for xb in batches(x, batch_size):
                 feats = layer_outputs(model, xb, self.layers, batch_size)
-                ex = None if exclude is None else exclude[start : start + len(xb)]
-                parts.append(self.lid_features(feats, ex).cpu())
-                start += len(xb)
+                parts.append(self.lid_features(feats).cpu())
         return torch.cat(parts) if parts else torch.zeros(0, len(self.layers))
 
     def fit_on(self, inputs: FitInputs) -> LIDDetector:
@@ -266,10 +266,10 @@ class LIDDetector(Detector):
                 f"lid: reference_size {n_ref} exceeds the {len(x_train)} training images"
             )
         gen = inputs.generator
-        x_ref = x_train[torch.randperm(len(x_train), generator=gen)[:n_ref]]
-        self.to("cpu").set_reference(layer_outputs(model, x_ref, self.layers, inputs.batch_size))
+        rows = torch.randperm(len(x_train), generator=gen)[:n_ref]
+        ref = layer_outputs(model, x_train[rows], self.layers, inputs.batch_size)
+        self.to("cpu").set_reference(ref, rows)
         clean, adv, _, self.fit_fallback_ = crafted_pairs(inputs, cfg)
-        exclude = matching_rows(clean, x_ref)
         sets = [clean]
         if cfg.noisy:
             delta = (adv - clean).flatten(1).norm(dim=1)
@@ -277,7 +277,7 @@ class LIDDetector(Detector):
             scale = delta / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
             sets.append((clean + noise * scale.view(-1, *[1] * (clean.dim() - 1))).clamp(0, 1))
         sets.append(adv)
-        feats = [self.lid_features_of(model, s, exclude, inputs.batch_size) for s in sets]
+        feats = [self.lid_features_of(model, s, inputs.batch_size) for s in sets]
         labels = torch.cat([torch.zeros(len(f)) for f in feats[:-1]] + [torch.ones(len(adv))])
         self.combiner.fit(torch.cat(feats), labels, c=cfg.lr_c)
         self.fit_pairs = torch.tensor(float(len(clean)))

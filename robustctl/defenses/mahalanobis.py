@@ -5,7 +5,7 @@ Fit. For every layer l of ``layers`` (the probe layers of :meth:`robustctl.model
 layer_outputs`, spatially averaged to [N, C]), from the clean features f_i^l of *all* training
 images with their true labels y_i:
 
-    mu_c^l    = mean of the f_i^l with y_i = c                              (class means)
+    mu_c^l    = mean of the f_i^l with y_i = c, for each class c present   (class means)
     Sigma^l   = (1/N) sum_i (f_i^l - mu_{y_i}^l)(f_i^l - mu_{y_i}^l)^T          (tied covariance)
     P^l       = pinv(Sigma^l)                                               (precision)
 
@@ -24,16 +24,24 @@ Lee et al.'s confidence score is max_c -M_c^l; its negative is used here so that
 means "more adversarial". ``score_probe(probe, classes)`` ignores ``classes``, as Lee et al. do:
 the score is the distance to the closest class whatever class the model predicts (their argument:
 the closest class is the generative classifier's own prediction). A white-box attack minimizes
-:meth:`MahalanobisDetector.score_bound` instead: the distance to the mean of the class it moves
+:meth:`MahalanobisDetector.score_bound` instead: the distance to the mean of the class t it moves
 toward, an upper bound of the score (the closest-class score alone would pull an attack that has
-not yet flipped the prediction back to the true class).
+not yet flipped the prediction back to the true class):
+
+    B^l(x, t) = (f^l(x) - mu_t^l)^T P^l (f^l(x) - mu_t^l) >= M^l(x)   if t has training images,
+    B^l(x, t) = M^l(x)                                               if it has none (no mu_t^l).
+
+The means are kept with the labels of their classes (buffer ``class_labels``), so a class is
+found by its label whatever labels the training split lacks.
 
 Input preprocessing (``noise`` > 0; Lee et al. search it in {0, 0.0005, 0.001, 0.0014, 0.002,
 0.005, 0.01, ...}): each layer is scored at
 
     x_hat^l = clip(x - noise * sign(grad_x M^l(x)), 0, 1),   score M^l(x_hat^l),
 
-a small step that brings x closer to its closest class (clean images move further than
+sign(g) = +1 where g >= 0 and -1 where g < 0 (sign(0) = +1, as Lee et al.'s code:
+``(torch.ge(grad, 0).float() - 0.5) * 2``; a pixel the score does not depend on moves by -noise
+too), a small step that brings x closer to its closest class (clean images move further than
 adversarial ones). The gradient is taken in pixel space (Lee et al. step in normalized-input
 space and divide by the normalization std, the same step in pixels) and is computed with its own
 forward pass on a detached copy of x, also when the caller runs under ``torch.no_grad()``; then
@@ -49,10 +57,13 @@ Several layers: the per-layer scores are combined by a logistic regression (Lee 
 whose clean image the model classifies correctly and whose adversarial example it
 misclassifies; when fewer than ``MIN_FIT_PAIRS`` (10) are, all pairs, and a caveat says so). The
 score is the regression's logit w . (s - mean) / scale + b of the per-layer scores s: linear in
-them, hence differentiable. The regression is
-:class:`~robustctl.defenses.regression.LogisticCombiner` (features standardized with the fit
-set's mean and population std; L2-penalized, scikit-learn's objective with ``lr_c`` = C,
-intercept unpenalized; Newton's method in float64). Lee et al. fit it on a part of the
+them, hence differentiable. Its white-box bound replaces s^l by B^l(x, t) for each layer with
+w^l >= 0 and keeps s^l = M^l(x) for each layer with w^l < 0 (a larger s^l there lowers the
+logit), so it bounds the logit from above whatever the signs (as
+:meth:`robustctl.defenses.combined.CombinedDetector.score_bound` does for its members). The
+regression is :class:`~robustctl.defenses.regression.LogisticCombiner` (features standardized
+with the fit set's mean and population std; L2-penalized, scikit-learn's objective with
+``lr_c`` = C, intercept unpenalized; Newton's method in float64). Lee et al. fit it on a part of the
 *test* set's adversarial examples (``LogisticRegressionCV``, tuned C, noisy images among the
 negatives); here the test images are never used, there are no noisy images, and C is fixed. One
 layer: the score is M^l itself, no adversarial example is needed.
@@ -82,7 +93,7 @@ from robustctl.defenses.base import (
     check_layers,
     crafted_pairs,
 )
-from robustctl.defenses.regression import LogisticCombiner, adopt_shapes
+from robustctl.defenses.regression import LogisticCombiner, adopt_shapes, with_defaults
 from robustctl.inference import eval_mode, model_device
 
 __all__ = ["MahalanobisConfig", "MahalanobisDetector"]
@@ -131,14 +142,17 @@ class MahalanobisDetector(Detector):
     (``MahalanobisDetector(layers=["stage2", "embedding"], noise=0.001)``).
 
     Buffers (moved by ``.to``, saved in ``state_dict``): ``means_<layer>`` [K, C] class means,
-    ``precision_<layer>`` [C, C] pseudo-inverse covariances, ``ranks`` [L] covariance ranks, and
-    the :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*`` (fitted with
-    more than one layer).
+    one row per label of ``class_labels`` [K] (the labels present at fit, ascending; a
+    ``state_dict`` saved without it loads as 0..K-1), ``precision_<layer>`` [C, C]
+    pseudo-inverse covariances, ``ranks`` [L] covariance ranks, and the
+    :class:`~robustctl.defenses.regression.LogisticCombiner` ``combiner.*`` (fitted with more
+    than one layer).
     """
 
     config_type = MahalanobisConfig
     option = "mahalanobis"
     ranks: Tensor
+    class_labels: Tensor
     fit_pairs: Tensor
 
     def __init__(self, config: MahalanobisConfig | None = None, /, **params: Any) -> None:
@@ -154,6 +168,7 @@ class MahalanobisDetector(Detector):
             self.register_buffer(f"means_{name}", torch.zeros(0, 0))
             self.register_buffer(f"precision_{name}", torch.zeros(0, 0))
         self.register_buffer("ranks", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("class_labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("fit_pairs", torch.tensor(0.0))
         self.combiner = LogisticCombiner()
         self.fit_fallback_: str | None = None  # why all pairs were used, when they were
@@ -211,6 +226,10 @@ class MahalanobisDetector(Detector):
         return out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        means = state_dict.get(f"{prefix}means_{self.layer_names[0]}")
+        if means is not None and means.dim() == 2:  # saved without labels: classes 0..K-1
+            k = torch.arange(means.shape[0], dtype=torch.long)
+            state_dict = with_defaults(state_dict, prefix, {"class_labels": k})
         adopt_shapes(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -223,7 +242,8 @@ class MahalanobisDetector(Detector):
     def fit_features(self, features: dict[str, Tensor], labels: Tensor) -> MahalanobisDetector:
         """Class means, tied covariances and their pseudo-inverses from clean features
         ``{layer: [N, C]}`` and true labels [N] (float64 math; buffers in the features' dtype
-        and on their device). Only the classes present in ``labels`` get a mean."""
+        and on their device). Only the classes present in ``labels`` get a mean; their labels
+        are kept in ``class_labels``, one per row of the means."""
         y = torch.as_tensor(labels).long()
         ranks = []
         for name in self.layer_names:
@@ -244,6 +264,7 @@ class MahalanobisDetector(Detector):
             ranks.append(int(torch.linalg.matrix_rank(cov, hermitian=True)))
             self._buffers[f"means_{name}"] = means.to(f.dtype)
             self._buffers[f"precision_{name}"] = precision.to(f.dtype)
+            self.class_labels = classes.clone()
         self.ranks = torch.tensor(ranks, dtype=torch.long, device=self.means(name).device)
         return self
 
@@ -268,18 +289,25 @@ class MahalanobisDetector(Detector):
 
     # ----------------------------------------------------------------------------- scoring
     def distance(self, features: Tensor, name: str, classes: Tensor | None = None) -> Tensor:
-        """M^l: [N] squared Mahalanobis distance of ``features`` [N, C] of layer ``name`` to the
-        closest class mean, or to the mean of ``classes`` when given (differentiable in the
-        features)."""
+        """[N] squared Mahalanobis distance of ``features`` [N, C] of layer ``name``: M^l, to the
+        closest class mean, when ``classes`` is None; else B^l, to the mean of each row's class
+        in ``classes`` [N] (labels, found in ``class_labels``), and, for a class with no
+        training image (no mean), the closest-class distance M^l, which keeps
+        :meth:`score_bound` an upper bound of the score. Differentiable in the features."""
+        closest = _min_distance(features, self.means(name), self.precision(name))
         if classes is None:
-            return _min_distance(features, self.means(name), self.precision(name))
-        d = features - self.means(name).to(features.dtype)[classes]
-        return ((d @ self.precision(name).to(features.dtype)) * d).sum(-1)
+            return closest
+        match = classes.to(self.class_labels.device).unsqueeze(1) == self.class_labels  # [N, K]
+        row = match.long().argmax(1)  # the class's row; 0 (unused) for a class with no mean
+        d = features - self.means(name).to(features.dtype)[row]
+        aimed = ((d @ self.precision(name).to(features.dtype)) * d).sum(-1)
+        return torch.where(match.any(1).to(aimed.device), aimed, closest)
 
     def preprocessed(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
-        """{layer: x_hat^l = clip(x - noise * sign(grad_x M^l(x)), 0, 1)}, each written as
-        ``x + stopgrad(x_hat^l - x)`` (BPDA: gradient identity in x). The sign is computed
-        with grad enabled on a detached copy of x, even under ``torch.no_grad()``."""
+        """{layer: x_hat^l = clip(x - noise * sign(grad_x M^l(x)), 0, 1)}, sign(0) = +1 (Lee et
+        al.'s code), each written as ``x + stopgrad(x_hat^l - x)`` (BPDA: gradient identity in
+        x). The sign is computed with grad enabled on a detached copy of x, even under
+        ``torch.no_grad()``."""
         with torch.enable_grad():
             xd = x.detach().requires_grad_(True)
             feats = model.layer_outputs(xd, self.layer_names)
@@ -288,26 +316,30 @@ class MahalanobisDetector(Detector):
                 m = self.distance(feats[name], name)
                 last = i == len(self.layer_names) - 1
                 (g,) = torch.autograd.grad(m.sum(), xd, retain_graph=not last)
-                signs.append(g.sign())
+                signs.append(torch.where(g >= 0, 1.0, -1.0).to(g.dtype))
         out = {}
         for name, sign in zip(self.layer_names, signs, strict=True):
             step = (x.detach() - self.noise * sign).clamp(0.0, 1.0) - x.detach()
             out[name] = x + step
         return out
 
+    def layer_features(self, probe: Probe) -> dict[str, Tensor]:
+        """{layer: [N, C]} the features each layer is scored on: the probe's own, or, with
+        preprocessing, those of x_hat^l (one forward pass per layer)."""
+        if self.noise <= 0:
+            return {name: probe.layers[name] for name in self.layer_names}
+        x_hats = self.preprocessed(probe.model, probe.x)
+        return {
+            name: Probe(probe.model, x_hats[name], (name,)).layers[name]
+            for name in self.layer_names
+        }
+
     def layer_scores(self, probe: Probe, classes: Tensor | None = None) -> Tensor:
         """[N, L] per-layer scores M^l of the probe's images (at x_hat^l with preprocessing);
-        distances to the means of ``classes`` instead of the closest when given."""
+        B^l, the distances to the means of ``classes``, instead when given (:meth:`distance`)."""
         self._check_fitted(layers_only=True)
-        if self.noise <= 0:
-            cols = [self.distance(probe.layers[name], name, classes) for name in self.layer_names]
-        else:
-            x_hats = self.preprocessed(probe.model, probe.x)
-            cols = [
-                self.distance(Probe(probe.model, x_hats[name], (name,)).layers[name], name, classes)
-                for name in self.layer_names
-            ]
-        return torch.stack(cols, 1)
+        feats = self.layer_features(probe)
+        return torch.stack([self.distance(feats[n], n, classes) for n in self.layer_names], 1)
 
     def layer_scores_of(self, model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
         """[N, L] per-layer scores of images ``x``, batch by batch in eval mode (CPU, no grad)."""
@@ -329,14 +361,19 @@ class MahalanobisDetector(Detector):
         return self.combiner(scores)
 
     def score_bound(self, probe: Probe, toward: Tensor) -> Tensor:
-        """The white-box surrogate: the same score with each distance taken to the mean of the
-        class the attack moves toward. The distance to one class bounds the distance to the
-        closest from above, so bringing the surrogate under a threshold brings the score under
-        it (one layer, or combination weights >= 0); aiming at the target's mean gives the
-        attack a gradient toward the class it must reach, where the closest-class score would
-        pull it back to the true class."""
+        """The white-box surrogate, an upper bound of :meth:`score_probe` (module docstring):
+        one layer, B^l(x, toward), the distance to the mean of the class the attack moves
+        toward (>= the distance to the closest mean); several, the regression's logit with B^l
+        for each layer of weight >= 0 and M^l kept for each layer of negative weight. Aiming at
+        the target's mean gives the attack a gradient toward the class it must reach, where the
+        closest-class score would pull it back to the true class."""
         self._check_fitted()
-        scores = self.layer_scores(probe, toward)
+        feats = self.layer_features(probe)
+        aimed = torch.stack([self.distance(feats[n], n, toward) for n in self.layer_names], 1)
         if len(self.layer_names) == 1:
-            return scores[:, 0]
-        return self.combiner(scores)
+            return aimed[:, 0]
+        closest = torch.stack([self.distance(feats[n], n) for n in self.layer_names], 1)
+        # the signs are read on the device (no host sync in the attack loop), from the weights
+        # the combiner holds now
+        nonnegative = (self.combiner.weight >= 0).to(aimed.device)
+        return self.combiner(torch.where(nonnegative, aimed, closest))

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MIN_FIT_PAIRS", "LogisticCombiner", "adopt_shapes", "fit_logistic_regression"]
+__all__ = [
+    "MIN_FIT_PAIRS",
+    "LogisticCombiner",
+    "adopt_shapes",
+    "fit_logistic_regression",
+    "with_defaults",
+]
 
 MIN_FIT_PAIRS = 10  # fewer successful (clean-correct, adversarial-wrong) pairs: use all pairs
 
@@ -73,6 +79,16 @@ def adopt_shapes(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> 
             module._buffers[name] = torch.empty(
                 state_dict[prefix + name].shape, dtype=cur.dtype, device=cur.device
             )
+
+
+def with_defaults(
+    state_dict: dict[str, Any], prefix: str, defaults: dict[str, Tensor]
+) -> dict[str, Any]:
+    """``state_dict`` with ``prefix + name`` set to ``defaults[name]`` where it lacks that key (a
+    checkpoint saved before the buffer existed), as a new dict: the caller's is left alone. For
+    ``_load_from_state_dict``, before :func:`adopt_shapes`."""
+    missing = {prefix + k: v for k, v in defaults.items() if prefix + k not in state_dict}
+    return {**state_dict, **missing} if missing else state_dict
 
 
 class LogisticCombiner(nn.Module):

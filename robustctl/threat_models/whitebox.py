@@ -84,10 +84,15 @@ def starting_pool(
 ) -> StartingPool | None:
     """For ``start=other_class``: ``wb.start_pool`` training images (a seeded subset; the
     white-box attacker knows the training data), with the model's predictions and the
-    detector's scores of them; None for ``start=clean``. Never test images."""
+    detector's scores of them; None for ``start=clean``. Never test images, and never the
+    training images the detector holds as reference points
+    (:meth:`~robustctl.defenses.base.Detector.held_training_rows`): the seeded order without
+    them, so the pool still has ``wb.start_pool`` images when that many remain."""
     if wb.start != "other_class":
         return None
-    idx = seeded_permutation(len(data.y_train), wb.seed or 0)[: wb.start_pool]
+    order = seeded_permutation(len(data.y_train), wb.seed or 0)
+    held = detector.held_training_rows().cpu()
+    idx = order[~torch.isin(order, held)][: wb.start_pool]
     known = outputs.split("train").subset(idx)
     scores = split_scores(detector, model, data.x_train[idx], known, batch_size)
     return StartingPool(data.x_train[idx], known.predictions, scores)

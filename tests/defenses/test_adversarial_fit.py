@@ -114,13 +114,20 @@ ROUNDTRIPS = {  # detector, config, state keys it must save, its metrics' prefix
     "lid": (
         LIDDetector,
         LIDConfig(layers=["stage2", "embedding"], k=5, reference_size=20, fit_samples=40),
-        {"reference_stage2", "reference_embedding"},
+        {"reference_stage2", "reference_embedding", "reference_rows"},
         "lid/",
     ),
     "mahalanobis": (
         MahalanobisDetector,
         MahalanobisConfig(layers=["stage2", "embedding"], fit_samples=40),
-        {"means_stage2", "precision_stage2", "means_embedding", "precision_embedding", "ranks"},
+        {
+            "means_stage2",
+            "precision_stage2",
+            "means_embedding",
+            "precision_embedding",
+            "ranks",
+            "class_labels",
+        },
         "mahalanobis/",
     ),
     "kde_bu": (KDEBUDetector, KDEBUConfig(fit_samples=40), {"members.kde.points"}, "combined/"),

@@ -314,3 +314,17 @@ def test_the_attack_bound_replaces_only_members_of_nonnegative_weight() -> None:
     want = ((s - lr.mean) / lr.scale) @ lr.weight + lr.bias
     torch.testing.assert_close(det.score_bound(probe, toward).double(), want)
     assert (det.score_bound(probe, toward) >= det.score_probe(probe, toward)).all()
+
+
+def test_held_training_rows_are_the_members_together() -> None:
+    """A combined detector holds the reference rows of every member (LID's), each once; a
+    detector that holds none reports an empty long tensor."""
+    from robustctl.defenses.lid import LIDDetector
+
+    det = CombinedDetector(members=["lid", "kde"])
+    assert det.members["kde"].held_training_rows().dtype == torch.long
+    assert det.held_training_rows().numel() == 0
+    lid = det.members["lid"]
+    assert isinstance(lid, LIDDetector)
+    lid.set_reference({name: torch.randn(25, 3) for name in lid.layers}, torch.arange(30, 5, -1))
+    assert det.held_training_rows().tolist() == list(range(6, 31))

@@ -1,10 +1,12 @@
-"""LIDDetector against a brute-force numpy k-NN estimate (all pairwise norms, sorted, the MLE
-formula), leave-one-out included; gradients by finite differences (gradcheck); end to end through
-FitInputs with a tiny ResNet and an FGSM written in tests/defenses/test_mahalanobis.py. The config
-checks and the state_dict round trip shared with Mahalanobis are in
-tests/defenses/test_adversarial_fit.py."""
+"""LIDDetector against a brute-force numpy k-NN estimate (all pairwise norms, sorted, the nearest
+dropped as in Ma et al.'s code, the MLE formula) and a hand-computed one; gradients by finite
+differences (gradcheck); end to end through FitInputs with a tiny ResNet and an FGSM written in
+tests/defenses/test_mahalanobis.py. The config checks and the state_dict round trip shared with
+Mahalanobis are in tests/defenses/test_adversarial_fit.py."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -12,18 +14,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from robustctl.defenses.base import Probe, layer_outputs, score_images
-from robustctl.defenses.lid import LIDConfig, LIDDetector, lid_estimates, matching_rows
+from robustctl.defenses.lid import LIDConfig, LIDDetector, lid_estimates
 from robustctl.errors import ConfigError
 from robustctl.inference import predict_labels
 from tests.defenses.test_mahalanobis import tiny_inputs
 
 
-def brute_lid(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool) -> np.ndarray:
-    """-1 / mean_i log(r_i / r_k) over the k nearest of ``ref``; with ``skip_self`` the nearest
-    (the query itself, at distance 0) is dropped first, as in Ma et al.'s minibatch code."""
+def brute_lid(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    """-1 / mean_i log(r_i / r_{k+1}) over neighbours 2..k+1 of ``ref``: the nearest dropped,
+    for every query, as in Ma et al.'s ``mle_batch``."""
     d = np.linalg.norm(q[:, None, :] - ref[None, :, :], axis=-1)
-    d = np.sort(d, axis=1)
-    r = d[:, 1 : k + 1] if skip_self else d[:, :k]
+    r = np.sort(d, axis=1)[:, 1 : k + 1]
     return -1.0 / np.mean(np.log(r / r[:, -1:]), axis=1)
 
 
@@ -32,7 +33,7 @@ def test_lid_matches_brute_force_knn() -> None:
     ref = torch.randn(100, 16, generator=g, dtype=torch.float64)
     q = torch.randn(40, 16, generator=g, dtype=torch.float64) * 1.5
     for k in (2, 5, 20):
-        want = brute_lid(q.numpy(), ref.numpy(), k, skip_self=False)
+        want = brute_lid(q.numpy(), ref.numpy(), k)
         np.testing.assert_allclose(lid_estimates(q, ref, k).numpy(), want, rtol=1e-10)
     # intrinsic dimension: points on a 3-d subspace of R^16 estimate near 3, not 16
     flat = torch.randn(2000, 3, generator=g, dtype=torch.float64) @ torch.randn(
@@ -42,22 +43,15 @@ def test_lid_matches_brute_force_knn() -> None:
     assert float(lid_estimates(q, ref, 20).median()) > 8.0
 
 
-def test_leave_one_out_for_reference_members() -> None:
+def test_reference_members_drop_their_own_point() -> None:
     g = torch.Generator().manual_seed(1)
     ref = torch.randn(60, 8, generator=g, dtype=torch.float64)
     members = ref[[3, 17, 42]]
-    want = brute_lid(members.numpy(), ref.numpy(), 10, skip_self=True)
+    want = brute_lid(members.numpy(), ref.numpy(), 10)
     np.testing.assert_allclose(lid_estimates(members, ref, 10).numpy(), want, rtol=1e-10)
     assert torch.isfinite(lid_estimates(members, ref, 10)).all()
-    # explicit exclusion by row: a near copy (round-off of another forward pass) left out too
-    near = members + 1e-9
-    got = lid_estimates(near, ref, 10, exclude=torch.tensor([3, 17, -1]))
-    np.testing.assert_allclose(got[:2].numpy(), want[:2], rtol=1e-5)
-    assert abs(float(got[2]) - want[2]) > 0.1 * want[2]  # not excluded: its copy is nearest
-    # rows matched by image, bit for bit
-    imgs = torch.rand(5, 1, 4, 4, generator=g)
-    probe = torch.cat([imgs[[4, 0]], torch.rand(1, 1, 4, 4, generator=g), imgs[[0]] + 1e-7])
-    assert matching_rows(probe, imgs).tolist() == [4, 0, -1, -1]
+    # a near copy (round-off of another forward pass) drops the point it sits on just the same
+    np.testing.assert_allclose(lid_estimates(members + 1e-9, ref, 10).numpy(), want, rtol=1e-5)
 
 
 def test_gradcheck_lid_in_the_features() -> None:
@@ -65,11 +59,9 @@ def test_gradcheck_lid_in_the_features() -> None:
     ref = torch.randn(30, 4, generator=g, dtype=torch.float64)
     q = torch.randn(4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: lid_estimates(x, ref, 6), (q,))
-    # a reference member, its own point left out by row: smooth in its features as well (left
-    # out by value instead, any move would bring its own point back: a jump, no derivative)
+    # at a reference member too: its own point is the dropped nearest, whichever way it moves
     member = ref[:2].clone().requires_grad_(True)
-    rows = torch.tensor([0, 1])
-    assert torch.autograd.gradcheck(lambda x: lid_estimates(x, ref, 6, exclude=rows), (member,))
+    assert torch.autograd.gradcheck(lambda x: lid_estimates(x, ref, 6), (member,))
 
 
 def test_gradcheck_through_the_resnet() -> None:
@@ -100,6 +92,8 @@ def test_fit_on_end_to_end() -> None:
     ref = layer_outputs(model, inputs.data.x_train[idx], det.layers)
     for name in det.layers:
         torch.testing.assert_close(det.reference(name), ref[name])
+    # their training rows, the rows an attacker's starting pool leaves out
+    assert torch.equal(det.reference_rows, idx) and torch.equal(det.held_training_rows(), idx)
     preds, scores = score_images(det, model, inputs.data.x_val, batch_size=16)
     assert scores.shape == (30,) and torch.isfinite(scores).all()
     no_noise = LIDDetector(
@@ -117,13 +111,11 @@ def test_fit_on_end_to_end() -> None:
 def test_noisy_examples_have_the_adversarial_l2_norm(monkeypatch: pytest.MonkeyPatch) -> None:
     _, inputs = tiny_inputs()
     seen: list[torch.Tensor] = []
-    excluded: list[torch.Tensor] = []
     real = LIDDetector.lid_features_of
 
-    def spy(self, model, x, exclude=None, batch_size=512):  # type: ignore[no-untyped-def]
+    def spy(self, model, x, batch_size=512):  # type: ignore[no-untyped-def]
         seen.append(x)
-        excluded.append(exclude)
-        return real(self, model, x, exclude, batch_size)
+        return real(self, model, x, batch_size)
 
     monkeypatch.setattr(LIDDetector, "lid_features_of", spy)
     LIDDetector(
@@ -137,13 +129,6 @@ def test_noisy_examples_have_the_adversarial_l2_norm(monkeypatch: pytest.MonkeyP
     torch.testing.assert_close(
         clean, inputs.adversarial_examples("train", "fgsm", {"eps": 0.02}, 30, 0)[0]
     )
-    # the reference row of each clean image that is a reference image, left out of all three
-    ref_idx = torch.randperm(90, generator=torch.Generator().manual_seed(7))[:20]
-    pos = {int(i): j for j, i in enumerate(ref_idx)}
-    train_idx = torch.randperm(90, generator=torch.Generator().manual_seed(0))[:30]
-    want = torch.tensor([pos.get(int(i), -1) for i in train_idx])
-    assert (want >= 0).sum() >= 3
-    assert all(torch.equal(ex, want) for ex in excluded) and len(excluded) == 3
     # eps small against pixels in (0, 1): few clipped pixels, so the norms agree closely
     d_adv = (adv - clean).flatten(1).norm(dim=1)
     d_noisy = (noisy - clean).flatten(1).norm(dim=1)
@@ -178,9 +163,51 @@ def test_config_and_errors() -> None:
     for bad, key in [
         ({"k": 1}, "defense.k"),
         ({"k": 20, "reference_size": 20}, "defense.reference_size"),
+        ({"k": 20, "reference_size": 5}, "defense.reference_size"),
     ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             LIDConfig(**bad)
     _, inputs = tiny_inputs()
     with pytest.raises(ValueError, match="reference_size 500"):
         LIDDetector(reference_size=500).fit_on(inputs)
+
+
+# ---------------------------------------------------------------- Ma et al.'s neighbour rule
+def test_hand_computed_lid_drops_the_nearest_neighbour() -> None:
+    """Ma et al.'s mle_batch: sort the distances, drop the nearest, use neighbours 2..k+1, for
+    every point. Reference 0, 1, 2, 4, 7 on a line; query 0.25: distances 0.25, 0.75, 1.75,
+    3.75, 6.75, the nearest (0.25) dropped."""
+    ref = torch.tensor([[0.0], [1.0], [2.0], [4.0], [7.0]], dtype=torch.float64)
+    q = torch.tensor([[0.25], [2.0]], dtype=torch.float64)
+    # k = 2, query 0.25: r = (0.75, 1.75): -1 / ((log(0.75 / 1.75) + log 1) / 2) = 2 / log(7/3)
+    # k = 2, query 2 (a reference point): r = (1, 2) after its own 0: 2 / log 2
+    want = [2 / math.log(7 / 3), 2 / math.log(2)]
+    np.testing.assert_allclose(lid_estimates(q, ref, 2).numpy(), want, rtol=1e-12)
+    # k = 3, query 0.25: r = (0.75, 1.75, 3.75)
+    want3 = -3 / (math.log(0.75 / 3.75) + math.log(1.75 / 3.75))
+    np.testing.assert_allclose(float(lid_estimates(q[:1], ref, 3)), want3, rtol=1e-12)
+
+
+def test_lid_is_continuous_across_a_reference_point() -> None:
+    """At a reference point and a hair off it the same neighbours count (the nearest, its own
+    point or the one it sits on, is dropped either way): the estimates agree."""
+    g = torch.Generator().manual_seed(6)
+    ref = torch.randn(50, 8, generator=g, dtype=torch.float64)
+    on = ref[[3, 17, 30]]
+    off = on + 1e-7 * torch.randn(on.shape, generator=g, dtype=torch.float64)
+    at, near = lid_estimates(on, ref, 10), lid_estimates(off, ref, 10)
+    np.testing.assert_allclose(near.numpy(), at.numpy(), rtol=1e-5)
+    assert (at > 1).all() and (at < 50).all()
+
+
+def test_older_state_dict_without_reference_rows_loads_with_none_held() -> None:
+    _, inputs = tiny_inputs()
+    cfg = LIDConfig(layers=["embedding"], k=5, reference_size=20, fit_samples=20)
+    cfg.successful_only = False
+    det = LIDDetector(cfg).fit_on(inputs)
+    state = det.state_dict()
+    assert state["reference_rows"].shape == (20,)
+    del state["reference_rows"]
+    old = LIDDetector(cfg)
+    old.load_state_dict(state)
+    assert old.fitted and old.held_training_rows().numel() == 0

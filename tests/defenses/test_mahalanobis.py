@@ -147,7 +147,7 @@ def test_preprocessing_is_the_sign_step_and_bpda_gradient() -> None:
     for name in layers:
         xr = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(direct_m(xr, name).sum(), xr)
-        want = (x - 0.01 * g.sign()).clamp(0, 1)
+        want = (x - 0.01 * torch.where(g >= 0, 1.0, -1.0).double()).clamp(0, 1)  # sign(0) = 1
         assert (g != 0).float().mean() > 0.9  # the step is not vacuous
         torch.testing.assert_close(x_hats[name], want, rtol=0, atol=1e-15)
         assert not x_hats[name].requires_grad
@@ -243,3 +243,109 @@ def test_config_and_errors() -> None:
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match=r"defense\.noise"):
             MahalanobisConfig(noise=bad)
+
+
+# ------------------------------------------------------------ fixes checked against Lee et al.
+def test_bound_keeps_the_score_of_layers_with_negative_weight() -> None:
+    """score_bound >= score_probe on every image, whatever the toward class, when the layer
+    combination reads a layer the other way round (negative weight): that layer keeps its
+    closest-class distance, the others take the distance to the toward class's mean."""
+    model, inputs = tiny_inputs(dtype=torch.float64)
+    layers = ["stage1", "stage3", "embedding"]
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 1, 8, 8, generator=g, dtype=torch.float64)
+    toward = torch.randint(0, 3, (64,), generator=g)
+    for noise in (0.0, 0.01):
+        det = MahalanobisDetector(layers=layers, noise=noise)
+        det.fit_features(inputs.layers("train", tuple(layers)), inputs.data.y_train)
+        det.combiner.fit(torch.randn(40, 3, generator=g, dtype=torch.float64), torch.arange(40) % 2)
+        det.combiner.weight = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float64)
+        probe = Probe(model, x, det.layers)
+        score = det.score_probe(probe, toward)
+        bound = det.score_bound(probe, toward)
+        assert (bound >= score - 1e-9).all(), int((bound < score - 1e-9).sum())
+        # the bound is the logit of the chosen columns, nothing looser
+        closest = det.layer_scores(probe)
+        aimed = det.layer_scores(probe, toward)
+        chosen = torch.stack([aimed[:, 0], closest[:, 1], aimed[:, 2]], 1)
+        torch.testing.assert_close(bound, det.combiner(chosen))
+
+
+def test_class_means_are_indexed_by_label_not_by_row() -> None:
+    """Training labels {0, 1, 3}: class 3's distance is to class 3's own mean (numpy: class
+    mean, tied covariance of the class-centred features, pinv); class 2 has no mean, so its
+    distance is the closest-class distance (the score: the bound stays an upper bound)."""
+    f, y = features()
+    y = torch.where(y == 2, 3, y)
+    q, _ = features(n=30, seed=1)
+    det = MahalanobisDetector().fit_features({"embedding": f}, y)
+    fn, yn, qn = f.numpy(), y.numpy(), q.numpy()
+    mu = {c: fn[yn == c].mean(0) for c in (0, 1, 3)}
+    centred = fn - np.stack([mu[c] for c in yn])
+    precision = np.linalg.pinv(centred.T @ centred / len(fn))
+    d3 = qn - mu[3]
+    want3 = np.einsum("ni,ij,nj->n", d3, precision, d3)
+    got3 = det.distance(q, "embedding", torch.full((30,), 3))
+    np.testing.assert_allclose(got3.numpy(), want3, rtol=1e-9)
+    closest = det.distance(q, "embedding")
+    torch.testing.assert_close(det.distance(q, "embedding", torch.full((30,), 2)), closest)
+    # mixed classes in one batch: each row by its own label
+    mixed = torch.tensor([0, 1, 2, 3, 7] * 6)
+    got = det.distance(q, "embedding", mixed)
+    for j, c in enumerate(mixed.tolist()):
+        if c in mu:
+            d = qn[j] - mu[c]
+            np.testing.assert_allclose(float(got[j]), d @ precision @ d, rtol=1e-9)
+        else:
+            assert float(got[j]) == float(closest[j])
+    assert det.class_labels.tolist() == [0, 1, 3]
+
+
+def test_class_labels_are_saved_and_older_state_dicts_mean_classes_0_to_k() -> None:
+    f, y = features()
+    q, _ = features(n=30, seed=1)
+    det = MahalanobisDetector().fit_features({"embedding": f}, torch.where(y == 2, 3, y))
+    fresh = MahalanobisDetector()
+    fresh.load_state_dict(det.state_dict())
+    assert fresh.class_labels.tolist() == [0, 1, 3]
+    # a state_dict saved before the labels were kept: classes 0..K-1, one per row of the means
+    old = MahalanobisDetector().fit_features({"embedding": f}, y)
+    state = old.state_dict()
+    del state["class_labels"]
+    loaded = MahalanobisDetector().double()  # the fit's dtype (a load keeps the module's)
+    loaded.load_state_dict(state)
+    assert loaded.class_labels.tolist() == [0, 1, 2]
+    two = torch.full((30,), 2)
+    torch.testing.assert_close(
+        loaded.distance(q, "embedding", two), old.distance(q, "embedding", two)
+    )
+
+
+class HalfBlind(torch.nn.Module):
+    """An embedding of the top half of an 8x8 image only: the bottom half's gradient is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.randn(32, 3, generator=torch.Generator().manual_seed(4))
+
+    def layer_outputs(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return {"embedding": x[:, :, :4, :].flatten(1) @ self.proj.to(x.dtype)}
+
+
+def test_preprocessing_moves_zero_gradient_pixels_like_lee_et_al() -> None:
+    """Lee et al.'s code steps by -noise * (2 [g >= 0] - 1): a pixel whose gradient is exactly 0
+    moves by -noise (sign(0) = +1), it does not stay put."""
+    model = HalfBlind()
+    g = torch.Generator().manual_seed(5)
+    x_train = torch.rand(60, 1, 8, 8, generator=g)
+    det = MahalanobisDetector(noise=0.01)
+    det.fit_features(model.layer_outputs(x_train, ("embedding",)), torch.arange(60) % 3)
+    x = torch.full((4, 1, 8, 8), 0.5)
+    x_hat = det.preprocessed(model, x)["embedding"]
+    torch.testing.assert_close(x_hat[:, :, 4:, :], torch.full((4, 1, 4, 8), 0.49))
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        det.distance(model.layer_outputs(xr, ())["embedding"], "embedding").sum(), xr
+    )
+    assert (grad[:, :, 4:, :] == 0).all() and (grad[:, :, :4, :] != 0).all()
+    torch.testing.assert_close(x_hat[:, :, :4, :], 0.5 - 0.01 * grad[:, :, :4, :].sign())

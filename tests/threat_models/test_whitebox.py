@@ -162,3 +162,34 @@ def test_the_starting_pool_is_training_images_with_their_scores(target, trained)
     predictions, scores = score_images(detector, model, pool.images)
     assert torch.equal(pool.predictions, predictions)
     torch.testing.assert_close(pool.scores, scores)
+
+
+def test_the_starting_pool_leaves_out_the_detectors_reference_images():
+    """LID holds training images as reference points: the other-class starting pool never
+    contains them (asked for the whole training split, it gets the rest), and otherwise keeps the
+    seeded order, so it still has ``start_pool`` images."""
+    from robustctl.data.base import seeded_permutation
+    from robustctl.defenses.lid import LIDDetector
+    from robustctl.threat_models.cw_wb import CwWbConfig
+    from robustctl.threat_models.whitebox import starting_pool
+    from tests.defenses.test_mahalanobis import tiny_inputs
+
+    model, inputs = tiny_inputs()
+    data = inputs.data
+    detector = LIDDetector(
+        layers=["embedding"], k=5, reference_size=20, fit_samples=20, successful_only=False
+    ).fit_on(inputs)
+    held = detector.held_training_rows()
+    assert held.shape == (20,)
+    reference = {img.numpy().tobytes() for img in data.x_train[held]}
+
+    def pool_of(size):
+        wb = CwWbConfig(start="other_class", start_pool=size)
+        return wb, starting_pool(wb, model, detector, data, 64, inputs.outputs)
+
+    _, whole = pool_of(len(data.y_train))
+    assert len(whole.images) == len(data.y_train) - 20
+    assert not any(img.numpy().tobytes() in reference for img in whole.images)
+    wb, small = pool_of(30)
+    order = seeded_permutation(len(data.y_train), wb.seed or 0)
+    assert torch.equal(small.images, data.x_train[order[~torch.isin(order, held)][:30]])
