@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
+.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits verdict-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ smoke: install  ## experiments/smoke.yaml: the whole protocol on synthetic data 
 
 paper-digits: install  ## experiments/paper_digits.yaml: CE/RCE/PDM x 3 seeds on digits, Tables 1-4 with intervals (~1 h, 2 CPU cores)
 	$(BIN)/robustctl experiment paper_digits $(ARGS)
+
+verdict-digits: install  ## experiments/verdict_digits.yaml: converged white-box attacks on CE/RCE/PDM x 5 seeds x 2 starts, the PDM ratio with intervals
+	$(BIN)/robustctl experiment verdict_digits $(ARGS)
 
 paper-fashion: install  ## experiments/paper_fashion_cpu.yaml: Tables 1-4 on Fashion-MNIST, CPU budget
 	$(BIN)/robustctl experiment paper_fashion_cpu $(ARGS)

@@ -31,6 +31,8 @@ from typing import NamedTuple
 GRAYBOX, WHITEBOX, BLACKBOX = "graybox", "whitebox", "blackbox"
 STAGES = (GRAYBOX, WHITEBOX, BLACKBOX)
 CW_WB = "cw_wb"  # the attack of the white-box and black-box stages
+FMN_WB = "fmn_wb"  # the white-box stage's minimum-norm attack
+WHITEBOX_ATTACKS = (CW_WB, FMN_WB)  # the attacks threat_model.whitebox_attacks may list
 RESILIENCY = "resiliency"
 BIM_PATH = "bim_path"
 
@@ -92,6 +94,34 @@ MORE_ITERATIONS_SUCCESS_RATE = "more_iterations_success_rate"
 # examples are breached; the whole curve is the artifact WHITEBOX_BUDGET_CURVE
 MEDIAN_DISTORTION = "median_distortion"
 WHITEBOX_BUDGET_CURVE = "whitebox/cw_wb_budget_curve.json"
+# white-box convergence (robustctl.threat_models.convergence), per attack: 1.0 when one doubling
+# of the iterations changed success by at most its standard error and the median breach
+# distortion by less than the tolerance, else 0.0; the iterations factor the ladder ended at; the
+# attack passes (example-iterations) spent per attacked example over the whole ladder; the curve
+# is the artifact convergence_curve(attack)
+CONVERGED = "converged"
+BUDGET_FACTOR = "budget_factor"
+PASSES_PER_EXAMPLE = "passes_per_example"
+# FMN-wb against C&W-wb, over the examples both breached: the median per-example ratio of their
+# distortions (FMN-wb / C&W-wb) and the share where FMN-wb's is smaller
+RATIO_TO_CW_WB = "ratio_to_cw_wb"
+BELOW_CW_WB_RATE = "below_cw_wb_rate"
+
+
+def budget_curve(attack: str) -> str:
+    """The artifact of ``attack``'s per-example minimal breach distortions (white-box stage)."""
+    return f"whitebox/{attack}_budget_curve.json"
+
+
+def convergence_tag(attack: str) -> str:
+    """The tag holding ``attack``'s convergence verdict in words (white-box stage)."""
+    return f"whitebox/{attack}/convergence"
+
+
+def convergence_curve(attack: str) -> str:
+    """The artifact of ``attack``'s convergence ladder (white-box stage)."""
+    return f"whitebox/{attack}_convergence.json"
+
 
 # ------------------------------------------------------------------------------- intervals
 CI_LEVEL = 0.95  # every ``*_ci_low`` / ``*_ci_high`` pair is a 95% interval

@@ -89,6 +89,11 @@ CASES = {
         + ["--rounds", "1"],
         r"iteration-bar slowdown \(inner / outer, median; best\): cw_hc ([0-9.]+)x",
     ),
+    "bench_convergence.py": (
+        ["--epochs", "2", "--images", "12", "--doublings", "1", "--cw-steps", "20"]
+        + ["--fmn-steps", "10"],
+        r"C&W-wb passes per converged example, before / after: ([0-9.]+)x",
+    ),
     # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a
     "bench_attacks.py": (
         ["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],
@@ -98,7 +103,7 @@ CASES = {
 
 
 # over ~10 s each on 2 CPU cores: the system tier (`make test-system`)
-SLOW = {"bench_attacks.py", "bench_memory.py", "bench_pipeline.py"}
+SLOW = {"bench_attacks.py", "bench_convergence.py", "bench_memory.py", "bench_pipeline.py"}
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,9 @@ class Attack:
         for f in fields(config):
             setattr(self, f.name, getattr(config, f.name))
         self._generators: dict[str, torch.Generator] = {}
+        # the attack's cost: example-iterations run so far (each one forward and one backward
+        # pass of one example), counted by the iterative attacks that report it
+        self.passes = 0
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: Tensor) -> Tensor:

@@ -17,7 +17,11 @@ Binary search over c, for the whole batch at once, one c per example: start at `
 each of ``binary_steps`` runs of ``steps`` Adam iterations (each run restarts from w_0 with a fresh
 optimizer), an example that succeeded sets hi = min(hi, c), one that failed sets lo = max(lo, c);
 then c = (lo + hi) / 2 if an upper bound is known, else c = 10 c. Early abort: every
-max(steps // 10, 1) iterations the run stops if the batch's total loss did not fall by 0.01 %.
+max(steps // 10, 1) iterations the run stops if the batch's total loss did not fall by 0.01 %;
+with ``per_example_abort`` the same rule is applied to each example's own loss, an example that
+stopped falling leaves the run, and the batch shrinks to the others (the attack's work then goes
+to the examples still moving; :attr:`CW.passes` counts example-iterations, each one forward and
+one backward pass).
 
 Paper parameters (PDM Table 5): 9 binary steps, 10 iterations, confidence 0 (``cw``); 9 binary
 steps, 1000 iterations, confidence 10 (``cw_hc``, :mod:`robustctl.attacks.cw_hc`). Departures: none
@@ -35,6 +39,8 @@ Arguments:
         87% at 0.1; measured on 100 test images). Budget-reduced configs raise it with the cut.
     c_init (float): initial c. Default 0.01.
     abort_early (bool): stop a run when the loss stops improving. Default True.
+    per_example_abort (bool): apply the abort rule per example, shrinking the batch. Default
+        False (Carlini's batch rule; C&W-wb turns it on).
     box_shrink (float): shrink of the artanh argument (avoids infinite w at 0 and 1). Default 1e-6.
     targeted, seed: see :class:`~robustctl.attacks.base.Attack`.
 
@@ -46,7 +52,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +75,7 @@ class CwConfig(AttackConfig):
     lr: float = 0.1  # 10 iterations: a 0.01 step barely moves (module docstring)
     c_init: float = 0.01
     abort_early: bool = True
+    per_example_abort: bool = False
     box_shrink: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -122,14 +129,15 @@ class CW(Attack):
         x: Tensor,
         y: Tensor,
         target: Tensor | None,
-        state: object,
+        state: Any,
         label_suffix: str = "",
         start: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The binary search over c (module docstring) for images ``x`` with the per-batch
         ``state`` of :meth:`prepare`, each run starting from ``start`` (default ``x``; distances
         are always to ``x``): (each example's smallest-L2 successful iterate, else x itself; its
-        squared L2 distance, inf where no iterate succeeded)."""
+        squared L2 distance, inf where no iterate succeeded). Each iteration adds the number of
+        examples it ran to :attr:`passes`."""
         n = len(x)
         view = (-1, *([1] * (x.dim() - 1)))
         label = y if target is None else target
@@ -143,30 +151,26 @@ class CW(Attack):
         total, steps, binary = self.binary_steps * self.steps, self.steps, self.binary_steps
         with LoopProgress(f"  {self.name} batch{label_suffix}", total, self.loop_progress) as bar:
             for step in range(binary):
-                w = w0.clone().requires_grad_(True)
-                optimizer = torch.optim.Adam([w], lr=self.lr)
-                succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
-                prev = float("inf")
+                run = _Run(self, x, label, state, c, w0)
                 for it in range(steps):
-                    x_adv = (torch.tanh(w) + 1) / 2
-                    l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-                    f, ok = self.iteration_terms(x_adv, label, target is not None, state)
-                    loss = (l2sq + c * f).sum()
-                    (w.grad,) = torch.autograd.grad(loss, w)
-                    optimizer.step()
+                    x_adv = (torch.tanh(run.w) + 1) / 2
+                    l2sq = (x_adv - run.x).flatten(1).pow(2).sum(1)
+                    f, ok = self.iteration_terms(x_adv, run.label, target is not None, run.state)
+                    losses = l2sq + run.c * f
+                    (run.w.grad,) = torch.autograd.grad(losses.sum(), run.w)
+                    run.optimizer.step()
+                    self.passes += len(run.rows)
                     with torch.no_grad():
-                        improved = ok & (l2sq < best_l2)
-                        best_l2 = torch.where(improved, l2sq, best_l2)
-                        best_adv = torch.where(improved.view(view), x_adv, best_adv)
-                        succeeded |= ok
+                        rows = run.rows
+                        improved = ok & (l2sq < best_l2[rows])
+                        best_l2[rows] = torch.where(improved, l2sq, best_l2[rows])
+                        best_adv[rows] = torch.where(improved.view(view), x_adv, best_adv[rows])
+                        run.succeeded[rows] |= ok
                     bar.update(
                         step * steps + it + 1, ("step", step + 1, binary), ("iter", it + 1, steps)
                     )
-                    if self.abort_early and it % check_every == 0:
-                        value = loss.item()
-                        if value > prev * 0.9999:
-                            break
-                        prev = value
+                    if self.abort_early and it % check_every == 0 and not run.keep_going(losses):
+                        break
                 # an early abort skips the rest of the step's iterations
                 bar.update(
                     (step + 1) * steps,
@@ -174,7 +178,57 @@ class CW(Attack):
                     ("iter", it + 1, steps),
                     force=True,
                 )
+                succeeded = run.succeeded
                 hi = torch.where(succeeded, torch.minimum(hi, c), hi)
                 lo = torch.where(succeeded, lo, torch.maximum(lo, c))
                 c = torch.where(hi < NO_BOUND / 10, (lo + hi) / 2, c * 10)
         return best_adv, best_l2
+
+
+class _Run:
+    """One binary step's optimization: Adam on w from w0, over the examples still running
+    (``rows``, indices into the batch). Carlini's early abort stops the whole batch when its
+    total loss fell by less than 0.01 % since the last check; with ``per_example_abort`` each
+    example stops on its own loss, and the run keeps only the others (w, Adam's moments, the
+    labels, c and the attack state shrink with it)."""
+
+    def __init__(self, attack: CW, x: Tensor, label: Tensor, state: Any, c: Tensor, w0: Tensor):
+        self.attack, self.x_all, self.label_all, self.state_all = attack, x, label, state
+        self.rows = torch.arange(len(x), device=x.device)
+        self.x, self.label, self.state, self.c = x, label, state, c
+        self.w = w0.clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.w], lr=attack.lr)
+        self.succeeded = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.previous: Tensor | float = float("inf")
+
+    def keep_going(self, losses: Tensor) -> bool:
+        """False when the run is over; with ``per_example_abort``, drops the examples whose loss
+        did not fall by 0.01 % since the last check."""
+        if not self.attack.per_example_abort:
+            value = losses.sum().item()
+            if value > self.previous * 0.9999:  # type: ignore[operator]
+                return False
+            self.previous = value
+            return True
+        value = losses.detach()
+        moving = value <= self.previous * 0.9999
+        self.previous = value
+        if bool(moving.all()):
+            return True
+        if not bool(moving.any()):
+            return False
+        self._shrink(moving.nonzero().flatten())
+        return True
+
+    def _shrink(self, keep: Tensor) -> None:
+        """Keep rows ``keep`` (positions in the current run) of everything per example."""
+        self.rows = self.rows[keep]
+        self.x, self.label, self.c = self.x_all[self.rows], self.label_all[self.rows], self.c[keep]
+        self.state = None if self.state_all is None else self.state_all.take(self.rows)
+        self.previous = self.previous[keep]  # type: ignore[index]
+        old = self.optimizer.state[self.w]
+        self.w = self.w.detach()[keep].requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.w], lr=self.attack.lr)
+        self.optimizer.state[self.w] = {
+            k: v[keep] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in old.items()
+        }

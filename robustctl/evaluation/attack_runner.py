@@ -136,8 +136,11 @@ def run_attack(
     bar: Any = None,
     clean_pred: Tensor | None = None,
     stage: str = keys.GRAYBOX,
+    starts: Tensor | None = None,
 ) -> AttackOutcome:
-    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``.
+    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``;
+    ``starts``: per-image starting points for an attack that takes them (``start=`` of its
+    call: the white-box attacks' incumbents).
 
     A batch that runs out of device memory is retried in halves (:class:`MemoryBackoff`)."""
     clean_pred = predict_labels(attack.model, x, batch_size) if clean_pred is None else clean_pred
@@ -151,7 +154,10 @@ def run_attack(
     while start < len(x):
         end = start + backoff.size
         try:
-            result = attack(x[start:end], y[start:end])
+            if starts is None:
+                result = attack(x[start:end], y[start:end])
+            else:
+                result = attack(x[start:end], y[start:end], start=starts[start:end])
         except torch.OutOfMemoryError as error:
             backoff.shrink(error)  # retry the same images in smaller batches
             if bar is not None:

@@ -2,8 +2,14 @@
 PDM needs 1.86x CE's and 1.56x RCE's C&W-wb distortion on MNIST).
 
 Per dataset, PDM column and metric ``K`` (``whitebox/cw_wb/distortion``,
-``whitebox/cw_wb/median_distortion``), against the dataset's first CE and first RCE column (the
-paper's settings come first): each column's runs are picked as in Table 3 (latest FINISHED run per
+``whitebox/cw_wb/median_distortion``, ``whitebox/fmn_wb/median_distortion``: the minimum-norm
+attack's median minimal detector-aware distortion), against the dataset's first CE and first RCE
+column *attacked with the same threat-model settings* (every ``threat_model.*`` param both
+logged equal, so a
+sweep over the white-box starts and targets gives one ratio row per (start, target) pair, each
+against its own baselines; the rows name the settings that differ between the PDM columns; a PDM
+column with no such baseline gets the reason ``no <loss> run with these threat_model settings``):
+each column's runs are picked as in Table 3 (latest FINISHED run per
 seed that logged ``whitebox/cw_wb/``); for every seed ``s`` both columns have, the ratio
 ``r_s = K(PDM, s) / K(base, s)``; the cell is the mean of the ``r_s`` with the 95% t-interval
 across seed pairs and their number (:func:`robustctl.reporting.uncertainty.ratio_estimate`). One
@@ -29,6 +35,10 @@ BASES: tuple[tuple[str, str], ...] = (("ce", "PDM / CE"), ("rce", "PDM / RCE"))
 RATIO_METRICS: tuple[tuple[str, str], ...] = (
     ("mean distortion", keys.whitebox("distortion")),
     ("median breach distortion", keys.whitebox(keys.MEDIAN_DISTORTION)),
+    (
+        "median minimal distortion (FMN-wb)",
+        keys.attack_key(keys.WHITEBOX, keys.FMN_WB, keys.MEDIAN_DISTORTION),
+    ),
 )
 ONE_PAIR_NOTE = "1 seed, no interval"
 _PREFIX = keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/"
@@ -43,10 +53,12 @@ def _paper_ratio(dataset: str, base: str, key: str) -> float | None:
     return None if num is None or not den else num / den
 
 
-def _ratio_cell(dataset: str, num: Pick, base_column: Column | None, base: str, key: str) -> Cell:
+def _ratio_cell(
+    dataset: str, num: Pick, base_column: Column | None | str, base: str, key: str
+) -> Cell:
     fields = {"reference": _paper_ratio(dataset, base, key), "key": key, "kind": "ratio"}
-    if base_column is None:
-        return Cell(None, reason=NOT_RUN, **fields)  # type: ignore[arg-type]
+    if base_column is None or isinstance(base_column, str):
+        return Cell(None, reason=base_column or NOT_RUN, **fields)  # type: ignore[arg-type]
     den = pick_runs(base_column.runs, _PREFIX, keys.WHITEBOX)
     for pick in (num, den):
         if not pick.runs:
@@ -70,6 +82,41 @@ def _ratio_cell(dataset: str, num: Pick, base_column: Column | None, base: str, 
     )
 
 
+THREAT_PREFIX = "threat_model."
+
+
+def threat_settings(column: Column) -> dict[str, str]:
+    """The ``threat_model.*`` params of the column's newest run (its attack settings)."""
+    params = column.runs[0].params if column.runs else {}
+    return {k: v for k, v in params.items() if k.startswith(THREAT_PREFIX)}
+
+
+def agree(a: dict[str, str], b: dict[str, str]) -> bool:
+    """No setting both name differs (a run that did not log one agrees with any value)."""
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def base_column(columns: list[Column], loss: str, pdm: Column | None) -> Column | None | str:
+    """The first ``loss`` column attacked with ``pdm``'s threat-model settings (the first
+    ``loss`` column when ``pdm`` is None); a reason when ``loss`` ran but never so."""
+    mine = [c for c in columns if c.loss == loss]
+    if pdm is None or not mine:
+        return mine[0] if mine else None
+    wanted = threat_settings(pdm)
+    same = [c for c in mine if agree(threat_settings(c), wanted)]
+    return same[0] if same else f"no {loss} run with these threat_model settings"
+
+
+def settings_label(pdm: Column, pdms: list[Column]) -> str:
+    """``start=other_class, toward=every_class``: the threat-model settings in which ``pdm``
+    differs from the other PDM columns ("" when none differs)."""
+    mine = threat_settings(pdm)
+    differing = sorted(
+        k for k in mine if any(threat_settings(o).get(k) != mine[k] for o in pdms if o is not pdm)
+    )
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={mine[k]}" for k in differing)
+
+
 def ratio_table(layout: Layout) -> Table:
     """The white-box distortion ratios PDM / CE and PDM / RCE per dataset (rules: module doc)."""
     table = Table(
@@ -83,11 +130,15 @@ def ratio_table(layout: Layout) -> Table:
         headers={f"{NUMERATOR}/{b}": label for b, label in BASES},
     )
     for dataset, columns in layout.by_dataset.items():
-        pdms = [c for c in columns if c.loss == NUMERATOR] or [None]
-        bases = {b: next((c for c in columns if c.loss == b), None) for b, _ in BASES}
+        pdms: list[Column | None] = [c for c in columns if c.loss == NUMERATOR] or [None]
         for pdm in pdms:
             num = pick_runs(pdm.runs, _PREFIX, keys.WHITEBOX) if pdm else Pick(reason=NOT_RUN)
-            suffix = f", {pdm.label}" if pdm is not None and pdm.key != NUMERATOR else ""
+            bases = {b: base_column(columns, b, pdm) for b, _ in BASES}
+            settings = settings_label(pdm, pdms) if pdm is not None else ""  # type: ignore[arg-type]
+            if settings:
+                suffix = f", {settings}"
+            else:
+                suffix = f", {pdm.label}" if pdm is not None and pdm.key != NUMERATOR else ""
             for label, key in RATIO_METRICS:
                 row: list[str | Cell] = [dataset, label + suffix]
                 row += [_ratio_cell(dataset, num, bases[b], b, key) for b, _ in BASES]

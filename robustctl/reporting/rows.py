@@ -51,6 +51,14 @@ WB_AUC = MetricSpec(
     table="table3",
 )
 WB_SUCCESS = MetricSpec("success rate", keys.whitebox(keys.SUCCESS_RATE), "rate", table="table3")
+FMN_NOTE = keys.note_tag(keys.WHITEBOX, keys.FMN_WB)
+FMN_MEDIAN = MetricSpec(
+    "median minimal distortion (FMN-wb)",
+    keys.attack_key(keys.WHITEBOX, keys.FMN_WB, keys.MEDIAN_DISTORTION),
+    "breach",
+    note_tag=FMN_NOTE,
+    table="table3",
+)
 
 
 BB_AUC = MetricSpec(

@@ -20,8 +20,11 @@ from robustctl.attacks import attack_config
 from robustctl.config.validation import require as _require
 from robustctl.errors import ConfigError
 from robustctl.evaluation.resiliency import RESILIENCY_EPS
+from robustctl.metric_keys import CW_WB, WHITEBOX_ATTACKS
 from robustctl.models import OPTIONS as MODEL_OPTIONS
+from robustctl.threat_models.convergence import ConvergenceConfig
 from robustctl.threat_models.cw_wb import CwWbConfig
+from robustctl.threat_models.fmn_wb import FmnConfig
 from robustctl.threat_models.stage import STAGES
 
 TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc", "jsma"]
@@ -71,6 +74,12 @@ class ThreatModelConfig:
     # (0: off); it must not succeed less often (robustctl.evaluation.sanity)
     sanity_samples: int = 16
     whitebox: CwWbConfig = field(default_factory=CwWbConfig)
+    # the white-box stage's attacks (cw_wb, fmn_wb), each on a convergence ladder; fmn_wb takes
+    # its own settings from fmn_wb and the detector-aware ones (threshold, starts, targets) from
+    # whitebox
+    whitebox_attacks: list[str] = field(default_factory=lambda: list(WHITEBOX_ATTACKS))
+    fmn_wb: FmnConfig = field(default_factory=FmnConfig)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     blackbox: BlackboxConfig = field(default_factory=BlackboxConfig)
 
     def __post_init__(self) -> None:
@@ -104,6 +113,18 @@ class ThreatModelConfig:
             )
         for name in self.attacks:
             attack_config(name, key="threat_model.attacks")
+        unknown = [a for a in self.whitebox_attacks if a not in WHITEBOX_ATTACKS]
+        _require(
+            not unknown and len(set(self.whitebox_attacks)) == len(self.whitebox_attacks) > 0,
+            "threat_model.whitebox_attacks",
+            f"must be distinct names out of {', '.join(WHITEBOX_ATTACKS)}; "
+            f"got {list(self.whitebox_attacks)}",
+        )
+        _require(
+            CW_WB in self.whitebox_attacks or "whitebox" not in self.stages,
+            "threat_model.whitebox_attacks",
+            "the white-box stage reports C&W-wb (Table 3): keep cw_wb in the list",
+        )
         for name, params in self.attack_params.items():
             attack_config(name, params, key=f"threat_model.attack_params.{name}")
         bb = self.blackbox

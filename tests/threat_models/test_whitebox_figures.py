@@ -26,6 +26,8 @@ def test_the_whitebox_stage_opens_no_pyplot_figure(tmp_path):
             "threat_model.min_pairs=2",
             "threat_model.whitebox.binary_steps=1",
             "threat_model.whitebox.steps=5",
+            "threat_model.fmn_wb.steps=5",
+            "threat_model.convergence.max_doublings=1",
             "threat_model.sanity_samples=0",
             f"work_dir={tmp_path}",
         ]

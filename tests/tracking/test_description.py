@@ -20,6 +20,11 @@ def test_every_stage_becomes_a_table_with_intervals_and_pair_counts():
         "whitebox/cw_wb/distortion": 0.25,
         "whitebox/cw_wb/auc": 0.5,
         "whitebox/cw_wb/pairs": 50.0,
+        "whitebox/cw_wb/median_distortion": 0.24,
+        "whitebox/cw_wb/converged": 1.0,
+        "whitebox/fmn_wb/success_rate": 0.9,
+        "whitebox/fmn_wb/distortion": 0.2,
+        "whitebox/fmn_wb/converged": 0.0,
         "blackbox/cw_wb/transfer_rate": float("nan"),  # no candidates: 0/0
         "blackbox/cw_wb/transfer_candidates": 0.0,
         "blackbox/cw_wb/auc": 0.875,
@@ -36,9 +41,10 @@ def test_every_stage_becomes_a_table_with_intervals_and_pair_counts():
 | fgsm-0.1 | 0.5000 [0.2500, 0.7500] | 0.1000 | 0.912 | 40 |
 | jsma | 0.1000 | — | n/a (too few pairs) | 3 |
 
-| white-box | success rate | mean distortion | detection AUC | pairs |
-|---|---:|---:|---:|---:|
-| C&W-wb (model + detector) | 1.0000 | 0.2500 | 0.500 | 50 |
+| white-box | success rate | mean distortion | median breach | converged | detection AUC | pairs |
+|---|---:|---:|---:|---:|---:|---:|
+| cw_wb | 1.0000 | 0.2500 | 0.2400 | 1 | 0.500 | 50 |
+| fmn_wb | 0.9000 | 0.2000 | — | 0 | — | — |
 
 | black-box | transfer rate | candidates | detection AUC | pairs |
 |---|---:|---:|---:|---:|

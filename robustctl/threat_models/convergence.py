@@ -1,0 +1,235 @@
+"""Convergence of a white-box number, measured rather than assumed (docs/method.md section 8.6).
+
+A white-box attack's success rate and median breach distortion describe the *model* only once
+more attack changes neither. :func:`converge` runs an attack on a ladder of budgets: level 0 at
+the configured budget, level j at 2^j times its iterations (``budget`` = the factor), each level a
+run restarted from each example's incumbent (its best adversarial example so far; the
+configured start where it has none) and combined with every earlier level's (each example keeps
+its smallest breach distortion over all runs so far: the earlier runs are work the attacker
+already paid for, so the cumulative attack work roughly doubles from one level to the next).
+After every level j >= 1 it compares level j with level j - 1, over the n clean-correct examples:
+
+    |s_j - s_{j-1}| <= SE_j = sqrt(s_j (1 - s_j) / n)       (success moved less than its error)
+    |m_j - m_{j-1}| <  tolerance * m_{j-1}                   (median breach distortion, 2% default)
+
+(two infinite medians, fewer than half breached at both levels, count as unchanged; one infinite
+and one finite as changed). The first level where both hold is where the attack *converged*; the
+ladder stops there, or after ``max_doublings`` doublings, unconverged, with the reason.
+
+Each level records the budget factor, the cumulative attack passes (example-iterations, one
+forward and one backward pass of one example each: :attr:`robustctl.attacks.base.Attack.passes`),
+the success rate with its standard error and the median breach distortion; the curve is logged
+as an artifact and its plot, and the report marks every white-box cell that did not converge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robustctl.config.validation import require
+from robustctl.evaluation.attack_runner import AttackOutcome, attack_metrics
+from robustctl.evaluation.intervals import breach_median
+
+
+@dataclass
+class ConvergenceConfig:
+    """``threat_model.convergence``: at most ``max_doublings`` doublings of every white-box
+    attack's iterations (0: the configured budget only, convergence not measured);
+    ``distortion_tolerance``: the relative change of the median breach distortion that still
+    counts as unchanged."""
+
+    max_doublings: int = 2
+    distortion_tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.max_doublings <= 8,
+            "threat_model.convergence.max_doublings",
+            f"must be in [0, 8], got {self.max_doublings}",
+        )
+        require(
+            0 < self.distortion_tolerance < 1,
+            "threat_model.convergence.distortion_tolerance",
+            f"must be in (0, 1), got {self.distortion_tolerance}",
+        )
+
+
+@dataclass
+class Level:
+    """One rung of the ladder, over the clean-correct examples, cumulative over the rungs so
+    far: ``budget`` (iterations factor), ``passes`` (attack passes so far), ``success`` and its
+    ``standard_error``, ``median`` breach distortion (inf when fewer than half are breached) and
+    ``own_success``: the success of this rung's run alone."""
+
+    budget: int
+    passes: int
+    success: float
+    standard_error: float
+    median: float
+    own_success: float
+
+    def as_json(self) -> dict[str, float | int | None]:
+        out = asdict(self)
+        out["median"] = self.median if math.isfinite(self.median) else None
+        return out
+
+
+@dataclass
+class Convergence:
+    """The ladder's result: its ``levels``, whether it ``converged`` and at which budget factor
+    (``budget``, the last level's when it did not), the ``reason`` (a sentence), the combined
+    :class:`AttackOutcome` and each clean-correct example's smallest breach distortion."""
+
+    levels: list[Level]
+    converged: bool
+    reason: str
+    outcome: AttackOutcome
+    distortions: np.ndarray
+    tolerance: float = field(default=0.02)
+
+    @property
+    def budget(self) -> int:
+        return self.levels[-1].budget
+
+    @property
+    def passes(self) -> int:
+        return self.levels[-1].passes
+
+
+def level_of(budget: int, passes: int, distortions: np.ndarray, own: np.ndarray) -> Level:
+    """The :class:`Level` of per-example breach distortions (inf: not breached)."""
+    n = max(distortions.size, 1)
+    success = float(np.isfinite(distortions).sum()) / n
+    return Level(
+        budget=budget,
+        passes=passes,
+        success=success,
+        standard_error=math.sqrt(success * (1 - success) / n),
+        median=breach_median(distortions) if distortions.size else math.inf,
+        own_success=float(np.isfinite(own).sum()) / n,
+    )
+
+
+def settled(previous: Level, current: Level, tolerance: float) -> tuple[bool, str]:
+    """(whether one doubling changed success by at most its standard error and the median breach
+    distortion by less than ``tolerance``, relative; what changed)."""
+    moved = abs(current.success - previous.success)
+    success_ok = moved <= current.standard_error
+    a, b = previous.median, current.median
+    if math.isinf(a) and math.isinf(b):
+        change = 0.0
+    elif math.isinf(a) or math.isinf(b):
+        change = math.inf
+    else:
+        change = abs(b - a) / a if a > 0 else (0.0 if b == a else math.inf)
+    median_ok = change < tolerance
+    what = (
+        f"success {previous.success:.3f} -> {current.success:.3f} "
+        f"(SE {current.standard_error:.3f}), median {_show(a)} -> {_show(b)}"
+    )
+    return success_ok and median_ok, what
+
+
+def _show(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "inf"
+
+
+def breach_distortions(outcome: AttackOutcome, x: Tensor) -> Tensor:
+    """[N] per example: the distortion L2/sqrt(n) of its adversarial example where the attack
+    breached it (clean-correct and misclassified), else inf."""
+    distortion = (outcome.x_adv - x).flatten(1).norm(dim=1) / math.sqrt(x[0].numel())
+    return torch.where(outcome.adversarial, distortion, torch.full_like(distortion, math.inf))
+
+
+def combine(best: AttackOutcome, new: AttackOutcome, x: Tensor, stage: str) -> AttackOutcome:
+    """Per example, the outcome with the smaller breach distortion (``best`` on ties), with the
+    metrics recomputed over the combination."""
+    take = breach_distortions(new, x) < breach_distortions(best, x)
+    view = (-1, *([1] * (x.dim() - 1)))
+    x_adv = torch.where(take.view(view), new.x_adv, best.x_adv)
+    success = torch.where(take, new.success, best.success)
+    adv_pred = torch.where(take, new.adv_pred, best.adv_pred)
+    metrics = attack_metrics(
+        best.name, x, x_adv, best.labels, best.clean_pred, adv_pred, None, stage
+    )
+    return AttackOutcome(
+        best.name,
+        x_adv,
+        success,
+        adv_pred,
+        best.clean_pred,
+        best.labels,
+        None,
+        metrics,
+        best.seconds + new.seconds,
+    )
+
+
+def converge(
+    run_level: Callable[[int, Tensor | None], tuple[AttackOutcome, int]],
+    x: Tensor,
+    config: ConvergenceConfig,
+    stage: str,
+    report: Callable[[str], None] = lambda _: None,
+) -> Convergence:
+    """Run ``run_level(budget, incumbents) -> (outcome, passes of that run)`` for budget 1, 2,
+    4, ... until :func:`settled` or ``config.max_doublings`` doublings (module docstring);
+    ``incumbents``: None at budget 1, then each image's best adversarial example so far (the
+    image itself where there is none), where its search restarts. ``x`` the attacked images
+    (CPU), ``report`` prints one line per level."""
+    outcome, passes = run_level(1, None)
+    correct = (outcome.clean_pred == outcome.labels).numpy()
+    first = breach_distortions(outcome, x).numpy()[correct]
+    levels = [level_of(1, passes, first, first)]
+    report(_line(levels[-1]))
+    if config.max_doublings == 0:
+        return Convergence(
+            levels,
+            False,
+            "not measured (threat_model.convergence.max_doublings=0)",
+            outcome,
+            first,
+            config.distortion_tolerance,
+        )
+    reason = ""
+    for j in range(1, config.max_doublings + 1):
+        budget = 2**j
+        new, run_passes = run_level(budget, outcome.x_adv)
+        passes += run_passes
+        own = breach_distortions(new, x).numpy()[correct]
+        outcome = combine(outcome, new, x, stage)
+        distortions = breach_distortions(outcome, x).numpy()[correct]
+        levels.append(level_of(budget, passes, distortions, own))
+        report(_line(levels[-1]))
+        done, reason = settled(levels[-2], levels[-1], config.distortion_tolerance)
+        if done:
+            return Convergence(
+                levels,
+                True,
+                f"converged at {budget}x the iterations: {reason}",
+                outcome,
+                distortions,
+                config.distortion_tolerance,
+            )
+    final = breach_distortions(outcome, x).numpy()[correct]
+    return Convergence(
+        levels,
+        False,
+        f"not converged after {config.max_doublings} doubling(s) (cap): {reason}",
+        outcome,
+        final,
+        config.distortion_tolerance,
+    )
+
+
+def _line(level: Level) -> str:
+    return (
+        f"  budget x{level.budget}: success {level.success:.3f} ± {level.standard_error:.3f}, "
+        f"median breach {_show(level.median)}, {level.passes} passes"
+    )
