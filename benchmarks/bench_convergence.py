@@ -27,15 +27,13 @@ import argparse
 import time
 
 import torch
-from common import write_record
-from torch import nn
+from common import train_digits_resnet8, write_record
 
 from robustctl import metric_keys as keys
 from robustctl.data import DatasetConfig, load_dataset
 from robustctl.defenses import OPTIONS, fit_detector
 from robustctl.evaluation.attack_runner import run_attack
 from robustctl.inference import predict_labels
-from robustctl.models import ResNet
 from robustctl.threat_models.convergence import ConvergenceConfig, converge
 from robustctl.threat_models.cw_wb import CWWhiteBox
 from robustctl.threat_models.fmn_wb import FMNWhiteBox
@@ -55,25 +53,6 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.images, args.doublings, args.cw_steps, args.fmn_steps = 30, 2, 40, 20
     return args
-
-
-def train(data, epochs: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = ResNet(depth=8, num_classes=10, in_channels=1, width=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(data.y_train), generator=g)
-        for i in range(0, len(order), 64):
-            idx = order[i : i + 64]
-            loss = nn.functional.cross_entropy(
-                model.predict_logits(data.x_train[idx]), data.y_train[idx]
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def ladder(name, make, x, y, clean_pred, doublings: int, warm: bool):
@@ -116,7 +95,7 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
     data = load_dataset(DatasetConfig(), ".")
-    model = train(data, args.epochs, args.seed)
+    model = train_digits_resnet8(data, args.epochs, args.seed)
     detector = fit_detector(OPTIONS.configs()["kde"], model, data)
     x, y = data.x_test[: args.images], data.y_test[: args.images]
     clean_pred = predict_labels(model, x, len(x))

@@ -27,17 +27,15 @@ import time
 
 import numpy as np
 import torch
-from common import write_record
+from common import train_digits_resnet8, write_record
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from robustctl.data import DatasetConfig, load_dataset
 from robustctl.defenses.base import FitInputs, crafted_pairs, layer_outputs
 from robustctl.defenses.lid import MAX_MEAN_LOG_RATIO, LIDConfig, LIDDetector
 from robustctl.defenses.regression import LogisticCombiner
 from robustctl.inference import ModelOutputs
-from robustctl.models import ResNet
 from robustctl.threat_models.context import crafter
 
 
@@ -54,25 +52,6 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.epochs, args.fit_samples = 3, 200
     return args
-
-
-def train_model(data, epochs: int, seed: int) -> nn.Module:
-    """ResNet-8, width 8, Adam 3e-3, batches of 64 (about 98% test accuracy at 6 epochs)."""
-    torch.manual_seed(seed)
-    model = ResNet(depth=8, num_classes=10, in_channels=1, width=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(data.y_train), generator=g)
-        for i in range(0, len(order), 64):
-            idx = order[i : i + 64]
-            logits = model.predict_logits(data.x_train[idx])
-            loss = nn.functional.cross_entropy(logits, data.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def old_rule_lid(f: np.ndarray, ref: np.ndarray, k: int, own_row: np.ndarray) -> np.ndarray:
@@ -112,7 +91,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = load_dataset(DatasetConfig(name="digits"))
-    model = train_model(data, args.epochs, args.seed)
+    model = train_digits_resnet8(data, args.epochs, args.seed)
     craft = crafter(model, 256)
     generator = torch.Generator().manual_seed(args.seed)
     inputs = FitInputs(model, data, ModelOutputs(model, data, 256), 256, generator, craft)

@@ -70,8 +70,9 @@ class ThreatModelConfig:
     resiliency_attacks: list[str] = field(default_factory=lambda: ["fgsm", "bim"])
     resiliency_eps: list[float] = field(default_factory=lambda: list(RESILIENCY_EPS))
     seed: int = 0
-    # white-box sanity check: C&W-wb rerun with twice the iterations on this many attacked images
-    # (0: off); it must not succeed less often (robustctl.evaluation.sanity)
+    # white-box sanity check when the convergence ladder is off (convergence.max_doublings=0):
+    # C&W-wb rerun with twice the iterations on this many attacked images (0: off); it must not
+    # succeed less often (robustctl.evaluation.sanity); with the ladder, its second rung is it
     sanity_samples: int = 16
     whitebox: CwWbConfig = field(default_factory=CwWbConfig)
     # the white-box stage's attacks (cw_wb, fmn_wb), each on a convergence ladder; fmn_wb takes

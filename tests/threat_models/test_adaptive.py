@@ -16,7 +16,8 @@ Mahalanobis is attacked with and without Lee et al.'s input preprocessing (throu
 LID needs the search to start from a success (``start=other_class``: the nearest training image
 that already fools model and detector for the image): from the clean image the detector term
 keeps some images from ever crossing the boundary (0.55-0.75 success for either search), from
-such a start with one search per class all are breached."""
+such a start with one search per class 19 of 20 are breached (all were while the pool held LID's
+reference images, where the old neighbour rule made a start an easy success)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import dataclasses
 import pytest
 
 from robustctl.threat_models import run_threat_model
+from robustctl.threat_models.convergence import ConvergenceConfig
 
 ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start)
     (["defense=kde"], "runner_up", "clean"),
@@ -68,6 +70,9 @@ def test_the_adaptive_attack_breaches_what_the_plain_attack_does_not(
         num_samples=20,
         sanity_samples=0,
         whitebox=wb,
+        # the breach at this budget is under test, not its convergence (test_convergence.py)
+        whitebox_attacks=["cw_wb"],
+        convergence=ConvergenceConfig(max_doublings=0),
     )
     run_cfg = dataclasses.replace(cfg, defense=composed.defense, threat_model=tm)
     metrics: dict[str, float] = {}
@@ -75,5 +80,9 @@ def test_the_adaptive_attack_breaches_what_the_plain_attack_does_not(
         metrics.update(result.metrics)
     assert metrics["graybox/cw/success_rate"] == 1.0
     assert metrics["graybox/cw/auc"] > 0.9, "the plain attack is detected"
-    assert metrics["whitebox/cw_wb/success_rate"] == 1.0, "the adaptive attack fools it"
+    # LID: 19 of 20 since its reference images left the starting pool (a start on one of them
+    # was an easy success only because the old neighbour rule jumped there); 4 binary steps
+    # gave the same 19
+    floor = 0.95 if defense == ["defense=lid"] else 1.0
+    assert metrics["whitebox/cw_wb/success_rate"] >= floor, "the adaptive attack fools it"
     assert metrics["whitebox/cw_wb/auc"] <= 0.5, "and is not detected"
