@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from robustctl.attacks.metrics import per_example_distortions
 from robustctl.config.validation import require
 from robustctl.evaluation.attack_runner import AttackOutcome, attack_metrics
 from robustctl.evaluation.intervals import breach_median
@@ -91,7 +92,6 @@ class Convergence:
     reason: str
     outcome: AttackOutcome
     distortions: np.ndarray
-    tolerance: float = field(default=0.02)
 
     @property
     def budget(self) -> int:
@@ -143,7 +143,7 @@ def _show(value: float) -> str:
 def breach_distortions(outcome: AttackOutcome, x: Tensor) -> Tensor:
     """[N] per example: the distortion L2/sqrt(n) of its adversarial example where the attack
     breached it (clean-correct and misclassified), else inf."""
-    distortion = (outcome.x_adv - x).flatten(1).norm(dim=1) / math.sqrt(x[0].numel())
+    distortion = per_example_distortions(x, outcome.x_adv)["distortion"]
     return torch.where(outcome.adversarial, distortion, torch.full_like(distortion, math.inf))
 
 
@@ -195,7 +195,6 @@ def converge(
             "not measured (threat_model.convergence.max_doublings=0)",
             outcome,
             first,
-            config.distortion_tolerance,
         )
     reason = ""
     for j in range(1, config.max_doublings + 1):
@@ -215,16 +214,13 @@ def converge(
                 f"converged at {budget}x the iterations: {reason}",
                 outcome,
                 distortions,
-                config.distortion_tolerance,
             )
-    final = breach_distortions(outcome, x).numpy()[correct]
     return Convergence(
         levels,
         False,
         f"not converged after {config.max_doublings} doubling(s) (cap): {reason}",
         outcome,
-        final,
-        config.distortion_tolerance,
+        distortions,
     )
 
 

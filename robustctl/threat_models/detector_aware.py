@@ -202,6 +202,7 @@ class DetectorAwareAttack(Attack):
             )
         super().__init__(model, config, **params)
         self.detector, self.thresholds, self.pool = detector, thresholds, pool
+        self._incumbent: Tensor | None = None  # the current call's incumbents (``start=``)
         if self.start == "other_class" and pool is None:
             raise ValueError(f"{self.method} start=other_class needs a pool of starting images")
 
@@ -252,7 +253,7 @@ class DetectorAwareAttack(Attack):
         the images whose label is not t, moving toward t; each image keeps its smallest-L2
         successful example over all of them."""
         state = self.prepare(x, y, target)
-        incumbent = getattr(self, "_incumbent", None)
+        incumbent = self._incumbent
         if incumbent is not None:
             incumbent = incumbent.to(x.device, x.dtype)
         if self.toward == "runner_up":

@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.attacks.metrics import per_example_distortions
 from robustctl.console import console
 from robustctl.data.base import ImageData, seeded_permutation
 from robustctl.defenses import require_detector, threshold_at
@@ -137,15 +136,6 @@ def starting_pool(
     known = outputs.split("train").subset(idx)
     scores = split_scores(detector, model, data.x_train[idx], known, batch_size)
     return StartingPool(data.x_train[idx], known.predictions, scores)
-
-
-def minimal_distortions(outcome: AttackOutcome, x: Tensor) -> np.ndarray:
-    """Per clean-correct example: the distortion L2/sqrt(n) of its adversarial example when the
-    attack breached it (adv_pred != y), else inf."""
-    distortion = per_example_distortions(x, outcome.x_adv)["distortion"].numpy()
-    breached = outcome.adversarial.numpy()
-    correct = (outcome.clean_pred == outcome.labels).numpy()
-    return np.where(breached, distortion, np.inf)[correct]
 
 
 def finite(value: float) -> float:
