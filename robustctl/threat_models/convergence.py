@@ -9,11 +9,14 @@ its smallest breach distortion over all runs so far: the earlier runs are work t
 already paid for, so the cumulative attack work roughly doubles from one level to the next).
 After every level j >= 1 it compares level j with level j - 1, over the n clean-correct examples:
 
-    |s_j - s_{j-1}| <= SE_j = sqrt(s_j (1 - s_j) / n)       (success moved less than its error)
+    |s_j - s_{j-1}| <= max(SE_{j-1}, SE_j, 1 / n),  SE = sqrt(s (1 - s) / n)  (within its error)
     |m_j - m_{j-1}| <  tolerance * m_{j-1}                   (median breach distortion, 2% default)
 
 (two infinite medians, fewer than half breached at both levels, count as unchanged; one infinite
-and one finite as changed). The first level where both hold is where the attack *converged*; the
+and one finite as changed). The larger of the two levels' standard errors, and never less than
+one example (the success rate's resolution), because SE_j alone is 0 at s_j = 1 and under 1/n
+just below it: the last of 60 examples breached by a doubling (0.983 -> 1.000, SE 0.0165 then 0)
+would otherwise count as a change however well the median had settled. The first level where both hold is where the attack *converged*; the
 ladder stops there, or after ``max_doublings`` doublings, unconverged, with the reason.
 
 Each level records the budget factor, the cumulative attack passes (example-iterations, one
@@ -65,8 +68,8 @@ class ConvergenceConfig:
 class Level:
     """One rung of the ladder, over the clean-correct examples, cumulative over the rungs so
     far: ``budget`` (iterations factor), ``passes`` (attack passes so far), ``success`` and its
-    ``standard_error``, ``median`` breach distortion (inf when fewer than half are breached) and
-    ``own_success``: the success of this rung's run alone."""
+    ``standard_error``, ``median`` breach distortion (inf when fewer than half are breached),
+    ``own_success``: the success of this rung's run alone, and ``examples``: n."""
 
     budget: int
     passes: int
@@ -74,6 +77,7 @@ class Level:
     standard_error: float
     median: float
     own_success: float
+    examples: int
 
     def as_json(self) -> dict[str, float | int | None]:
         out = asdict(self)
@@ -113,14 +117,18 @@ def level_of(budget: int, passes: int, distortions: np.ndarray, own: np.ndarray)
         standard_error=math.sqrt(success * (1 - success) / n),
         median=breach_median(distortions) if distortions.size else math.inf,
         own_success=float(np.isfinite(own).sum()) / n,
+        examples=distortions.size,
     )
 
 
 def settled(previous: Level, current: Level, tolerance: float) -> tuple[bool, str]:
-    """(whether one doubling changed success by at most its standard error and the median breach
-    distortion by less than ``tolerance``, relative; what changed)."""
+    """(whether one doubling changed success by at most the larger of the two levels' standard
+    errors (at least one example) and the median breach distortion by less than ``tolerance``,
+    relative; what changed)."""
     moved = abs(current.success - previous.success)
-    success_ok = moved <= current.standard_error
+    resolution = 1 / max(current.examples, 1)
+    error = max(previous.standard_error, current.standard_error, resolution)
+    success_ok = moved <= error + 1e-12
     a, b = previous.median, current.median
     if math.isinf(a) and math.isinf(b):
         change = 0.0
@@ -131,7 +139,7 @@ def settled(previous: Level, current: Level, tolerance: float) -> tuple[bool, st
     median_ok = change < tolerance
     what = (
         f"success {previous.success:.3f} -> {current.success:.3f} "
-        f"(SE {current.standard_error:.3f}), median {_show(a)} -> {_show(b)}"
+        f"(SE {error:.3f}), median {_show(a)} -> {_show(b)}"
     )
     return success_ok and median_ok, what
 

@@ -203,6 +203,9 @@ class DetectorAwareAttack(Attack):
         super().__init__(model, config, **params)
         self.detector, self.thresholds, self.pool = detector, thresholds, pool
         self._incumbent: Tensor | None = None  # the current call's incumbents (``start=``)
+        # rows of the last :meth:`starts` call that start from their incumbent (None: no
+        # incumbents given); read by the search that follows it
+        self.from_incumbent: Tensor | None = None
         if self.start == "other_class" and pool is None:
             raise ValueError(f"{self.method} start=other_class needs a pool of starting images")
 
@@ -282,8 +285,9 @@ class DetectorAwareAttack(Attack):
         when set); else, for ``start=other_class``, the nearest (L2) pool image that is a
         success for it (predicted other than y, as ``state.toward`` when set, with a score <=
         its threshold), else the nearest pool image predicted so, whatever its score, else the
-        image itself."""
+        image itself. Records which rows start from their incumbent in :attr:`from_incumbent`."""
         configured = self.configured_starts(x, y, state)
+        self.from_incumbent = None
         if incumbent is None:
             return configured
         with torch.no_grad():
@@ -292,6 +296,7 @@ class DetectorAwareAttack(Attack):
         if state.toward is not None:
             use &= predicted == state.toward
         view = (-1, *([1] * (x.dim() - 1)))
+        self.from_incumbent = use
         return torch.where(use.view(view), incumbent, x if configured is None else configured)
 
     def configured_starts(self, x: Tensor, y: Tensor, state: WbState) -> Tensor | None:

@@ -20,7 +20,7 @@ from robustctl.threat_models.convergence import (
 
 
 def level(success: float, median: float, n: int = 100) -> Level:
-    return Level(1, 0, success, math.sqrt(success * (1 - success) / n), median, success)
+    return Level(1, 0, success, math.sqrt(success * (1 - success) / n), median, success, n)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,13 @@ def level(success: float, median: float, n: int = 100) -> Level:
         ((0.48, math.inf), (0.50, 0.2), False),
         # everything breached at both (SE 0): success unchanged, median 1.5% lower
         ((1.0, 0.200), (1.0, 0.197), True),
+        # the last of 60 breached: moved 1/60 = 0.0167, above both SEs (0.0165 at 59/60, 0 at
+        # 60/60) but one example, the resolution
+        ((59 / 60, 0.200, 60), (1.0, 0.199, 60), True),
+        # two of 60 more: moved 0.033 > SE 0.023 at 58/60 and > 1/60
+        ((58 / 60, 0.200, 60), (1.0, 0.199, 60), False),
+        # three of 100 more, none missing before: moved 0.03 > SE at 0.97 (0.0171) and 1/100
+        ((0.97, 0.200), (1.0, 0.199), False),
     ],
 )
 def test_settled_is_one_doubling_within_the_standard_error_and_two_percent(before, after, expected):

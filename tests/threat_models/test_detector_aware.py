@@ -93,3 +93,59 @@ def test_a_restart_from_incumbents_never_ends_above_them(trained, cls):
     again = cls(trained.model, AcceptsAll(), steps=2, thresholds=1.0)(x, y, start=incumbents)
     assert again.success.all()
     assert bool((l2(again.x_adv, x) <= l2(incumbents, x) + 1e-4).all())
+
+
+def test_fmn_restart_steps_scale_with_each_incumbent_and_only_there(trained):
+    """On a restart, an image starting from its incumbent takes steps of restart_step * its
+    incumbent's norm / alpha_init (at most the schedule's); an image without one keeps the
+    schedule. Hand values: incumbent norms 0.5 and 20 at restart_step 0.1, alpha_init 1."""
+    x, y = trained.x[:3], trained.y[:3]
+    attack = FMNWhiteBox(trained.model, AcceptsAll(), steps=1, thresholds=1.0, restart_step=0.1)
+    attack.from_incumbent = torch.tensor([True, True, False])
+    scale = attack.step_scale(torch.tensor([0.5, 20.0, 3.0]))
+    assert torch.allclose(scale, torch.tensor([0.05, 1.0, 1.0]))
+    attack.from_incumbent = None  # a first run: no incumbents
+    assert torch.equal(attack.step_scale(torch.tensor([0.5, 20.0, 3.0])), torch.ones(3))
+    # the mask comes from starts(): rows whose incumbent is a misclassified change of the image
+    wrong = x.clone()
+    wrong[0] = x[1] if y[1] != y[0] else x[2]
+    attack(x, y, start=wrong)
+    predicted = trained.model.predict_logits(wrong[:1]).argmax(1)
+    assert attack.from_incumbent.tolist() == [bool(predicted != y[0]), False, False]
+
+
+def test_fmn_restart_keeps_the_incumbent_direction(trained):
+    """A restart's first step stays within restart_step of its incumbent's norm, and the
+    schedule's full step (alpha_init = 1) without it goes farther: the refinement that lets the
+    ladder converge. The second iterate is read where the objective is evaluated. An
+    unreachable confidence (kappa = 50) keeps the incumbents short of success, so the step is a
+    gradient step (at a success the objective is flat and FMN only shrinks); at restart_step
+    0.01, |delta_1| <= 1.01 |delta_0| < eps_1 = 1.05 |delta_0|: no projection, and the box clip
+    only brings it closer, so |delta_1 - delta_0| <= 0.01 |delta_0|."""
+    x, y = trained.x[:10], trained.y[:10]
+    first = FMNWhiteBox(trained.model, AcceptsAll(), steps=100, thresholds=1.0)(x, y)
+    incumbents = first.x_adv
+    moved = {}
+    for restart_step in (0.01, None):
+        attack = FMNWhiteBox(
+            trained.model,
+            AcceptsAll(),
+            steps=2,
+            thresholds=1.0,
+            confidence=50.0,
+            restart_step=restart_step,
+        )
+        seen = []
+        terms = attack.iteration_terms
+
+        def spy(x_adv, *args, terms=terms, seen=seen):
+            seen.append(x_adv.detach().clone())
+            return terms(x_adv, *args)
+
+        attack.iteration_terms = spy
+        attack(x, y, start=incumbents)
+        assert torch.allclose(seen[0], incumbents)
+        moved[restart_step] = l2(seen[1], incumbents)
+    bound = 0.01 * l2(incumbents, x)
+    assert bool((moved[0.01] <= bound + 1e-5).all())
+    assert bool((moved[None] > 3 * bound).float().mean() >= 0.8)
