@@ -26,14 +26,41 @@ def _param(name: str) -> Callable[[RunRecord], str]:
     return lambda run: run.params.get(name, "")
 
 
-def _whitebox_budget(run: RunRecord) -> str:
-    """``binary_steps x steps @ lr`` of ``threat_model.whitebox``."""
+def _ran(run: RunRecord, stage: str) -> bool:
+    """Whether ``stage`` was among the run's ``threat_model.stages`` (True when not logged)."""
+    stages = run.params.get("threat_model.stages")
+    return stages is None or f"'{stage}'" in stages
+
+
+def _cw_budget(run: RunRecord) -> str:
     parts = [run.params.get(f"threat_model.whitebox.{k}") for k in ("binary_steps", "steps", "lr")]
     return "" if None in parts else f"{parts[0]} x {parts[1]} @ {parts[2]}"
 
 
+def _whitebox_budget(run: RunRecord) -> str:
+    """Each white-box attack's base budget (C&W-wb ``binary_steps x steps @ lr``, FMN-wb
+    ``steps``) and the ladder's cap, for the attacks the run listed; "" when its white-box stage
+    did not run."""
+    if not _ran(run, "whitebox"):
+        return ""
+    listed = run.params.get("threat_model.whitebox_attacks", "['cw_wb']")
+    parts = []
+    if "cw_wb" in listed and _cw_budget(run):
+        parts.append(f"C&W-wb {_cw_budget(run)}")
+    steps = run.params.get("threat_model.fmn_wb.steps")
+    if "fmn_wb" in listed and steps is not None:
+        parts.append(f"FMN-wb {steps} steps")
+    doublings = run.params.get("threat_model.convergence.max_doublings")
+    if parts and doublings not in (None, "0"):
+        parts.append(f"ladder up to {2 ** int(doublings)}x")
+    return ", ".join(parts)
+
+
 def _proxy(run: RunRecord) -> str:
-    """``<proxy model>, <epochs> epochs`` of ``threat_model.blackbox``."""
+    """``<proxy model>, <epochs> epochs`` of ``threat_model.blackbox`` ("" when the black-box
+    stage did not run)."""
+    if not _ran(run, "blackbox"):
+        return ""
     model = run.params.get("threat_model.blackbox.proxy_model")
     epochs = run.params.get("threat_model.blackbox.epochs")
     return "" if model is None else model + (f", {epochs} epochs" if epochs else "")

@@ -10,7 +10,7 @@ sweep over the white-box starts and targets gives one ratio row per (start, targ
 against its own baselines; the rows name the settings that differ between the PDM columns; a PDM
 column with no such baseline gets the reason ``no <loss> run with these threat_model settings``):
 each column's runs are picked as in Table 3 (latest FINISHED run per
-seed that logged ``whitebox/cw_wb/``); for every seed ``s`` both columns have, the ratio
+seed that logged a ``whitebox/`` metric, of C&W-wb, FMN-wb or both); for every seed ``s`` both columns have, the ratio
 ``r_s = K(PDM, s) / K(base, s)``; the cell is the mean of the ``r_s`` with the 95% t-interval
 across seed pairs and their number (:func:`robustctl.reporting.uncertainty.ratio_estimate`). One
 pair gives the ratio alone (footnote ``1 seed, no interval``). Pairs where either value is NaN (a
@@ -41,7 +41,7 @@ RATIO_METRICS: tuple[tuple[str, str], ...] = (
     ),
 )
 ONE_PAIR_NOTE = "1 seed, no interval"
-_PREFIX = keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/"
+_PREFIX = keys.WHITEBOX + "/"  # runs of any white-box attack (C&W-wb, FMN-wb or both)
 
 
 def _per_seed(pick: Pick, key: str) -> dict[str, float]:
@@ -123,8 +123,9 @@ def ratio_table(layout: Layout) -> Table:
         "whitebox_ratio",
         "PDM's white-box distortion relative to CE and RCE",
         ["dataset", "metric", *(f"{NUMERATOR}/{b}" for b, _ in BASES)],
-        caption="Per-seed ratio of PDM's C&W-wb normalized distortion to CE's and RCE's "
-        "(Table 3's runs, paired by trainer.seed): mean of the per-seed ratios [95% t-interval "
+        caption="Per-seed ratio of PDM's white-box normalized distortion to CE's and RCE's "
+        "(C&W-wb's mean and median breach distortion, FMN-wb's median minimal distortion; "
+        "Table 3's runs, paired by trainer.seed): mean of the per-seed ratios [95% t-interval "
         "across seed pairs], and the number of pairs; one pair: the ratio alone. Values in "
         "parentheses: the paper's Table 3 ratio (mean distortion only).",
         headers={f"{NUMERATOR}/{b}": label for b, label in BASES},

@@ -153,7 +153,7 @@ def table3(records: Sequence[RunRecord] | Layout) -> Table:
         "which half the clean-correct examples are breached ('> max budget': fewer than half "
         "ever were); plus the detection AUC and success rate they reached. Baseline = CE. "
         + _CELLS,
-        keys.attack_prefix(keys.WHITEBOX, keys.CW_WB) + "/",
+        keys.WHITEBOX + "/",  # runs of either white-box attack; a row of the other: not logged
         placed_in("table3"),
         keys.WHITEBOX,
     )

@@ -16,8 +16,9 @@ After every level j >= 1 it compares level j with level j - 1, over the n clean-
 and one finite as changed). The larger of the two levels' standard errors, and never less than
 one example (the success rate's resolution), because SE_j alone is 0 at s_j = 1 and under 1/n
 just below it: the last of 60 examples breached by a doubling (0.983 -> 1.000, SE 0.0165 then 0)
-would otherwise count as a change however well the median had settled. The first level where both hold is where the attack *converged*; the
-ladder stops there, or after ``max_doublings`` doublings, unconverged, with the reason.
+would otherwise count as a change however well the median had settled. The first level where
+both hold is where the attack *converged*; the ladder stops there, or after ``max_doublings``
+doublings, unconverged, with the reason.
 
 Each level records the budget factor, the cumulative attack passes (example-iterations, one
 forward and one backward pass of one example each: :attr:`robustctl.attacks.base.Attack.passes`),

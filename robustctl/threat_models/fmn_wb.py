@@ -32,8 +32,9 @@ only shrinks; on a restart of the convergence ladder an example that starts from
 delta_0 takes its steps scaled by min(1, restart_step * ||delta_0|| / a_0) (a refinement: a first
 step of a_0 = 1 is several times a digits incumbent's norm and leaves it; measured on a digits
 PDM model, the unscaled rungs barely improved on one another, so the ladder stopped at 2x, 8%
-above the 0.1008 that 16x reached, where the scaled one converged at 4x to 0.1008); the defaults follow their L2 settings
-(a_0 = 1, a_K = a_0 / 100, g_0 = 0.05, g_K = 0.001) with ``steps`` = 500.
+above the 0.1008 that 16x reached, where the scaled one converged at 4x to 0.1008); the
+defaults follow their L2 settings (a_0 = 1, a_K = a_0 / 100, g_0 = 0.05, g_K = 0.001) with
+``steps`` = 500.
 """
 
 from __future__ import annotations

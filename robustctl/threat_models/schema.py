@@ -20,7 +20,7 @@ from robustctl.attacks import attack_config
 from robustctl.config.validation import require as _require
 from robustctl.errors import ConfigError
 from robustctl.evaluation.resiliency import RESILIENCY_EPS
-from robustctl.metric_keys import CW_WB, WHITEBOX_ATTACKS
+from robustctl.metric_keys import WHITEBOX_ATTACKS
 from robustctl.models import OPTIONS as MODEL_OPTIONS
 from robustctl.threat_models.convergence import ConvergenceConfig
 from robustctl.threat_models.cw_wb import CwWbConfig
@@ -120,11 +120,6 @@ class ThreatModelConfig:
             "threat_model.whitebox_attacks",
             f"must be distinct names out of {', '.join(WHITEBOX_ATTACKS)}; "
             f"got {list(self.whitebox_attacks)}",
-        )
-        _require(
-            CW_WB in self.whitebox_attacks or "whitebox" not in self.stages,
-            "threat_model.whitebox_attacks",
-            "the white-box stage reports C&W-wb (Table 3): keep cw_wb in the list",
         )
         for name, params in self.attack_params.items():
             attack_config(name, params, key=f"threat_model.attack_params.{name}")

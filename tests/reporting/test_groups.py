@@ -146,7 +146,7 @@ def test_columns_section_lists_runs_and_settings(store, tmp_path):
     )
     assert (a["n_seeds"], a["seeds"], a["run_ids"]) == ("1", "0", store.ids["fp_a"])
     assert (a["model"], a["epochs"], a["num_samples"]) == ("resnet20", "10", "500")
-    assert a["white-box budget"] == "5 x 20 @ 0.01"
+    assert a["white-box budget"] == "C&W-wb 5 x 20 @ 0.01"
     assert a["black-box proxy"] == "resnet32, 10 epochs"
     assert rows[B]["epochs"] == "20" and rows[C]["variant"] == "rvl_normalization=centroid"
     ce = rows["ce"]
