@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits verdict-digits paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
+.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits verdict-digits verdict-fashion paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ paper-digits: install  ## experiments/paper_digits.yaml: CE/RCE/PDM x 3 seeds on
 
 verdict-digits: install  ## experiments/verdict_digits.yaml: converged white-box attacks on CE/RCE/PDM x 5 seeds x 2 starts, the PDM ratio with intervals
 	$(BIN)/robustctl experiment verdict_digits $(ARGS)
+
+verdict-fashion: install  ## experiments/verdict_fashion.yaml: converged FMN-wb on CE/RCE/PDM x 5 seeds on Fashion-MNIST (needs dataset-fashion-mnist), the PDM ratio with intervals
+	$(BIN)/robustctl experiment verdict_fashion $(ARGS)
 
 paper-fashion: install  ## experiments/paper_fashion_cpu.yaml: Tables 1-4 on Fashion-MNIST, CPU budget
 	$(BIN)/robustctl experiment paper_fashion_cpu $(ARGS)
