@@ -9,9 +9,9 @@ logged equal, so a
 sweep over the white-box starts and targets gives one ratio row per (start, target) pair, each
 against its own baselines; the rows name the settings that differ between the PDM columns; a PDM
 column with no such baseline gets the reason ``no <loss> run with these threat_model settings``):
-each column's runs are picked as in Table 3 (latest FINISHED run per
-seed that logged a ``whitebox/`` metric, of C&W-wb, FMN-wb or both); for every seed ``s`` both columns have, the ratio
-``r_s = K(PDM, s) / K(base, s)``; the cell is the mean of the ``r_s`` with the 95% t-interval
+each column's runs are picked as in Table 3 (latest FINISHED run per seed that logged a
+``whitebox/`` metric, of C&W-wb, FMN-wb or both); for every seed ``s`` both columns have, the
+ratio ``r_s = K(PDM, s) / K(base, s)``; the cell is the mean of the ``r_s`` with the 95% t-interval
 across seed pairs and their number (:func:`robustctl.reporting.uncertainty.ratio_estimate`). One
 pair gives the ratio alone (footnote ``1 seed, no interval``). Pairs where either value is NaN (a
 median breach distortion beyond the budget) are left out.
