@@ -25,7 +25,8 @@ def test_registry_names_every_method():
     from robustctl.attacks import method_configs
     from robustctl.threat_models.cw_wb import CWWhiteBox
 
-    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool"}
+    methods = {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool", "apgd", "apgd_t"}
+    assert set(ATTACKS) == methods
     assert set(method_configs()) == set(ATTACKS)
     # C&W-wb needs a detector: it keeps its method name but is no option of the attack group
     assert CWWhiteBox.method == "cw_wb" and "cw_wb" not in ATTACKS
