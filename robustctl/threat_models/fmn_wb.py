@@ -119,7 +119,7 @@ class FMNWhiteBox(DetectorAwareAttack):
         if self.restart_step is None or restarted is None:
             return ones
         scaled = (self.restart_step * start_norm / self.alpha_init).clamp(max=1.0)
-        return torch.where(restarted & (start_norm > 0), scaled, ones)
+        return torch.where(restarted, scaled, ones)  # an incumbent differs from x: norm > 0
 
     def search(
         self,
