@@ -66,7 +66,7 @@ report: install  ## paper Tables 1-4 from the runs in MLflow -> reports/latest (
 smoke: install  ## experiments/smoke.yaml: the whole protocol on synthetic data in about a minute
 	$(BIN)/robustctl experiment smoke $(ARGS)
 
-paper-digits: install  ## experiments/paper_digits.yaml: CE/RCE/PDM x 3 seeds on digits, Tables 1-4 with intervals (~1 h, 2 CPU cores)
+paper-digits: install  ## experiments/paper_digits.yaml: CE/RCE/PDM x 5 seeds on digits, Tables 1-4 with converged white-box ladders and intervals (2 CPU cores)
 	$(BIN)/robustctl experiment paper_digits $(ARGS)
 
 verdict-digits: install  ## experiments/verdict_digits.yaml: converged white-box attacks on CE/RCE/PDM x 5 seeds x 2 starts, the PDM ratio with intervals

@@ -29,7 +29,7 @@ from robustctl.threat_models.cw_wb import CWWhiteBox
 from robustctl.training.trainer import TrainingSet, train_epoch
 from tests.fake_accelerator import ACCEL, DeviceMismatch, FakeAccelerator
 
-SMALL = {"steps": 4, "binary_steps": 2}  # budgets small enough for a test; same code paths
+SMALL = {"steps": 4, "binary_steps": 2, "queries": 12}  # small budgets for a test; same code paths
 
 
 @pytest.fixture(scope="module")

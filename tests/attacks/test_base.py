@@ -25,7 +25,10 @@ def test_registry_names_every_method():
     from robustctl.attacks import method_configs
     from robustctl.threat_models.cw_wb import CWWhiteBox
 
-    methods = {"fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool", "apgd", "apgd_t"}
+    methods = {
+        *("fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool"),
+        *("apgd", "apgd_t", "square", "fab", "fab_t"),
+    }
     assert set(ATTACKS) == methods
     assert set(method_configs()) == set(ATTACKS)
     # C&W-wb needs a detector: it keeps its method name but is no option of the attack group

@@ -36,7 +36,7 @@ def test_every_option_of_every_group_composes():
 def test_group_options_match_the_issue():
     options = group_options()
     assert set(options["dataset"]) >= {"digits", "synthetic", "fashion_mnist", "mnist", "cifar10"}
-    assert set(options["model"]) >= {"resnet20", "resnet32", "resnet56"}
+    assert set(options["model"]) >= {"resnet14", "resnet20", "resnet32", "resnet56"}
     for group in ("attack", "defense", "threat_model"):
         assert "none" in options[group]
 
