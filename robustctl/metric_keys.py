@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 # ------------------------------------------------------------------------------- stages
-GRAYBOX, WHITEBOX, BLACKBOX = "graybox", "whitebox", "blackbox"
-STAGES = (GRAYBOX, WHITEBOX, BLACKBOX)
+GRAYBOX, WHITEBOX, BLACKBOX, ROBUST = "graybox", "whitebox", "blackbox", "robust"
+STAGES = (GRAYBOX, WHITEBOX, BLACKBOX, ROBUST)
 CW_WB = "cw_wb"  # the attack of the white-box and black-box stages
 FMN_WB = "fmn_wb"  # the white-box stage's minimum-norm attack
 WHITEBOX_ATTACKS = (CW_WB, FMN_WB)  # the attacks threat_model.whitebox_attacks may list
@@ -102,6 +102,26 @@ WHITEBOX_BUDGET_CURVE = "whitebox/cw_wb_budget_curve.json"
 CONVERGED = "converged"
 BUDGET_FACTOR = "budget_factor"
 PASSES_PER_EXAMPLE = "passes_per_example"
+
+# the robust stage (robustctl.evaluation.robust_accuracy): robust/<member>/<metric>, and the
+# ensemble's totals under robust/ensemble/<metric>
+ENSEMBLE = "ensemble"
+CLEAN_ACCURACY_METRIC = "clean_accuracy"  # over every attacked point
+ROBUST_ACCURACY = "robust_accuracy"  # worst case per point; per member: after it ran
+POINTS = "points"  # attacked points (the accuracies' denominator)
+BROKEN = "broken"  # points a member broke first
+PASSES_PER_POINT = "passes_per_point"  # forward-and-backward passes per point it attacked
+QUERIES_PER_POINT = "queries_per_point"  # model evaluations (score-based attacks) per point
+ROBUST_VERSION_TAG = "robust/version"  # "<version>, <norm> eps <eps>"
+ROBUST_BROKEN_BY = "robust/broken_by.json"  # per point: the member that broke it first
+
+
+def robust_flag_tag(flag: str) -> str:
+    """``robust/flag/<flag>``: ``raised: ...`` or ``clear: ...``
+    (robustctl.evaluation.robust_flags)."""
+    return f"robust/flag/{flag}"
+
+
 # FMN-wb against C&W-wb, over the examples both breached: the median per-example ratio of their
 # distortions (FMN-wb / C&W-wb) and the share where FMN-wb's is smaller
 RATIO_TO_CW_WB = "ratio_to_cw_wb"

@@ -29,7 +29,8 @@ from robustctl.threat_models.cw_wb import CWWhiteBox
 from robustctl.training.trainer import TrainingSet, train_epoch
 from tests.fake_accelerator import ACCEL, DeviceMismatch, FakeAccelerator
 
-SMALL = {"steps": 4, "binary_steps": 2, "queries": 12}  # small budgets for a test; same code paths
+SMALL = {"steps": 4, "binary_steps": 2}  # budgets small enough for a test; same code paths
+SMALL_QUERIES = 12  # a score-based attack's budget
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def test_the_harness_refuses_what_cuda_refuses():
 # --------------------------------------------------------------------------------- attacks
 @pytest.mark.parametrize("method", sorted(set(ATTACKS) - {"cw_wb"}))
 def test_every_attack_runs_on_the_models_device_and_agrees_with_the_cpu(method, model, digits):
-    small = {k: v for k, v in SMALL.items() if hasattr(ATTACKS[method].config_type, k)}
+    budgets = {**SMALL, "queries": SMALL_QUERIES}
+    small = {k: v for k, v in budgets.items() if hasattr(ATTACKS[method].config_type, k)}
     cpu = build(method, model, **small)(digits.x, digits.y)
     with FakeAccelerator():
         out = build(method, on_accel(model), **small)(digits.x, digits.y)

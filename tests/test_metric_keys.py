@@ -17,6 +17,7 @@ DOC = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
         ("graybox", "fgsm-0.05", "auc"),
         ("whitebox", "cw_wb", "success_rate"),
         ("blackbox", "proxy", "agreement"),
+        ("robust", "apgd-t", "robust_accuracy"),
     ],
 )
 def test_attack_keys_parse_back(stage, attack, metric):
@@ -66,6 +67,8 @@ def test_every_fixed_key_and_family_is_documented():
         "bim_path/<attack>/",
         "whitebox/cw_wb/",
         "blackbox/cw_wb/",
+        "robust/ensemble/",
+        "robust/<member>/",
         "time/<stage>_s",
         "train/<term>",
     ]

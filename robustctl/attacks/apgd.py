@@ -31,7 +31,7 @@ Losses (``loss``): ``ce`` = CE(f(x), y), or -CE(f(x), t) when a target is given;
 (``self.logits``). Restarts: the examples not yet successful are attacked again from a fresh random
 start; each keeps its first success, else the highest-loss point over the runs. Examples the clean
 image already fools are returned unchanged and not attacked. Cost: ``passes`` grows by the batch
-size per gradient evaluation, i.e. (steps + 1) * examples per run.
+size per gradient evaluation, i.e. (steps + 1) * eot * examples per run.
 
 APGD-T (:class:`APGDT`, AutoAttack's targeted version): targeted DLR toward the k-th highest clean
 logit, k = 2 .. n_target_classes + 1, one run (times ``restarts``) per target class on the examples
@@ -58,6 +58,8 @@ Arguments:
         Default 0.75.
     n_target_classes (int): APGD-T only: target classes tried per example (capped at K - 1).
         Default 9.
+    eot (int): evaluations averaged per step (expectation over transformations, for randomized
+        models; AutoAttack's ``rand`` version: 20). Default 1.
     targeted, seed: see :class:`~robustctl.attacks.base.Attack` (APGD-T: "none" only).
 
 Example::
@@ -142,10 +144,11 @@ class _ApgdRunConfig(BoundedAttackConfig):
     restarts: int = 1
     rho: float = 0.75
     momentum: float = 0.75
+    eot: int = 1  # gradient averaged over this many evaluations (randomized models)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.positive("steps", "restarts")
+        self.positive("steps", "restarts", "eot")
         for key in ("rho", "momentum"):
             value = getattr(self, key)
             require(0 < value <= 1, f"attack.{key}", f"must be in (0, 1], got {value}")
@@ -211,13 +214,21 @@ class APGD(BoundedAttack):
         return grad / (flat_norm(grad) + 1e-12).view(-1, *([1] * (grad.dim() - 1)))
 
     def loss_and_grad(self, x_k: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
-        """(per-example loss [n], grad_x of its sum, logits) at x_k: one forward + backward."""
+        """(per-example loss [n], grad_x of its sum, logits) at x_k: one forward + backward, or
+        with ``eot`` > 1 the means of loss, gradient and logits over ``eot`` of them (expectation
+        over the transformations of a randomized model)."""
         x_k = x_k.detach().requires_grad_(True)
-        logits = self.logits(x_k)
-        loss = loss_fn(logits)
-        (grad,) = torch.autograd.grad(loss.sum(), x_k)
-        self.passes += len(x_k)
-        return loss.detach(), grad.detach(), logits.detach()
+        loss_sum = grad_sum = logits_sum = None
+        for _ in range(self.eot):
+            logits = self.logits(x_k)
+            loss = loss_fn(logits)
+            (grad,) = torch.autograd.grad(loss.sum(), x_k)
+            self.passes += len(x_k)
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+        assert loss_sum is not None and grad_sum is not None and logits_sum is not None
+        return loss_sum / self.eot, grad_sum / self.eot, logits_sum / self.eot
 
     def run_once(
         self, x: Tensor, loss_fn: LossFn, is_success: Callable[[Tensor], Tensor]

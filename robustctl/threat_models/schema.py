@@ -6,8 +6,11 @@ Stages (PDM Appendix D; ``docs/method.md``), implemented in :mod:`robustctl.thre
 - ``whitebox``: the attacker also knows the detector: ``cw_wb`` through model + KDE.
 - ``blackbox``: the attacker distils a proxy from the target's outputs, attacks proxy + its own
   KDE with ``cw_wb`` and transfers the examples.
+- ``robust``: robust accuracy under an attack ensemble (``robust``: AutoAttack's versions), worst
+  case per point, with the evaluator's flags.
 Option ``graybox`` is :class:`ThreatModelConfig` itself (the paper's budgets); the presets
-``whitebox``, ``blackbox``, ``all`` (the three stages) and ``quick`` (small budgets) are YAML files
+``whitebox``, ``blackbox``, ``robust``, ``all`` (the paper's three stages) and ``quick`` (small
+budgets) are YAML files
 in ``conf/threat_model/`` that extend it.
 """
 
@@ -20,6 +23,7 @@ from robustctl.attacks import attack_config
 from robustctl.config.validation import require as _require
 from robustctl.errors import ConfigError
 from robustctl.evaluation.resiliency import RESILIENCY_EPS
+from robustctl.evaluation.robust_accuracy import EnsembleConfig
 from robustctl.metric_keys import WHITEBOX_ATTACKS
 from robustctl.models import OPTIONS as MODEL_OPTIONS
 from robustctl.threat_models.convergence import ConvergenceConfig
@@ -82,6 +86,8 @@ class ThreatModelConfig:
     fmn_wb: FmnConfig = field(default_factory=FmnConfig)
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     blackbox: BlackboxConfig = field(default_factory=BlackboxConfig)
+    # the robust stage's attack ensemble (AutoAttack's versions), budget and norm
+    robust: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]

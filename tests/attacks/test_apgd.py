@@ -241,6 +241,19 @@ def test_large_budget_fools_every_image_and_a_tiny_one_none(trained, reference):
     assert (tiny.x_adv - x).abs().max() <= 1e-6 + 1e-7
 
 
+def test_eot_averages_several_evaluations_per_step(trained, reference):
+    """On a deterministic model the mean of eot identical gradients is the gradient: the same
+    iterates (Linf steps follow its sign) at eot times the passes."""
+    x, y = trained.x[:24], trained.y[:24]
+    once = APGD(trained.model, eps=0.08, steps=10)
+    thrice = APGD(trained.model, eps=0.08, steps=10, eot=3)
+    a, b = once(x, y), thrice(x, y)
+    assert torch.allclose(a.x_adv, b.x_adv, atol=1e-6) and torch.equal(a.success, b.success)
+    assert thrice.passes == 3 * once.passes == 3 * 11 * 24
+    with pytest.raises(ConfigError):
+        ApgdConfig(eot=0)
+
+
 def test_restarts_attack_only_the_examples_not_yet_fooled(trained):
     x, y, steps = trained.x, trained.y, 10
     one = APGD(trained.model, eps=0.06, steps=steps, seed=5)

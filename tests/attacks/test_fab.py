@@ -114,7 +114,7 @@ def test_fab_finds_the_exact_minimal_distance_on_an_affine_model(norm):
     attack = FAB(model, eps=1.0 if norm == "linf" else 5.0, norm=norm, steps=30)
     result = attack(x, y)
     exact = project_onto_hyperplane(
-        x.flatten(1), w.expand(16, -1), torch.full((16,), -float(model.c)), norm
+        x.flatten(1), w.expand(16, -1), torch.full((16,), -float(model.c.detach())), norm
     )
     q = float("inf") if norm == "linf" else 2.0
     assert result.success.all()

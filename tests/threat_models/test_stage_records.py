@@ -52,7 +52,7 @@ def test_every_registered_stage_names_its_metric_keys_family():
 
 def test_a_registered_stage_is_a_valid_choice_and_an_unknown_one_is_refused(probe_stage):
     assert ThreatModelConfig(stages=["probe"]).stages == ["probe"]
-    with pytest.raises(ConfigError, match="graybox, whitebox, blackbox, probe"):
+    with pytest.raises(ConfigError, match="graybox, whitebox, blackbox, robust, probe"):
         ThreatModelConfig(stages=["nope"])
 
 
