@@ -123,3 +123,20 @@ def fresh_copy(trained: Trained) -> Trained:
     """A deep copy of ``trained`` (model, images, labels, weights): the state right after
     training, whatever earlier tests did to their copies."""
     return copy.deepcopy(trained)
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> tuple[Tensor, Tensor]:
+    """The first 100 images of the digits test split (a few the tiny model misclassifies
+    included: every implementation compared on them counts those as not robust)."""
+    from robustctl.data import DatasetConfig
+    from robustctl.data.digits import load_digits_split
+
+    raw = load_digits_split(DatasetConfig(), ".")
+    return raw.x_test[:100], raw.y_test[:100]
+
+
+def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Share of (x, y) that ``model`` classifies correctly through its prediction view."""
+    with torch.no_grad():
+        return (model.predict_logits(x).argmax(1) == y).float().mean().item()

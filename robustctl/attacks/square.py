@@ -175,29 +175,30 @@ def window_mask(top: Tensor, left: Tensor, side: int, h: int, w: int) -> Tensor:
     return (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(1)
 
 
-def read_window(image: Tensor, top: Tensor, left: Tensor, side: int) -> Tensor:
-    """[n, c, side, side]: each example's window content."""
+def window_index(
+    image: Tensor, top: Tensor, left: Tensor, side: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Advanced-indexing tensors (batch, channel, row, column) of each example's side x side
+    window of ``image`` [n, c, h, w]: ``image[window_index(...)]`` is [n, c, side, side]."""
     steps = torch.arange(side, device=image.device)
     rows = (top.view(-1, 1) + steps).view(-1, 1, side, 1)
     cols = (left.view(-1, 1) + steps).view(-1, 1, 1, side)
     n, c = image.shape[:2]
     batch = torch.arange(n, device=image.device).view(-1, 1, 1, 1)
     chans = torch.arange(c, device=image.device).view(1, -1, 1, 1)
-    return image[batch, chans, rows, cols]
+    return batch, chans, rows, cols
+
+
+def read_window(image: Tensor, top: Tensor, left: Tensor, side: int) -> Tensor:
+    """[n, c, side, side]: each example's window content."""
+    return image[window_index(image, top, left, side)]
 
 
 def write_window(image: Tensor, patch: Tensor, top: Tensor, left: Tensor) -> Tensor:
     """A copy of ``image`` [n, c, h, w] with each example's window replaced by ``patch``
     [n, c, side, side]."""
-    side = patch.shape[-1]
-    steps = torch.arange(side, device=image.device)
-    rows = (top.view(-1, 1) + steps).view(-1, 1, side, 1)
-    cols = (left.view(-1, 1) + steps).view(-1, 1, 1, side)
-    n, c = image.shape[:2]
-    batch = torch.arange(n, device=image.device).view(-1, 1, 1, 1)
-    chans = torch.arange(c, device=image.device).view(1, -1, 1, 1)
     out = image.clone()
-    out[batch, chans, rows, cols] = patch
+    out[window_index(image, top, left, patch.shape[-1])] = patch
     return out
 
 

@@ -24,10 +24,9 @@ from robustctl.attacks.apgd import (
     dlr_loss,
     dlr_loss_targeted,
 )
-from robustctl.data import DatasetConfig
-from robustctl.data.digits import load_digits_split
 from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
+from tests.conftest import robust_accuracy
 
 # ------------------------------------------------------------------------------- the DLR losses
 # one row, y = 1 is the top class; sorted descending: 3, 2, 1, 0, -1, so z_pi1 - z_pi3 = 3 - 1 = 2
@@ -314,19 +313,6 @@ def test_rce_model_is_attacked_through_its_prediction_view(trained, rce_twin):
 
 
 # --------------------------------------------------------------------------- vs torchattacks
-@pytest.fixture(scope="module")
-def digits_test():
-    """The first images of the digits test split (a few misclassified ones included: both
-    implementations count them as not robust)."""
-    raw = load_digits_split(DatasetConfig(), ".")
-    return raw.x_test[:100], raw.y_test[:100]
-
-
-def robust_accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model.predict_logits(x).argmax(1) == y).float().mean().item()
-
-
 def compare(trained, reference, x, y, method, eps, norm, steps, loss="ce", classes=10):
     ours = build(
         method,

@@ -13,10 +13,9 @@ from torchattacks.attacks.fab import projection_l2, projection_linf
 
 from robustctl.attacks import build
 from robustctl.attacks.fab import FAB, FABT, FabConfig, FabTConfig, project_onto_hyperplane
-from robustctl.data import DatasetConfig
-from robustctl.data.digits import load_digits_split
 from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
+from tests.conftest import robust_accuracy
 
 
 # ------------------------------------------------------------------------------- projection
@@ -164,17 +163,6 @@ def test_rce_model_is_attacked_through_its_prediction_view(trained, rce_twin, di
 
 
 # --------------------------------------------------------------------------- vs torchattacks
-@pytest.fixture(scope="module")
-def digits_test():
-    raw = load_digits_split(DatasetConfig(), ".")
-    return raw.x_test[:100], raw.y_test[:100]
-
-
-def robust_accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model.predict_logits(x).argmax(1) == y).float().mean().item()
-
-
 @pytest.mark.parametrize(
     ("method", "norm", "eps"),
     [("fab_t", "linf", 0.06), ("fab_t", "l2", 0.4), ("fab", "linf", 0.06)],

@@ -28,10 +28,9 @@ from robustctl.attacks.square import (
     window_side,
     write_window,
 )
-from robustctl.data import DatasetConfig
-from robustctl.data.digits import load_digits_split
 from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
+from tests.conftest import robust_accuracy
 
 
 # ------------------------------------------------------------------------------ the schedule
@@ -253,17 +252,6 @@ def test_targeted_square_reaches_its_targets(trained, digits_test):
 
 
 # --------------------------------------------------------------------------- vs torchattacks
-@pytest.fixture(scope="module")
-def digits_test():
-    raw = load_digits_split(DatasetConfig(), ".")
-    return raw.x_test[:100], raw.y_test[:100]
-
-
-def robust_accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model.predict_logits(x).argmax(1) == y).float().mean().item()
-
-
 def window_offsets_as_the_authors_code(n, side, h, w, generator, device):
     """The authors' draw: top-left corners in [0, h - side) (the last position never drawn)."""
     top = torch.randint(0, max(h - side, 1), (n,), generator=generator, device=device)

@@ -17,8 +17,6 @@ from torch import Tensor, nn
 from robustctl import metric_keys as keys
 from robustctl.attacks import ATTACKS
 from robustctl.attacks.base import BoundedAttack, BoundedAttackConfig
-from robustctl.data import DatasetConfig
-from robustctl.data.digits import load_digits_split
 from robustctl.errors import ConfigError
 from robustctl.evaluation import robust_flags
 from robustctl.evaluation.robust_accuracy import (
@@ -150,12 +148,6 @@ def test_config_refuses_what_cannot_run(bad):
 
 
 # --------------------------------------------------------------------------- vs torchattacks
-@pytest.fixture(scope="module")
-def digits_test():
-    raw = load_digits_split(DatasetConfig(), ".")
-    return raw.x_test[:100], raw.y_test[:100]
-
-
 def test_robust_accuracy_agrees_with_torchattacks_sequential_ensemble(trained, digits_test):
     """The standard version at reduced budgets (20 iterations, 3 targets, 300 queries) against
     torchattacks' MultiAttack of the same four attacks, which also attacks only the images still
