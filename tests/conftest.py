@@ -140,3 +140,15 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Share of (x, y) that ``model`` classifies correctly through its prediction view."""
     with torch.no_grad():
         return (model.predict_logits(x).argmax(1) == y).float().mean().item()
+
+
+class Quantized(nn.Module):
+    """A negative control for gradient attacks: rounds its input to 4 levels before ``model``'s
+    prediction view, so the input gradient is zero almost everywhere."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.predict_logits((x * 3).round() / 3)

@@ -78,7 +78,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustctl.attacks.base import PROJECTIONS, BoundedAttack, BoundedAttackConfig, flat_norm
+from robustctl.attacks.base import (
+    PROJECTIONS,
+    BoundedAttack,
+    BoundedAttackConfig,
+    flat_norm,
+    random_on_sphere,
+)
 from robustctl.config.validation import require
 
 LOSSES = ("ce", "dlr")
@@ -197,15 +203,7 @@ class APGD(BoundedAttack):
     def random_start(self, x: Tensor) -> Tensor:
         """x + delta with delta on the eps-sphere of the norm (the authors' draw), clipped to
         [0, 1]."""
-        g = self.generator(x.device)
-        view = (-1, *([1] * (x.dim() - 1)))
-        if self.norm == "linf":
-            u = torch.rand(x.shape, device=x.device, generator=g) * 2 - 1
-            scale = u.flatten(1).abs().amax(1).clamp_min(1e-12)
-        else:
-            u = torch.randn(x.shape, device=x.device, generator=g)
-            scale = flat_norm(u) + 1e-12
-        return (x + self.eps * u / scale.view(view)).clamp(0.0, 1.0)
+        return random_on_sphere(x, self.eps, self.norm, self.generator(x.device))
 
     def direction(self, grad: Tensor) -> Tensor:
         """The steepest-ascent direction of the norm: sign(g) (Linf), g / ||g||_2 (L2)."""

@@ -67,6 +67,22 @@ def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 PROJECTIONS = {"linf": project_linf, "l2": project_l2}
 
 
+def random_on_sphere(
+    x: Tensor, radius: float, norm: str, generator: torch.Generator | None
+) -> Tensor:
+    """x + delta clipped to [0, 1], delta a random point at distance ``radius`` in the norm, as
+    AutoAttack draws it: Linf radius * u / ||u||_inf with u ~ U(-1, 1)^n, L2 radius * z / ||z||_2
+    with z ~ N(0, I)."""
+    view = (-1, *([1] * (x.dim() - 1)))
+    if norm == "linf":
+        u = torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1
+        scale = u.flatten(1).abs().amax(1).clamp_min(1e-12)
+    else:
+        u = torch.randn(x.shape, device=x.device, generator=generator)
+        scale = flat_norm(u) + 1e-12
+    return (x + radius * u / scale.view(view)).clamp(0.0, 1.0)
+
+
 @dataclass
 class AttackConfig:
     """Options every attack shares; an attack's config subclasses it with its own fields.

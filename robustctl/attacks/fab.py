@@ -65,7 +65,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustctl.attacks.base import AttackConfig, BoundedAttack, BoundedAttackConfig, flat_norm
+from robustctl.attacks.base import (
+    AttackConfig,
+    BoundedAttack,
+    BoundedAttackConfig,
+    random_on_sphere,
+)
 from robustctl.config.validation import require
 
 
@@ -188,15 +193,8 @@ class FAB(BoundedAttack):
         return f[rows, pick], g[rows, pick]
 
     def random_start(self, x: Tensor) -> Tensor:
-        g = self.generator(x.device)
-        view = (-1, *([1] * (x.dim() - 1)))
-        if self.norm == "linf":
-            u = torch.rand(x.shape, device=x.device, generator=g) * 2 - 1
-            scale = u.flatten(1).abs().amax(1)
-        else:
-            u = torch.randn(x.shape, device=x.device, generator=g)
-            scale = flat_norm(u)
-        return (x + 0.5 * self.eps * u / (scale.view(view) + 1e-12)).clamp(0.0, 1.0)
+        """A random point at distance eps / 2 (the authors' restart)."""
+        return random_on_sphere(x, 0.5 * self.eps, self.norm, self.generator(x.device))
 
     def run_once(
         self, x: Tensor, y: Tensor, target: Tensor | None, random_start: bool

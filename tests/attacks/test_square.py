@@ -30,7 +30,7 @@ from robustctl.attacks.square import (
 )
 from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
-from tests.conftest import robust_accuracy
+from tests.conftest import Quantized, robust_accuracy
 
 
 # ------------------------------------------------------------------------------ the schedule
@@ -212,17 +212,6 @@ def test_restarts_query_only_the_examples_still_robust(trained, digits_test):
 
 
 # ------------------------------------------------------------------------- gradient masking
-class Quantized(nn.Module):
-    """Rounds the input to 4 levels before the classifier: zero gradient almost everywhere."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.predict_logits((x * 3).round() / 3)
-
-
 def test_square_breaks_a_gradient_masked_model_that_apgd_cannot(trained, digits_test):
     x, y = digits_test[0][:64], digits_test[1][:64]
     masked = Quantized(trained.model).eval()

@@ -28,6 +28,7 @@ from robustctl.evaluation.robust_accuracy import (
     run_ensemble,
 )
 from robustctl.models import PredictionView
+from tests.conftest import Quantized
 
 
 # ------------------------------------------------------------------- bookkeeping, by hand
@@ -193,17 +194,6 @@ class Noisy(nn.Module):
     def forward(self, x):
         logits = self.model.predict_logits(x)
         return logits + 0.5 * torch.randn_like(logits)
-
-
-class Quantized(nn.Module):
-    """Rounds its input to 4 levels: zero input gradient almost everywhere."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.predict_logits((x * 3).round() / 3)
 
 
 class DropoutHead(nn.Module):
