@@ -14,6 +14,7 @@ for the function each batch goes through before the step (``for_epoch``; None: n
 
 - ``fgsm_at``, ``pgd_at``: adversarial training (Goodfellow et al. 2015; Madry et al. 2018),
   adversarial.py;
+- ``trades``: TRADES (Zhang et al. 2019), trades.py;
 - ``distill_teacher``, ``distillation``: defensive distillation (Papernot et al. 2016),
   distillation.py.
 """

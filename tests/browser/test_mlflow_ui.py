@@ -253,14 +253,23 @@ def test_the_run_page_shows_the_dataset_inputs(run_page, ui):
     first = inputs[0].dataset
     assert f"{first.name} ({first.digest})" in box.text
     box.find_element("xpath", ".//div[@role='button']").click()
-    drawer = wait_for(run_page, shown(run_page, "xpath", DRAWER), "the dataset drawer")
-    lines = drawer.text.splitlines()
-    assert f"{len(inputs)} datasets used" in lines
+    wait_for(run_page, shown(run_page, "xpath", DRAWER), "the dataset drawer")
+    expected = [f"{len(inputs)} datasets used"]
     for item in inputs:
-        label = f"{item.dataset.name} ({item.dataset.digest})"
-        assert label in lines, label
         (context,) = [t.value for t in item.tags if t.key == "mlflow.data.context"]
-        assert lines[lines.index(label) + 1].lower() == context
+        expected.append((f"{item.dataset.name} ({item.dataset.digest})", context))
+
+    def listed(_):
+        """Every input's label followed by its context: the drawer draws a dataset's context
+        tag after its name (CI once read the text between the two), so wait for all of them."""
+        drawer = shown(run_page, "xpath", DRAWER)(run_page)
+        if not drawer:
+            return False
+        lines = drawer.text.splitlines()
+        pairs = {(a, b.lower()) for a, b in zip(lines, lines[1:], strict=False)}
+        return expected[0] in lines and all(pair in pairs for pair in expected[1:])
+
+    wait_for(run_page, listed, f"the drawer listing {expected}")
     run_page.find_element("tag name", "body").send_keys(Keys.ESCAPE)
     wait_for(run_page, lambda d: not shown(d, "xpath", DRAWER)(d), "the drawer closing", 10)
 

@@ -26,7 +26,14 @@ from tests.runs import interrupted_checkpoint
 
 def test_options_and_their_defaults():
     options = train_defense_configs()
-    assert set(options) == {"none", "fgsm_at", "pgd_at", "distill_teacher", "distillation"}
+    assert set(options) == {
+        "none",
+        "fgsm_at",
+        "pgd_at",
+        "trades",
+        "distill_teacher",
+        "distillation",
+    }
     assert build_train_defense(options["none"]) is None and build_train_defense(None) is None
     fgsm, pgd = options["fgsm_at"], options["pgd_at"]
     assert (fgsm.attack, fgsm.mix) == ("fgsm", 0.5)  # Goodfellow et al.: half of each batch
@@ -73,19 +80,22 @@ def test_batch_rewrite_replaces_the_mix_fraction_within_the_budget_in_eval_mode(
     assert epoch_seed(3, 2) != epoch_seed(2, 3)
 
 
-def test_resume_is_bit_identical(tmp_path, monkeypatch):
-    extra = (
-        "train_defense=pgd_at",
-        "train_defense.attack_params.steps=2",
-        "trainer.epochs=2",
-        "trainer.max_batches=4",
-    )
+@pytest.mark.parametrize(
+    "defense",
+    [
+        ("train_defense=pgd_at", "train_defense.attack_params.steps=2"),
+        ("train_defense=trades", "train_defense.steps=2"),
+    ],
+    ids=lambda d: d[0].split("=")[1],
+)
+def test_resume_is_bit_identical(tmp_path, monkeypatch, defense):
+    extra = (*defense, "trainer.epochs=2", "trainer.max_batches=4")
     _, cfg = compose(overrides(tmp_path / "full", *extra))
     data = load_dataset(cfg.dataset, cfg.work_dir)
     full = fit(cfg, data, chash="h")
     _, cfg2 = compose(overrides(tmp_path / "split", *extra))
     state = interrupted_checkpoint(monkeypatch, cfg2, data, "h")
-    assert state["epoch"] == 1 and state["meta"]["train_defense"] == "pgd_at"
+    assert state["epoch"] == 1 and state["meta"]["train_defense"] == defense[0].split("=")[1]
     resumed = fit(cfg2, data, chash="h", resume_state=state)
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
@@ -102,23 +112,34 @@ def robust_accuracy(model, x, y, eps: float) -> float:
 
 
 @pytest.mark.slow
-def test_pgd_training_raises_accuracy_under_pgd(tmp_path):
-    """Madry et al.'s claim at a small budget: same data, model, seed and epochs, with and
-    without PGD training; attacked by a stronger PGD (20 steps, 2 restarts) at the trained eps."""
+@pytest.mark.parametrize(
+    "defense",
+    [
+        (
+            "train_defense=pgd_at",
+            "train_defense.attack_params.eps={eps}",
+            "train_defense.attack_params.steps=5",
+        ),
+        (
+            "train_defense=trades",
+            "train_defense.eps={eps}",
+            "train_defense.steps=5",
+            "train_defense.step_size=0.03",
+        ),
+    ],
+    ids=lambda d: d[0].split("=")[1],
+)
+def test_adversarial_training_raises_accuracy_under_pgd(tmp_path, defense):
+    """Madry et al.'s claim (PGD training) and Zhang et al.'s (TRADES) at a small budget: same
+    data, model, seed and epochs, with and without the defense; attacked by a stronger PGD
+    (20 steps, 2 restarts) at the trained eps."""
     eps = 0.1
     common = ("trainer.epochs=10",)
     _, plain_cfg = compose(overrides(tmp_path / "plain", *common))
     data = load_dataset(plain_cfg.dataset, plain_cfg.work_dir)
     plain = fit(plain_cfg, data, chash="plain").model
-    _, at_cfg = compose(
-        overrides(
-            tmp_path / "at",
-            *common,
-            "train_defense=pgd_at",
-            f"train_defense.attack_params.eps={eps}",
-            "train_defense.attack_params.steps=5",
-        )
-    )
+    name = defense[0].split("=")[1]
+    _, at_cfg = compose(overrides(tmp_path / "at", *common, *(d.format(eps=eps) for d in defense)))
     trained = fit(at_cfg, data, chash="at").model
     x, y = data.x_test, data.y_test
     plain_robust = robust_accuracy(plain, x, y, eps)
@@ -126,8 +147,8 @@ def test_pgd_training_raises_accuracy_under_pgd(tmp_path):
     with torch.no_grad():
         at_clean = (trained.predict_logits(x).argmax(1) == y).float().mean().item()
     print(
-        f"robust accuracy at eps {eps}: undefended {plain_robust:.3f}, pgd_at {at_robust:.3f} "
-        f"(pgd_at clean {at_clean:.3f})"
+        f"robust accuracy at eps {eps}: undefended {plain_robust:.3f}, {name} {at_robust:.3f} "
+        f"({name} clean {at_clean:.3f})"
     )
     assert at_robust > plain_robust + 0.2
     assert at_clean > 0.8
