@@ -102,6 +102,10 @@ WHITEBOX_BUDGET_CURVE = "whitebox/cw_wb_budget_curve.json"
 CONVERGED = "converged"
 BUDGET_FACTOR = "budget_factor"
 PASSES_PER_EXAMPLE = "passes_per_example"
+# every attack's cost per attacked example (robustctl.evaluation.attack_runner.run_attack):
+# examples forwarded through the model, and input gradients back-propagated
+FORWARDS_PER_EXAMPLE = "forwards_per_example"
+BACKWARDS_PER_EXAMPLE = "backwards_per_example"
 
 # the robust stage (robustctl.evaluation.robust_accuracy): robust/<member>/<metric>, and the
 # ensemble's totals under robust/ensemble/<metric>
@@ -113,6 +117,12 @@ BROKEN = "broken"  # points a member broke first
 PASSES_PER_POINT = "passes_per_point"  # forward-and-backward passes per point it attacked
 QUERIES_PER_POINT = "queries_per_point"  # model evaluations (score-based attacks) per point
 ROBUST_VERSION_TAG = "robust/version"  # "<version>, <norm> eps <eps>"
+# with a detector (robust accuracy with rejection, at the threshold of ROBUST_THRESHOLD_TAG):
+# robust/with-detector/clean_accuracy (correct and accepted), robust/detector-blind/robust_accuracy
+# (the ensemble's breaking examples, rejected or not), robust/apgd-wb/<metric> (the adaptive attack)
+WITH_DETECTOR, DETECTOR_BLIND, APGD_WB = "with-detector", "detector-blind", "apgd-wb"
+THRESHOLD = "threshold"  # robust/with-detector/threshold: the detector's T
+ROBUST_THRESHOLD_TAG = "robust/detector_threshold"  # "T at fpr <f> on <n> clean validation images"
 ROBUST_BROKEN_BY = "robust/broken_by.json"  # per point: the member that broke it first
 
 

@@ -143,7 +143,7 @@ def checkpoints(steps: int) -> list[int]:
 
 # --------------------------------------------------------------------------------------- configs
 @dataclass
-class _ApgdRunConfig(BoundedAttackConfig):
+class ApgdRunConfig(BoundedAttackConfig):
     """The options of one APGD run, shared by APGD and APGD-T."""
 
     steps: int = 100
@@ -161,7 +161,7 @@ class _ApgdRunConfig(BoundedAttackConfig):
 
 
 @dataclass
-class ApgdConfig(_ApgdRunConfig):
+class ApgdConfig(ApgdRunConfig):
     """APGD: ``steps`` momentum steps with the checkpoint step-size schedule, loss ce | dlr."""
 
     name: str = "apgd"
@@ -177,7 +177,7 @@ class ApgdConfig(_ApgdRunConfig):
 
 
 @dataclass
-class ApgdTConfig(_ApgdRunConfig):
+class ApgdTConfig(ApgdRunConfig):
     """APGD-T: targeted DLR toward each of the ``n_target_classes`` runner-up classes in turn;
     untargeted success."""
 
@@ -193,6 +193,7 @@ class ApgdTConfig(_ApgdRunConfig):
 
 # --------------------------------------------------------------------------------------- attacks
 LossFn = Callable[[Tensor], Tensor]  # logits [n, K] -> per-example loss [n]
+Objective = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]  # x_k -> (loss, grad, success)
 
 
 class APGD(BoundedAttack):
@@ -228,10 +229,20 @@ class APGD(BoundedAttack):
         assert loss_sum is not None and grad_sum is not None and logits_sum is not None
         return loss_sum / self.eot, grad_sum / self.eot, logits_sum / self.eot
 
-    def run_once(
-        self, x: Tensor, loss_fn: LossFn, is_success: Callable[[Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One APGD run from a random start: (x_max, L_max, first successful iterate, found)."""
+    def objective(self, loss_fn: LossFn, is_success: Callable[[Tensor], Tensor]) -> Objective:
+        """The run's objective from a loss of the logits and a success test of them: x_k ->
+        (loss [n], its gradient, success [n]) (:meth:`loss_and_grad`)."""
+
+        def evaluate(x_k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            loss, grad, logits = self.loss_and_grad(x_k, loss_fn)
+            return loss, grad, is_success(logits)
+
+        return evaluate
+
+    def run_once(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One APGD run from a random start, ascending ``objective`` (x_k -> loss [n], its
+        gradient, success [n]; :meth:`objective`, or a detector-aware one): (x_max, L_max, first
+        successful iterate, found)."""
         n, view = len(x), (-1, *([1] * (x.dim() - 1)))
 
         def project(v: Tensor) -> Tensor:
@@ -241,8 +252,7 @@ class APGD(BoundedAttack):
             return torch.where(mask.view(view) if a.dim() > 1 else mask, a, b)
 
         x_k = self.random_start(x)
-        loss, grad, logits = self.loss_and_grad(x_k, loss_fn)
-        found = is_success(logits)
+        loss, grad, found = objective(x_k)
         x_found = x_k.clone()
         x_best, loss_best, grad_best = x_k.clone(), loss.clone(), grad.clone()
         eta = torch.full((n,), 2.0 * self.eps, device=x.device)
@@ -258,8 +268,8 @@ class APGD(BoundedAttack):
                 if k > 0:
                     z = project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev))
             x_prev, x_k = x_k, z
-            loss, grad, logits = self.loss_and_grad(x_k, loss_fn)
-            newly = is_success(logits) & ~found
+            loss, grad, ok = objective(x_k)
+            newly = ok & ~found
             x_found = pick(newly, x_k, x_found)
             found = found | newly
             increases += (loss > loss_prev).float()
@@ -314,7 +324,8 @@ class APGD(BoundedAttack):
             def is_success(logits: Tensor, y_i: Tensor = y_i, t_i: Tensor | None = t_i) -> Tensor:
                 return self.is_success(logits.argmax(1), y_i, t_i)
 
-            x_best, loss_best, x_found, found = self.run_once(x[todo], make_loss(todo), is_success)
+            objective = self.objective(make_loss(todo), is_success)
+            x_best, loss_best, x_found, found = self.run_once(x[todo], objective)
             higher = (loss_best > best[todo]) & ~found
             x_out[todo[higher]] = x_best[higher]
             best[todo[higher]] = loss_best[higher]

@@ -154,11 +154,32 @@ class Attack:
         # the attack's cost: example-iterations run so far (each one forward and one backward
         # pass of one example), counted by the iterative attacks that report it
         self.passes = 0
+        # every attack's cost, counted where the model is called (:meth:`counted`): examples
+        # forwarded, and examples whose input gradient was back-propagated
+        self.forwards = 0
+        self.backwards = 0
 
     # ------------------------------------------------------------------ helpers for subclasses
+    def counted(self, x: Tensor) -> Tensor:
+        """``x`` about to go through the model: adds its examples to :attr:`forwards`, and when
+        it carries a gradient, returns a view of it whose hook adds them to :attr:`backwards`
+        each time a gradient flows back through this call (a view per call, so a tensor fed to
+        the model several times, as in an expectation over transformations, counts each)."""
+        self.forwards += len(x)
+        if not x.requires_grad:
+            return x
+        n, view = len(x), x.view_as(x)
+
+        def backward(grad: Tensor) -> None:
+            self.backwards += n
+
+        view.register_hook(backward)
+        return view
+
     def logits(self, x: Tensor) -> Tensor:
-        """Prediction logits [N, K]: ``model.predict_logits(x)`` if present, else ``model(x)``."""
-        return prediction_logits(self.model, x)
+        """Prediction logits [N, K]: ``model.predict_logits(x)`` if present, else ``model(x)``
+        (counted: :meth:`counted`)."""
+        return prediction_logits(self.model, self.counted(x))
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """The attack's seeded generator on ``device`` (created once, then advanced), or None."""

@@ -138,7 +138,9 @@ def run_attack(
     stage: str = keys.GRAYBOX,
     starts: Tensor | None = None,
 ) -> AttackOutcome:
-    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``;
+    """Run one attack over (x, y) batch by batch; metrics keyed ``<stage>/<attack.name>/...``,
+    with its cost: forward and backward passes per example (``forwards_per_example``,
+    ``backwards_per_example``, :meth:`~robustctl.attacks.base.Attack.counted`);
     ``starts``: per-image starting points for an attack that takes them (``start=`` of its
     call: the white-box attacks' incumbents).
 
@@ -148,6 +150,7 @@ def run_attack(
     task = bar.add_task(attack.name, total=n_batches, status="") if bar is not None else None
     parts: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []
     started = time.perf_counter()
+    forwards, backwards = attack.forwards, attack.backwards
     hits = done = 0
     backoff = MemoryBackoff(f"{attack.name} batches", batch_size, console.print)
     start = 0
@@ -187,6 +190,13 @@ def run_attack(
     metrics = attack_metrics(
         attack.name, x_cpu, x_adv, y_cpu, clean_pred.cpu(), adv_pred, target, stage
     )
+    per = max(len(x), 1)
+    metrics[keys.attack_key(stage, attack.name, keys.FORWARDS_PER_EXAMPLE)] = (
+        attack.forwards - forwards
+    ) / per
+    metrics[keys.attack_key(stage, attack.name, keys.BACKWARDS_PER_EXAMPLE)] = (
+        attack.backwards - backwards
+    ) / per
     return AttackOutcome(
         attack.name, x_adv, success, adv_pred, clean_pred, y_cpu, target, metrics, seconds
     )

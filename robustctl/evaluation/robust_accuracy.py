@@ -89,15 +89,50 @@ def ensemble(
     )
 
 
+TOWARD = ("runner_up", "every_class")
+
+
+@dataclass
+class RejectionConfig:
+    """``threat_model.robust.rejection``: robust accuracy with rejection, when the run has a
+    detector (docs/method.md section 8.6): the threshold at false-positive rate ``fpr`` on the
+    clean validation images, and the adaptive attack APGD-wb's ``steps``, ``restarts`` and
+    ``toward`` (``runner_up`` | ``every_class``)."""
+
+    fpr: float = 0.05
+    steps: int = 100
+    restarts: int = 1
+    toward: str = "runner_up"
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.fpr < 1,
+            "threat_model.robust.rejection.fpr",
+            f"must be in (0, 1), got {self.fpr}",
+        )
+        for key in ("steps", "restarts"):
+            value = getattr(self, key)
+            require(
+                value >= 1, f"threat_model.robust.rejection.{key}", f"must be >= 1, got {value}"
+            )
+        require(
+            self.toward in TOWARD,
+            "threat_model.robust.rejection.toward",
+            f"must be one of {', '.join(TOWARD)}; got {self.toward!r}",
+        )
+
+
 @dataclass
 class EnsembleConfig:
     """``threat_model.robust``: the ensemble ``version`` at budget ``eps`` in the ``norm``, with
-    per-member overrides ``members`` ({label: {param: value}}, e.g. a smaller Square budget)."""
+    per-member overrides ``members`` ({label: {param: value}}, e.g. a smaller Square budget), and
+    with a detector the ``rejection`` settings."""
 
     version: str = "standard"
     eps: float = 0.3  # MNIST's Linf budget; CIFAR-10: 8/255 (linf), 0.5 (l2)
     norm: str = "linf"
     members: dict[str, Any] = field(default_factory=dict)  # {label: {param: value}}
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
 
     def __post_init__(self) -> None:
         require(

@@ -222,8 +222,9 @@ class DetectorAwareAttack(Attack):
             self._incumbent = None
 
     def probe(self, x: Tensor) -> Probe:
-        """The model's view of ``x`` with the layers the detector reads (one forward pass)."""
-        return Probe(self.model, x, self.detector.layers)
+        """The model's view of ``x`` with the layers the detector reads (one forward pass,
+        counted: :meth:`~robustctl.attacks.base.Attack.counted`)."""
+        return Probe(self.model, self.counted(x), self.detector.layers)
 
     def clean_thresholds(self, x: Tensor) -> Tensor:
         """T_i: the clean image's own detector score under its predicted class."""

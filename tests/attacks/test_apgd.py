@@ -190,9 +190,9 @@ def watch_iterates(attack):
     run_once, loss_and_grad = attack.run_once, attack.loss_and_grad
     center = {}
 
-    def watched_run(x, loss_fn, is_success):
+    def watched_run(x, objective):
         center["x"] = x
-        return run_once(x, loss_fn, is_success)
+        return run_once(x, objective)
 
     def watched_grad(x_k, loss_fn):
         delta = (x_k - center["x"]).flatten(1)
