@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits verdict-digits verdict-fashion paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 clean
+.PHONY: help install run train test test-system test-slow test-slurm test-gpu test-all lint bench ui report smoke paper-digits verdict-digits verdict-fashion paper-fashion paper-mnist paper-cifar10 detectors-digits detectors-cifar10 robust-digits robust-cifar10 clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -83,6 +83,12 @@ paper-mnist: install  ## experiments/paper_mnist.yaml: the paper's MNIST setting
 
 paper-cifar10: install  ## experiments/paper_cifar10.yaml: the paper's CIFAR-10 settings (GPU)
 	$(BIN)/robustctl experiment paper_cifar10 $(ARGS)
+
+robust-digits: install  ## experiments/robust_accuracy_digits.yaml: AutoAttack robust accuracy of CE/PDM x plain/PGD training/TRADES, with and without KDE (CPU)
+	$(BIN)/robustctl experiment robust_accuracy_digits $(ARGS)
+
+robust-cifar10: install  ## experiments/robust_accuracy_cifar10.yaml: its CIFAR-10 twin at the standard budgets (GPU)
+	$(BIN)/robustctl experiment robust_accuracy_cifar10 $(ARGS)
 
 detectors-digits: install  ## experiments/detectors_digits.yaml: 6 detectors x CE/RCE/PDM on digits, gray-box + adaptive white-box, Table 5 (<1 h, 2 CPU cores)
 	$(BIN)/robustctl experiment detectors_digits $(ARGS)

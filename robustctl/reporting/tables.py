@@ -18,8 +18,9 @@ when there is one (MNIST and CIFAR-10 only), and, when we have no value, the rea
   proxy's successful adversarial examples and the proxy's own success rate.
 
 :func:`build_tables` adds Table 5 (:func:`table5`, detectors x losses) when the runs compare
-detectors, and Table 6 (:func:`robustctl.reporting.taxonomy.table6`, one row per defense, one
-column per metric) when some run has a taxonomy defense.
+detectors, Table 6 (:func:`robustctl.reporting.taxonomy.table6`, one row per defense, one
+column per metric) when some run has a taxonomy defense, and the robust-accuracy and attack-cost
+tables (:mod:`robustctl.reporting.robust_table`) when runs logged them.
 
 Every cell of a column in one dataset reads that column's group only: the latest FINISHED run per
 seed that logged the row's metric group (:func:`robustctl.reporting.groups.pick_runs`); the cell
@@ -52,6 +53,7 @@ from robustctl.reporting.groups import (
 )
 from robustctl.reporting.ratios import ratio_table
 from robustctl.reporting.reference import PAPER_ATTACKS
+from robustctl.reporting.robust_table import cost_table, robust_table
 from robustctl.reporting.rows import WB_AUC, WB_DISTORTION, WB_SUCCESS, placed_in
 from robustctl.reporting.taxonomy import table6
 
@@ -250,9 +252,11 @@ def table5(records: Sequence[RunRecord] | Layout) -> Table:
 
 def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
     """Tables 1-4, the white-box ratio table (after Table 3), then Table 5 when the runs compare
-    detectors and Table 6 (:mod:`.taxonomy`) when some run has a taxonomy defense (a ``norm=``,
-    ``transform=`` or ``train_defense=`` variant), in order."""
+    detectors, Table 6 (:mod:`.taxonomy`) when some run has a taxonomy defense (a ``norm=``,
+    ``transform=`` or ``train_defense=`` variant), the robust-accuracy table when some run logged
+    the ``robust`` stage and the attack-cost table when some attack logged its cost
+    (:mod:`.robust_table`), in order."""
     layout = as_layout(records)
     tables = [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
-    optional = [table5(layout), table6(layout)]
+    optional = [table5(layout), table6(layout), robust_table(layout), cost_table(layout)]
     return [*tables, *(t for t in optional if t.rows)]

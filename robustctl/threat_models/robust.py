@@ -122,10 +122,11 @@ def run(ctx: ThreatContext) -> StageResult:
         if flag.raised:
             raised.append(f"flag {flag.name}: {flag.text}")
             console.print(f"[yellow]robust: flag {flag.name}: {flag.text}")
-    if raised:
+    if raised:  # the summary's note and the report's footnote on the robust accuracy
         out.notes[keys.attack_key(keys.ROBUST, keys.ENSEMBLE, keys.ROBUST_ACCURACY)] = "; ".join(
             raised
         )
+        out.tags[keys.note_tag(keys.ROBUST, keys.ENSEMBLE)] = "; ".join(raised)
     robust = out.metrics[keys.attack_key(keys.ROBUST, keys.ENSEMBLE, keys.ROBUST_ACCURACY)]
     console.print(
         f"robust accuracy {robust:.4f} ({rc.version}, {rc.norm} eps {rc.eps:g}, "

@@ -90,6 +90,9 @@ def test_every_flag_is_reported(ran):
         )
     )
     assert all(ran.tags[t].startswith(("raised: ", "clear: ")) for t in flags)
+    raised = [t for t in flags if ran.tags[t].startswith("raised: ")]
+    # the raised flags are the report's footnote on the robust accuracy
+    assert (keys.note_tag(keys.ROBUST, keys.ENSEMBLE) in ran.tags) == bool(raised)
     assert ran.tags[keys.robust_flag_tag("randomized")].startswith("clear: ")
     assert ran.tags[keys.ROBUST_VERSION_TAG] == "standard, linf eps 0.05"
 
