@@ -40,7 +40,6 @@ defaults follow their L2 settings (a_0 = 1, a_K = a_0 / 100, g_0 = 0.05, g_K = 0
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +47,7 @@ import torch
 from torch import Tensor
 
 from robustctl.attacks.base import AttackConfig
+from robustctl.attacks.fmn import cosine
 from robustctl.attacks.progress import LoopProgress
 from robustctl.threat_models.detector_aware import (
     DETECTOR_FIELDS,
@@ -94,11 +94,6 @@ def fmn_wb_config(
     values.update({f: getattr(detector_side, f) for f in DETECTOR_FIELDS})
     values.update(changes)
     return FmnWbConfig(**values)  # type: ignore[arg-type]
-
-
-def cosine(start: float, end: float, k: int, total: int) -> float:
-    """end + (start - end) * (1 + cos(pi k / total)) / 2: ``start`` at k = 0, ``end`` at total."""
-    return end + (start - end) * (1 + math.cos(math.pi * k / total)) / 2
 
 
 class FMNWhiteBox(DetectorAwareAttack):

@@ -144,3 +144,40 @@ def test_cw_l2_comes_within_a_few_percent_above_the_exact_minimum(problem):
     # nearest
     alone = runner_is_nearest & (problem.second > 1.05 * problem.exact)
     assert alone.any() and torch.equal(result.pred[alone], problem.nearest[alone])
+
+
+def exact_linf(problem: Problem) -> tuple[Tensor, Tensor]:
+    """(d*_inf(x), the Linf distance to the runner-up class's boundary): the Linf distance to a
+    hyperplane w.x = c is |w.x - c| / ||w||_1 (the dual norm), so
+    d*_inf = min_{j != y} (f_y - f_j) / ||w_y - w_j||_1."""
+    w = problem.weight.double()
+    x = problem.x.flatten(1).double()
+    f = (x - 0.5) @ w.T  # b = -W 0.5: every class ties at the grey image
+    rows = torch.arange(len(x))
+    gap = f[rows, problem.y][:, None] - f
+    dist = gap / (w[problem.y][:, None, :] - w[None]).abs().sum(2)
+    dist[rows, problem.y] = float("inf")
+    return dist.min(1).values, dist[rows, problem.runner_up]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_fmn_finds_the_exact_minimum_where_the_runner_up_boundary_is_nearest(problem, norm):
+    """FMN descends the runner-up margin like C&W, so the same local minimum holds: never below
+    d* (in its norm), within 2% of the runner-up class's boundary, so within 2% of d* where that
+    boundary is the nearest; ``last_norms`` is the distance of the example it returns."""
+    from robustctl.attacks.fmn import FMN
+
+    if norm == "l2":
+        exact, to_runner_up = problem.exact, problem.to_runner_up
+    else:
+        exact, to_runner_up = exact_linf(problem)
+    attack = FMN(problem.model, norm=norm, steps=300)
+    result = attack(problem.x, problem.y)
+    assert result.success.all()
+    delta = (result.x_adv - problem.x).flatten(1).double()
+    found = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(1)
+    assert torch.allclose(attack.last_norms.double(), found, rtol=1e-4)
+    assert (found > exact * (1 - 1e-4)).all(), found / exact
+    assert (found < 1.02 * to_runner_up).all(), found / to_runner_up
+    nearest = to_runner_up <= exact * (1 + 1e-9)
+    assert nearest.sum() >= 5 and (found[nearest] < 1.02 * exact[nearest]).all(), found / exact
