@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from robustctl import metric_keys as keys
-from robustctl.evaluation.robust_accuracy import VERSIONS
+from robustctl.evaluation.ensembles import VERSIONS
 from robustctl.reporting.cells import Cell, Layout, MetricSpec, Table, as_layout, metric_cell
 from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.groups import NOT_RUN, pick_runs
