@@ -18,7 +18,8 @@ from torch import Tensor
 
 from robustctl.config.schema import RunConfig
 from robustctl.data.base import ImageData, seeded_permutation
-from robustctl.defenses import fit_detector, score_images, score_outputs
+from robustctl.defenses import fit_detector, score_images, score_outputs, threshold_at
+from robustctl.errors import ConfigError
 from robustctl.evaluation.detection import DetectionResult, detection_auc
 from robustctl.inference import ModelOutputs, SplitOutputs
 
@@ -85,6 +86,27 @@ def split_scores(
     """The detector's scores (CPU) of images ``x`` whose outputs are known, under their
     predictions (:func:`robustctl.defenses.score_outputs`)."""
     return score_outputs(detector, model, x, outputs, batch_size)
+
+
+def validation_threshold(
+    detector: Any,
+    model: torch.nn.Module,
+    data: ImageData,
+    outputs: ModelOutputs,
+    fpr: float,
+    batch_size: int,
+    what: str,
+    hint: str,
+) -> float:
+    """The detector's threshold at false-positive rate ``fpr`` on the clean *validation* images
+    (never the attacked test images); ``what`` and ``hint`` word the error an empty split
+    raises."""
+    if not len(data.y_val):
+        raise ConfigError(
+            f"{what} sets its threshold on the validation split, but it is empty", hint=hint
+        )
+    scores = split_scores(detector, model, data.x_val, outputs.split("val"), batch_size)
+    return float(threshold_at(scores, fpr))
 
 
 def detector_scores(

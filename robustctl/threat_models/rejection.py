@@ -29,18 +29,19 @@ broken, passes per point attacked and seconds, and the threshold as the tag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from robustctl import metric_keys as keys
-from robustctl.defenses import threshold_at
-from robustctl.errors import ConfigError
 from robustctl.evaluation.attack_runner import rate_metrics, run_attack
 from robustctl.evaluation.robust_accuracy import EnsembleResult
 from robustctl.threat_models.apgd_wb import APGDWhiteBox, apgd_wb_config
-from robustctl.threat_models.context import ThreatContext, detector_scores, split_scores
+from robustctl.threat_models.context import (
+    ThreatContext,
+    detector_scores,
+    validation_threshold,
+)
 
 CLEAN_REJECTED, BLIND, ADAPTIVE, DEFENDED = (
     "clean rejected",
@@ -48,12 +49,13 @@ CLEAN_REJECTED, BLIND, ADAPTIVE, DEFENDED = (
     "apgd-wb",
     "defended",
 )
+MISCLASSIFIED = "misclassified"
 
 
 @dataclass
 class RejectionResult:
     """Per point (CPU): the outcome with the detector (``DEFENDED``, ``CLEAN_REJECTED``,
-    misclassified as ``"misclassified"``, or the attack set that got an accepted misclassified
+    ``MISCLASSIFIED``, or the attack set that got an accepted misclassified
     example through: ``BLIND`` | ``ADAPTIVE``); the threshold and its source; the cost."""
 
     outcome: list[str]
@@ -67,7 +69,7 @@ class RejectionResult:
     def metrics(self, stage: str = keys.ROBUST) -> dict[str, float]:
         n = len(self.outcome)
         every = torch.ones(n, dtype=torch.bool)
-        outcome = list(self.outcome)
+        outcome = self.outcome
 
         def share_not(*states: str) -> Tensor:
             return torch.tensor([o not in states for o in outcome], dtype=torch.bool)
@@ -75,7 +77,7 @@ class RejectionResult:
         def key(attack: str, metric: str) -> str:
             return keys.attack_key(stage, attack, metric)
 
-        wrong = ("misclassified", CLEAN_REJECTED)
+        wrong = (MISCLASSIFIED, CLEAN_REJECTED)
         out = rate_metrics(
             key(keys.WITH_DETECTOR, keys.CLEAN_ACCURACY_METRIC), share_not(*wrong), every
         )
@@ -107,15 +109,17 @@ class RejectionResult:
 def rejection_threshold(ctx: ThreatContext, fpr: float) -> tuple[float, int]:
     """(T at false-positive rate ``fpr`` of the detector's clean validation scores, their
     number)."""
-    data, batch = ctx.data, ctx.cfg.evaluate.batch_size
-    if not len(data.y_val):
-        raise ConfigError(
-            "robust accuracy with rejection sets the detector's threshold on the validation "
-            "split, but it is empty",
-            hint="set dataset.val_fraction > 0, or defense=none",
-        )
-    scores = split_scores(ctx.detector, ctx.model, data.x_val, ctx.outputs.split("val"), batch)
-    return float(threshold_at(scores, fpr)), len(data.y_val)
+    threshold = validation_threshold(
+        ctx.detector,
+        ctx.model,
+        ctx.data,
+        ctx.outputs,
+        fpr,
+        ctx.cfg.evaluate.batch_size,
+        "robust accuracy with rejection",
+        "set dataset.val_fraction > 0, or defense=none",
+    )
+    return threshold, len(ctx.data.y_val)
 
 
 def accepted_misclassified(
@@ -126,7 +130,7 @@ def accepted_misclassified(
     return (pred != y.cpu()) & (scores <= threshold)
 
 
-def with_rejection(ctx: ThreatContext, result: EnsembleResult, bar: Any = None) -> RejectionResult:
+def with_rejection(ctx: ThreatContext, result: EnsembleResult) -> RejectionResult:
     """Robust accuracy with rejection (module docstring) of the ensemble ``result`` on ctx's
     points."""
     rc = ctx.cfg.threat_model.robust
@@ -135,7 +139,7 @@ def with_rejection(ctx: ThreatContext, result: EnsembleResult, bar: Any = None) 
     y = result.labels
     accepted = torch.as_tensor(ctx.clean_scores) <= threshold
     outcome = [
-        "misclassified" if not ok else (DEFENDED if acc else CLEAN_REJECTED)
+        MISCLASSIFIED if not ok else (DEFENDED if acc else CLEAN_REJECTED)
         for ok, acc in zip((result.clean_pred == y).tolist(), accepted.tolist(), strict=True)
     ]
     broken = (result.broken_by >= 0).nonzero().squeeze(1)
@@ -162,7 +166,7 @@ def with_rejection(ctx: ThreatContext, result: EnsembleResult, bar: Any = None) 
     seconds = 0.0
     if todo.numel():
         run = run_attack(
-            attack, ctx.x[todo], ctx.y[todo], tm.batch_size, bar, result.clean_pred[todo]
+            attack, ctx.x[todo], ctx.y[todo], tm.batch_size, clean_pred=result.clean_pred[todo]
         )
         seconds = run.seconds
         through = accepted_misclassified(ctx, run.x_adv, y[todo], threshold)

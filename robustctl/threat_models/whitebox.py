@@ -37,13 +37,17 @@ from torch import Tensor
 from robustctl import metric_keys as keys
 from robustctl.console import console
 from robustctl.data.base import ImageData, seeded_permutation
-from robustctl.defenses import require_detector, threshold_at
-from robustctl.errors import ConfigError
+from robustctl.defenses import require_detector
 from robustctl.evaluation.attack_runner import AttackOutcome, run_attack
 from robustctl.evaluation.intervals import bootstrap_interval, breach_median
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import ModelOutputs
-from robustctl.threat_models.context import ThreatContext, detect, split_scores
+from robustctl.threat_models.context import (
+    ThreatContext,
+    detect,
+    split_scores,
+    validation_threshold,
+)
 from robustctl.threat_models.convergence import Convergence, converge
 from robustctl.threat_models.cw_wb import CwWbConfig, CWWhiteBox, StartingPool
 from robustctl.threat_models.detector_aware import DetectorAwareAttack
@@ -77,14 +81,17 @@ def attack_setup(
     pool = starting_pool(wb, model, detector, data, batch_size, outputs)
     if wb.threshold != "detector":
         return AttackSetup(pool, None)
-    if not len(data.y_val):
-        raise ConfigError(
-            "threat_model.whitebox.threshold=detector sets its threshold on the validation split, "
-            "but it is empty",
-            hint="set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
-        )
-    val_scores = split_scores(detector, model, data.x_val, outputs.split("val"), batch_size)
-    return AttackSetup(pool, float(threshold_at(val_scores, wb.fpr)))
+    threshold = validation_threshold(
+        detector,
+        model,
+        data,
+        outputs,
+        wb.fpr,
+        batch_size,
+        "threat_model.whitebox.threshold=detector",
+        "set dataset.val_fraction > 0, or threat_model.whitebox.threshold=per_example",
+    )
+    return AttackSetup(pool, threshold)
 
 
 def cw_wb_attack(
