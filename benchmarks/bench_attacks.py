@@ -16,6 +16,18 @@ synthetic data of the chosen shape) through the same logits module, with the sam
               forward/backward passes; torchattacks may still stop early when its loss rises)
     deepfool  50 steps, overshoot 0.02
     jsma      theta 1, gamma 0.1, target (y + 1) mod K on both sides
+    apgd      APGD-CE, eps --aa-eps, --aa-steps iterations, 1 restart
+    apgd-t    APGD-T (targeted DLR), eps --aa-eps, --aa-steps iterations, 9 target classes
+    square    Square (margin loss), eps --aa-eps, --aa-queries queries, p_init 0.8
+    autoattack  the standard ensemble, worst case per point: APGD-CE, APGD-T, FAB-T (9 targets),
+              Square, at --aa-steps / --aa-queries (full: the authors' 100 / 5000); ours is
+              robustctl.evaluation.robust_accuracy.run_ensemble, theirs torchattacks' MultiAttack
+              of its APGD, APGDT, FAB (multi-targeted) and Square built with the same settings
+              (torchattacks' own AutoAttack class fixes 10 iterations per gradient attack, not the
+              authors' 100), both running each attack only on the points still robust.
+
+For apgd, apgd-t, square and autoattack the success column is the attack success rate, so 1 minus
+it is the robust accuracy (a clean-misclassified point counts as broken on both sides).
 
 Printed: images/second of each (batch size / median wall time of up to --repeats rounds, fewer once
 --budget seconds are spent, after one warm-up run of FGSM), the ratio ours/theirs (> 1: ours faster)
@@ -89,7 +101,40 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="Adam steps of the C&W comparison (quick 20, full 100)",
     )
-    p.add_argument("--attacks", nargs="+", default=["fgsm", "bim", "pgd", "cw", "deepfool", "jsma"])
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        default=[
+            "fgsm",
+            "bim",
+            "pgd",
+            "cw",
+            "deepfool",
+            "jsma",
+            "apgd",
+            "apgd-t",
+            "square",
+            "autoattack",
+        ],
+    )
+    p.add_argument(
+        "--aa-eps",
+        type=float,
+        default=0.05,
+        help="Linf budget of apgd, apgd-t, square and autoattack (default 0.05)",
+    )
+    p.add_argument(
+        "--aa-steps",
+        type=int,
+        default=None,
+        help="iterations per APGD/FAB run (quick 20, full the authors' 100)",
+    )
+    p.add_argument(
+        "--aa-queries",
+        type=int,
+        default=None,
+        help="Square's query budget (quick 300, full the authors' 5000)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -115,6 +160,8 @@ def parse_args() -> argparse.Namespace:
     )  # tiny tensors: extra threads only add contention
     args.cw_steps = args.cw_steps or (20 if quick else 100)
     args.budget = args.budget or (4.0 if quick else 60.0)
+    args.aa_steps = args.aa_steps or (20 if quick else 100)
+    args.aa_queries = args.aa_queries or (300 if quick else 5000)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -195,11 +242,68 @@ def pairs(
             else art_jsma(model, args.shape, target),
         ),
     }
+    table.update(autoattack_pairs(args, model))
     if not args.images_only:
         table = {
             name: (mine, with_success_mask(model, theirs)) for name, (mine, theirs) in table.items()
         }
     return {name: table[name] for name in args.attacks}
+
+
+def autoattack_pairs(
+    args: argparse.Namespace, model: nn.Module
+) -> dict[str, tuple[Callable, Callable]]:
+    """APGD-CE, APGD-T, Square and the standard AutoAttack ensemble, ours and torchattacks' at the
+    same eps, iterations, targets and queries (torchattacks draws from the global RNG, ours from the
+    attack's seed: runs agree in distribution, not image for image)."""
+    import torchattacks as ta
+
+    from robustctl.evaluation.robust_accuracy import ensemble, run_ensemble
+
+    eps, steps, queries = args.aa_eps, args.aa_steps, args.aa_queries
+    n_targets = 9
+
+    def ours(name: str, **kw) -> Callable:
+        attack = build(name, model, eps=eps, **kw)
+        return lambda x, y: attack(x, y).x_adv
+
+    members = ensemble(
+        "standard",
+        {
+            "apgd-ce": {"steps": steps},
+            "apgd-t": {"steps": steps, "n_target_classes": n_targets},
+            "fab-t": {"steps": steps, "n_target_classes": n_targets},
+            "square": {"queries": queries},
+        },
+    )
+
+    def ours_ensemble(x: Tensor, y: Tensor) -> Tensor:
+        result = run_ensemble(model, x, y, members, eps, "linf", len(x), args.seed, False)
+        return result.x_adv.to(x.device)
+
+    def theirs_apgd() -> nn.Module:
+        return ta.APGD(model, eps=eps, steps=steps, loss="ce", n_restarts=1)
+
+    def theirs_apgdt() -> nn.Module:
+        return ta.APGDT(model, eps=eps, steps=steps, n_classes=n_targets + 1, n_restarts=1)
+
+    def theirs_square() -> nn.Module:
+        return ta.Square(model, eps=eps, n_queries=queries, p_init=0.8, n_restarts=1)
+
+    theirs_ensemble = ta.MultiAttack(
+        [
+            theirs_apgd(),
+            theirs_apgdt(),
+            ta.FAB(model, eps=eps, steps=steps, multi_targeted=True, n_classes=n_targets + 1),
+            theirs_square(),
+        ]
+    )
+    return {
+        "apgd": (ours("apgd", steps=steps, loss="ce"), theirs_apgd()),
+        "apgd-t": (ours("apgd_t", steps=steps, n_target_classes=n_targets), theirs_apgdt()),
+        "square": (ours("square", queries=queries), theirs_square()),
+        "autoattack": (ours_ensemble, theirs_ensemble),
+    }
 
 
 def art_jsma(model: nn.Module, shape: tuple[int, ...], target: Tensor) -> Callable | None:
@@ -353,12 +457,16 @@ def main() -> None:
         return "n/a" if v is None else format(v, spec)
 
     print(
-        f"\n{'attack':<10}{'ours img/s':>12}{'reference img/s':>17}{'ratio ours/theirs':>19}"
+        f"\napgd / apgd-t / square / autoattack: eps {args.aa_eps}, {args.aa_steps} iterations, "
+        f"{args.aa_queries} queries"
+    )
+    print(
+        f"\n{'attack':<12}{'ours img/s':>12}{'reference img/s':>17}{'ratio ours/theirs':>19}"
         f"{'success ours':>14}{'success theirs':>16}  reference"
     )
     for name, ours_ips, theirs_ips, ratio, s_ours, s_theirs in rows:
         print(
-            f"{name:<10}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}"
+            f"{name:<12}{fmt(ours_ips, '.1f'):>12}{fmt(theirs_ips, '.1f'):>17}"
             f"{fmt(ratio, '.2f'):>19}{fmt(s_ours, '.1%'):>14}"
             f"{fmt(s_theirs, '.1%'):>16}  {reference_name(name)}"
         )

@@ -94,10 +94,13 @@ CASES = {
         + ["--fmn-steps", "10"],
         r"C&W-wb passes per converged example, before / after: ([0-9.]+)x",
     ),
-    # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a
+    # jsma's reference is ART (torchattacks < 3.5 has no JSMA): its row must carry a ratio, not n/a;
+    # the AutoAttack ensemble's row (ours vs torchattacks' MultiAttack) too
     "bench_attacks.py": (
-        ["--quick", "--attacks", "fgsm", "jsma", "--repeats", "1", "--budget", "0"],
-        r"\nfgsm\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+.*\njsma\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)",
+        ["--quick", "--attacks", "fgsm", "jsma", "autoattack", "--repeats", "1", "--budget", "0"]
+        + ["--aa-steps", "5", "--aa-queries", "20"],
+        r"\nfgsm\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+.*\njsma\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+.*"
+        r"\nautoattack\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)",
     ),
 }
 

@@ -39,21 +39,33 @@ def _cw_budget(run: RunRecord) -> str:
 
 def _whitebox_budget(run: RunRecord) -> str:
     """Each white-box attack's base budget (C&W-wb ``binary_steps x steps @ lr``, FMN-wb
-    ``steps``) and the ladder's cap, for the attacks the run listed; "" when its white-box stage
-    did not run."""
+    ``steps``) and its ladder's cap (once, at the end, when the attacks share it), for the
+    attacks the run listed; "" when its white-box stage did not run."""
     if not _ran(run, "whitebox"):
         return ""
     listed = run.params.get("threat_model.whitebox_attacks", "['cw_wb']")
-    parts = []
+    budgets = {}
     if "cw_wb" in listed and _cw_budget(run):
-        parts.append(f"C&W-wb {_cw_budget(run)}")
+        budgets["cw_wb"] = f"C&W-wb {_cw_budget(run)}"
     steps = run.params.get("threat_model.fmn_wb.steps")
     if "fmn_wb" in listed and steps is not None:
-        parts.append(f"FMN-wb {steps} steps")
-    doublings = run.params.get("threat_model.convergence.max_doublings")
-    if parts and doublings not in (None, "0"):
-        parts.append(f"ladder up to {2 ** int(doublings)}x")
-    return ", ".join(parts)
+        budgets["fmn_wb"] = f"FMN-wb {steps} steps"
+    shared = run.params.get("threat_model.convergence.max_doublings")
+    caps = {
+        attack: run.params.get(f"threat_model.convergence.attack_max_doublings.{attack}", shared)
+        for attack in budgets
+    }
+
+    def ladder(doublings: str | None) -> str:
+        return "" if doublings in (None, "0") else f"ladder up to {2 ** int(doublings)}x"
+
+    if len(set(caps.values())) <= 1:
+        parts = list(budgets.values())
+        cap = ladder(next(iter(caps.values()), None))
+        return ", ".join(parts + [cap] if parts and cap else parts)
+    return ", ".join(
+        f"{text} ({ladder(caps[a])})" if ladder(caps[a]) else text for a, text in budgets.items()
+    )
 
 
 def _proxy(run: RunRecord) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -45,19 +45,28 @@ from robustctl.evaluation.intervals import breach_median
 @dataclass
 class ConvergenceConfig:
     """``threat_model.convergence``: at most ``max_doublings`` doublings of every white-box
-    attack's iterations (0: the configured budget only, convergence not measured);
-    ``distortion_tolerance``: the relative change of the median breach distortion that still
-    counts as unchanged."""
+    attack's iterations (0: the configured budget only, convergence not measured), or of one
+    attack's where ``attack_max_doublings`` names it (``{fmn_wb: 6}``: a higher cap for the
+    attack the verdict rests on without raising the other's); ``distortion_tolerance``: the
+    relative change of the median breach distortion that still counts as unchanged."""
 
     max_doublings: int = 2
+    attack_max_doublings: dict[str, int] = field(default_factory=dict)
     distortion_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
-        require(
-            0 <= self.max_doublings <= 8,
-            "threat_model.convergence.max_doublings",
-            f"must be in [0, 8], got {self.max_doublings}",
-        )
+        for key, value in [("max_doublings", self.max_doublings)] + [
+            (f"attack_max_doublings.{a}", v) for a, v in self.attack_max_doublings.items()
+        ]:
+            require(
+                0 <= value <= 8,
+                f"threat_model.convergence.{key}",
+                f"must be in [0, 8], got {value}",
+            )
+
+    def cap(self, attack: str) -> int:
+        """The most doublings ``attack``'s ladder may take."""
+        return int(self.attack_max_doublings.get(attack, self.max_doublings))
         require(
             0 < self.distortion_tolerance < 1,
             "threat_model.convergence.distortion_tolerance",
@@ -186,18 +195,21 @@ def converge(
     config: ConvergenceConfig,
     stage: str,
     report: Callable[[str], None] = lambda _: None,
+    max_doublings: int | None = None,
 ) -> Convergence:
     """Run ``run_level(budget, incumbents) -> (outcome, passes of that run)`` for budget 1, 2,
-    4, ... until :func:`settled` or ``config.max_doublings`` doublings (module docstring);
+    4, ... until :func:`settled` or ``max_doublings`` doublings (default
+    ``config.max_doublings``; the stage passes ``config.cap(attack)``) (module docstring);
     ``incumbents``: None at budget 1, then each image's best adversarial example so far (the
     image itself where there is none), where its search restarts. ``x`` the attacked images
     (CPU), ``report`` prints one line per level."""
+    cap = config.max_doublings if max_doublings is None else max_doublings
     outcome, passes = run_level(1, None)
     correct = (outcome.clean_pred == outcome.labels).numpy()
     first = breach_distortions(outcome, x).numpy()[correct]
     levels = [level_of(1, passes, first, first)]
     report(_line(levels[-1]))
-    if config.max_doublings == 0:
+    if cap == 0:
         return Convergence(
             levels,
             False,
@@ -206,7 +218,7 @@ def converge(
             first,
         )
     reason = ""
-    for j in range(1, config.max_doublings + 1):
+    for j in range(1, cap + 1):
         budget = 2**j
         new, run_passes = run_level(budget, outcome.x_adv)
         passes += run_passes
@@ -227,7 +239,7 @@ def converge(
     return Convergence(
         levels,
         False,
-        f"not converged after {config.max_doublings} doubling(s) (cap): {reason}",
+        f"not converged after {cap} doubling(s) (cap): {reason}",
         outcome,
         distortions,
     )

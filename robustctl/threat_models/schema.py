@@ -127,6 +127,12 @@ class ThreatModelConfig:
             f"must be distinct names out of {', '.join(WHITEBOX_ATTACKS)}; "
             f"got {list(self.whitebox_attacks)}",
         )
+        capped = sorted(set(self.convergence.attack_max_doublings) - set(WHITEBOX_ATTACKS))
+        _require(
+            not capped,
+            "threat_model.convergence.attack_max_doublings",
+            f"names white-box attacks out of {', '.join(WHITEBOX_ATTACKS)}; got {capped}",
+        )
         for name, params in self.attack_params.items():
             attack_config(name, params, key=f"threat_model.attack_params.{name}")
         bb = self.blackbox

@@ -313,10 +313,9 @@ def measure(ctx: ThreatContext, detector: Any, attack: str, setup: AttackSetup) 
         )
         return outcome, instance.passes
 
-    console.print(
-        f"{attack}: convergence ladder (at most {tm.convergence.max_doublings} doublings)"
-    )
-    ladder = converge(run_level, ctx.x, tm.convergence, keys.WHITEBOX, console.print)
+    cap = tm.convergence.cap(attack)
+    console.print(f"{attack}: convergence ladder (at most {cap} doublings)")
+    ladder = converge(run_level, ctx.x, tm.convergence, keys.WHITEBOX, console.print, cap)
     console.print(f"{attack}: {ladder.reason}")
     return ladder
 

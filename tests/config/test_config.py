@@ -117,6 +117,10 @@ def test_selected_options():
             ["threat_model=graybox", "+threat_model.attack_params.cw.steps=-3"],
             "threat_model.attack_params.cw.steps: must be > 0",
         ),
+        (
+            ["threat_model=whitebox", "+threat_model.convergence.attack_max_doublings.cw=4"],
+            "threat_model.convergence.attack_max_doublings: names white-box attacks",
+        ),
     ],
 )
 def test_threat_model_attack_list_and_params_are_checked_at_composition(overrides, message):
@@ -125,3 +129,7 @@ def test_threat_model_attack_list_and_params_are_checked_at_composition(override
         compose(overrides)
     _, cfg = compose(["threat_model=graybox", "+threat_model.attack_params.cw.steps=3"])
     assert cfg.threat_model.attack_params == {"cw": {"steps": 3}}
+    _, cfg = compose(
+        ["threat_model=whitebox", "+threat_model.convergence.attack_max_doublings.fmn_wb=6"]
+    )
+    assert cfg.threat_model.convergence.attack_max_doublings == {"fmn_wb": 6}

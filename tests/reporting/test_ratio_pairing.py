@@ -93,4 +93,11 @@ def test_runs_of_fmn_wb_alone_fill_table3_and_the_ratio_table():
     assert ratio.value == pytest.approx(1.225) and ratio.n_seeds == 2
     assert table3(as_layout(runs)).cell(*fmn_row, column="pdm").value == pytest.approx(0.055)
     assert _whitebox_budget(runs[0]) == "FMN-wb 50 steps, ladder up to 8x"
+    both = fmn_only_run(4, "ce", 2, 0.04)
+    both.params["threat_model.whitebox_attacks"] = "['cw_wb', 'fmn_wb']"
+    assert _whitebox_budget(both) == "C&W-wb 3 x 1000 @ 0.01, FMN-wb 50 steps, ladder up to 8x"
+    both.params["threat_model.convergence.attack_max_doublings.fmn_wb"] = "6"
+    assert _whitebox_budget(both) == (
+        "C&W-wb 3 x 1000 @ 0.01 (ladder up to 8x), FMN-wb 50 steps (ladder up to 64x)"
+    )
     assert _proxy(runs[0]) == ""  # the black-box stage did not run

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustctl.errors import ConfigError
 from robustctl.evaluation.attack_runner import AttackOutcome
 from robustctl.threat_models.convergence import (
     ConvergenceConfig,
@@ -113,3 +114,22 @@ def test_the_ladder_stops_unconverged_at_its_cap_and_says_so():
     assert "not converged after 2 doubling(s)" in ladder.reason
     off = converge(run_level, x, ConvergenceConfig(max_doublings=0), "whitebox")
     assert not off.converged and "not measured" in off.reason and len(off.levels) == 1
+
+
+def test_an_attacks_own_cap_overrides_the_shared_one():
+    """``attack_max_doublings`` raises one attack's cap (the stage passes ``cap(attack)``) and
+    leaves the others at ``max_doublings``; caps outside [0, 8] are refused."""
+    x = torch.zeros(4, 1, 2, 2)
+
+    def run_level(budget, incumbents):
+        return outcome_at([0.4 / budget] * 4, x), budget  # never settles: climbs to its cap
+
+    config = ConvergenceConfig(max_doublings=1, attack_max_doublings={"fmn_wb": 3})
+    assert (config.cap("fmn_wb"), config.cap("cw_wb")) == (3, 1)
+    fmn = converge(run_level, x, config, "whitebox", max_doublings=config.cap("fmn_wb"))
+    cw = converge(run_level, x, config, "whitebox", max_doublings=config.cap("cw_wb"))
+    assert [lv.budget for lv in fmn.levels] == [1, 2, 4, 8]
+    assert [lv.budget for lv in cw.levels] == [1, 2]
+    assert "not converged after 3 doubling(s)" in fmn.reason
+    with pytest.raises(ConfigError, match="attack_max_doublings.fmn_wb"):
+        ConvergenceConfig(attack_max_doublings={"fmn_wb": 9})

@@ -17,6 +17,7 @@ from robustctl.errors import ConfigError
 from robustctl.models import PredictionView
 from robustctl.threat_models import blackbox, graybox, prepare, run_threat_model, whitebox
 from robustctl.threat_models.context import detector_scores
+from robustctl.threat_models.convergence import ConvergenceConfig
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,23 @@ def test_run_threat_model_yields_the_detector_then_each_stage_timed(setup):
         keys.KDE_HELDOUT_LOGLIK,
     ]
     assert len(results) == 2 and keys.stage_time("whitebox") in results[1].metrics
+
+
+def test_each_whitebox_attack_climbs_its_own_ladder_cap(setup):
+    """``convergence.attack_max_doublings`` gives FMN-wb one doubling while C&W-wb keeps the
+    shared cap of none: C&W-wb stops at its base budget, FMN-wb runs a second rung."""
+    cfg, model, data, ctx = setup
+    tm = dataclasses.replace(
+        cfg.threat_model,
+        stages=["whitebox"],
+        whitebox=dataclasses.replace(cfg.threat_model.whitebox, steps=10),
+        fmn_wb=dataclasses.replace(cfg.threat_model.fmn_wb, steps=5),
+        convergence=ConvergenceConfig(max_doublings=0, attack_max_doublings={"fmn_wb": 1}),
+    )
+    results = list(
+        run_threat_model(dataclasses.replace(cfg, threat_model=tm), model, data, ctx.detector)
+    )
+    m = results[-1].metrics
+    factor = keys.BUDGET_FACTOR
+    assert m[keys.attack_key(keys.WHITEBOX, keys.CW_WB, factor)] == 1.0
+    assert m[keys.attack_key(keys.WHITEBOX, keys.FMN_WB, factor)] == 2.0
