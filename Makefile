@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# adv-lib: the FMN reference of tests/attacks/test_fmn_reference.py; without its dependencies,
+	# since visdom (used only by its loggers) does not build here
+	$(BIN)/pip install --quiet --no-deps "adv-lib==0.2.8"
 	touch $(STAMP)
 
 run: install  ## the main job on the embedded default (digits): train + evaluate, logged to MLflow
