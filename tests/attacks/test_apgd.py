@@ -367,3 +367,36 @@ def test_robust_accuracy_agrees_with_torchattacks_at_the_defaults(
     ours, theirs = compare(trained, reference, x, y, method, eps, norm, 100, loss, classes=10)
     assert 0.1 < theirs < 0.9, theirs
     assert abs(ours - theirs) <= 0.05 + 1e-6, (ours, theirs)
+
+
+class Recorder(nn.Module):
+    """The prediction view, keeping a copy of every batch it is asked about, in order."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.view = PredictionView(model).eval()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.view(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_the_random_start_and_first_iterate_match_torchattacks_exactly(trained, digits_test, norm):
+    """With the same seed, ours (the attack's generator) and torchattacks (the global RNG after
+    its own manual_seed) draw the same start, and on this deterministic model the first step from
+    it (step 2 eps along the steepest-ascent direction, projected) gives the same point: the
+    second and third batches each side queries (after the clean one) are equal. A wrong step size,
+    direction or projection, or a start drawn differently, fails."""
+    x, y = digits_test[0][:16], digits_test[1][:16]
+    eps = 0.08 if norm == "linf" else 0.5
+    ours, theirs = Recorder(trained.model), Recorder(trained.model)
+    APGD(ours, eps=eps, norm=norm, steps=5, loss="ce", seed=0)(x, y)
+    kind = {"linf": "Linf", "l2": "L2"}[norm]
+    torchattacks.APGD(theirs, norm=kind, eps=eps, steps=5, n_restarts=1, loss="ce", seed=0)(x, y)
+    assert torch.equal(ours.seen[0], x) and torch.equal(theirs.seen[0], x)  # the clean check
+    start, first = ours.seen[1], ours.seen[2]
+    assert not torch.equal(start, x) and not torch.equal(first, start)
+    torch.testing.assert_close(start, theirs.seen[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(first, theirs.seen[2], rtol=0, atol=1e-6)
