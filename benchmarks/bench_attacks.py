@@ -19,6 +19,8 @@ synthetic data of the chosen shape) through the same logits module, with the sam
     apgd      APGD-CE, eps --aa-eps, --aa-steps iterations, 1 restart
     apgd-t    APGD-T (targeted DLR), eps --aa-eps, --aa-steps iterations, 9 target classes
     square    Square (margin loss), eps --aa-eps, --aa-queries queries, p_init 0.8
+    hsj       HopSkipJump L2, --hsj-steps iterations, 100 -> 10,000 probes, gamma 0.01 d (ART's
+              theta); the reference is ART's HopSkipJump, which attacks one image at a time
     autoattack  the standard ensemble, worst case per point: APGD-CE, APGD-T, FAB-T (9 targets),
               Square, at --aa-steps / --aa-queries (full: the authors' 100 / 5000); ours is
               robustctl.evaluation.robust_accuracy.run_ensemble, theirs torchattacks' MultiAttack
@@ -44,6 +46,7 @@ Timings depend on the machine; state it with the numbers.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import time
@@ -114,8 +117,15 @@ def parse_args() -> argparse.Namespace:
             "apgd",
             "apgd-t",
             "square",
+            "hsj",
             "autoattack",
         ],
+    )
+    p.add_argument(
+        "--hsj-steps",
+        type=int,
+        default=None,
+        help="HopSkipJump iterations on both sides (quick 5, full 20)",
     )
     p.add_argument(
         "--aa-eps",
@@ -162,6 +172,7 @@ def parse_args() -> argparse.Namespace:
     args.budget = args.budget or (4.0 if quick else 60.0)
     args.aa_steps = args.aa_steps or (20 if quick else 100)
     args.aa_queries = args.aa_queries or (300 if quick else 5000)
+    args.hsj_steps = args.hsj_steps or (5 if quick else 20)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -243,6 +254,11 @@ def pairs(
         ),
     }
     table.update(autoattack_pairs(args, model))
+    d = math.prod(args.shape)
+    table["hsj"] = (
+        ours("hsj", steps=args.hsj_steps, queries=10**9, gamma=0.01 * d),
+        art_hop_skip_jump(model, args.shape, args.hsj_steps),
+    )
     if not args.images_only:
         table = {
             name: (mine, with_success_mask(model, theirs)) for name, (mine, theirs) in table.items()
@@ -336,9 +352,48 @@ def art_jsma(model: nn.Module, shape: tuple[int, ...], target: Tensor) -> Callab
     return run
 
 
+def art_hop_skip_jump(model: nn.Module, shape: tuple[int, ...], steps: int) -> Callable | None:
+    """ART's HopSkipJump (L2, ``steps`` iterations, 100 -> 10,000 probes), one image at a time
+    as ART runs it; float64 arrays from its interpolations are cast to float32 for the model."""
+    try:
+        from art.attacks.evasion import HopSkipJump
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return None
+
+    class Float32(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.inner(x.float())
+
+    device = next(model.parameters()).device
+    classifier = PyTorchClassifier(
+        model=Float32(model),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(shape),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+    attack = HopSkipJump(classifier, norm=2, max_iter=steps, max_eval=10_000, init_eval=100)
+    attack.verbose = False
+
+    def run(x: Tensor, y: Tensor) -> Tensor:
+        return torch.from_numpy(attack.generate(x.cpu().numpy())).float().to(x.device)
+
+    return run
+
+
 def reference_name(name: str) -> str:
     import torchattacks as ta
 
+    if name == "hsj":
+        import art
+
+        return f"ART {art.__version__}"
     if name == "jsma" and not hasattr(ta, "JSMA"):
         import art
 

@@ -31,6 +31,8 @@ from tests.fake_accelerator import ACCEL, DeviceMismatch, FakeAccelerator
 
 SMALL = {"steps": 4, "binary_steps": 2}  # budgets small enough for a test; same code paths
 SMALL_QUERIES = 12  # a score-based attack's budget
+# a decision-based attack needs its start and a few probes per iteration inside its budget
+PER_METHOD = {"hsj": {"queries": 200, "init_evals": 4, "init_trials": 20}}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_the_harness_refuses_what_cuda_refuses():
 # --------------------------------------------------------------------------------- attacks
 @pytest.mark.parametrize("method", sorted(set(ATTACKS) - {"cw_wb"}))
 def test_every_attack_runs_on_the_models_device_and_agrees_with_the_cpu(method, model, digits):
-    budgets = {**SMALL, "queries": SMALL_QUERIES}
+    budgets = {**SMALL, "queries": SMALL_QUERIES, **PER_METHOD.get(method, {})}
     small = {k: v for k, v in budgets.items() if hasattr(ATTACKS[method].config_type, k)}
     cpu = build(method, model, **small)(digits.x, digits.y)
     with FakeAccelerator():

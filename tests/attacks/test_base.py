@@ -27,7 +27,7 @@ def test_registry_names_every_method():
 
     methods = {
         *("fgsm", "bim", "pgd", "cw", "cw_hc", "jsma", "deepfool"),
-        *("apgd", "apgd_t", "square", "fab", "fab_t", "fmn"),
+        *("apgd", "apgd_t", "square", "fab", "fab_t", "fmn", "hsj"),
     }
     assert set(ATTACKS) == methods
     assert set(method_configs()) == set(ATTACKS)
