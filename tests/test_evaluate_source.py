@@ -99,6 +99,7 @@ def test_the_run_records_the_checkpoints_training_settings_not_evaluates_default
     assert run.info.run_name.startswith("evaluate-synthetic-resnet20-rce-s3-")
 
 
+@pytest.mark.slow  # ~9-12 s: the system tier keeps `make test` under 8 min
 def test_the_latest_model_is_looked_up_on_the_asked_dataset(tmp_path):
     """Digits first, synthetic second: `evaluate dataset=digits` takes the digits model (it used
     to take the latest run whatever its dataset, and refuse it as "trained on synthetic")."""

@@ -374,8 +374,9 @@ class Recorder(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.view = PredictionView(model).eval()
+        self.view = PredictionView(model)
         self.seen: list[torch.Tensor] = []
+        self.eval()  # torchattacks restores the mode it found, for the wrapped model too
 
     def forward(self, x):
         self.seen.append(x.detach().clone())

@@ -109,6 +109,7 @@ class Float32(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.eval()
 
     def forward(self, x):
         return self.model(x.float())

@@ -149,21 +149,22 @@ def test_config_refuses_what_cannot_run(bad):
 
 
 # --------------------------------------------------------------------------- vs torchattacks
+# the standard version at reduced budgets: 20 iterations, 3 target classes, 300 queries
+REDUCED_STANDARD = {
+    "apgd-ce": {"steps": 20},
+    "apgd-t": {"steps": 20, "n_target_classes": 3},
+    "fab-t": {"steps": 20, "n_target_classes": 3},
+    "square": {"queries": 300},
+}
+
+
 def test_robust_accuracy_agrees_with_torchattacks_sequential_ensemble(trained, digits_test):
     """The standard version at reduced budgets (20 iterations, 3 targets, 300 queries) against
     torchattacks' MultiAttack of the same four attacks, which also attacks only the images still
     robust: the worst-case robust accuracies agree within 5 of 100 images."""
     x, y = digits_test
     eps = 0.1
-    members = ensemble(
-        "standard",
-        {
-            "apgd-ce": {"steps": 20},
-            "apgd-t": {"steps": 20, "n_target_classes": 3},
-            "fab-t": {"steps": 20, "n_target_classes": 3},
-            "square": {"queries": 300},
-        },
-    )
+    members = ensemble("standard", REDUCED_STANDARD)
     ours = run_ensemble(trained.model, x, y, members, eps, "linf", progress=False)
     view = PredictionView(trained.model).eval()
     ref = torchattacks.MultiAttack(
@@ -287,15 +288,7 @@ def test_rand_beats_standard_on_a_randomized_model(trained, digits_test):
     model = Jitter(trained.model).eval()
     torch.manual_seed(0)
     assert robust_flags.randomized(model, x[:40]).raised
-    standard = ensemble(
-        "standard",
-        {
-            "apgd-ce": {"steps": 20},
-            "apgd-t": {"steps": 20, "n_target_classes": 3},
-            "fab-t": {"steps": 20, "n_target_classes": 3},
-            "square": {"queries": 300},
-        },
-    )
+    standard = ensemble("standard", REDUCED_STANDARD)
     rand = ensemble("rand", {"apgd-ce": {"steps": 20}, "apgd-dlr": {"steps": 20}})
     robust = {}
     for name, members in (("standard", standard), ("rand", rand)):

@@ -112,6 +112,7 @@ def test_transfer_rate_counts_only_successful_proxy_examples_by_hand():
     assert m[keys.ci_high(keys.BLACKBOX_TRANSFER_RATE)] == pytest.approx(0.7923, abs=5e-4)
 
 
+@pytest.mark.slow  # ~9-12 s: the system tier keeps `make test` under 8 min
 def test_blackbox_transfers_are_a_subset_of_the_pairs(setup):
     _, _, _, ctx = setup
     m = blackbox.run(ctx).metrics

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 # Each process imports everything first, then waits for the "go" file, so that all of them
@@ -26,6 +27,7 @@ tracker.finish()
 """
 
 
+@pytest.mark.slow  # ~9-12 s: the system tier keeps `make test` under 8 min
 def test_processes_opening_a_new_store_together_all_get_their_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlruns.db'}"
     (tmp_path / "fresh").mkdir()
