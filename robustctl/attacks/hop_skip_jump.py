@@ -71,7 +71,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from robustctl.attacks.base import Attack, AttackConfig
+from robustctl.attacks.base import Attack, AttackConfig, flat_norm
 from robustctl.config.validation import require
 
 NORMS = {"l2": 2.0, "linf": float("inf")}
@@ -107,7 +107,7 @@ class HsjConfig(AttackConfig):
 
 def distance(a: Tensor, b: Tensor, norm: str) -> Tensor:
     """[N] per-example distance in ``norm``."""
-    return (a - b).flatten(1).norm(p=NORMS[norm], dim=1)
+    return flat_norm(a - b, NORMS[norm])
 
 
 def column(v: Tensor, like: Tensor) -> Tensor:
@@ -210,7 +210,7 @@ class HopSkipJump(Attack):
             weight = torch.where(unanimous, mean.expand_as(sign), sign - mean)
             grad = (weight.view(g, probes, *([1] * len(shape))) * u).mean(1)
             estimate[rows] = grad
-        norms = column(estimate.flatten(1).norm(dim=1).clamp_min(1e-12), estimate)
+        norms = column(flat_norm(estimate).clamp_min(1e-12), estimate)
         return estimate / norms
 
     def step_search(
