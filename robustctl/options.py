@@ -53,14 +53,28 @@ def group_configs() -> dict[str, dict[str, Any]]:
     }
 
 
+_STORED: dict[int, tuple[tuple[str, str, str], ...]] = {}  # id(store) -> what it holds
+
+
 def register() -> None:
-    """Store every registered option in Hydra's ConfigStore (idempotent)."""
+    """Store every registered option in Hydra's ConfigStore (idempotent). Storing converts each
+    dataclass to an OmegaConf node (a third of a composition's time), so it is skipped when the
+    store already holds the same options with the same values."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group, options in group_configs().items():
+    groups = group_configs()
+    held = tuple(
+        (group, name, repr(node))
+        for group, options in groups.items()
+        for name, node in options.items()
+    )
+    if _STORED.get(id(store)) == held:
+        return
+    for group, options in groups.items():
         for name, node in options.items():
             store.store(group=group, name=name, node=node)
+    _STORED[id(store)] = held
 
 
 def check_across_groups(groups: dict[str, Any]) -> None:

@@ -316,6 +316,7 @@ def test_run_with_every_threat_model_logs_tables_2_to_4_metrics(tiny, tmp_path):
         "threat_model.resiliency_attacks=[fgsm]",
         "threat_model.resiliency_eps=[0.05,0.1]",
         "threat_model.whitebox.steps=20",
+        "threat_model.fmn_wb.steps=20",
         "threat_model.blackbox.epochs=1",
         "threat_model.blackbox.proxy_model=resnet20",
     ]
@@ -442,6 +443,7 @@ def test_a_crash_during_evaluation_resumes_without_retraining_or_redoing_stages(
         "threat_model.resiliency_attacks=[fgsm]",
         "threat_model.resiliency_eps=[0.1]",
         "threat_model.whitebox.steps=10",
+        "threat_model.fmn_wb.steps=10",
         "threat_model.blackbox.epochs=1",
         "threat_model.blackbox.proxy_model=resnet20",
     ]

@@ -276,5 +276,5 @@ def build_resnet(cfg: ResNetConfig, **data_dependent: object) -> ResNet:
     )
 
 
-for _depth in (14, 20, 32, 56):  # the paper's ResNet-20/32/56; ResNet-14 for CPU budgets
+for _depth in (8, 14, 20, 32, 56):  # the paper's ResNet-20/32/56; 8, 14: CPU, tests
     OPTIONS.add(ResNetConfig(name=f"resnet{_depth}", depth=_depth), build_resnet)

@@ -34,6 +34,7 @@ SWEEP = [
     "threat_model.resiliency_eps=[0.05,0.1]",
     "threat_model.whitebox.steps=20",
     "threat_model.whitebox.lr=0.1",
+    "threat_model.fmn_wb.steps=20",
     "threat_model.blackbox.epochs=1",
     "threat_model.blackbox.proxy_model=resnet20",
 ]

@@ -1,12 +1,14 @@
-"""The adaptive attack against each detector (C&W-wb through model + detector): on the small
-test model, the non-adaptive C&W (gray-box) is detected (AUC > 0.9), and C&W-wb, which knows
-the detector, fools the classifier on every attacked image and drives the AUC to <= 0.5.
+"""The adaptive attack against each detector (C&W-wb through model + detector): on a small
+test model (a ResNet-8; LID on the package's ResNet-20, see ``ON_RESNET20``), the non-adaptive
+C&W (gray-box) is detected (AUC > 0.9), and C&W-wb, which knows the detector, fools the
+classifier on every attacked image and drives the AUC to <= 0.5.
 
 Budget: Adam step 0.1, c from 10, on 20 images; 5 binary steps x 1000 iterations for the one
 search toward the runner-up class (3 x 500 with Mahalanobis's input preprocessing, whose
 iterations cost twice as much), 3 x 500 for each of the nine searches of ``every_class``
 (measured: KDE reached 0.95 success at 3 x 500, so it keeps the full budget; BU, KD+BU and LID
-were breached at 3 x 500 with AUC 0.44-0.46 in a trial run, and pass this test at it).
+were breached at 3 x 500 with AUC 0.44-0.46 in a trial run, and pass this test at it; these
+budgets were set on the ResNet-20, and the ResNet-8 passes at them too).
 
 ``toward``: the class C&W-wb's detector term is taken under. The runner-up search leaves BU
 (0.65 success) and KD+BU (0.925) short on this model: its images of one class are never breached
@@ -26,8 +28,36 @@ import dataclasses
 
 import pytest
 
+from robustctl.composition import compose
+from robustctl.data import load_dataset
 from robustctl.threat_models import run_threat_model
 from robustctl.threat_models.convergence import ConvergenceConfig
+from robustctl.training import fit
+from tests.threat_models.conftest import BUDGETS
+
+
+@pytest.fixture(scope="module")
+def small_target(tmp_path_factory):
+    """The package's target trained the same way, as a ResNet-8: every C&W-wb iteration is a
+    forward and backward pass, 2.3x cheaper than ResNet-20's on these 8x8 images."""
+    work = tmp_path_factory.mktemp("adaptive")
+    _, cfg = compose(
+        [
+            "dataset=synthetic",
+            "dataset.num_samples=400",
+            "model=resnet8",
+            "trainer.epochs=4",
+            "trainer.batch_size=32",
+            "trainer.device=cpu",
+            "defense=kde",
+            "threat_model=all",
+            *BUDGETS,
+            f"work_dir={work}",
+        ]
+    )
+    data = load_dataset(cfg.dataset, cfg.work_dir)
+    return cfg, fit(cfg, data, chash="adaptive").model, data
+
 
 ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start, (binary steps, iterations))
     (["defense=kde"], "runner_up", "clean", (5, 1000)),
@@ -40,6 +70,10 @@ ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start, (binary steps, 
     (["defense=kde_bu"], "every_class", "clean", (3, 500)),
     (["defense=lid"], "every_class", "other_class", (3, 500)),
 ]
+# Each case runs on the ResNet-8 (small_target) but LID, on the package's ResNet-20 (target): on
+# the ResNet-8 the same budget breaches 17 of 20 through LID (AUC 0.44), short of the 19 it
+# breaches on the ResNet-20 (2026-12-08).
+ON_RESNET20 = {("defense=lid",)}
 
 
 @pytest.mark.slow
@@ -51,11 +85,10 @@ ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start, (binary steps, 
     ),
 )
 def test_the_adaptive_attack_breaches_what_the_plain_attack_does_not(
-    target, defense, toward, start, budget
+    request, defense, toward, start, budget
 ):
-    from robustctl.composition import compose
-
-    cfg, model, data = target
+    fixture = "target" if tuple(defense) in ON_RESNET20 else "small_target"
+    cfg, model, data = request.getfixturevalue(fixture)
     _, composed = compose(defense)
     wb = dataclasses.replace(
         cfg.threat_model.whitebox,

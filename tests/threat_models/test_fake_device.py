@@ -31,6 +31,7 @@ def both(target):
     cfg, model, data = target
     cfg = copy.deepcopy(cfg)
     cfg.threat_model.whitebox.steps = 30  # the same code paths on a smaller budget
+    cfg.threat_model.fmn_wb.steps = 20
     cfg.threat_model.blackbox.epochs = 1
     with FakeAccelerator():
         accel = stage_metrics(cfg, copy.deepcopy(model).to(ACCEL), data)
