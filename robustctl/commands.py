@@ -36,6 +36,8 @@ class CommandResult:
     notes: dict[str, str] = field(
         default_factory=dict
     )  # why a metric is missing (too few pairs, budget)
+    # the evaluation checklist: {check name: passed | failed: ... | not checked: ...}
+    checks: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -96,13 +98,14 @@ def evaluate_model(
     tracker: RunTracker,
     classification: str,
     title: str | None = None,
-) -> tuple[dict[str, float], dict[str, str]]:
+) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """Clean evaluation, then the ``threat_model`` stages against the ``defense``, then the
     sanity checks on all their metrics (:mod:`robustctl.evaluation.sanity`); each stage is
     logged as soon as it finishes and added to the run's ``completed_stages`` tag, and the run
     description (``title``, then the summary table) is rewritten with it. A reopened run
     (``trainer.resume=true`` after a crash during evaluation) skips the stages that tag lists and
-    reads their metrics back from the run. Returns (metrics, notes) for the summary."""
+    reads their metrics back from the run. Returns (metrics, notes, checks) for the summary;
+    checks: {check name: ``passed`` | ``failed: ...`` | ``not checked: ...``}."""
     from robustctl.evaluation.clean_stage import clean_stage
     from robustctl.evaluation.sanity import sanity_stage
     from robustctl.inference import ModelOutputs
@@ -127,7 +130,7 @@ def evaluate_model(
             yield clean_stage(cfg, model, data, classification, outputs)
         yield from run_threat_model(cfg, model, data, outputs=outputs, skip=skip)
         if cfg.threat_model.name != "none" and keys.SANITY_STAGE not in skip:
-            yield sanity_stage(metrics)  # on every stage's metrics, earlier attempts' included
+            yield sanity_stage(metrics, cfg)  # every stage's metrics, earlier attempts' too
 
     tags: dict[str, str] = dict(logged.tags) if logged is not None else {}
     for result in stages():
@@ -136,7 +139,7 @@ def evaluate_model(
         notes.update(result.notes)
         tags.update(result.tags)
         tracker.set_description(run_description(title, metrics, tags))
-    return metrics, notes
+    return metrics, notes, keys.sanity_results(tags)
 
 
 def completed_stages(tracker: RunTracker) -> list[str]:
@@ -154,7 +157,7 @@ def record_stage(tracker: RunTracker, result: Any, done: list[str]) -> None:
 
 
 def distillation_teacher(
-    cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None
+    cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict, dict]] | None
 ) -> tuple[Any, dict[str, str]]:
     """The teacher of a distillation student (``train_defense=distillation``) and the tags that
     name it: the run of the same config with ``train_defense=distill_teacher`` at the same
@@ -183,7 +186,10 @@ def distillation_teacher(
 
 
 def train_model(
-    cfg: RunConfig, raw: Any, command: str, then: Callable[..., tuple[dict, dict]] | None = None
+    cfg: RunConfig,
+    raw: Any,
+    command: str,
+    then: Callable[..., tuple[dict, dict, dict]] | None = None,
 ) -> CommandResult:
     """Train in a new (or, on resume, the reopened) MLflow run; ``then(cfg, model, data, tracker,
     classification)`` continues in the same run (``run`` passes :func:`evaluate_model`). The run
@@ -205,7 +211,7 @@ def _train_in_slot(
     cfg: RunConfig,
     raw: Any,
     command: str,
-    then: Callable[..., tuple[dict, dict]] | None,
+    then: Callable[..., tuple[dict, dict, dict]] | None,
     chash: str,
     teacher: Any,
     teacher_tags: dict[str, str],
@@ -246,9 +252,12 @@ def _train_in_slot(
         }
         metrics[keys.TRAIN_WALL_TIME] = trained.wall_time_s
         notes: dict[str, str] = {}
+        checks: dict[str, str] = {}
         title = run_title(command, cfg, cfg.model.name, cfg.loss.name)
         if then is not None:
-            more, notes = then(cfg, trained.model, data, tracker, cfg.loss.classification, title)
+            more, notes, checks = then(
+                cfg, trained.model, data, tracker, cfg.loss.classification, title
+            )
             metrics.update(more)
         else:
             tracker.set_description(run_description(title, metrics))
@@ -256,7 +265,7 @@ def _train_in_slot(
         if trained.resumed_from_epoch:
             epochs += f" (resumed at {trained.resumed_from_epoch})"
         info = {"checkpoint": str(trained.checkpoint), "epochs": epochs}
-        return CommandResult(command, tracker.run_id, tracker.uri, metrics, info, notes)
+        return CommandResult(command, tracker.run_id, tracker.uri, metrics, info, notes, checks)
 
 
 def check_split(meta: dict[str, Any], data: Any, path: Any) -> None:
@@ -366,7 +375,9 @@ def evaluate(cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> Command
         log_run_context(tracker, cfg, data)
         trained_with = "rce" if float(meta.get("logit_sign", 1.0)) < 0 else "ce"
         title = run_title("evaluate", cfg, model_name, loss)
-        metrics, notes = evaluate_model(cfg, loaded.model, data, tracker, trained_with, title)
+        metrics, notes, checks = evaluate_model(
+            cfg, loaded.model, data, tracker, trained_with, title
+        )
         return CommandResult(
             "evaluate",
             tracker.run_id,
@@ -374,6 +385,7 @@ def evaluate(cfg: RunConfig, raw: Any, overrides: Sequence[str] = ()) -> Command
             metrics,
             {"model": where, "source run": source["source_run"]},
             notes,
+            checks,
         )
 
 
@@ -428,4 +440,5 @@ def print_summary(result: CommandResult) -> None:
         result.run_id,
         result.tracking_uri,
         result.notes,
+        checks=result.checks,
     )

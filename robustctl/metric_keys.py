@@ -25,6 +25,7 @@ Pure Python (no torch, no mlflow).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 # ------------------------------------------------------------------------------- stages
@@ -194,6 +195,16 @@ def blackbox(metric: str) -> str:
     return attack_key(BLACKBOX, CW_WB, metric)
 
 
+# the query-based black box (robustctl.threat_models.query_blackbox), blackbox/<square|hsj>/:
+# success_rate over POINTS (clean images the system answers correctly and accepts), the mean
+# queries of the successful points, the share of the attack's queries the detector rejected; the
+# threshold (blackbox/system_threshold); HopSkipJump's start pool: its queries (one per pool
+# image, paid once) and the share of points that found a start in it
+QUERIES_PER_SUCCESS = "queries_per_success"
+REJECTED_QUERY_RATE = "rejected_query_rate"
+START_POOL_QUERIES = "start_pool_queries"
+POOL_START_RATE = "pool_start_rate"
+BLACKBOX_SYSTEM_THRESHOLD = "blackbox/system_threshold"
 BLACKBOX_PROXY_AGREEMENT = "blackbox/proxy/agreement"  # test images where proxy and target agree
 BLACKBOX_PROXY_ACCURACY = "blackbox/proxy/accuracy"
 BLACKBOX_TRANSFER_RATE = blackbox("transfer_rate")
@@ -294,6 +305,12 @@ def sanity_tag(check: str) -> str:
     """``sanity/<check>``: ``passed``, ``failed: ...`` or ``not checked: ...``
     (robustctl.evaluation.sanity)."""
     return f"sanity/{check}"
+
+
+def sanity_results(tags: Mapping[str, str]) -> dict[str, str]:
+    """{check: its tag's value} of the ``sanity/<check>`` tags among a run's ``tags``."""
+    prefix = sanity_tag("")
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
 
 # keys shown in the overview of the end-of-command summary (the stage tables show the rest)

@@ -3,7 +3,8 @@
 - training and clean evaluation (Table 1: clean accuracy, embedding diagnostics);
 - gray-box attacks (Table 2): one row per attack, success rate, distortion, detection AUC (pairs);
 - white-box C&W-wb (Table 3) and black-box transfer (Table 4);
-- resiliency (Figure 3): accuracy under attack, one row per attack, one column per eps.
+- resiliency (Figure 3): accuracy under attack, one row per attack, one column per eps;
+- the evaluation checklist: each check passed, failed (with the numbers) or not checked (why).
 A value the run could not compute shows its reason (``notes``) instead of a number.
 
 Each table is a :class:`~robustctl.table_fit.FittedTable`: laid out for the console's width when
@@ -78,6 +79,25 @@ def resiliency_table(metrics: Mapping[str, float]) -> FittedTable | None:
     return table
 
 
+def checklist_table(checks: Mapping[str, str]) -> FittedTable | None:
+    """The evaluation checklist (:mod:`robustctl.evaluation.sanity`): one row per check, its
+    result and, where it failed or could not run, why."""
+    if not checks:
+        return None
+    table = FittedTable(
+        "Evaluation checklist (Carlini et al. 2019; Tramer 2022)",
+        ["check", "result", "detail"],
+        options=TABLE_OPTIONS,
+    )
+    for name, value in checks.items():
+        status, _, detail = value.partition(": ")
+        shown = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]"}.get(
+            status, f"[dim]{status}[/]"
+        )
+        table.add_row(name, shown, detail if status == "failed" else f"[dim]{detail}[/]")
+    return table
+
+
 def overview_table(
     command: str, metrics: Mapping[str, float], info: Mapping[str, str], run_id: str
 ) -> FittedTable:
@@ -101,15 +121,17 @@ def print_summary(
     tracking_uri: str,
     notes: Mapping[str, str] | None = None,
     console: Console | None = None,
+    checks: Mapping[str, str] | None = None,
 ) -> None:
-    """Print the summary tables, the notes and where to see the run, to ``console`` (default:
-    the shared one)."""
+    """Print the summary tables, the evaluation checklist (``checks``: {check: tag value}), the
+    notes and where to see the run, to ``console`` (default: the shared one)."""
     console = console or shared_console
     notes = notes or {}
     tables = [
         overview_table(command, metrics, info, run_id),
         *(stage_table(stage, metrics) for stage in STAGES.values()),
         resiliency_table(metrics),
+        checklist_table(checks or {}),
     ]
     for table in tables:
         if table is not None:

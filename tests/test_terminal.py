@@ -94,6 +94,26 @@ def test_the_summary_keeps_every_value_whole_in_80_columns():
         assert re.search(rf"\s{re.escape(f'{eps:g}')}\s", text), eps
 
 
+def test_the_checklist_shows_each_check_its_result_and_why():
+    console = Console(width=100, record=True, file=io.StringIO())
+    checks = {
+        "attack_beats_noise": "passed",
+        "query_not_stronger_than_whitebox": "failed: a query attack beats the gradient attack: "
+        "square 0.900 above white-box C&W-wb 0.500",
+        "detector_claim_plausible": "not checked: no reference robust accuracy for digits",
+    }
+    print_summary("run", {}, {}, "id", "sqlite:///x.db", {}, console, checks=checks)
+    text = console.export_text()
+    assert "Evaluation checklist" in text
+    lines = {name: next(line for line in text.splitlines() if name in line) for name in checks}
+    assert "passed" in lines["attack_beats_noise"]
+    assert "FAILED" in lines["query_not_stronger_than_whitebox"] and "square 0.900" in text
+    assert "not checked" in lines["detector_claim_plausible"] and "for digits" in text
+    empty = Console(width=100, record=True, file=io.StringIO())
+    print_summary("run", {}, {}, "id", "sqlite:///x.db", {}, empty)
+    assert "Evaluation checklist" not in empty.export_text()  # no checks: no table
+
+
 def test_a_wide_console_keeps_the_one_table_resiliency_layout():
     text = printed_summary(200)
     assert "(1/2)" not in text and "…" not in text

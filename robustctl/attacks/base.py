@@ -15,7 +15,8 @@ A subclass implements only its update rule in :meth:`Attack.perturb`; everything
 The attacked function is the model's *prediction view*: ``model.predict_logits(x)`` when the
 model has one (so an RCE-trained ResNet, which predicts with ``-Z``, is attacked through the
 logits it actually predicts with), else ``model(x)``. Any ``nn.Module`` mapping [0, 1] images
-[N, C, H, W] to logits [N, K] can be attacked.
+[N, C, H, W] to logits [N, K] can be attacked. Query-based attacks read a target that may
+reject queries (a model behind its detector) through :meth:`Attack.answer`.
 """
 
 from __future__ import annotations
@@ -180,6 +181,18 @@ class Attack:
         """Prediction logits [N, K]: ``model.predict_logits(x)`` if present, else ``model(x)``
         (counted: :meth:`counted`)."""
         return prediction_logits(self.model, self.counted(x))
+
+    def answer(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The target's answer to the queries ``x``: (prediction logits [N, K], rejected [N]
+        bool). A target with an ``answer`` method (a model behind its detector,
+        :class:`robustctl.threat_models.deployed.DeployedSystem`) may reject a query; a bare
+        model never does. Query-based attacks read their target through it, so a rejected query
+        counts as a failed one (counted: :meth:`counted`)."""
+        respond = getattr(self.model, "answer", None)
+        if respond is None:
+            logits = self.logits(x)
+            return logits, torch.zeros(len(x), dtype=torch.bool, device=logits.device)
+        return respond(self.counted(x))
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """The attack's seeded generator on ``device`` (created once, then advanced), or None."""

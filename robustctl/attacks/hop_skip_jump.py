@@ -7,7 +7,8 @@ example, the smallest perturbation it found (``last_norms``), here within a quer
 Notation: x the image (d pixels), phi(x') = 1 if x' is adversarial (untargeted: the predicted
 class is not y; targeted: it is t), else 0; dist the distance to x in the attack's norm.
 
-1. **Start.** Up to ``init_trials`` uniform random images per example until one is adversarial,
+1. **Start.** The caller's starting point where it is adversarial (``start=``, one query),
+   else up to ``init_trials`` uniform random images per example until one is adversarial,
    then a binary search on the segment from x to it ((1 - a) x + a x', a in [0, 1]) until the
    bracket is under 0.001: a point just on the adversarial side of the boundary.
 2. **Per iteration** t = 1 .. ``steps``, at the boundary point x_t:
@@ -24,6 +25,10 @@ class is not y; targeted: it is t), else 0; dist the distance to x in the attack
      down to theta; Linf on the radius r in [0, dist_inf(x, x'_t)] of the box around x that
      x'_t is clipped to, down to min(theta dist, theta); theta = gamma / d^(3/2) (L2) or
      gamma / d^2 (Linf). The result is x_{t+1}.
+
+Against a target that rejects queries (a model behind its detector:
+:meth:`~robustctl.attacks.base.Attack.answer`) a rejected point is not adversarial, so every
+search stays among the points the target accepts.
 
 Each example keeps its smallest-distance boundary point; examples the clean image already fools
 are returned unchanged (``last_norms`` 0) and not queried further; an example with no adversarial
@@ -71,7 +76,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from robustctl.attacks.base import Attack, AttackConfig, flat_norm
+from robustctl.attacks.base import Attack, AttackConfig, AttackResult, flat_norm
 from robustctl.config.validation import require
 
 NORMS = {"l2": 2.0, "linf": float("inf")}
@@ -138,6 +143,19 @@ class HopSkipJump(Attack):
         self.queries_used = 0  # model evaluations of single images, over every call
         self.last_queries = torch.zeros(0, dtype=torch.long)
         self.last_norms = torch.zeros(0)
+        self._given_start: Tensor | None = None
+
+    def __call__(
+        self, x: Tensor, y: Tensor, target: Tensor | None = None, start: Tensor | None = None
+    ) -> AttackResult:
+        """As :class:`~robustctl.attacks.base.Attack`; ``start`` [N, ...]: a starting point per
+        example, tried (one query each) before the random ones: where it is adversarial it is
+        the start (an attacker's image of another class, for a target that rejects noise)."""
+        self._given_start = start
+        try:
+            return super().__call__(x, y, target)
+        finally:
+            self._given_start = None
 
     # ------------------------------------------------------------------------ the oracle
     @torch.no_grad()
@@ -146,14 +164,18 @@ class HopSkipJump(Attack):
     ) -> Tensor:
         """phi of each point [M, ...] of example ``owner`` [M] (clipped to [0, 1]); counts one
         query per point against its example in ``used``."""
-        decisions = []
+        decisions, refusals = [], []
         for start in range(0, len(points), self.chunk):
             batch = points[start : start + self.chunk].clamp(0.0, 1.0)
-            decisions.append(self.logits(batch).argmax(1))
+            logits, rejected = self.answer(batch)
+            decisions.append(logits.argmax(1))
+            refusals.append(rejected)
         pred = torch.cat(decisions) if decisions else owner.new_zeros(0)
+        refused = torch.cat(refusals) if refusals else owner.new_zeros(0, dtype=torch.bool)
         used.index_add_(0, owner, torch.ones_like(owner))
         self.queries_used += len(points)
-        return self.is_success(pred, y[owner], None if target is None else target[owner])
+        success = self.is_success(pred, y[owner], None if target is None else target[owner])
+        return success & ~refused  # a rejected query is no adversarial point
 
     # ---------------------------------------------------------------------- the searches
     def boundary(
@@ -243,8 +265,13 @@ class HopSkipJump(Attack):
         best_dist = torch.where(
             fooled, torch.zeros(n, device=x.device), torch.full((n,), math.inf, device=x.device)
         )
-        # 1. random starts
+        # 1. starts: the given ones, then random images
         start, found = x.clone(), fooled.clone()
+        if self._given_start is not None:
+            todo = (~found).nonzero().squeeze(1)
+            given = self._given_start.to(x.device, x.dtype)[todo]
+            ok = oracle(given, todo)
+            start[todo[ok]], found[todo[ok]] = given[ok], True
         generator = self.generator(x.device)
         for _ in range(self.init_trials):
             todo = (~found).nonzero().squeeze(1)

@@ -221,8 +221,10 @@ class Square(BoundedAttack):
 
     # ------------------------------------------------------------------------ the objective
     def margin_and_loss(self, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(margin [n], loss [n]) at x (one query per example): see the module docstring."""
-        logits = self.logits(x)
+        """(margin [n], loss [n]) at x (one query per example): see the module docstring. A
+        query the target rejects (:meth:`~robustctl.attacks.base.Attack.answer`) scores +inf in
+        both: never an improvement, never a success."""
+        logits, rejected = self.answer(x)
         self.queries_used += len(x)
         goal = y if target is None else target
         z_goal = logits.gather(1, goal.view(-1, 1)).squeeze(1)
@@ -239,6 +241,9 @@ class Square(BoundedAttack):
                 if self.loss == "margin"
                 else F.cross_entropy(logits, target, reduction="none")
             )
+        if rejected.any():
+            margin = margin.masked_fill(rejected, math.inf)
+            loss = loss.masked_fill(rejected, math.inf)
         return margin, loss
 
     def signs(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -327,7 +332,8 @@ class Square(BoundedAttack):
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         with torch.no_grad():
-            done = self.is_success(self.logits(x).argmax(1), y, target)
+            logits, rejected = self.answer(x)
+            done = self.is_success(logits.argmax(1), y, target) & ~rejected
             self.queries_used += len(x)
             x_out = x.clone()
             used = torch.zeros(len(x), dtype=torch.long, device=x.device)

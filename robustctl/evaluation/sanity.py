@@ -23,10 +23,20 @@ numbers that failed it) or ``not checked`` (its metrics are missing):
     norm per image (``graybox/<attack>/noise_success_rate``, :func:`noise_baseline`): fails when
     the attack's success rate is not above the noise's (an attack that succeeds everywhere
     passes).
+``query_not_stronger_than_whitebox``
+    A query-based attack on the deployed system (black-box ``kind=query``: Square reads scores,
+    HopSkipJump labels; neither uses a gradient) must not beat the white-box attack that has the
+    gradients of model and detector: fails when a query attack's success-rate interval lies
+    wholly above C&W-wb's (the gradients mislead: masking). Success rates over slightly different
+    points (C&W-wb: clean-correct images; the query attacks: those also accepted by the detector).
 ``more_iterations_not_weaker``
     C&W-wb rerun with twice the iterations per binary step on a subset
     (``whitebox/cw_wb/check_success_rate`` vs ``whitebox/cw_wb/more_iterations_success_rate``)
     must not succeed less often: fails when it succeeds on fewer images.
+
+``detector_claim_plausible`` (with the run's config; :mod:`robustctl.evaluation.detector_claim`)
+    A detector's robust accuracy with rejection at eps implies a classifier robust at eps / 2
+    (Tramer 2022): fails when that implied accuracy beats the best known at eps / 2 or less.
 
 Each check becomes the tag ``sanity/<check>`` (``passed``, ``failed: ...``, ``not checked: ...``);
 a failure is shown in the summary and the report as possible gradient masking.
@@ -35,13 +45,21 @@ a failure is shown in the summary and the report as possible gradient masking.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robustctl import metric_keys as keys
 from robustctl.evaluation.attack_runner import rate_metrics
+from robustctl.evaluation.check_result import (
+    FAILED,
+    NOT_CHECKED,
+    PASSED,
+    SanityCheck,
+)
+from robustctl.evaluation.check_result import interval as _interval
+from robustctl.evaluation.detector_claim import detector_claim_plausible
 from robustctl.evaluation.result import StageResult
 from robustctl.inference import predict_labels
 
@@ -51,24 +69,6 @@ from robustctl.inference import predict_labels
 UNBOUNDED_ATTACKS = ("cw_hc", "deepfool")
 UNBOUNDED_SUCCESS_MIN = 0.99  # "~100%": the success rate's interval must reach this
 MONOTONE_TOLERANCE = 0.02  # accuracy may rise this much with eps (sampling noise) before failing
-PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
-
-
-@dataclass(frozen=True)
-class SanityCheck:
-    name: str
-    status: str  # PASSED, FAILED or NOT_CHECKED
-    detail: str = ""
-
-    @property
-    def tag(self) -> str:
-        """The run tag's value: ``passed``, ``failed: <detail>`` or ``not checked: <detail>``."""
-        return self.status if self.status == PASSED else f"{self.status}: {self.detail}"
-
-
-def _interval(metrics: Mapping[str, float], key: str) -> tuple[float, float]:
-    value = metrics[key]
-    return metrics.get(keys.ci_low(key), value), metrics.get(keys.ci_high(key), value)
 
 
 def unbounded_attack_succeeds(metrics: Mapping[str, float]) -> SanityCheck:
@@ -153,6 +153,34 @@ def attack_beats_noise(metrics: Mapping[str, float]) -> SanityCheck:
     return SanityCheck(name, PASSED)
 
 
+def query_not_stronger_than_whitebox(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "query_not_stronger_than_whitebox"
+    wb_rate = keys.whitebox(keys.SUCCESS_RATE)
+    queried = [
+        attack
+        for attack in keys.attacks_in(metrics, keys.BLACKBOX)
+        if keys.attack_key(keys.BLACKBOX, attack, keys.QUERIES_PER_POINT) in metrics
+    ]
+    if wb_rate not in metrics or not queried:
+        return SanityCheck(
+            name, NOT_CHECKED, "needs the white-box stage and the query-based black box"
+        )
+    stronger = []
+    for attack in queried:
+        rate = keys.attack_key(keys.BLACKBOX, attack, keys.SUCCESS_RATE)
+        if metrics[rate] == metrics[rate] and (
+            _interval(metrics, rate)[0] > _interval(metrics, wb_rate)[1]
+        ):
+            stronger.append(
+                f"{attack} {metrics[rate]:.3f} above white-box C&W-wb {metrics[wb_rate]:.3f}"
+            )
+    if stronger:
+        return SanityCheck(
+            name, FAILED, "a query attack beats the gradient attack: " + ", ".join(stronger)
+        )
+    return SanityCheck(name, PASSED)
+
+
 def more_iterations_not_weaker(metrics: Mapping[str, float]) -> SanityCheck:
     name = "more_iterations_not_weaker"
     base = metrics.get(keys.whitebox(keys.CHECK_SUCCESS_RATE))
@@ -173,22 +201,29 @@ CHECKS = (
     success_grows_with_eps,
     transfer_not_stronger_than_whitebox,
     attack_beats_noise,
+    query_not_stronger_than_whitebox,
     more_iterations_not_weaker,
 )
 
 
-def sanity_checks(metrics: Mapping[str, float]) -> list[SanityCheck]:
-    """Every check of the module docstring on one run's metrics."""
-    return [check(metrics) for check in CHECKS]
+def sanity_checks(metrics: Mapping[str, float], cfg: Any = None) -> list[SanityCheck]:
+    """Every check of the module docstring on one run's metrics; with the run's config ``cfg``
+    also the plausibility of a detector's claim (:mod:`robustctl.evaluation.detector_claim`),
+    which needs its dataset and robust-accuracy budget."""
+    checks = [check(metrics) for check in CHECKS]
+    if cfg is not None:
+        robust = cfg.threat_model.robust
+        checks.append(detector_claim_plausible(metrics, cfg.dataset.name, robust.norm, robust.eps))
+    return checks
 
 
-def sanity_stage(metrics: Mapping[str, float]) -> StageResult:
+def sanity_stage(metrics: Mapping[str, float], cfg: Any = None) -> StageResult:
     """The checks as a stage result: one ``sanity/<check>`` tag each, and a note per failure."""
     out = StageResult(stage=keys.SANITY_STAGE)
-    for check in sanity_checks(metrics):
+    for check in sanity_checks(metrics, cfg):
         out.tags[keys.sanity_tag(check.name)] = check.tag
         if check.status == FAILED:
-            out.notes[keys.sanity_tag(check.name)] = f"possible gradient masking: {check.detail}"
+            out.notes[keys.sanity_tag(check.name)] = f"{check.meaning}: {check.detail}"
     return out
 
 

@@ -15,7 +15,8 @@ seeds when there are several.
 
 Writes ``report.md``, ``table1.csv`` .. ``table4.csv``, ``whitebox_ratio.csv``, ``columns.csv``,
 ``whitebox_budget_<dataset>.png`` and a self-contained ``report.html`` (tables plus the figures
-as inline PNG); when the runs call for them also ``table5.csv`` (detectors x losses) and
+as inline PNG); when the runs call for them also ``table4q.csv`` (the query-based black box),
+``table5.csv`` (detectors x losses) and
 ``table6.csv`` with ``robust_accuracy_<dataset>.png`` (the defense taxonomy and its scatter).
 Modules: :mod:`.reference` (the paper's numbers), :mod:`.collect` (runs back from the store, their
 identity), :mod:`.groups` (scope, fingerprint columns, which runs answer a cell),
@@ -164,11 +165,16 @@ def _select(
 
 
 def report_title(table_keys: set[str]) -> str:
-    """Names the tables the report holds: the PDM paper's Tables 1-4, then the detector
-    comparison (Table 5) and the taxonomy table (Table 6) when the runs called for them."""
+    """Names the tables the report holds: the PDM paper's Tables 1-4, then the query-based black
+    box, the detector comparison (Table 5) and the taxonomy table (Table 6) when the runs called
+    for them."""
     extra = [
         name
-        for key, name in (("table5", "Table 5 (detectors)"), ("table6", "Table 6 (taxonomy)"))
+        for key, name in (
+            ("table4q", "query-based black box"),
+            ("table5", "Table 5 (detectors)"),
+            ("table6", "Table 6 (taxonomy)"),
+        )
         if key in table_keys
     ]
     return "robustctl report: PDM Tables 1-4" + "".join(f", {name}" for name in extra)

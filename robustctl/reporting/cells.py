@@ -59,6 +59,7 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "distortion": lambda v: f"{v:.3g}",
     "breach": lambda v: f"{v:.3g}",
     "ratio": lambda v: f"{v:.2f}x",
+    "queries": lambda v: f"{v:.0f}",
 }
 # what a NaN value means, per kind (default "nan")
 _NAN_TEXT: dict[str, str] = {

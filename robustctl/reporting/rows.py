@@ -74,6 +74,27 @@ BB_PROXY_SUCCESS = MetricSpec(
 )
 
 
+def _query(attack: str, label: str, metric: str, kind: str) -> MetricSpec:
+    return MetricSpec(
+        f"{attack}: {label}",
+        keys.attack_key(keys.BLACKBOX, attack, metric),
+        kind,
+        reason_tag=keys.auc_reason_tag(keys.BLACKBOX, attack) if metric == keys.AUC else None,
+        table="table4q",
+    )
+
+
+QUERY_SQUARE_SUCCESS = _query("square", "success rate", keys.SUCCESS_RATE, "rate")
+QUERY_SQUARE_QUERIES = _query("square", "queries per success", keys.QUERIES_PER_SUCCESS, "queries")
+QUERY_SQUARE_REJECTED = _query("square", "rejected queries", keys.REJECTED_QUERY_RATE, "rate")
+QUERY_SQUARE_AUC = _query("square", "detection AUC", keys.AUC, "auc")
+QUERY_HSJ_SUCCESS = _query("hsj", "success rate", keys.SUCCESS_RATE, "rate")
+QUERY_HSJ_MEDIAN = _query("hsj", "median distortion", keys.MEDIAN_DISTORTION, "distortion")
+QUERY_HSJ_QUERIES = _query("hsj", "queries per success", keys.QUERIES_PER_SUCCESS, "queries")
+QUERY_HSJ_REJECTED = _query("hsj", "rejected queries", keys.REJECTED_QUERY_RATE, "rate")
+QUERY_HSJ_AUC = _query("hsj", "detection AUC", keys.AUC, "auc")
+
+
 def placed_in(table: str) -> list[MetricSpec]:
     """The rows declared in this module for ``table``, in the order declared."""
     return [v for v in globals().values() if isinstance(v, MetricSpec) and v.table == table]

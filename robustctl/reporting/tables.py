@@ -42,6 +42,7 @@ from robustctl.reporting.cells import (
     group_rows,
     metric_cell,
 )
+from robustctl.reporting.checklist import checklist_table
 from robustctl.reporting.collect import RunRecord
 from robustctl.reporting.groups import (
     LOSS_LABELS,
@@ -67,6 +68,7 @@ __all__ = [
     "table2",
     "table3",
     "table4",
+    "table4q",
     "table5",
 ]
 
@@ -179,6 +181,28 @@ def table4(records: Sequence[RunRecord] | Layout) -> Table:
     )
 
 
+def table4q(records: Sequence[RunRecord] | Layout) -> Table:
+    """The query-based black box: Square (scores) and HopSkipJump (labels) against the model
+    behind its detector; a success is misclassified *and* accepted. No rows when no run in scope
+    logged it."""
+    layout = as_layout(records)
+    if not any(r.has(keys.BLACKBOX_SYSTEM_THRESHOLD) for r in layout.records):
+        layout = dataclasses.replace(layout, by_dataset={})
+    return _metric_table(
+        layout,
+        "table4q",
+        "Query-based black box: Square and HopSkipJump against model + detector",
+        "The attacker queries the deployed system, which answers 'rejected' where the detector's "
+        "score exceeds its threshold at 5% false positives on clean validation images. Success "
+        "rate over the images the system answers correctly clean; a success is an example the "
+        "system misclassifies and accepts. Queries per success: the attack's own count; rejected "
+        "queries: the share of its queries the detector turned away. " + _CELLS,
+        keys.BLACKBOX_SYSTEM_THRESHOLD,
+        placed_in("table4q"),
+        keys.BLACKBOX,
+    )
+
+
 DETECTOR_ORDER = ("kde", "bu", "kde_bu", "lid", "mahalanobis", "feature_squeezing", "combined")
 
 
@@ -251,12 +275,21 @@ def table5(records: Sequence[RunRecord] | Layout) -> Table:
 
 
 def build_tables(records: Sequence[RunRecord] | Layout) -> list[Table]:
-    """Tables 1-4, the white-box ratio table (after Table 3), then Table 5 when the runs compare
+    """Tables 1-4, the white-box ratio table (after Table 3), then the query-based black box when
+    some run logged it, Table 5 when the runs compare
     detectors, Table 6 (:mod:`.taxonomy`) when some run has a taxonomy defense (a ``norm=``,
     ``transform=`` or ``train_defense=`` variant), the robust-accuracy table when some run logged
     the ``robust`` stage and the attack-cost table when some attack logged its cost
-    (:mod:`.robust_table`), in order."""
+    (:mod:`.robust_table`), and the evaluation checklist when some run logged a check
+    (:mod:`.checklist`), in order."""
     layout = as_layout(records)
     tables = [table1(layout), table2(layout), table3(layout), ratio_table(layout), table4(layout)]
-    optional = [table5(layout), table6(layout), robust_table(layout), cost_table(layout)]
+    optional = [
+        table4q(layout),
+        table5(layout),
+        table6(layout),
+        robust_table(layout),
+        cost_table(layout),
+        checklist_table(layout),
+    ]
     return [*tables, *(t for t in optional if t.rows)]

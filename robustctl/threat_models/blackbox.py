@@ -1,5 +1,9 @@
-"""Black-box threat model (PDM Appendix D): the attacker can query the target and has the
-training inputs, but knows neither its weights nor its detector's.
+"""Black-box threat model: the attacker can query the target and has the training inputs, but
+knows neither its weights nor its detector's. ``threat_model.blackbox.kind`` picks how it
+attacks: ``transfer`` (below, PDM Appendix D), ``query`` (Square and HopSkipJump against the
+model behind its detector: :mod:`robustctl.threat_models.query_blackbox`) or ``both``.
+
+The transfer black box:
 
 1. Distil a proxy (``threat_model.blackbox.proxy_model``) from the target's outputs on the
    training inputs (:mod:`robustctl.threat_models.distill`).
@@ -29,6 +33,7 @@ from robustctl.inference import ModelOutputs, model_device, predict_labels
 from robustctl.models import OPTIONS, model_config
 from robustctl.threat_models.context import ThreatContext, crafter, detect
 from robustctl.threat_models.distill import distill
+from robustctl.threat_models.query_blackbox import run as run_query
 from robustctl.threat_models.stage import Column, Rows, Stage, register
 from robustctl.threat_models.whitebox import cw_wb_attack
 
@@ -57,7 +62,18 @@ def transfer_metrics(
 
 
 def run(ctx: ThreatContext) -> StageResult:
+    """The kinds ``threat_model.blackbox.kind`` names (:data:`KINDS`), their results merged."""
     require_detector(ctx.detector, "threat_model stage blackbox")
+    out = StageResult()
+    for kind in ctx.cfg.threat_model.blackbox.kinds():
+        part = KINDS[kind](ctx)
+        for name in ("metrics", "step_metrics", "figures", "tags", "notes", "documents"):
+            getattr(out, name).update(getattr(part, name))
+    return out
+
+
+def run_transfer(ctx: ThreatContext) -> StageResult:
+    """The transfer black box (module docstring)."""
     cfg, tm = ctx.cfg, ctx.cfg.threat_model
     bb = tm.blackbox
     proxy = distill(
@@ -114,19 +130,24 @@ def run(ctx: ThreatContext) -> StageResult:
     return out
 
 
+KINDS = {"transfer": run_transfer, "query": run_query}  # threat_model.blackbox.kind
+
 STAGE = register(
     Stage(
         name=keys.BLACKBOX,
         run=run,
         needs_detector=True,
         settings="blackbox",
-        title="Black-box transfer (Table 4)",
+        title="Black-box: transfer (Table 4) and queries",
         summary=Rows(
             "attack",
             (
                 Column("proxy agreement", "agreement"),
                 Column("transfer", "transfer_rate"),
+                Column("query success", "success_rate"),
                 Column("distortion", "distortion"),
+                Column("queries / success", "queries_per_success"),
+                Column("rejected queries", "rejected_query_rate"),
             ),
         ),
         description=Rows(

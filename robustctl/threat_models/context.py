@@ -119,6 +119,12 @@ def detector_scores(
 def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:
     """The target model's predictions on ``x_adv`` and the detection AUC of its detector over the
     (clean, adversarial) pairs of the attacked subset."""
+    adv_pred, _, result = detect_scored(ctx, x_adv)
+    return adv_pred, result
+
+
+def detect_scored(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, Tensor, DetectionResult]:
+    """:func:`detect` with the detector's scores of ``x_adv`` (CPU) between its two results."""
     adv_pred, adv_scores = detector_scores(
         ctx.model, ctx.detector, x_adv, ctx.cfg.evaluate.batch_size
     )
@@ -131,4 +137,4 @@ def detect(ctx: ThreatContext, x_adv: Tensor) -> tuple[Tensor, DetectionResult]:
         min_pairs=ctx.cfg.threat_model.min_pairs,
         seed=ctx.cfg.threat_model.seed,
     )
-    return adv_pred, result
+    return adv_pred, adv_scores, result

@@ -37,17 +37,57 @@ TABLE2_ATTACKS = ["fgsm-0.05", "fgsm-0.1", "bim-0.05", "bim-0.1", "cw", "cw_hc",
 DISTILL_MODES = ("soft", "hard")
 
 
+BLACKBOX_KINDS = ("transfer", "query", "both")
+QUERY_ATTACKS = ("square", "hsj")  # the query-based attacks: scores (Square), labels (HSJ)
+
+
 @dataclass
 class BlackboxConfig:
-    """Proxy trained by distillation on the target's outputs (PDM Appendix D): architecture (an
-    option of the ``model`` group), soft targets at ``temperature`` or hard labels, SGD budget."""
+    """The black-box stage. ``kind``: ``transfer`` (PDM Appendix D: a proxy trained by
+    distillation on the target's outputs, its architecture an option of the ``model`` group,
+    soft targets at ``temperature`` or hard labels, an SGD budget; C&W-wb from the proxy),
+    ``query`` (``query_attacks`` query the target behind its detector, which rejects at the
+    threshold of false-positive rate ``fpr`` on clean validation images; each attack's budget is
+    its ``attack`` option, overridden by ``threat_model.attack_params``; HopSkipJump starts from
+    the nearest of ``start_pool`` training images the system answers with another class), or
+    ``both``."""
 
+    kind: str = "transfer"
     proxy_model: str = "resnet32"
     mode: str = "soft"  # soft (temperature) | hard (argmax labels)
     temperature: float = 4.0
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
+    query_attacks: list[str] = field(default_factory=lambda: list(QUERY_ATTACKS))
+    fpr: float = 0.05
+    start_pool: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(
+            self.kind in BLACKBOX_KINDS,
+            "threat_model.blackbox.kind",
+            f"must be one of {', '.join(BLACKBOX_KINDS)}; got {self.kind!r}",
+        )
+        unknown = [a for a in self.query_attacks if a not in QUERY_ATTACKS]
+        _require(
+            not unknown and len(set(self.query_attacks)) == len(self.query_attacks) > 0,
+            "threat_model.blackbox.query_attacks",
+            f"must be distinct names out of {', '.join(QUERY_ATTACKS)}; "
+            f"got {list(self.query_attacks)}",
+        )
+        _require(
+            0 < self.fpr < 1, "threat_model.blackbox.fpr", f"must lie in (0, 1), got {self.fpr}"
+        )
+        _require(
+            self.start_pool >= 1,
+            "threat_model.blackbox.start_pool",
+            f"must be >= 1, got {self.start_pool}",
+        )
+
+    def kinds(self) -> tuple[str, ...]:
+        """The black-box kinds this config runs, in order."""
+        return ("transfer", "query") if self.kind == "both" else (self.kind,)
 
 
 @dataclass

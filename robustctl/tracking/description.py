@@ -92,8 +92,8 @@ def run_description(
         lines += [*_table(["training", "value"], rows), ""]
     for stage in STAGES.values():
         lines += stage_rows(stage, metrics)
-    checks = {k.split("/", 1)[1]: v for k, v in (tags or {}).items() if k.startswith("sanity/")}
+    checks = keys.sanity_results(tags or {})
     if checks:
         rows = [[name, value] for name, value in checks.items()]
-        lines += [*_table(["sanity check (gradient masking)", "result"], rows), ""]
+        lines += [*_table(["evaluation check", "result"], rows), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -21,7 +21,12 @@ def test_default_config_composes_to_digits_resnet20_ce():
     # budgets
     assert (cfg.attack.name, cfg.defense.name, cfg.threat_model.name) == ("none", "kde", "quick")
     assert cfg.threat_model.stages == ["graybox", "whitebox", "blackbox"]
-    assert cfg.threat_model.attack_params == {"cw_hc": {"steps": 100, "lr": 0.1}}
+    assert cfg.threat_model.attack_params == {
+        "cw_hc": {"steps": 100, "lr": 0.1},
+        "square": {"queries": 300, "eps": 0.1},
+        "hsj": {"queries": 1000, "steps": 20},
+    }
+    assert cfg.threat_model.blackbox.kind == "both"  # transfer and query-based
 
 
 @pytest.mark.slow

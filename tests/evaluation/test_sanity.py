@@ -14,6 +14,7 @@ from robustctl.evaluation.sanity import (
     attack_beats_noise,
     more_iterations_not_weaker,
     noise_baseline,
+    query_not_stronger_than_whitebox,
     success_grows_with_eps,
     transfer_not_stronger_than_whitebox,
     unbounded_attack_succeeds,
@@ -77,6 +78,37 @@ def test_transferred_examples_must_not_beat_the_white_box_attack():
     assert check.status == FAILED
     assert "transfer rate 0.900 above" in check.detail and "AUC 0.200 below" in check.detail
     assert transfer_not_stronger_than_whitebox(base).status == NOT_CHECKED
+
+
+def test_a_query_attack_must_not_beat_the_white_box_attack():
+    whitebox = {
+        "whitebox/cw_wb/success_rate": 0.5,
+        "whitebox/cw_wb/success_rate_ci_low": 0.4,
+        "whitebox/cw_wb/success_rate_ci_high": 0.6,
+    }
+    query = {
+        "blackbox/system_threshold": 3.0,  # not an attack: no queries
+        "blackbox/hsj/success_rate": 0.55,  # overlapping intervals: no evidence
+        "blackbox/hsj/success_rate_ci_low": 0.45,
+        "blackbox/hsj/success_rate_ci_high": 0.65,
+        "blackbox/hsj/queries_per_point": 900.0,
+    }
+    assert query_not_stronger_than_whitebox({**whitebox, **query}).status == PASSED
+    masked = {
+        **whitebox,
+        **query,
+        "blackbox/square/success_rate": 0.9,
+        "blackbox/square/success_rate_ci_low": 0.8,
+        "blackbox/square/success_rate_ci_high": 0.95,
+        "blackbox/square/queries_per_point": 300.0,
+    }
+    check = query_not_stronger_than_whitebox(masked)
+    assert check.status == FAILED
+    assert "square 0.900 above white-box C&W-wb 0.500" in check.detail
+    assert "hsj" not in check.detail
+    transfer_only = {**whitebox, "blackbox/cw_wb/transfer_rate": 0.9}
+    assert query_not_stronger_than_whitebox(transfer_only).status == NOT_CHECKED
+    assert query_not_stronger_than_whitebox(query).status == NOT_CHECKED
 
 
 def test_an_attack_must_beat_noise_of_its_own_norm():

@@ -24,10 +24,9 @@ BUDGETS = [
 ]
 
 
-@pytest.fixture(scope="package")
-def target(tmp_path_factory):
-    """(cfg, trained model, data)."""
-    work = tmp_path_factory.mktemp("threat_models")
+def train_target(work, chash: str, *extra: str):
+    """(cfg, trained model, data): the package's target settings (plus ``extra`` overrides)
+    trained under ``work``."""
     _, cfg = compose(
         [
             "dataset=synthetic",
@@ -38,8 +37,15 @@ def target(tmp_path_factory):
             "defense=kde",
             "threat_model=all",
             *BUDGETS,
+            *extra,
             f"work_dir={work}",
         ]
     )
     data = load_dataset(cfg.dataset, cfg.work_dir)
-    return cfg, fit(cfg, data, chash="threat_models").model, data
+    return cfg, fit(cfg, data, chash=chash).model, data
+
+
+@pytest.fixture(scope="package")
+def target(tmp_path_factory):
+    """(cfg, trained model, data)."""
+    return train_target(tmp_path_factory.mktemp("threat_models"), "threat_models")

@@ -29,34 +29,16 @@ import dataclasses
 import pytest
 
 from robustctl.composition import compose
-from robustctl.data import load_dataset
 from robustctl.threat_models import run_threat_model
 from robustctl.threat_models.convergence import ConvergenceConfig
-from robustctl.training import fit
-from tests.threat_models.conftest import BUDGETS
+from tests.threat_models.conftest import train_target
 
 
 @pytest.fixture(scope="module")
 def small_target(tmp_path_factory):
     """The package's target trained the same way, as a ResNet-8: every C&W-wb iteration is a
     forward and backward pass, 2.3x cheaper than ResNet-20's on these 8x8 images."""
-    work = tmp_path_factory.mktemp("adaptive")
-    _, cfg = compose(
-        [
-            "dataset=synthetic",
-            "dataset.num_samples=400",
-            "model=resnet8",
-            "trainer.epochs=4",
-            "trainer.batch_size=32",
-            "trainer.device=cpu",
-            "defense=kde",
-            "threat_model=all",
-            *BUDGETS,
-            f"work_dir={work}",
-        ]
-    )
-    data = load_dataset(cfg.dataset, cfg.work_dir)
-    return cfg, fit(cfg, data, chash="adaptive").model, data
+    return train_target(tmp_path_factory.mktemp("adaptive"), "adaptive", "model=resnet8")
 
 
 ADAPTIVE = [  # (defense overrides, C&W-wb toward, C&W-wb start, (binary steps, iterations))

@@ -68,7 +68,7 @@ def test_sanity_checks_close_the_description():
     }
     text = run_description("T", {"clean/accuracy": 0.5}, tags)
     assert text.endswith(
-        "| sanity check (gradient masking) | result |\n|---|---:|\n"
+        "| evaluation check | result |\n|---|---:|\n"
         "| unbounded_attack_succeeds | failed: unbounded attack below ~100% success |\n"
         "| attack_beats_noise | passed |\n"
     )
