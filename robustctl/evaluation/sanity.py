@@ -23,6 +23,11 @@ numbers that failed it) or ``not checked`` (its metrics are missing):
     norm per image (``graybox/<attack>/noise_success_rate``, :func:`noise_baseline`): fails when
     the attack's success rate is not above the noise's (an attack that succeeds everywhere
     passes).
+``iterative_beats_single_step``
+    The iterative attack (BIM) must be at least as strong as the single step (FGSM) at the same
+    budget: fails when, on the resiliency curves, BIM leaves accuracy more than
+    ``MONOTONE_TOLERANCE`` above FGSM's at some eps, or a gray-box ``fgsm-<eps>`` success-rate
+    interval lies wholly above ``bim-<eps>``'s.
 ``query_not_stronger_than_whitebox``
     A query-based attack on the deployed system (black-box ``kind=query``: Square reads scores,
     HopSkipJump labels; neither uses a gradient) must not beat the white-box attack that has the
@@ -153,6 +158,38 @@ def attack_beats_noise(metrics: Mapping[str, float]) -> SanityCheck:
     return SanityCheck(name, PASSED)
 
 
+SINGLE_STEP, ITERATIVE = "fgsm", "bim"
+
+
+def iterative_beats_single_step(metrics: Mapping[str, float]) -> SanityCheck:
+    name = "iterative_beats_single_step"
+    weaker, compared = [], 0
+    curves = keys.resiliency_curves(metrics)
+    single, iterative = curves.get(SINGLE_STEP, {}), curves.get(ITERATIVE, {})
+    for eps in sorted(set(single) & set(iterative)):
+        compared += 1
+        if iterative[eps] > single[eps] + MONOTONE_TOLERANCE:
+            weaker.append(
+                f"eps {eps:g}: accuracy {iterative[eps]:.3f} under {ITERATIVE}, "
+                f"{single[eps]:.3f} under {SINGLE_STEP}"
+            )
+    for attack in keys.attacks_in(metrics, keys.GRAYBOX):
+        if not attack.startswith(f"{SINGLE_STEP}-"):
+            continue
+        twin = ITERATIVE + attack[len(SINGLE_STEP) :]
+        one, many = keys.graybox(attack, keys.SUCCESS_RATE), keys.graybox(twin, keys.SUCCESS_RATE)
+        if one not in metrics or many not in metrics or metrics[many] != metrics[many]:
+            continue
+        compared += 1
+        if _interval(metrics, one)[0] > _interval(metrics, many)[1]:
+            weaker.append(f"{twin} success {metrics[many]:.3f} below {attack} {metrics[one]:.3f}")
+    if not compared:
+        return SanityCheck(name, NOT_CHECKED, "no FGSM and BIM at a common eps")
+    if weaker:
+        return SanityCheck(name, FAILED, "the iterative attack is weaker: " + "; ".join(weaker))
+    return SanityCheck(name, PASSED)
+
+
 def query_not_stronger_than_whitebox(metrics: Mapping[str, float]) -> SanityCheck:
     name = "query_not_stronger_than_whitebox"
     wb_rate = keys.whitebox(keys.SUCCESS_RATE)
@@ -201,6 +238,7 @@ CHECKS = (
     success_grows_with_eps,
     transfer_not_stronger_than_whitebox,
     attack_beats_noise,
+    iterative_beats_single_step,
     query_not_stronger_than_whitebox,
     more_iterations_not_weaker,
 )

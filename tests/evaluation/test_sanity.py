@@ -12,6 +12,7 @@ from robustctl.evaluation.sanity import (
     NOT_CHECKED,
     PASSED,
     attack_beats_noise,
+    iterative_beats_single_step,
     more_iterations_not_weaker,
     noise_baseline,
     query_not_stronger_than_whitebox,
@@ -78,6 +79,33 @@ def test_transferred_examples_must_not_beat_the_white_box_attack():
     assert check.status == FAILED
     assert "transfer rate 0.900 above" in check.detail and "AUC 0.200 below" in check.detail
     assert transfer_not_stronger_than_whitebox(base).status == NOT_CHECKED
+
+
+def test_the_iterative_attack_must_not_be_weaker_than_the_single_step():
+    healthy = {
+        "resiliency/fgsm/eps_0.1": 0.6,
+        "resiliency/bim/eps_0.1": 0.4,
+        "resiliency/bim/eps_0.2": 0.9,  # no FGSM at 0.2: not compared
+        "graybox/fgsm-0.1/success_rate": 0.5,
+        "graybox/fgsm-0.1/success_rate_ci_low": 0.4,
+        "graybox/bim-0.1/success_rate": 0.45,  # lower, but the intervals overlap
+        "graybox/bim-0.1/success_rate_ci_high": 0.55,
+    }
+    assert iterative_beats_single_step(healthy).status == PASSED
+    stuck = {**healthy, "resiliency/bim/eps_0.1": 0.61}  # within the 0.02 tolerance
+    assert iterative_beats_single_step(stuck).status == PASSED
+    masked = {
+        **healthy,
+        "resiliency/bim/eps_0.1": 0.7,
+        "graybox/bim-0.1/success_rate": 0.2,
+        "graybox/bim-0.1/success_rate_ci_high": 0.3,
+    }
+    check = iterative_beats_single_step(masked)
+    assert check.status == FAILED
+    assert "eps 0.1: accuracy 0.700 under bim, 0.600 under fgsm" in check.detail
+    assert "bim-0.1 success 0.200 below fgsm-0.1 0.500" in check.detail
+    only_one = {"resiliency/fgsm/eps_0.1": 0.6, "graybox/fgsm-0.05/success_rate": 0.3}
+    assert iterative_beats_single_step(only_one).status == NOT_CHECKED
 
 
 def test_a_query_attack_must_not_beat_the_white_box_attack():
