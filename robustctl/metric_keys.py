@@ -313,6 +313,13 @@ def sanity_results(tags: Mapping[str, str]) -> dict[str, str]:
     return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
 
+def sanity_status(value: str) -> tuple[str, str]:
+    """A ``sanity/<check>`` tag's value split into (status, detail): ``passed``, ``failed`` or
+    ``not checked``, and what follows its ``: ``."""
+    status, _, detail = value.partition(": ")
+    return status, detail
+
+
 # keys shown in the overview of the end-of-command summary (the stage tables show the rest)
 STAGE_FAMILIES = (*STAGES, RESILIENCY, BIM_PATH)
 

@@ -90,7 +90,7 @@ def checklist_table(checks: Mapping[str, str]) -> FittedTable | None:
         options=TABLE_OPTIONS,
     )
     for name, value in checks.items():
-        status, _, detail = value.partition(": ")
+        status, detail = keys.sanity_status(value)
         shown = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]"}.get(
             status, f"[dim]{status}[/]"
         )

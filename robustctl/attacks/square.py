@@ -241,10 +241,8 @@ class Square(BoundedAttack):
                 if self.loss == "margin"
                 else F.cross_entropy(logits, target, reduction="none")
             )
-        if rejected.any():
-            margin = margin.masked_fill(rejected, math.inf)
-            loss = loss.masked_fill(rejected, math.inf)
-        return margin, loss
+        # unconditionally: an ``if rejected.any()`` would wait on the device every query
+        return margin.masked_fill(rejected, math.inf), loss.masked_fill(rejected, math.inf)
 
     def signs(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
         """Random signs in {-1, +1} from the attack's generator."""

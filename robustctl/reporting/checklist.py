@@ -21,12 +21,12 @@ def _verdict(check: str, runs: Sequence[RunRecord]) -> Cell:
     ids = tuple(run.run_id for run, _ in results)
     if not results:
         return Cell(reason="not run", kind="rate")
-    failed = [(run, value) for run, value in results if value.startswith("failed")]
+    failed = [(run, value) for run, value in results if keys.sanity_status(value)[0] == "failed"]
     if failed:
         seeds = ", ".join(run.seed for run, _ in failed)
         reason = f"{failed[0][1]} (seed {seeds} of {len(results)} runs)"
         return Cell(reason=reason, run_ids=ids, kind="rate", key=keys.sanity_tag(check))
-    if any(value == "passed" for _, value in results):
+    if any(keys.sanity_status(value)[0] == "passed" for _, value in results):
         return Cell(reason="passed", run_ids=ids, kind="rate", key=keys.sanity_tag(check))
     return Cell(reason=results[0][1], run_ids=ids, kind="rate", key=keys.sanity_tag(check))
 

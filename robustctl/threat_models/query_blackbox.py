@@ -25,6 +25,7 @@ is T.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -136,33 +137,34 @@ def run(ctx: ThreatContext) -> StageResult:
     x, y = ctx.x[todo], ctx.y[todo]
     out = StageResult(metrics={keys.BLACKBOX_SYSTEM_THRESHOLD: threshold})
     for name in bb.query_attacks:
+        prefix = keys.attack_prefix(keys.BLACKBOX, name)
+        key = partial(keys.attack_key, keys.BLACKBOX, name)
         params = {"seed": tm.seed, **dict(tm.attack_params.get(name, {}))}
         attack = build(name, system, **params)
         starts = None
-        asked, refused = system.queries, system.rejected
         started = time.perf_counter()
         if name == "hsj":
             drawn = seeded_permutation(len(ctx.data.y_train), tm.seed)[: bb.start_pool]
+            asked = system.queries
             starts, found = pool_starts(
                 system, ctx.data.x_train[drawn], x, y, ctx.cfg.evaluate.batch_size
             )
-            prefix = keys.attack_prefix(keys.BLACKBOX, name)
-            out.metrics[f"{prefix}/{keys.START_POOL_QUERIES}"] = float(system.queries - asked)
-            out.metrics[f"{prefix}/{keys.POOL_START_RATE}"] = (
+            out.metrics[key(keys.START_POOL_QUERIES)] = float(system.queries - asked)
+            out.metrics[key(keys.POOL_START_RATE)] = (
                 float(found.double().mean()) if len(found) else float("nan")
             )
-            asked, refused = system.queries, system.rejected  # the attack's own queries next
+        asked, refused = system.queries, system.rejected  # the attack's own queries from here
         x_adv_todo, queries = run_query_attack(attack, x, y, tm.batch_size, starts)
         seconds = time.perf_counter() - started
-        prefix = keys.attack_prefix(keys.BLACKBOX, name)
-        rejected_rate = (system.rejected - refused) / max(system.queries - asked, 1)
         x_adv = ctx.x.clone()
         x_adv[todo] = x_adv_todo
         adv_pred, adv_scores, result = detect_scored(ctx, x_adv)
         broke = (adv_pred[todo] != y) & (adv_scores[todo] <= threshold)
         out.metrics.update(outcome_metrics(name, x, x_adv_todo, broke, queries, tm.seed))
-        out.metrics[f"{prefix}/{keys.REJECTED_QUERY_RATE}"] = rejected_rate
-        out.metrics[f"{prefix}/{keys.SECONDS}"] = seconds
+        out.metrics[key(keys.REJECTED_QUERY_RATE)] = (system.rejected - refused) / max(
+            system.queries - asked, 1
+        )
+        out.metrics[key(keys.SECONDS)] = seconds
         out.metrics.update(result.metrics(prefix))
         if result.auc is None:
             out.notes[prefix] = result.reason
